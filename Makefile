@@ -1,0 +1,106 @@
+# Discord AI bot cluster: one static core library and four role binaries.
+#
+#   make              build common/libbotcore.a and the four instances
+#   make test         build, then run every test (unit + integration)
+#   make test-asan    the same suite, built with AddressSanitizer + UBSan
+#   make ci           what .ci/run does: install deps, test, test-asan
+#   make docs-config  regenerate the configuration table in README.md
+#
+# VARIANT=release puts the library and binaries where operators expect them
+# (common/libbotcore.a, chat-instance/chat-instance, ...); any other variant
+# builds entirely under build/$(VARIANT)/ so both can coexist.
+
+VARIANT ?= release
+BUILD := build/$(VARIANT)
+ROLES := chat image video admin
+PKGS := libuv libcurl json-c hiredis libpq libmicrohttpd libsodium
+
+CC ?= cc
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
+        -Wno-missing-field-initializers
+BASE_CFLAGS := -std=gnu17 -g -D_GNU_SOURCE -Icommon $(WARN) \
+        -DBC_VERSION='"$(VERSION)"' -DBC_GIT_REV='"$(GIT_REV)"' \
+        $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+ifeq ($(VARIANT),release)
+  OPT := -O2
+  SAN :=
+  LIB := common/libbotcore.a
+  BIN = $(1)-instance/$(1)-instance
+else ifeq ($(VARIANT),asan)
+  OPT := -O1 -fno-omit-frame-pointer
+  SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LIB := $(BUILD)/common/libbotcore.a
+  BIN = $(BUILD)/$(1)-instance/$(1)-instance
+else
+  $(error unknown VARIANT $(VARIANT): use release or asan)
+endif
+
+CFLAGS := $(BASE_CFLAGS) $(OPT) $(SAN) $(EXTRA_CFLAGS)
+LDFLAGS := $(SAN) $(EXTRA_LDFLAGS)
+
+CORE_SRC := $(sort $(wildcard common/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps
+.DELETE_ON_ERROR:
+
+all: $(LIB) $(BINS) $(UNIT_BINS)
+
+lib: $(LIB)
+bins: $(BINS)
+unit: $(UNIT_BINS)
+
+check-deps:
+	@pkg-config --exists $(PKGS) || { echo "missing libraries: run ./deploy/install-deps.sh" >&2; exit 1; }
+
+$(BUILD)/%.o: %.c | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+define role_rules
+$(call BIN,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)-instance/*.c)) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIB) $$(LIBS)
+endef
+$(foreach r,$(ROLES),$(eval $(call role_rules,$(r))))
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+test: all
+	python3 tests/run.py --variant $(VARIANT)
+
+test-asan:
+	$(MAKE) VARIANT=asan all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	python3 tests/run.py --variant asan
+
+ci:
+	./deploy/install-deps.sh
+	$(MAKE) -j2 all
+	$(MAKE) test
+	$(MAKE) -j2 VARIANT=asan all
+	$(MAKE) test-asan
+
+docs-config: all
+	python3 tests/tools/docs_config.py --write
+
+clean:
+	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance)
+
+-include $(CORE_OBJ:.o=.d) $(UNIT_BINS:=.d)
+-include $(foreach r,$(ROLES),$(patsubst %.c,$(BUILD)/%.d,$(wildcard $(r)-instance/*.c)))

@@ -11,7 +11,11 @@
 # builds entirely under build/$(VARIANT)/ so both can coexist.
 
 VARIANT ?= release
-BUILD := build/$(VARIANT)
+# DEVTAG and MODULES let one developer build a private library from a subset
+# of common/ while others edit the rest: make DEVTAG=me MODULES='err mem log'
+DEVTAG ?=
+MODULES ?=
+BUILD := build/$(VARIANT)$(if $(DEVTAG),-$(DEVTAG))
 ROLES := chat image video admin
 PKGS := libuv libcurl json-c hiredis libpq libmicrohttpd libsodium
 
@@ -26,11 +30,16 @@ BASE_CFLAGS := -std=gnu17 -g -D_GNU_SOURCE -Icommon $(WARN) \
         $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
-ifeq ($(VARIANT),release)
+ifeq ($(VARIANT)$(DEVTAG),release)
   OPT := -O2
   SAN :=
   LIB := common/libbotcore.a
   BIN = $(1)-instance/$(1)-instance
+else ifeq ($(VARIANT),release)
+  OPT := -O2
+  SAN :=
+  LIB := $(BUILD)/common/libbotcore.a
+  BIN = $(BUILD)/$(1)-instance/$(1)-instance
 else ifeq ($(VARIANT),asan)
   OPT := -O1 -fno-omit-frame-pointer
   SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -43,7 +52,7 @@ endif
 CFLAGS := $(BASE_CFLAGS) $(OPT) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN) $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(sort $(wildcard common/*.c))
+CORE_SRC := $(if $(MODULES),$(MODULES:%=common/%.c),$(sort $(wildcard common/*.c)))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -51,6 +60,7 @@ UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 
 .PHONY: all lib bins unit test test-asan ci clean docs-config check-deps
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: $(LIB) $(BINS) $(UNIT_BINS)
 

@@ -139,17 +139,17 @@ void log_redact_url(const char *url, char *out, size_t outlen)
         if (*q == '@')
             at = q;
     const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    if (!colon) {
-        /* key=value conninfo strings carry password=...; hide those too */
-        const char *pw = strstr(url, "password=");
-        if (!scheme && pw) {
-            snprintf(out, outlen, "%.*spassword=*** (rest hidden)", (int)(pw - url), url);
-            return;
-        }
+    /* password=... in a key=value conninfo or a URI query string: keep what
+     * precedes it and hide the rest */
+    const char *pw = strstr(url, "password=");
+    int cut = pw ? (int)(pw - url) : -1;
+    if (colon && (cut < 0 || colon < pw))
+        snprintf(out, outlen, "%.*s:***%.*s%s", (int)(colon - url), url, cut < 0 ? (int)strlen(at) : (int)(pw - at),
+                 at, cut < 0 ? "" : "password=*** (rest hidden)");
+    else if (cut >= 0)
+        snprintf(out, outlen, "%.*spassword=*** (rest hidden)", cut, url);
+    else
         snprintf(out, outlen, "%s", url);
-        return;
-    }
-    snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
 struct log_line {

@@ -1,0 +1,72 @@
+/* config: every setting of an instance, parsed once into struct config.
+ *
+ * One table (config.c) holds each setting's name, type, default, limits and
+ * help text. Sources, later overriding earlier: the defaults, an env file
+ * (--env-file PATH; KEY=VALUE lines as in .env.multi), the process
+ * environment, then command-line flags (--health-port=8001 or
+ * --HEALTH_PORT=8001). A secret or URL may instead come from NAME_FILE
+ * (Docker secrets). Role-dependent defaults: INSTANCE_NUMBER and KEY_INDEX
+ * default to the role's number (chat 1, image 2, video 3, admin 4) and
+ * HEALTH_PORT to 8000 + INSTANCE_NUMBER. Provider keys are read from the
+ * names carrying this instance's KEY_INDEX (OPENAI_API_KEY_1 for chat).
+ *
+ * Problems are collected, each naming its key and what is wrong; a secret's
+ * value never appears in a problem or anywhere else (see secret.h). Core code
+ * never calls getenv: it reads struct config. */
+#ifndef BC_CONFIG_H
+#define BC_CONFIG_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "secret.h"
+
+enum role { ROLE_CHAT = 1, ROLE_IMAGE = 2, ROLE_VIDEO = 3, ROLE_ADMIN = 4 };
+#define ROLE_COUNT 4
+
+const char *role_name(enum role r);
+
+struct config {
+    enum role role;
+    int instance;            /* INSTANCE_NUMBER */
+    int key_index;           /* KEY_INDEX */
+    char name[32];           /* "<role>-<instance>": consumer and log name */
+    char *health_bind;
+    int health_port;
+    int log_level;           /* enum log_level */
+    char *redis_url;         /* may carry a password: log with LF_URL */
+    char *redis_prefix;
+    char *database_url;      /* "" = PostgreSQL not configured */
+    int heartbeat_interval_ms;
+    int heartbeat_maxlen;
+    int stream_maxlen;
+    int max_inflight;
+    int job_block_ms;
+    int claim_idle_ms;
+    int drain_timeout_sec;
+    int diag_jobs;
+    struct secret openai_keys;    /* OPENAI_API_KEY_<KEY_INDEX>, comma-separated list */
+    struct secret minimax_keys;   /* MINIMAX_API_KEY_<KEY_INDEX> */
+    struct secret stability_keys; /* STABILITY_API_KEY_<KEY_INDEX> */
+
+    char *env_file;          /* path given with --env-file, or NULL */
+    struct buf problems;     /* "KEY\tproblem\n" lines */
+    struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...) */
+};
+
+enum cfg_action { CFG_RUN = 0, CFG_EXIT_OK = 1, CFG_CHECK_ONLY = 2 };
+
+/* Fill cfg for role from argv, envp and the env file. Returns CFG_RUN,
+ * CFG_EXIT_OK (help/version printed to out), CFG_CHECK_ONLY (--check-config:
+ * valid, caller prints and exits 0), or BC_ECONFIG with cfg->problems filled.
+ * cfg must be released with cfg_free whatever the result. */
+int cfg_load(struct config *cfg, enum role role, int argc, char **argv, char **envp, struct buf *out);
+void cfg_free(struct config *cfg);
+
+/* Effective settings as "KEY=value" lines, secrets as fingerprints and URLs
+ * redacted. */
+void cfg_dump(const struct config *cfg, struct buf *out);
+/* The settings table as a Markdown table (for the README). */
+void cfg_markdown(struct buf *out);
+
+#endif

@@ -1,0 +1,490 @@
+#include "core.h"
+
+#include <errno.h>
+#include <json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "diag.h"
+#include "err.h"
+#include "httpd.h"
+#include "log.h"
+#include "mem.h"
+#include "rds.h"
+#include "store.h"
+
+#define CORE_HEARTBEAT_KEY "heartbeats"
+#define CORE_LAG_TICK_MS 50
+
+enum core_state { CS_RUNNING, CS_DRAINING, CS_CLOSING };
+
+struct core {
+    uv_loop_t *loop;
+    struct config cfg;
+    enum core_state state;
+    struct rds *cmd;
+    struct bus *bus;
+    struct store *store;
+    struct httpd *httpd;
+    uv_timer_t beat_timer, drain_timer, lag_timer;
+    /* loop lag: how late a 50 ms timer fires; the worst of the current and
+     * of the last heartbeat window. Proof that nothing blocks the loop. */
+    uint64_t lag_expected_ns;
+    double lag_cur_ms, lag_last_ms;
+    uv_signal_t sigterm, sigint;
+    uint64_t started_ms;
+    /* redis latency from the last heartbeat round trip */
+    uint64_t beat_sent_ms;
+    int beat_outstanding;
+    double redis_latency_ms;
+    uint64_t beats_sent, beats_failed;
+    int exit_code;
+};
+
+uv_loop_t *core_loop(struct core *c)
+{
+    return c->loop;
+}
+
+const struct config *core_config(const struct core *c)
+{
+    return &c->cfg;
+}
+
+struct bus *core_bus(struct core *c)
+{
+    return c->bus;
+}
+
+struct rds *core_redis(struct core *c)
+{
+    return c->cmd;
+}
+
+struct store *core_store(struct core *c)
+{
+    return c->store;
+}
+
+static uint64_t uptime_s(const struct core *c)
+{
+    return (uv_now(c->loop) - c->started_ms) / 1000;
+}
+
+static int redis_ok(const struct core *c)
+{
+    return rds_up(c->cmd) && bus_reader_up(c->bus);
+}
+
+static int pg_ok(const struct core *c)
+{
+    return c->store && store_up(c->store);
+}
+
+/* ---- heartbeat ------------------------------------------------------------ */
+
+static void on_beat(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct core *c = arg;
+    c->beat_outstanding = 0;
+    if (status || rds_reply_error(reply)) {
+        c->beats_failed++;
+        return;
+    }
+    c->beats_sent++;
+    c->redis_latency_ms = (double)(uv_hrtime() / 1000 - c->beat_sent_ms) / 1000.0;
+}
+
+static void send_beat(struct core *c)
+{
+    if (c->beat_outstanding || !rds_up(c->cmd))
+        return;
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    char key[160], maxlen[16], pid[16], up[24], inflight[16], processed[24], failed[24];
+    snprintf(key, sizeof(key), "%s:%s", c->cfg.redis_prefix, CORE_HEARTBEAT_KEY);
+    snprintf(maxlen, sizeof(maxlen), "%d", c->cfg.heartbeat_maxlen);
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    snprintf(up, sizeof(up), "%llu", (unsigned long long)uptime_s(c));
+    snprintf(inflight, sizeof(inflight), "%u", st.inflight);
+    snprintf(processed, sizeof(processed), "%llu", (unsigned long long)st.processed);
+    snprintf(failed, sizeof(failed), "%llu", (unsigned long long)(st.failed + st.dead));
+    const char *state = c->state == CS_RUNNING ? "running" : "draining";
+    const char *av[] = {"XADD", key, "MAXLEN", "~", maxlen, "*", "name", c->cfg.name, "role",
+                        role_name(c->cfg.role), "pid", pid, "version", BC_VERSION, "uptime_s", up,
+                        "inflight", inflight, "processed", processed, "failed", failed, "state", state,
+                        "health_port", NULL};
+    char port[8];
+    snprintf(port, sizeof(port), "%d", c->cfg.health_port);
+    av[sizeof(av) / sizeof(av[0]) - 1] = port;
+    c->beat_sent_ms = uv_hrtime() / 1000;
+    if (rds_cmd(c->cmd, on_beat, c, (int)(sizeof(av) / sizeof(av[0])), av, NULL) == 0)
+        c->beat_outstanding = 1;
+}
+
+static void on_beat_timer(uv_timer_t *t)
+{
+    struct core *c = t->data;
+    c->lag_last_ms = c->lag_cur_ms;
+    c->lag_cur_ms = 0;
+    send_beat(c);
+}
+
+static void on_lag_timer(uv_timer_t *t)
+{
+    struct core *c = t->data;
+    uint64_t now = uv_hrtime();
+    if (c->lag_expected_ns && now > c->lag_expected_ns) {
+        double lag = (double)(now - c->lag_expected_ns) / 1e6;
+        if (lag > c->lag_cur_ms)
+            c->lag_cur_ms = lag;
+    }
+    c->lag_expected_ns = now + (uint64_t)CORE_LAG_TICK_MS * 1000000;
+}
+
+static double loop_lag_ms(const struct core *c)
+{
+    return c->lag_cur_ms > c->lag_last_ms ? c->lag_cur_ms : c->lag_last_ms;
+}
+
+/* ---- dependency state ---------------------------------------------------- */
+
+static void on_redis_state(struct rds *r, int up, void *arg)
+{
+    (void)r;
+    struct core *c = arg;
+    if (up) {
+        bus_cmd_up(c->bus);
+        send_beat(c);
+    }
+}
+
+/* ---- /health and /metrics ------------------------------------------------ */
+
+static const char *health_status(const struct core *c, int *http)
+{
+    *http = 200;
+    if (c->state != CS_RUNNING) {
+        *http = 503;
+        return "draining";
+    }
+    if (!redis_ok(c)) {
+        *http = 503;
+        return "unhealthy";
+    }
+    return pg_ok(c) ? "ok" : "degraded";
+}
+
+static void on_health(struct httpd_req *req, void *arg)
+{
+    struct core *c = arg;
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    int http;
+    const char *status = health_status(c, &http);
+    struct json_object *o = json_object_new_object(), *redis = json_object_new_object(),
+                       *pg = json_object_new_object();
+    json_object_object_add(o, "status", json_object_new_string(status));
+    json_object_object_add(o, "instance", json_object_new_string(c->cfg.name));
+    json_object_object_add(o, "role", json_object_new_string(role_name(c->cfg.role)));
+    json_object_object_add(o, "version", json_object_new_string(BC_VERSION));
+    json_object_object_add(o, "pid", json_object_new_int(getpid()));
+    json_object_object_add(o, "uptime_s", json_object_new_int64((int64_t)uptime_s(c)));
+    json_object_object_add(redis, "ok", json_object_new_boolean(redis_ok(c)));
+    char lat[32];
+    snprintf(lat, sizeof(lat), "%.3f", c->redis_latency_ms);
+    json_object_object_add(redis, "latency_ms", json_object_new_double_s(c->redis_latency_ms, lat));
+    if (!redis_ok(c))
+        json_object_object_add(redis, "error", json_object_new_string(rds_errstr(c->cmd)));
+    json_object_object_add(o, "redis", redis);
+    json_object_object_add(pg, "ok", json_object_new_boolean(pg_ok(c)));
+    json_object_object_add(pg, "configured", json_object_new_boolean(c->store != NULL));
+    if (c->store && !pg_ok(c))
+        json_object_object_add(pg, "error", json_object_new_string(store_errstr(c->store)));
+    else if (!c->store)
+        json_object_object_add(pg, "error", json_object_new_string("DATABASE_URL not set"));
+    json_object_object_add(o, "postgres", pg);
+    snprintf(lat, sizeof(lat), "%.3f", loop_lag_ms(c));
+    json_object_object_add(o, "loop_lag_ms", json_object_new_double_s(loop_lag_ms(c), lat));
+    json_object_object_add(o, "inflight", json_object_new_int64(st.inflight));
+    json_object_object_add(o, "processed", json_object_new_int64((int64_t)st.processed));
+    json_object_object_add(o, "failed", json_object_new_int64((int64_t)(st.failed + st.dead)));
+    size_t len;
+    const char *body = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    httpd_respond(req, http, "application/json", body, len);
+    json_object_put(o);
+}
+
+static void on_metrics(struct httpd_req *req, void *arg)
+{
+    struct core *c = arg;
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    struct buf b;
+    buf_init(&b, 64 << 10);
+    buf_printf(&b,
+               "# HELP discordbot_info Instance identity.\n# TYPE discordbot_info gauge\n"
+               "discordbot_info{name=\"%s\",role=\"%s\",version=\"%s\"} 1\n"
+               "# HELP discordbot_uptime_seconds Seconds since start.\n# TYPE discordbot_uptime_seconds gauge\n"
+               "discordbot_uptime_seconds %llu\n"
+               "# HELP discordbot_draining 1 while draining for shutdown.\n# TYPE discordbot_draining gauge\n"
+               "discordbot_draining %d\n",
+               c->cfg.name, role_name(c->cfg.role), BC_VERSION, (unsigned long long)uptime_s(c),
+               c->state != CS_RUNNING);
+    buf_printf(&b,
+               "# HELP discordbot_jobs_inflight Jobs being processed now.\n# TYPE discordbot_jobs_inflight gauge\n"
+               "discordbot_jobs_inflight %u\n"
+               "# HELP discordbot_jobs_total Jobs finished, by result.\n# TYPE discordbot_jobs_total counter\n"
+               "discordbot_jobs_total{result=\"done\"} %llu\n"
+               "discordbot_jobs_total{result=\"failed\"} %llu\n"
+               "discordbot_jobs_total{result=\"retry\"} %llu\n"
+               "discordbot_jobs_total{result=\"dead_letter\"} %llu\n"
+               "# HELP discordbot_jobs_reclaimed_total Idle jobs taken over from silent consumers.\n"
+               "# TYPE discordbot_jobs_reclaimed_total counter\n"
+               "discordbot_jobs_reclaimed_total %llu\n",
+               st.inflight, (unsigned long long)st.processed, (unsigned long long)st.failed,
+               (unsigned long long)st.retried, (unsigned long long)st.dead, (unsigned long long)st.reclaimed);
+    buf_printf(&b,
+               "# HELP discordbot_redis_up 1 when Redis is reachable.\n# TYPE discordbot_redis_up gauge\n"
+               "discordbot_redis_up %d\n"
+               "# HELP discordbot_redis_latency_seconds Last heartbeat round trip.\n"
+               "# TYPE discordbot_redis_latency_seconds gauge\n"
+               "discordbot_redis_latency_seconds %.6f\n"
+               "# HELP discordbot_postgres_up 1 when PostgreSQL is reachable and migrated.\n"
+               "# TYPE discordbot_postgres_up gauge\n"
+               "discordbot_postgres_up %d\n"
+               "# HELP discordbot_heartbeats_total Heartbeats written, by result.\n"
+               "# TYPE discordbot_heartbeats_total counter\n"
+               "discordbot_heartbeats_total{result=\"ok\"} %llu\n"
+               "discordbot_heartbeats_total{result=\"error\"} %llu\n"
+               "# HELP discordbot_loop_lag_seconds Worst event-loop stall in the last two heartbeat intervals.\n"
+               "# TYPE discordbot_loop_lag_seconds gauge\n"
+               "discordbot_loop_lag_seconds %.6f\n",
+               redis_ok(c), c->redis_latency_ms / 1000.0, pg_ok(c), (unsigned long long)c->beats_sent,
+               (unsigned long long)c->beats_failed, loop_lag_ms(c) / 1000.0);
+    httpd_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
+    buf_free(&b);
+}
+
+/* ---- shutdown -------------------------------------------------------------- */
+
+static void close_all(struct core *c);
+
+static void on_drained(void *arg)
+{
+    struct core *c = arg;
+    log_info("drained: every job taken was finished and acked");
+    close_all(c);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct core *c = t->data;
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    log_warn("drain timeout: jobs still running stay pending in redis for a later reclaim",
+             LF_INT("inflight", st.inflight), LF_INT("timeout_s", c->cfg.drain_timeout_sec));
+    close_all(c);
+}
+
+static void begin_drain(struct core *c, const char *why)
+{
+    c->state = CS_DRAINING;
+    log_info("shutdown requested: draining", LF_STR("signal", why), LF_INT("timeout_s", c->cfg.drain_timeout_sec));
+    send_beat(c); /* tell the cluster this is a planned stop */
+    uv_timer_start(&c->drain_timer, on_drain_timeout, (uint64_t)c->cfg.drain_timeout_sec * 1000, 0);
+    bus_drain(c->bus, on_drained, c);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct core *c = s->data;
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (c->state == CS_RUNNING) {
+        begin_drain(c, name);
+    } else if (c->state == CS_DRAINING) {
+        log_warn("second signal: stopping now; running jobs stay pending", LF_STR("signal", name));
+        close_all(c);
+    }
+}
+
+static void close_all(struct core *c)
+{
+    if (c->state == CS_CLOSING)
+        return;
+    c->state = CS_CLOSING;
+    uv_close((uv_handle_t *)&c->beat_timer, NULL);
+    uv_close((uv_handle_t *)&c->drain_timer, NULL);
+    uv_close((uv_handle_t *)&c->lag_timer, NULL);
+    uv_close((uv_handle_t *)&c->sigterm, NULL);
+    uv_close((uv_handle_t *)&c->sigint, NULL);
+    if (c->httpd)
+        httpd_close(c->httpd, NULL, NULL);
+    /* The command connection closes first: replies still owed to job
+     * handlers arrive as BC_ESHUTDOWN while their jobs still exist. */
+    if (c->cmd)
+        rds_close(c->cmd, NULL, NULL);
+    if (c->bus)
+        bus_close(c->bus, NULL, NULL);
+    if (c->store)
+        store_close(c->store, NULL, NULL);
+}
+
+/* ---- start ----------------------------------------------------------------- */
+
+static int load_config(struct core *c, int argc, char **argv, char **envp, enum role role)
+{
+    struct buf out;
+    buf_init(&out, 1 << 20);
+    int rc = cfg_load(&c->cfg, role, argc, argv, envp, &out);
+    log_setup(c->cfg.name, role_name(role), rc >= 0 ? (enum log_level)c->cfg.log_level : LOG_INFO, -1);
+    if (rc == CFG_EXIT_OK) {
+        fputs(buf_str(&out), stdout);
+    } else if (rc == CFG_CHECK_ONLY) {
+        cfg_dump(&c->cfg, &out);
+        fputs(buf_str(&out), stdout);
+    } else if (rc < 0) {
+        /* each problem is "KEY\tproblem"; values of secrets never get here */
+        const char *p = buf_str(&c->cfg.problems);
+        while (*p) {
+            const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+            char key[128], what[512];
+            snprintf(key, sizeof(key), "%.*s", (int)(tab - p), p);
+            snprintf(what, sizeof(what), "%.*s", (int)(nl - tab - 1), tab + 1);
+            log_error("invalid configuration", LF_STR("key", key), LF_STR("problem", what));
+            p = nl + 1;
+        }
+    }
+    buf_free(&out);
+    return rc;
+}
+
+static void log_warnings(const struct config *cfg)
+{
+    const char *p = buf_str(&cfg->warnings);
+    while (*p) {
+        const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+        char key[128], what[256];
+        snprintf(key, sizeof(key), "%.*s", (int)(tab - p), p);
+        snprintf(what, sizeof(what), "%.*s", (int)(nl - tab - 1), tab + 1);
+        log_warn(what, LF_STR("key", key));
+        p = nl + 1;
+    }
+}
+
+static int start_http(struct core *c)
+{
+    struct httpd_opts ho = {.bind = c->cfg.health_bind, .port = c->cfg.health_port};
+    int rc = httpd_start(c->loop, &ho, &c->httpd);
+    if (rc) {
+        log_error("cannot start the health server", LF_STR("bind", c->cfg.health_bind),
+                  LF_INT("port", c->cfg.health_port), LF_ERR(rc));
+        return rc;
+    }
+    httpd_route(c->httpd, "GET", "/health", on_health, c);
+    httpd_route(c->httpd, "GET", "/metrics", on_metrics, c);
+    return 0;
+}
+
+static int start_store(struct core *c)
+{
+    if (!*c->cfg.database_url) {
+        log_warn("DATABASE_URL not set: running without PostgreSQL (no memory, usage or durable jobs)");
+        return 0;
+    }
+    struct store_opts so = {.conninfo = c->cfg.database_url};
+    int rc = store_new(c->loop, &so, NULL, NULL, &c->store);
+    if (rc)
+        log_error("cannot set up postgresql", LF_URL("database_url", c->cfg.database_url), LF_ERR(rc));
+    return rc;
+}
+
+static int start_redis(struct core *c)
+{
+    char err[200];
+    struct rds_opts ro = {.url = c->cfg.redis_url, .name = "cmd"};
+    int rc = rds_new(c->loop, &ro, on_redis_state, c, &c->cmd, err, sizeof(err));
+    if (!rc) {
+        struct bus_opts bo = {.redis_url = c->cfg.redis_url,
+                              .prefix = c->cfg.redis_prefix,
+                              .consumer = c->cfg.name,
+                              .stream_maxlen = c->cfg.stream_maxlen,
+                              .max_inflight = c->cfg.max_inflight,
+                              .block_ms = c->cfg.job_block_ms,
+                              .claim_idle_ms = c->cfg.claim_idle_ms};
+        rc = bus_new(c->loop, c->cmd, &bo, &c->bus, err, sizeof(err));
+    }
+    if (rc)
+        log_error("cannot set up redis", LF_STR("problem", err));
+    return rc;
+}
+
+static void log_start(const struct core *c)
+{
+    log_info("starting", LF_STR("version", BC_VERSION), LF_STR("rev", BC_GIT_REV), LF_INT("pid", getpid()),
+             LF_STR("health", c->cfg.health_bind), LF_INT("port", c->cfg.health_port),
+             LF_URL("redis", c->cfg.redis_url), LF_STR("prefix", c->cfg.redis_prefix),
+             LF_URL("database", *c->cfg.database_url ? c->cfg.database_url : "(not set)"),
+             LF_INT("key_index", c->cfg.key_index), LF_SECRET("openai_keys", &c->cfg.openai_keys),
+             LF_SECRET("minimax_keys", &c->cfg.minimax_keys), LF_SECRET("stability_keys", &c->cfg.stability_keys));
+}
+
+static int start(struct core *c, core_setup_fn *setup)
+{
+    c->loop = uv_default_loop();
+    c->started_ms = uv_now(c->loop);
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)(uv_hrtime() ^ (uint64_t)getpid()));
+    /* handles first: close_all may run after a partial start */
+    uv_timer_init(c->loop, &c->beat_timer);
+    uv_timer_init(c->loop, &c->drain_timer);
+    uv_timer_init(c->loop, &c->lag_timer);
+    c->lag_timer.data = c;
+    uv_signal_init(c->loop, &c->sigterm);
+    uv_signal_init(c->loop, &c->sigint);
+    c->beat_timer.data = c->drain_timer.data = c;
+    c->sigterm.data = c->sigint.data = c;
+    log_start(c);
+    int rc = start_redis(c);
+    if (rc)
+        return rc;
+    if (c->cfg.diag_jobs && (rc = diag_register(c)))
+        return rc;
+    if (setup && (rc = setup(c)))
+        return rc;
+    if ((rc = bus_consume(c->bus, role_name(c->cfg.role))) || (rc = start_store(c)) || (rc = start_http(c)))
+        return rc;
+    uv_timer_start(&c->beat_timer, on_beat_timer, (uint64_t)c->cfg.heartbeat_interval_ms,
+                   (uint64_t)c->cfg.heartbeat_interval_ms);
+    uv_timer_start(&c->lag_timer, on_lag_timer, CORE_LAG_TICK_MS, CORE_LAG_TICK_MS);
+    uv_signal_start(&c->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&c->sigint, on_signal, SIGINT);
+    return 0;
+}
+
+int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn *setup)
+{
+    struct core *c = mem_calloc(1, sizeof(*c));
+    int rc = load_config(c, argc, argv, envp, role);
+    if (rc != CFG_RUN) {
+        cfg_free(&c->cfg);
+        mem_free(c);
+        return rc < 0 ? 2 : 0;
+    }
+    log_warnings(&c->cfg);
+    if (start(c, setup)) {
+        c->exit_code = 1;
+        close_all(c);
+    }
+    uv_run(c->loop, UV_RUN_DEFAULT);
+    int code = c->exit_code;
+    log_info("stopped", LF_INT("exit_code", code));
+    uv_loop_close(c->loop);
+    cfg_free(&c->cfg);
+    mem_free(c);
+    return code;
+}

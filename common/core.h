@@ -1,0 +1,37 @@
+/* core: one instance's lifecycle, shared by the four role binaries.
+ *
+ * core_main parses the configuration, sets up logging, the event loop, the
+ * Redis command connection, the job bus (consuming the role's stream),
+ * PostgreSQL (optional: without it the instance runs degraded), the
+ * /health and /metrics server and the heartbeat, lets the role register
+ * its job handlers, and runs the loop until SIGTERM/SIGINT. Then it drains:
+ * no new jobs are taken, jobs in flight get DRAIN_TIMEOUT_SEC to finish and
+ * be acked, and the process exits 0. A second signal exits at once (jobs
+ * still running stay pending in Redis and are picked up again).
+ *
+ * Exit codes: 0 after a drain or --help/--version/--check-config, 1 when
+ * the instance cannot start (e.g. health port in use), 2 on bad config. */
+#ifndef BC_CORE_H
+#define BC_CORE_H
+
+#include <uv.h>
+
+#include "bus.h"
+#include "config.h"
+
+struct core;
+struct store;
+
+/* Role setup: register job handlers on core_bus(c). Non-zero aborts start. */
+typedef int core_setup_fn(struct core *c);
+
+int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn *setup);
+
+uv_loop_t *core_loop(struct core *c);
+const struct config *core_config(const struct core *c);
+struct bus *core_bus(struct core *c);
+struct rds *core_redis(struct core *c);
+/* NULL when DATABASE_URL is not set. */
+struct store *core_store(struct core *c);
+
+#endif

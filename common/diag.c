@@ -1,0 +1,116 @@
+#include "diag.h"
+
+#include <json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bus.h"
+#include "core.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+#include "rds.h"
+
+#define DIAG_SLEEP_MAX_MS 600000
+#define DIAG_RESULTS_MAXLEN "10000"
+
+struct diag_job {
+    struct core *core;
+    struct bus_job *job;
+    uv_timer_t timer;
+};
+
+static void on_result(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct bus_job *job = arg;
+    if (status == BC_ESHUTDOWN)
+        return; /* the bus is closing; the job stays pending */
+    if (status || rds_reply_error(reply))
+        bus_finish(job, BUS_RETRY, "could not record the diag result");
+    else
+        bus_finish(job, BUS_DONE, NULL);
+}
+
+static void record(struct core *c, struct bus_job *job)
+{
+    const struct config *cfg = core_config(c);
+    char key[160];
+    snprintf(key, sizeof(key), "%s:diag:results", cfg->redis_prefix);
+    const char *av[] = {"XADD", key, "MAXLEN", "~", DIAG_RESULTS_MAXLEN, "*", "job", job->id,
+                        "role", job->role, "consumer", cfg->name, "type", job->type, "payload", job->payload};
+    if (rds_cmd(core_redis(c), on_result, job, (int)(sizeof(av) / sizeof(av[0])), av, NULL))
+        bus_finish(job, BUS_RETRY, "redis unavailable");
+}
+
+static void on_echo(struct bus *b, struct bus_job *job, void *arg)
+{
+    (void)b;
+    record(arg, job);
+}
+
+static void on_fail(struct bus *b, struct bus_job *job, void *arg)
+{
+    (void)b;
+    (void)arg;
+    bus_finish(job, BUS_FAILED, "diag.fail asks to fail");
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
+}
+
+static void on_slept(uv_timer_t *t)
+{
+    struct diag_job *d = t->data;
+    struct bus_job *job = d->job;
+    struct core *c = d->core;
+    job->cancel = NULL;
+    uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+    record(c, job);
+}
+
+static void on_cancel(struct bus_job *job, void *arg)
+{
+    (void)job;
+    struct diag_job *d = arg;
+    uv_timer_stop(&d->timer);
+    uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+}
+
+static void on_sleep(struct bus *b, struct bus_job *job, void *arg)
+{
+    (void)b;
+    struct core *c = arg;
+    long long ms = -1;
+    struct json_object *root = json_tokener_parse(job->payload), *v;
+    if (root && json_object_object_get_ex(root, "ms", &v) && json_object_is_type(v, json_type_int))
+        ms = json_object_get_int64(v);
+    json_object_put(root);
+    if (ms < 0 || ms > DIAG_SLEEP_MAX_MS) {
+        bus_finish(job, BUS_FAILED, "diag.sleep needs a payload {\"ms\": 0..600000}");
+        return;
+    }
+    struct diag_job *d = mem_calloc(1, sizeof(*d));
+    d->core = c;
+    d->job = job;
+    uv_timer_init(core_loop(c), &d->timer);
+    d->timer.data = d;
+    job->cancel = on_cancel;
+    job->cancel_arg = d;
+    uv_timer_start(&d->timer, on_slept, (uint64_t)ms, 0);
+}
+
+int diag_register(struct core *c)
+{
+    struct bus *b = core_bus(c);
+    int rc = bus_register(b, "diag.echo", on_echo, c);
+    if (!rc)
+        rc = bus_register(b, "diag.sleep", on_sleep, c);
+    if (!rc)
+        rc = bus_register(b, "diag.fail", on_fail, c);
+    if (!rc)
+        log_info("diag jobs enabled", LF_STR("types", "diag.echo diag.sleep diag.fail"));
+    return rc;
+}

@@ -1,0 +1,15 @@
+/* diag: pipeline probe jobs, enabled with DIAG_JOBS=on.
+ *
+ * diag.echo answers at once, diag.sleep after payload {"ms": N} (at most
+ * 600000), diag.fail finishes as failed. Each successful probe appends
+ * {job, role, consumer, type, payload} to <prefix>:diag:results (capped), so an
+ * operator or a test can prove that a role's stream is consumed end to end
+ * and that every job is answered exactly once. */
+#ifndef BC_DIAG_H
+#define BC_DIAG_H
+
+struct core;
+
+int diag_register(struct core *c);
+
+#endif

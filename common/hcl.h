@@ -1,0 +1,122 @@
+/* hcl: an HTTP(S) client that lives on the process's libuv loop.
+ *
+ * It is one libcurl multi handle driven the way curl's docs/examples/multi-uv.c
+ * drives it: curl tells us which sockets to watch (a uv_poll_t each) and when
+ * to wake it (one uv_timer_t), and we hand every event back with
+ * curl_multi_socket_action. Nothing blocks the loop. (Host names are resolved
+ * by libcurl's own resolver thread; IP literals need no resolving.)
+ *
+ * What it promises:
+ *  - Each request that hcl_request accepts completes exactly once through its
+ *    done callback: with the response, an error, -ECANCELED (hcl_cancel) or
+ *    BC_ESHUTDOWN (hcl_close). The callback never runs from inside
+ *    hcl_request, hcl_cancel or hcl_close.
+ *  - HTTP statuses are not errors: a 404 or 503 is err 0 with status set.
+ *  - Errors: -ETIMEDOUT (timeout_ms or connect_timeout_ms passed),
+ *    -ECONNREFUSED (or another -errno from connect), -EHOSTUNREACH (name
+ *    resolution failed), BC_ETOOBIG (body over max_response, or headers over
+ *    HCL_MAX_HEADERS / HCL_MAX_HEADER_BYTES), -ECANCELED, BC_ESHUTDOWN, and
+ *    BC_EHTTP for anything else (TLS, protocol, ...) with curl's message in
+ *    errstr. errstr only ever holds curl's error buffer or a fixed text, never
+ *    request headers (they carry API keys).
+ *  - Only http and https are spoken; redirects are not followed.
+ *  - Every buffer filled from the network is capped.
+ *
+ * All functions must be called on the loop thread.
+ */
+#ifndef BC_HCL_H
+#define BC_HCL_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct hcl;
+struct hcl_xfer;
+
+#define HCL_DEFAULT_TIMEOUT_MS 30000L
+#define HCL_DEFAULT_CONNECT_TIMEOUT_MS 5000L
+#define HCL_DEFAULT_MAX_RESPONSE (8u * 1024 * 1024)
+#define HCL_MAX_HEADERS 128             /* response headers kept */
+#define HCL_MAX_HEADER_BYTES (64 * 1024) /* bytes of response headers kept */
+
+struct hcl_opts {
+    const char *user_agent;     /* copied; NULL = "botcore/<version>" */
+    long max_host_connections;  /* 0 = 64; more requests wait in a queue */
+    long max_total_connections; /* 0 = 1024 */
+};
+
+struct hcl_header {
+    const char *name, *value;
+};
+
+struct hcl_request {
+    const char *method;         /* "GET", "POST", "PATCH", "PUT", "DELETE"; NULL = GET */
+    const char *url;            /* http:// or https:// */
+    const char *const *headers; /* NULL-terminated "Name: value" list, copied */
+    const void *body;           /* copied; sent with Content-Length */
+    size_t body_len;
+    long timeout_ms;         /* whole transfer; 0 = HCL_DEFAULT_TIMEOUT_MS */
+    long connect_timeout_ms; /* 0 = HCL_DEFAULT_CONNECT_TIMEOUT_MS */
+    size_t max_response;     /* cap on the buffered body; 0 = HCL_DEFAULT_MAX_RESPONSE */
+    /* Optional streaming (e.g. SSE): called with each chunk of the body as it
+     * arrives, on the loop thread; the body is then not buffered and
+     * max_response does not apply. Return nonzero to abort the transfer: it
+     * then completes with -ECANCELED. It may call hcl_cancel (on any
+     * transfer) and hcl_close, and nothing else of hcl. */
+    int (*on_data)(const char *data, size_t len, void *arg);
+};
+
+/* On error, status, body and headers hold whatever had arrived (often
+ * nothing); only err and errstr are meaningful then. */
+struct hcl_response {
+    int err;            /* 0 or a negative code (see above) */
+    const char *errstr; /* never NULL; "" when err is 0 */
+    long status;        /* HTTP status; 0 when no response arrived */
+    const char *body;   /* never NULL, NUL-terminated; "" when streamed/none */
+    size_t body_len;
+    const struct hcl_header *headers; /* of the final response, in order */
+    size_t nheaders;
+    double total_ms;
+};
+
+/* Completion callback. r and everything it points to are borrowed for the
+ * duration of the call. The transfer handle is invalid once this starts. The
+ * callback may start new requests, cancel others, or call hcl_close. */
+typedef void hcl_done_cb(const struct hcl_response *r, void *arg);
+
+/* Create a client on loop. Returns 0 and sets *out, or -EINVAL / BC_EHTTP
+ * (libcurl failed to initialise). Freed only by hcl_close. */
+int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out);
+
+/* Start a request. Everything in rq is copied; rq may go away on return.
+ * On success returns 0 and cb(arg) will run exactly once, later, from the
+ * loop; on_data, if set, gets the same arg. *out (if out is not NULL) gets a
+ * handle usable with hcl_cancel until cb starts. On failure cb never runs:
+ *   -EINVAL       no url or cb, unknown method, a body on GET, body_len
+ *                 without body, a header without ':' or containing CR/LF
+ *   BC_ESHUTDOWN  hcl_close was called
+ *   BC_EHTTP      libcurl refused an option, or hcl_request was called
+ *                 from inside on_data
+ * A bad URL (other scheme, unparsable) is not caught here: the transfer
+ * starts and completes with an error through cb. */
+int hcl_request(struct hcl *c, const struct hcl_request *rq, hcl_done_cb *cb, void *arg,
+                struct hcl_xfer **out);
+
+/* Value of the first response header called name (case-insensitive), or NULL. */
+const char *hcl_response_header(const struct hcl_response *r, const char *name);
+
+/* Abort a transfer whose callback has not started yet. Its callback runs with
+ * -ECANCELED on a later loop iteration, never from inside hcl_cancel. Calling
+ * it again before then is harmless; calling it after the callback started is
+ * a use after free. */
+void hcl_cancel(struct hcl_xfer *x);
+
+/* Shut the client down: every outstanding transfer completes with
+ * BC_ESHUTDOWN (on a later loop iteration), new requests are refused, then
+ * the curl handles and uv handles are closed, c is freed and done(arg) runs
+ * from the loop. done may be NULL. Call once; safe from inside a done
+ * callback or on_data. c is invalid for the caller after this returns, except
+ * that callbacks already due still run. */
+void hcl_close(struct hcl *c, void (*done)(void *arg), void *arg);
+
+#endif

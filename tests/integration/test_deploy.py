@@ -1,0 +1,41 @@
+"""deploy/deploy-multi.sh, black-box: start, status, health, stop."""
+
+import os
+import subprocess
+
+import harness
+from harness import check
+
+
+def run(t, env, *args, timeout=180):
+    full = dict(os.environ)
+    full.update(env)
+    return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@harness.timeout(300)
+def test_deploy_start_status_health_stop(t):
+    if t.variant != "release":
+        return  # the script runs the release binaries; one run of it is enough
+    env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": t.path("none.env"),
+           "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port())}
+    for role in ("CHAT", "IMAGE", "VIDEO", "ADMIN"):
+        env[role + "_HEALTH_PORT"] = str(t.free_port())
+    t.cleanup(lambda: run(t, env, "stop", timeout=120))
+    r = run(t, env, "start")
+    check(r.returncode == 0, "start failed:\n%s\n%s" % (r.stdout, r.stderr))
+    r = run(t, env, "status")
+    rows = [l.split() for l in r.stdout.splitlines()[1:]]
+    check(len(rows) == 4 and all(row[4] == "ok" for row in rows), "status:\n" + r.stdout)
+    check([row[0] for row in rows] == ["chat-1", "image-2", "video-3", "admin-4"], r.stdout)
+    r = run(t, env, "health")
+    check(r.returncode == 0 and r.stdout.count("healthy") == 4, r.stdout)
+    check(os.path.exists(os.path.join(t.tmp, "data", "redis", "appendonlydir")), "redis runs with AOF")
+    r = run(t, env, "stop", timeout=120)
+    check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)
+    r = run(t, env, "health")
+    check(r.returncode != 0, "health fails once stopped")
+    for role in ("chat", "image", "video", "admin"):
+        log = open(os.path.join(t.tmp, "logs", role + ".log")).read()
+        check('"msg":"drained: every job taken was finished and acked"' in log, "%s drained on stop" % role)

@@ -1,0 +1,239 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "err.h"
+#include "log.h"
+#include "ut.h"
+
+static char *noenv[] = {NULL};
+
+static int load(struct config *c, enum role role, char **argv, char **envp)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    struct buf out;
+    buf_init(&out, 1 << 20);
+    int rc = cfg_load(c, role, argc, argv, envp, &out);
+    buf_free(&out);
+    return rc;
+}
+
+static char *write_tmp(const char *content)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/ut-config-%d-XXXXXX", (int)getpid());
+    int fd = mkstemp(path);
+    UT_ASSERT(fd >= 0);
+    UT_ASSERT(write(fd, content, strlen(content)) == (ssize_t)strlen(content));
+    close(fd);
+    return path;
+}
+
+static void test_role_defaults(void)
+{
+    struct config c;
+    char *argv[] = {"x", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), CFG_RUN);
+    UT_EQ_INT(c.instance, 1);
+    UT_EQ_INT(c.key_index, 1);
+    UT_EQ_INT(c.health_port, 8001);
+    UT_EQ_STR(c.name, "chat-1");
+    UT_EQ_STR(c.health_bind, "127.0.0.1");
+    UT_EQ_INT(c.heartbeat_interval_ms, 1000);
+    cfg_free(&c);
+    UT_EQ_INT(load(&c, ROLE_ADMIN, argv, noenv), CFG_RUN);
+    UT_EQ_INT(c.health_port, 8004);
+    UT_EQ_STR(c.name, "admin-4");
+    cfg_free(&c);
+    char *env[] = {"INSTANCE_NUMBER=7", NULL};
+    UT_EQ_INT(load(&c, ROLE_IMAGE, argv, env), CFG_RUN);
+    UT_EQ_INT(c.health_port, 8007);
+    UT_EQ_INT(c.key_index, 2); /* the role's key set, not the instance number */
+    UT_EQ_STR(c.name, "image-7");
+    cfg_free(&c);
+}
+
+static void test_precedence_file_env_flag(void)
+{
+    char *path = write_tmp("# operators' file\nexport LOG_LEVEL=debug\nMAX_INFLIGHT = 5\n"
+                           "REDIS_PREFIX='botfile'  # comment\nJOB_BLOCK_MS=\"700\"\n\n");
+    char *argv[] = {"x", "--env-file", path, "--job-block-ms=900", NULL};
+    char *env[] = {"MAX_INFLIGHT=6", "UNRELATED=1", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), CFG_RUN);
+    UT_EQ_INT(c.log_level, LOG_DEBUG);   /* file */
+    UT_EQ_STR(c.redis_prefix, "botfile"); /* file, quoted, comment stripped */
+    UT_EQ_INT(c.max_inflight, 6);        /* env beats file */
+    UT_EQ_INT(c.job_block_ms, 900);      /* flag beats file */
+    cfg_free(&c);
+    unlink(path);
+}
+
+static void test_bad_int_names_key(void)
+{
+    char *argv[] = {"x", "--HEALTH_PORT", "99999", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "HEALTH_PORT\tmust be an integer from 1 to 65535");
+    cfg_free(&c);
+}
+
+static void test_example_value_rejected_without_echo(void)
+{
+    char *env[] = {"OPENAI_API_KEY_1=your_openai_key_here", NULL};
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "OPENAI_API_KEY_1\tstill has the example value");
+    UT_NOT_CONTAINS(buf_str(&c.problems), "your_openai_key_here");
+    cfg_free(&c);
+}
+
+static void test_secret_never_printed(void)
+{
+    char *env[] = {"OPENAI_API_KEY_1=sk-live-abcdef123456,sk-live-second",
+                   "DATABASE_URL=postgresql://bot:hunter2pass@127.0.0.1:5432/bot",
+                   "REDIS_URL=redis://:redispass99@127.0.0.1:6379/0", NULL};
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), CFG_RUN);
+    UT_EQ_STR(c.openai_keys.value, "sk-live-abcdef123456,sk-live-second");
+    struct buf d;
+    buf_init(&d, 1 << 16);
+    cfg_dump(&c, &d);
+    UT_NOT_CONTAINS(buf_str(&d), "sk-live");
+    UT_NOT_CONTAINS(buf_str(&d), "hunter2pass");
+    UT_NOT_CONTAINS(buf_str(&d), "redispass99");
+    UT_CONTAINS(buf_str(&d), "OPENAI_API_KEY_1=sha256:");
+    UT_CONTAINS(buf_str(&d), "DATABASE_URL=postgresql://bot:***@127.0.0.1:5432/bot");
+    buf_free(&d);
+    cfg_free(&c);
+}
+
+static void test_secret_with_space_rejected_without_echo(void)
+{
+    char *env[] = {"MINIMAX_API_KEY_1=abc def-secret", NULL};
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "MINIMAX_API_KEY_1\tcontains whitespace");
+    UT_NOT_CONTAINS(buf_str(&c.problems), "def-secret");
+    cfg_free(&c);
+}
+
+static void test_key_index_selects_keys(void)
+{
+    char *env[] = {"OPENAI_API_KEY_1=key-one", "OPENAI_API_KEY_4=key-four", NULL};
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_ADMIN, argv, env), CFG_RUN);
+    UT_EQ_STR(c.openai_keys.value, "key-four");
+    cfg_free(&c);
+    char *argv2[] = {"x", "--key-index=1", NULL};
+    UT_EQ_INT(load(&c, ROLE_ADMIN, argv2, env), CFG_RUN);
+    UT_EQ_STR(c.openai_keys.value, "key-one");
+    cfg_free(&c);
+}
+
+static void test_secret_from_file(void)
+{
+    char *path = write_tmp("sk-from-file\n");
+    char var[128];
+    snprintf(var, sizeof(var), "OPENAI_API_KEY_1_FILE=%s", path);
+    char *env[] = {var, NULL};
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), CFG_RUN);
+    UT_EQ_STR(c.openai_keys.value, "sk-from-file");
+    cfg_free(&c);
+    char *env2[] = {var, "OPENAI_API_KEY_1=other", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env2), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "not both");
+    cfg_free(&c);
+    unlink(path);
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "cannot read OPENAI_API_KEY_1_FILE");
+    cfg_free(&c);
+}
+
+static void test_envfile_errors(void)
+{
+    char *path = write_tmp("GOOD=1\nthis line has sk-secret-text and no equals\nQ=\"unterminated\n"
+                           "LOG_LEVEL=verbose\n");
+    char *argv[] = {"x", "--env-file", path, NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), BC_ECONFIG);
+    const char *p = buf_str(&c.problems);
+    UT_CONTAINS(p, "--env-file line 2\texpected KEY=VALUE");
+    UT_NOT_CONTAINS(p, "sk-secret-text");
+    UT_CONTAINS(p, "Q\tunterminated");
+    UT_CONTAINS(p, "LOG_LEVEL\tmust be debug, info, warn or error");
+    UT_CONTAINS(buf_str(&c.warnings), "GOOD\tunknown setting");
+    cfg_free(&c);
+    unlink(path);
+    char *argv2[] = {"x", "--env-file", "/nonexistent/.env.multi", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv2, noenv), BC_ECONFIG);
+    UT_CONTAINS(buf_str(&c.problems), "cannot read /nonexistent/.env.multi");
+    cfg_free(&c);
+}
+
+static void test_unknown_flag_and_urls(void)
+{
+    char *argv[] = {"x", "--no-such-thing=1", "--redis-url", "http://x", "stray", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_VIDEO, argv, noenv), BC_ECONFIG);
+    const char *p = buf_str(&c.problems);
+    UT_CONTAINS(p, "NO_SUCH_THING\tunknown setting");
+    UT_CONTAINS(p, "REDIS_URL\tmust start with redis://");
+    UT_CONTAINS(p, "stray\tunknown argument");
+    cfg_free(&c);
+}
+
+static void test_help_lists_every_setting(void)
+{
+    char *argv[] = {"x", "--help", NULL};
+    struct config c;
+    struct buf out;
+    buf_init(&out, 1 << 20);
+    UT_EQ_INT(cfg_load(&c, ROLE_CHAT, 2, argv, noenv, &out), CFG_EXIT_OK);
+    struct buf md;
+    buf_init(&md, 1 << 20);
+    cfg_markdown(&md);
+    /* every setting named in the markdown table appears in --help */
+    const char *p = buf_str(&md);
+    int n = 0;
+    while ((p = strstr(p, "| `"))) {
+        p += 3;
+        const char *e = strchr(p, '`');
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(e - p), p);
+        char *lt = strstr(name, "_<n>");
+        if (lt)
+            *lt = '\0';
+        UT_CONTAINS(buf_str(&out), name);
+        n++;
+    }
+    UT_ASSERT(n >= 15);
+    buf_free(&md);
+    buf_free(&out);
+    cfg_free(&c);
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_role_defaults),
+    UT_CASE(test_precedence_file_env_flag),
+    UT_CASE(test_bad_int_names_key),
+    UT_CASE(test_example_value_rejected_without_echo),
+    UT_CASE(test_secret_never_printed),
+    UT_CASE(test_secret_with_space_rejected_without_echo),
+    UT_CASE(test_key_index_selects_keys),
+    UT_CASE(test_secret_from_file),
+    UT_CASE(test_envfile_errors),
+    UT_CASE(test_unknown_flag_and_urls),
+    UT_CASE(test_help_lists_every_setting),
+    {0},
+};
+UT_MAIN(cases)

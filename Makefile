@@ -20,6 +20,9 @@ ROLES := chat image video admin
 PKGS := libuv libcurl json-c hiredis libpq libmicrohttpd libsodium
 
 CC ?= cc
+# Debian's python3 (installed by deploy/install-deps.sh) sees Debian's Python
+# packages (python3-nacl for the simulators); a python3 earlier on PATH may not.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
@@ -91,13 +94,13 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
 
 test: all
-	python3 tests/run.py --variant $(VARIANT)
+	$(PYTHON) tests/run.py --variant $(VARIANT)
 
 test-asan:
 	$(MAKE) VARIANT=asan all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	python3 tests/run.py --variant asan
+	$(PYTHON) tests/run.py --variant asan
 
 ci:
 	./deploy/install-deps.sh
@@ -107,7 +110,7 @@ ci:
 	$(MAKE) test-asan
 
 docs-config: all
-	python3 tests/tools/docs_config.py --write
+	$(PYTHON) tests/tools/docs_config.py --write
 
 clean:
 	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance)

@@ -17,7 +17,7 @@ DEVTAG ?=
 MODULES ?=
 BUILD := build/$(VARIANT)$(if $(DEVTAG),-$(DEVTAG))
 ROLES := chat image video admin
-PKGS := libuv libcurl json-c hiredis libpq libmicrohttpd libsodium
+PKGS := libuv libcurl json-c hiredis libpq libmicrohttpd libsodium libwebsockets zlib
 
 CC ?= cc
 # Debian's python3 (installed by deploy/install-deps.sh) sees Debian's Python

@@ -64,6 +64,7 @@ struct bus {
     int read_outstanding;  /* an XREADGROUP is on the wire */
     unsigned dead_outstanding; /* dead-letter writes not yet confirmed */
     int setup_outstanding;
+    unsigned cmd_outstanding; /* our commands on the shared cmd connection */
     long long client_id;   /* of the reader connection, for CLIENT UNBLOCK */
     struct job *inflight;  /* list head */
     struct pending_ack *acks;
@@ -82,6 +83,7 @@ static void reader_next(struct bus *b);
 static void on_read(struct rds *r, int status, const redisReply *reply, void *arg);
 static void maybe_drained(struct bus *b);
 static void start_setup(struct bus *b);
+static void bus_free(struct bus *b);
 
 static int64_t wall_ms(void)
 {
@@ -116,6 +118,29 @@ static struct pending_ack *find_ack(struct bus *b, int stream, const char *id)
     return NULL;
 }
 
+/* ---- the shared command connection -------------------------------------- */
+
+/* The caller owns the command connection and may keep it after bus_close, so
+ * replies to our commands can come after it: the bus is freed only once
+ * each of their callbacks ran. */
+static int cmd_send(struct bus *b, rds_reply_cb *cb, void *arg, int argc, const char **argv)
+{
+    int rc = rds_cmd(b->cmd, cb, arg, argc, argv, NULL);
+    if (rc == 0)
+        b->cmd_outstanding++;
+    return rc;
+}
+
+/* A callback of cmd_send is over. Returns 1 when that freed the bus. */
+static int cmd_done(struct bus *b)
+{
+    b->cmd_outstanding--;
+    if (!b->closing || b->cmd_outstanding || b->handles_open || b->rd_open)
+        return 0;
+    bus_free(b);
+    return 1;
+}
+
 /* ---- acks ---------------------------------------------------------------- */
 
 static void ack_unlink(struct bus *b, struct pending_ack *a)
@@ -134,7 +159,7 @@ static void on_ack(struct rds *r, int status, const redisReply *reply, void *arg
     (void)r;
     struct pending_ack *a = arg;
     struct bus *b = a->bus;
-    if (status == BC_ESHUTDOWN)
+    if (cmd_done(b) || b->closing || status == BC_ESHUTDOWN)
         return; /* bus_free releases it */
     if (status || rds_reply_error(reply)) {
         a->sent = 0; /* bus_cmd_up sends it again */
@@ -150,7 +175,7 @@ static void send_ack(struct bus *b, struct pending_ack *a)
 {
     const struct stream *s = &b->streams[a->stream];
     const char *av[4] = {"XACK", s->key, BUS_GROUP, a->id};
-    a->sent = rds_cmd(b->cmd, on_ack, a, 4, av, NULL) == 0;
+    a->sent = cmd_send(b, on_ack, a, 4, av) == 0;
 }
 
 static void ack(struct bus *b, int stream, const char *id)
@@ -199,6 +224,7 @@ static void on_dead(struct rds *r, int status, const redisReply *reply, void *ar
     b->dead_outstanding--;
     if (status == BC_ESHUTDOWN) {
         mem_free(c);
+        cmd_done(b);
         return;
     }
     if (status || rds_reply_error(reply))
@@ -207,7 +233,9 @@ static void on_dead(struct rds *r, int status, const redisReply *reply, void *ar
     else
         ack(b, c->stream, c->id); /* acked only once the dead letter is safe */
     mem_free(c);
-    if (b->draining)
+    if (cmd_done(b))
+        return;
+    if (b->draining && !b->closing)
         maybe_drained(b);
 }
 
@@ -227,7 +255,7 @@ static void dead_letter(struct bus *b, int stream, const char *id, const char *t
     c->bus = b;
     c->stream = stream;
     memcpy(c->id, id, n);
-    if (rds_cmd(b->cmd, on_dead, c, (int)(sizeof(av) / sizeof(av[0])), av, NULL))
+    if (cmd_send(b, on_dead, c, (int)(sizeof(av) / sizeof(av[0])), av))
         mem_free(c); /* redis away: the entry stays pending and comes back */
     else
         b->dead_outstanding++;
@@ -261,6 +289,8 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
 {
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 || entry->element[0]->type != REDIS_REPLY_STRING)
         return;
+    if (b->closing)
+        return; /* a handler of this same reply closed the bus: it stays pending */
     const char *id = entry->element[0]->str;
     const redisReply *fields = entry->element[1];
     if (find_inflight(b, stream, id) || find_ack(b, stream, id))
@@ -279,6 +309,13 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
     int h = find_handler(b, type->str);
     if (h < 0) {
         dead_letter(b, stream, id, type->str, payload ? payload->str : NULL, "no handler for this job type");
+        return;
+    }
+    if (!capacity(b)) {
+        /* A reclaim and a blocked read were each sized for the room there
+         * was when they were sent; together they can bring more. The entry
+         * stays pending on us and our reclaim takes it after claim_idle_ms. */
+        log_debug("no room for the job now; it stays pending", LF_STR("id", id));
         return;
     }
     size_t idl = strlen(id) + 1, tl = type->len + 1, pl = payload ? payload->len : 0;
@@ -340,7 +377,9 @@ void bus_finish(struct bus_job *pub, enum bus_result r, const char *reason)
         if (r == BUS_FAILED)
             log_warn("job failed", LF_STR("id", pub->id), LF_STR("type", pub->type),
                      LF_STR("reason", reason ? reason : ""));
-        ack(b, j->stream, pub->id);
+        /* a job another consumer took over is theirs to ack */
+        if (!pub->lease_lost)
+            ack(b, j->stream, pub->id);
     }
     mem_free(j);
     if (b->draining)
@@ -573,7 +612,7 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
     struct bus *b = c->b;
     int stream = c->stream;
     mem_free(c);
-    if (status || b->closing || !reply || reply->type != REDIS_REPLY_ARRAY)
+    if (cmd_done(b) || status || b->closing || !reply || reply->type != REDIS_REPLY_ARRAY)
         return;
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *id = reply->element[i];
@@ -610,7 +649,7 @@ static void on_renew_timer(uv_timer_t *t)
         struct renew_ctx *c = mem_alloc(sizeof(*c));
         c->b = b;
         c->stream = s;
-        if (rds_cmd(b->cmd, on_renew, c, k, av, NULL))
+        if (cmd_send(b, on_renew, c, k, av))
             mem_free(c);
         mem_free(av);
     }
@@ -623,7 +662,8 @@ static void on_claim(struct rds *r, int status, const redisReply *reply, void *a
     struct bus *b = c->b;
     int s = c->stream;
     mem_free(c);
-    if (status || b->closing || b->draining || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2)
+    if (cmd_done(b) || status || b->closing || b->draining || !reply || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements < 2)
         return;
     const redisReply *entries = reply->element[1];
     if (entries->type != REDIS_REPLY_ARRAY || !entries->elements)
@@ -650,7 +690,7 @@ static void on_claim_timer(uv_timer_t *t)
         struct renew_ctx *c = mem_alloc(sizeof(*c));
         c->b = b;
         c->stream = s;
-        if (rds_cmd(b->cmd, on_claim, c, 8, av, NULL))
+        if (cmd_send(b, on_claim, c, 8, av))
             mem_free(c);
     }
 }
@@ -820,7 +860,7 @@ static void bus_free(struct bus *b)
 
 static void on_part_closed(struct bus *b)
 {
-    if (--b->handles_open == 0 && !b->rd_open)
+    if (--b->handles_open == 0 && !b->rd_open && !b->cmd_outstanding)
         bus_free(b);
 }
 
@@ -833,7 +873,7 @@ static void on_rd_closed(void *arg)
 {
     struct bus *b = arg;
     b->rd_open = 0;
-    if (!b->handles_open)
+    if (!b->handles_open && !b->cmd_outstanding)
         bus_free(b);
 }
 

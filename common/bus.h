@@ -46,7 +46,9 @@ struct bus_job {
     int lease_lost;        /* another consumer owns it now: do not answer */
     /* Set by a handler that holds resources (timers, transfers) for the job:
      * bus_close calls cancel(job, cancel_arg) for each job still running, and
-     * the handler releases them there. After bus_close, bus_finish is a no-op. */
+     * the handler releases them there and must never touch the job again: the
+ * bus frees it when cancel returns (calling bus_finish inside cancel is a
+ * harmless no-op, calling it later is a use after free). */
     void (*cancel)(struct bus_job *job, void *arg);
     void *cancel_arg;
 };
@@ -105,7 +107,9 @@ void bus_drain(struct bus *b, void (*done)(void *arg), void *arg);
 /* Key of role's stream: "<prefix>:jobs:<role>" into out. */
 void bus_stream_key(const struct bus *b, const char *role, char *out, size_t len);
 /* Close: in-flight jobs are abandoned unacked (they stay pending for a
- * later reclaim); their handlers must not call bus_finish after this. */
+ * later reclaim); their handlers must not call bus_finish after this.
+ * done(arg) runs from the loop once the bus is freed, which waits for the
+ * replies to its commands still on cmd (closing cmd first completes them). */
 void bus_close(struct bus *b, void (*done)(void *arg), void *arg);
 
 #endif

@@ -17,7 +17,10 @@
 #define CFG_FILE_MAX (1 << 20)   /* env file */
 #define CFG_SECRET_MAX (64 << 10) /* NAME_FILE content */
 
-enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET };
+enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, CT_ENUM, CT_ID, CT_HEX32 };
+
+/* Choices of CT_ENUM settings, '|'-separated, in enum order. */
+static const char gateway_choices[] = "auto|on|off";
 
 enum {
     CF_KEYED = 1,    /* name is NAME_<KEY_INDEX> */
@@ -76,6 +79,31 @@ static const struct cfg_def cfg_defs[] = {
      "MiniMax key(s) of this instance, comma-separated."},
     {"STABILITY_API_KEY", CT_SECRET, "", F(stability_keys), 0, 0, CF_KEYED | CF_FILE | CF_OPTIONAL,
      "Stability AI key(s) of this instance, comma-separated."},
+    {"DISCORD_TOKEN", CT_SECRET, "", F(discord_token), 0, 0, CF_FILE | CF_OPTIONAL,
+     "Bot token. Empty: no Discord connection (the sandbox runs the simulators instead)."},
+    {"DISCORD_APPLICATION_ID", CT_ID, "", F(discord_app_id), 0, 0, CF_OPTIONAL,
+     "Application id; learned from READY when empty."},
+    {"DISCORD_GUILD_ID", CT_ID, "", F(discord_guild_id), 0, 0, CF_OPTIONAL,
+     "Register slash commands on this guild only (instant); empty: globally."},
+    {"DISCORD_PUBLIC_KEY", CT_HEX32, "", F(discord_public_key), 0, 0, CF_OPTIONAL,
+     "Application public key (64 hex digits) for POST /interactions; empty: endpoint off."},
+    {"DISCORD_API_BASE", CT_URL, "https://discord.com/api/v10", F(discord_api_base), 0, 0, 0,
+     "Discord REST base URL; the gateway URL is asked from it (GET /gateway/bot)."},
+    {"GATEWAY", CT_ENUM, "auto", F(gateway_mode), 0, 0, 0,
+     "auto: compete for the gateway lease; on: same, and say so at start; off: never hold it."},
+    {"GATEWAY_INTENTS", CT_INT, "37377", F(gateway_intents), 0, 33554431, 0,
+     "Gateway intents bitfield (default guilds, guild messages, direct messages, message content)."},
+    {"GATEWAY_LEASE_MS", CT_INT, "5000", F(gateway_lease_ms), 1000, 60000, 0,
+     "Time-to-live of the gateway lease; a dead holder is replaced within it."},
+    {"GATEWAY_COMPRESS", CT_BOOL, "on", F(gateway_compress), 0, 0, 0, "Use zlib-stream compression on the gateway."},
+    {"CHAT_CHANNELS", CT_STR, "채팅방-*,ai-지원", F(chat_channels), 0, 0, 0,
+     "Channel name globs owned by the chat role (comma-separated; * and ? match letters of any script)."},
+    {"IMAGE_CHANNELS", CT_STR, "이미지생성-*,갤러리", F(image_channels), 0, 0, 0,
+     "Channel name globs owned by the image role."},
+    {"VIDEO_CHANNELS", CT_STR, "비디오생성-*", F(video_channels), 0, 0, 0,
+     "Channel name globs owned by the video role."},
+    {"ENFORCE_CHANNELS", CT_BOOL, "on", F(enforce_channels), 0, 0, 0,
+     "A command used outside its role's channels gets a reply naming the right ones."},
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 
@@ -355,6 +383,10 @@ static int load_flags(struct config *c, struct cfg_raw *raw, int argc, char **ar
             check = 1;
             continue;
         }
+        if (!strcmp(a, "--register-commands")) {
+            c->register_commands = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2) || !a[2]) {
             problem(c, a, "unknown argument (see --help)");
             continue;
@@ -421,6 +453,29 @@ static const char *secret_problem(const char *v)
     return NULL;
 }
 
+static int enum_index(const char *choices, const char *v)
+{
+    int i = 0;
+    for (const char *p = choices; *p; i++) {
+        size_t n = strcspn(p, "|");
+        if (strlen(v) == n && !strncasecmp(p, v, n))
+            return i;
+        p += n + (p[n] == '|');
+    }
+    return -1;
+}
+
+static int is_snowflake(const char *v)
+{
+    size_t n = strspn(v, "0123456789");
+    return !v[n] && n >= 17 && n <= 20;
+}
+
+static int is_hex32(const char *v)
+{
+    return strspn(v, "0123456789abcdefABCDEF") == 64 && !v[64];
+}
+
 static const char *url_problem(const struct cfg_def *d, const char *v)
 {
     if (!strcmp(d->name, "REDIS_URL")) {
@@ -428,6 +483,9 @@ static const char *url_problem(const struct cfg_def *d, const char *v)
             return "TLS (rediss://) is not supported by this build; use a local TLS proxy";
         if (strncmp(v, "redis://", 8) && strncmp(v, "unix://", 7))
             return "must start with redis:// or unix://";
+    } else if (!strcmp(d->name, "DISCORD_API_BASE")) {
+        if (strncmp(v, "https://", 8) && strncmp(v, "http://", 7))
+            return "must start with https:// (or http:// for a local simulator)";
     } else if (strncmp(v, "postgresql://", 13) && strncmp(v, "postgres://", 11) && !strchr(v, '=')) {
         return "must be a postgresql:// URI or a key=value conninfo";
     }
@@ -490,6 +548,23 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
         }
         if (!*v && !(d->flags & CF_OPTIONAL)) {
             problem(c, key, "must not be empty");
+            return;
+        }
+        mem_free(*(char **)field);
+        *(char **)field = mem_strdup(v);
+        break;
+    case CT_ENUM:
+        n = enum_index(gateway_choices, v);
+        if (n < 0)
+            problem(c, key, "must be one of %s", gateway_choices);
+        else
+            *(int *)field = (int)n;
+        break;
+    case CT_ID:
+    case CT_HEX32:
+        if (*v && !(d->type == CT_ID ? is_snowflake(v) : is_hex32(v))) {
+            problem(c, key, d->type == CT_ID ? "must be a Discord id (17 to 20 digits)"
+                                              : "must be 64 hexadecimal digits");
             return;
         }
         mem_free(*(char **)field);
@@ -577,7 +652,8 @@ static void help_text(struct buf *out)
             buf_puts(out, "\n");
     }
     buf_puts(out, "\nOther flags: --env-file FILE, --check-config (validate, print, exit),"
-                  " --version, --help.\nBad configuration exits with status 2.\n");
+                  " --register-commands (register slash commands, exit), --version, --help.\n"
+                  "Bad configuration exits with status 2.\n");
 }
 
 void cfg_markdown(struct buf *out)
@@ -601,6 +677,7 @@ int cfg_load(struct config *c, enum role role, int argc, char **argv, char **env
     secret_clear(&c->openai_keys);
     secret_clear(&c->minimax_keys);
     secret_clear(&c->stability_keys);
+    secret_clear(&c->discord_token);
 
     enum cfg_special special = scan_special(c, argc, argv, out);
     if (special != SP_NONE) {
@@ -669,8 +746,17 @@ void cfg_dump(const struct config *c, struct buf *out)
             break;
         case CT_STR:
         case CT_NAME:
+        case CT_ID:
+        case CT_HEX32:
             buf_printf(out, "%s=%s\n", key, *(char *const *)field ? *(char *const *)field : "");
             break;
+        case CT_ENUM: {
+            const char *p = gateway_choices;
+            for (int k = 0; k < *(const int *)field; k++)
+                p += strcspn(p, "|") + 1;
+            buf_printf(out, "%s=%.*s\n", key, (int)strcspn(p, "|"), p);
+            break;
+        }
         case CT_URL:
             log_redact_url(*(char *const *)field ? *(char *const *)field : "", shown, sizeof(shown));
             buf_printf(out, "%s=%s\n", key, shown);
@@ -687,7 +773,8 @@ void cfg_free(struct config *c)
     for (size_t i = 0; i < CFG_NDEFS; i++) {
         const struct cfg_def *d = &cfg_defs[i];
         void *field = (char *)c + d->off;
-        if (d->type == CT_STR || d->type == CT_NAME || d->type == CT_URL) {
+        if (d->type == CT_STR || d->type == CT_NAME || d->type == CT_URL || d->type == CT_ID ||
+            d->type == CT_HEX32) {
             mem_free(*(char **)field);
             *(char **)field = NULL;
         } else if (d->type == CT_SECRET) {

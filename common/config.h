@@ -49,10 +49,28 @@ struct config {
     struct secret minimax_keys;   /* MINIMAX_API_KEY_<KEY_INDEX> */
     struct secret stability_keys; /* STABILITY_API_KEY_<KEY_INDEX> */
 
+    /* Discord */
+    struct secret discord_token;  /* empty: no Discord connection */
+    char *discord_app_id;         /* "" = learn from READY */
+    char *discord_guild_id;       /* "" = register commands globally */
+    char *discord_public_key;     /* hex; "" = no HTTP interactions */
+    char *discord_api_base;
+    int gateway_mode;             /* enum gateway_mode */
+    int gateway_intents;
+    int gateway_lease_ms;
+    int gateway_compress;
+    char *chat_channels;          /* comma-separated globs */
+    char *image_channels;
+    char *video_channels;
+    int enforce_channels;
+    int register_commands;        /* --register-commands: register and exit */
+
     char *env_file;          /* path given with --env-file, or NULL */
     struct buf problems;     /* "KEY\tproblem\n" lines */
     struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...) */
 };
+
+enum gateway_mode { GATEWAY_AUTO = 0, GATEWAY_ON, GATEWAY_OFF };
 
 enum cfg_action { CFG_RUN = 0, CFG_EXIT_OK = 1, CFG_CHECK_ONLY = 2 };
 

@@ -8,9 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmds.h"
 #include "diag.h"
+#include "drest.h"
 #include "err.h"
+#include "gwhold.h"
+#include "hcl.h"
 #include "httpd.h"
+#include "ingress.h"
 #include "log.h"
 #include "mem.h"
 #include "rds.h"
@@ -29,6 +34,12 @@ struct core {
     struct bus *bus;
     struct store *store;
     struct httpd *httpd;
+    struct hcl *http;
+    struct drest *rest;
+    struct ingress *ingress;
+    struct gwhold *gwhold;
+    uv_timer_t reg_timer;   /* slash-command registration retries */
+    int reg_done;
     uv_timer_t beat_timer, drain_timer, lag_timer;
     /* loop lag: how late a 50 ms timer fires; the worst of the current and
      * of the last heartbeat window. Proof that nothing blocks the loop. */
@@ -67,6 +78,11 @@ struct rds *core_redis(struct core *c)
 struct store *core_store(struct core *c)
 {
     return c->store;
+}
+
+struct drest *core_rest(struct core *c)
+{
+    return c->rest;
 }
 
 static uint64_t uptime_s(const struct core *c)
@@ -208,6 +224,18 @@ static void on_health(struct httpd_req *req, void *arg)
     else if (!c->store)
         json_object_object_add(pg, "error", json_object_new_string("DATABASE_URL not set"));
     json_object_object_add(o, "postgres", pg);
+    if (c->gwhold) {
+        struct gwhold_status gs;
+        gwhold_status(c->gwhold, &gs);
+        struct json_object *gw = json_object_new_object();
+        json_object_object_add(gw, "state", json_object_new_string(gs.state));
+        json_object_object_add(gw, "holder", json_object_new_boolean(gs.holder));
+        snprintf(lat, sizeof(lat), "%.3f", gs.latency_ms);
+        json_object_object_add(gw, "latency_ms", json_object_new_double_s(gs.latency_ms, lat));
+        if (*gs.error)
+            json_object_object_add(gw, "error", json_object_new_string(gs.error));
+        json_object_object_add(o, "gateway", gw);
+    }
     snprintf(lat, sizeof(lat), "%.3f", loop_lag_ms(c));
     json_object_object_add(o, "loop_lag_ms", json_object_new_double_s(loop_lag_ms(c), lat));
     json_object_object_add(o, "inflight", json_object_new_int64(st.inflight));
@@ -273,6 +301,7 @@ static void on_metrics(struct httpd_req *req, void *arg)
 /* ---- shutdown -------------------------------------------------------------- */
 
 static void close_all(struct core *c);
+static void close_owners(void *arg);
 
 static void on_drained(void *arg)
 {
@@ -296,6 +325,8 @@ static void begin_drain(struct core *c, const char *why)
     c->state = CS_DRAINING;
     log_info("shutdown requested: draining", LF_STR("signal", why), LF_INT("timeout_s", c->cfg.drain_timeout_sec));
     send_beat(c); /* tell the cluster this is a planned stop */
+    if (c->gwhold)
+        gwhold_stop(c->gwhold); /* another instance resumes the session now */
     uv_timer_start(&c->drain_timer, on_drain_timeout, (uint64_t)c->cfg.drain_timeout_sec * 1000, 0);
     bus_drain(c->bus, on_drained, c);
 }
@@ -322,14 +353,35 @@ static void close_all(struct core *c)
     uv_close((uv_handle_t *)&c->lag_timer, NULL);
     uv_close((uv_handle_t *)&c->sigterm, NULL);
     uv_close((uv_handle_t *)&c->sigint, NULL);
+    uv_close((uv_handle_t *)&c->reg_timer, NULL);
+    if (c->gwhold)
+        gwhold_stop(c->gwhold);
     if (c->httpd)
         httpd_close(c->httpd, NULL, NULL);
-    /* The command connection closes first: replies still owed to job
-     * handlers arrive as BC_ESHUTDOWN while their jobs still exist. */
+    /* Connections close first: replies and transfers still owed to job
+     * handlers and Discord modules arrive as BC_ESHUTDOWN while their
+     * owners still exist (Redis at once, REST on later iterations); the
+     * owners close in close_owners, once REST is done. */
     if (c->cmd)
         rds_close(c->cmd, NULL, NULL);
+    if (c->rest)
+        drest_close(c->rest, close_owners, c);
+    else
+        close_owners(c);
+}
+
+static void close_owners(void *arg)
+{
+    struct core *c = arg;
+    c->rest = NULL;
     if (c->bus)
         bus_close(c->bus, NULL, NULL);
+    if (c->gwhold)
+        gwhold_close(c->gwhold);
+    if (c->ingress)
+        ingress_close(c->ingress);
+    if (c->http)
+        hcl_close(c->http, NULL, NULL);
     if (c->store)
         store_close(c->store, NULL, NULL);
 }
@@ -423,6 +475,178 @@ static int start_redis(struct core *c)
     return rc;
 }
 
+/* ---- Discord --------------------------------------------------------------- */
+
+struct reg_ctx {
+    struct core *c;
+    char app[24];
+    char hash[65];
+    char key[160];
+};
+
+static void on_reg_timer(uv_timer_t *t);
+
+static void reg_finish(struct core *c, int ok)
+{
+    c->reg_done = ok ? 1 : -1;
+    if (c->cfg.register_commands)
+        close_all(c); /* --register-commands: done */
+    if (!ok && !c->cfg.register_commands && c->state == CS_RUNNING)
+        uv_timer_start(&c->reg_timer, on_reg_timer, 60000, 0);
+}
+
+static void on_hash_saved(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    (void)status;
+    (void)reply;
+    mem_free(arg);
+}
+
+static void on_registered(const struct drest_resp *r, void *arg)
+{
+    struct reg_ctx *rc = arg;
+    struct core *c = rc->c;
+    if (r->err == BC_ESHUTDOWN) {
+        mem_free(rc);
+        return;
+    }
+    if (r->err || r->status >= 300) {
+        log_error("slash command registration failed", LF_INT("status", r->status), LF_INT("code", r->code),
+                  LF_STR("error", r->err ? r->errstr : (r->message ? r->message : "")));
+        mem_free(rc);
+        reg_finish(c, 0);
+        return;
+    }
+    log_info("slash commands registered", LF_STR("scope", *c->cfg.discord_guild_id ? "guild" : "global"),
+             LF_STR("hash", rc->hash));
+    const char *av[] = {"SET", rc->key, rc->hash};
+    if (rds_cmd(c->cmd, on_hash_saved, rc, 3, av, NULL))
+        mem_free(rc);
+    reg_finish(c, 1);
+}
+
+static void on_reg_hash(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct reg_ctx *rc = arg;
+    struct core *c = rc->c;
+    if (status == BC_ESHUTDOWN) {
+        mem_free(rc);
+        return;
+    }
+    if (!status && reply && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, rc->hash)) {
+        log_info("slash commands unchanged; not registering again", LF_STR("hash", rc->hash));
+        mem_free(rc);
+        reg_finish(c, 1);
+        return;
+    }
+    char path[200];
+    if (*c->cfg.discord_guild_id)
+        snprintf(path, sizeof(path), "/applications/%s/guilds/%s/commands", rc->app, c->cfg.discord_guild_id);
+    else
+        snprintf(path, sizeof(path), "/applications/%s/commands", rc->app);
+    struct buf body;
+    buf_init(&body, 1 << 20);
+    cmds_json(&body);
+    struct drest_req rq = {.method = "PUT", .path = path, .json = body.p, .json_len = body.len, .bot_auth = 1};
+    if (drest_request(c->rest, &rq, on_registered, rc)) {
+        mem_free(rc);
+        reg_finish(c, 0);
+    }
+    buf_free(&body);
+}
+
+static void register_with(struct core *c, const char *app)
+{
+    struct reg_ctx *rc = mem_calloc(1, sizeof(*rc));
+    rc->c = c;
+    snprintf(rc->app, sizeof(rc->app), "%s", app);
+    cmds_hash(rc->hash);
+    snprintf(rc->key, sizeof(rc->key), "%s:commands:%s:%s", c->cfg.redis_prefix, app,
+             *c->cfg.discord_guild_id ? c->cfg.discord_guild_id : "global");
+    const char *av[] = {"GET", rc->key};
+    if (rds_cmd(c->cmd, on_reg_hash, rc, 2, av, NULL)) {
+        mem_free(rc);
+        uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
+    }
+}
+
+static void on_app_id(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct core *c = arg;
+    if (status == BC_ESHUTDOWN)
+        return;
+    if (!status && reply && reply->type == REDIS_REPLY_STRING) {
+        register_with(c, reply->str);
+        return;
+    }
+    if (c->cfg.register_commands) {
+        log_error("cannot register commands: application id unknown; set DISCORD_APPLICATION_ID");
+        reg_finish(c, 0);
+        return;
+    }
+    /* not known yet: the gateway holder stores it at READY */
+    uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
+}
+
+static void on_reg_timer(uv_timer_t *t)
+{
+    struct core *c = t->data;
+    if (c->state != CS_RUNNING && !c->cfg.register_commands)
+        return;
+    if (*c->cfg.discord_app_id) {
+        register_with(c, c->cfg.discord_app_id);
+        return;
+    }
+    char key[128];
+    snprintf(key, sizeof(key), "%s:discord:app_id", c->cfg.redis_prefix);
+    const char *av[] = {"GET", key};
+    if (rds_cmd(c->cmd, on_app_id, c, 2, av, NULL))
+        uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
+}
+
+static int start_discord(struct core *c)
+{
+    int has_token = secret_isset(&c->cfg.discord_token), has_key = *c->cfg.discord_public_key != 0;
+    char ua[96];
+    snprintf(ua, sizeof(ua), "DiscordBot (https://github.com/discord-ai-bot-cluster, %s)", BC_VERSION);
+    struct hcl_opts ho = {.user_agent = ua};
+    int rc = hcl_new(c->loop, &ho, &c->http);
+    if (rc)
+        return rc;
+    if (!has_token && c->cfg.register_commands) {
+        log_error("--register-commands needs DISCORD_TOKEN");
+        return BC_ECONFIG;
+    }
+    if (!has_token && !has_key) {
+        log_warn("no DISCORD_TOKEN and no DISCORD_PUBLIC_KEY: not connected to Discord");
+        return 0;
+    }
+    struct drest_opts ro = {.api_base = c->cfg.discord_api_base,
+                            .token = &c->cfg.discord_token,
+                            .version = BC_VERSION,
+                            .http = c->http,
+                            .redis = c->cmd,
+                            .redis_prefix = c->cfg.redis_prefix,
+                            .cluster_size = ROLE_COUNT};
+    if ((rc = drest_new(c->loop, &ro, &c->rest)) || (rc = ingress_new(c->loop, &c->cfg, c->cmd, c->rest, &c->ingress)))
+        return rc;
+    if (has_key && c->httpd && (rc = ingress_http_route(c->ingress, c->httpd))) {
+        log_error("cannot serve POST /interactions", LF_ERR(rc));
+        return rc;
+    }
+    if (has_token && c->cfg.gateway_mode != GATEWAY_OFF && !c->cfg.register_commands) {
+        if ((rc = gwhold_new(c->loop, &c->cfg, c->cmd, c->rest, c->ingress, &c->gwhold)))
+            return rc;
+        gwhold_start(c->gwhold);
+    }
+    if (has_token && (c->cfg.role == ROLE_ADMIN || c->cfg.register_commands))
+        uv_timer_start(&c->reg_timer, on_reg_timer, 0, 0);
+    return 0;
+}
+
 static void log_start(const struct core *c)
 {
     log_info("starting", LF_STR("version", BC_VERSION), LF_STR("rev", BC_GIT_REV), LF_INT("pid", getpid()),
@@ -430,7 +654,8 @@ static void log_start(const struct core *c)
              LF_URL("redis", c->cfg.redis_url), LF_STR("prefix", c->cfg.redis_prefix),
              LF_URL("database", *c->cfg.database_url ? c->cfg.database_url : "(not set)"),
              LF_INT("key_index", c->cfg.key_index), LF_SECRET("openai_keys", &c->cfg.openai_keys),
-             LF_SECRET("minimax_keys", &c->cfg.minimax_keys), LF_SECRET("stability_keys", &c->cfg.stability_keys));
+             LF_SECRET("minimax_keys", &c->cfg.minimax_keys), LF_SECRET("stability_keys", &c->cfg.stability_keys),
+             LF_SECRET("discord_token", &c->cfg.discord_token), LF_STR("discord_api", c->cfg.discord_api_base));
 }
 
 static int start(struct core *c, core_setup_fn *setup)
@@ -443,7 +668,8 @@ static int start(struct core *c, core_setup_fn *setup)
     uv_timer_init(c->loop, &c->beat_timer);
     uv_timer_init(c->loop, &c->drain_timer);
     uv_timer_init(c->loop, &c->lag_timer);
-    c->lag_timer.data = c;
+    uv_timer_init(c->loop, &c->reg_timer);
+    c->lag_timer.data = c->reg_timer.data = c;
     uv_signal_init(c->loop, &c->sigterm);
     uv_signal_init(c->loop, &c->sigint);
     c->beat_timer.data = c->drain_timer.data = c;
@@ -456,7 +682,10 @@ static int start(struct core *c, core_setup_fn *setup)
         return rc;
     if (setup && (rc = setup(c)))
         return rc;
-    if ((rc = bus_consume(c->bus, role_name(c->cfg.role))) || (rc = start_store(c)) || (rc = start_http(c)))
+    if (c->cfg.register_commands) /* one-shot: register and exit */
+        return start_discord(c);
+    if ((rc = bus_consume(c->bus, role_name(c->cfg.role))) || (rc = start_store(c)) || (rc = start_http(c)) ||
+        (rc = start_discord(c)))
         return rc;
     uv_timer_start(&c->beat_timer, on_beat_timer, (uint64_t)c->cfg.heartbeat_interval_ms,
                    (uint64_t)c->cfg.heartbeat_interval_ms);
@@ -482,6 +711,8 @@ int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn 
     }
     uv_run(c->loop, UV_RUN_DEFAULT);
     int code = c->exit_code;
+    if (c->cfg.register_commands && c->reg_done != 1)
+        code = 1;
     log_info("stopped", LF_INT("exit_code", code));
     uv_loop_close(c->loop);
     cfg_free(&c->cfg);

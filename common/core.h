@@ -21,6 +21,7 @@
 
 struct core;
 struct store;
+struct drest;
 
 /* Role setup: register job handlers on core_bus(c). Non-zero aborts start. */
 typedef int core_setup_fn(struct core *c);
@@ -33,5 +34,7 @@ struct bus *core_bus(struct core *c);
 struct rds *core_redis(struct core *c);
 /* NULL when DATABASE_URL is not set. */
 struct store *core_store(struct core *c);
+/* Discord REST client; NULL without DISCORD_TOKEN or DISCORD_PUBLIC_KEY. */
+struct drest *core_rest(struct core *c);
 
 #endif

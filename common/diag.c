@@ -6,6 +6,7 @@
 
 #include "bus.h"
 #include "core.h"
+#include "drest.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
@@ -54,6 +55,45 @@ static void on_fail(struct bus *b, struct bus_job *job, void *arg)
     (void)b;
     (void)arg;
     bus_finish(job, BUS_FAILED, "diag.fail asks to fail");
+}
+
+/* diag.post {"channel_id": "...", "content": "..."}: one channel message
+ * through the Discord REST client (rate limits and all). */
+static void on_posted(const struct drest_resp *r, void *arg)
+{
+    struct bus_job *job = arg;
+    if (r->err == BC_ESHUTDOWN)
+        return;
+    if (r->err || r->status >= 300) {
+        log_warn("diag.post failed", LF_INT("status", r->status), LF_INT("code", r->code),
+                 LF_STR("error", r->err ? r->errstr : r->message));
+        bus_finish(job, BUS_FAILED, "discord refused the message");
+        return;
+    }
+    bus_finish(job, BUS_DONE, NULL);
+}
+
+static void on_post(struct bus *b, struct bus_job *job, void *arg)
+{
+    (void)b;
+    struct core *c = arg;
+    struct json_object *root = json_tokener_parse(job->payload), *ch, *content;
+    char path[96];
+    if (!core_rest(c) || !root || !json_object_object_get_ex(root, "channel_id", &ch) ||
+        !json_object_object_get_ex(root, "content", &content) || strlen(json_object_get_string(ch)) > 20) {
+        json_object_put(root);
+        bus_finish(job, BUS_FAILED, core_rest(c) ? "diag.post needs {channel_id, content}" : "no Discord client");
+        return;
+    }
+    snprintf(path, sizeof(path), "/channels/%s/messages", json_object_get_string(ch));
+    struct json_object *body = json_object_new_object();
+    json_object_object_add(body, "content", json_object_get(content));
+    const char *json = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    struct drest_req rq = {.method = "POST", .path = path, .json = json, .bot_auth = 1};
+    if (drest_request(core_rest(c), &rq, on_posted, job))
+        bus_finish(job, BUS_RETRY, "discord client busy");
+    json_object_put(body);
+    json_object_put(root);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -111,6 +151,8 @@ int diag_register(struct core *c)
     if (!rc)
         rc = bus_register(b, "diag.fail", on_fail, c);
     if (!rc)
-        log_info("diag jobs enabled", LF_STR("types", "diag.echo diag.sleep diag.fail"));
+        rc = bus_register(b, "diag.post", on_post, c);
+    if (!rc)
+        log_info("diag jobs enabled", LF_STR("types", "diag.echo diag.sleep diag.fail diag.post"));
     return rc;
 }

@@ -1,7 +1,8 @@
 /* diag: pipeline probe jobs, enabled with DIAG_JOBS=on.
  *
  * diag.echo answers at once, diag.sleep after payload {"ms": N} (at most
- * 600000), diag.fail finishes as failed. Each successful probe appends
+ * 600000), diag.fail finishes as failed, diag.post {"channel_id", "content"}
+ * posts one Discord message through the REST client (rate limits apply). Each successful probe appends
  * {job, role, consumer, type, payload} to <prefix>:diag:results (capped), so an
  * operator or a test can prove that a role's stream is consumed end to end
  * and that every job is answered exactly once. */

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +179,89 @@ bad:
     return BC_ECONFIG;
 }
 
+/* ---- the loop adapter ----------------------------------------------------- */
+
+/* hiredis 0.14's own libuv adapter (adapters/libuv.h) returns early when
+ * uv_poll reports an error, so a reset connection can go unnoticed until a
+ * command stalls; it also leaks on a failed attach. This one has the same
+ * shape but hands an error to hiredis as a readable event: the read then
+ * fails and hiredis disconnects at once. */
+struct rds_ev {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+};
+
+static void ev_cb(uv_poll_t *h, int status, int events)
+{
+    struct rds_ev *e = h->data;
+    if (status < 0)
+        events = UV_READABLE;
+    if (e->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+    if (e->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_update(struct rds_ev *e, int add, int del)
+{
+    e->events = (e->events | add) & ~del;
+    if (e->events)
+        uv_poll_start(&e->poll, e->events, ev_cb);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p)
+{
+    ev_update(p, UV_READABLE, 0);
+}
+
+static void ev_del_read(void *p)
+{
+    ev_update(p, 0, UV_READABLE);
+}
+
+static void ev_add_write(void *p)
+{
+    ev_update(p, UV_WRITABLE, 0);
+}
+
+static void ev_del_write(void *p)
+{
+    ev_update(p, 0, UV_WRITABLE);
+}
+
+static void ev_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    struct rds_ev *e = p;
+    e->ac = NULL; /* hiredis is freeing the context */
+    uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct rds_ev *e = mem_calloc(1, sizeof(*e));
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        mem_free(e);
+        return REDIS_ERR;
+    }
+    e->ac = ac;
+    e->poll.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    ac->ev.data = e;
+    return REDIS_OK;
+}
+
 /* ---- ops ---------------------------------------------------------------- */
 
 static struct rds_op *op_get(struct rds *r)
@@ -256,6 +338,7 @@ const char *rds_reply_error(const redisReply *reply)
 static void set_up(struct rds *r, int up)
 {
     if (up) {
+        uv_timer_stop(&r->timer); /* the connect timeout */
         r->state = RS_UP;
         r->backoff_ms = 0;
         r->errstr[0] = '\0';
@@ -277,13 +360,12 @@ static void set_up(struct rds *r, int up)
 static void on_handshake(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     int last = (int)(intptr_t)arg;
-    if (r->state != RS_HANDSHAKE)
-        return;
+    if (r->state != RS_HANDSHAKE || status)
+        return; /* lost or timed out: what dropped the connection says why */
     const char *e = rds_reply_error(reply);
-    if (status || e) {
+    if (e) {
         /* an AUTH error text names no secret; keep only its first word */
-        snprintf(r->errstr, sizeof(r->errstr), "handshake failed: %.60s",
-                 e ? e : bc_strerror(status));
+        snprintf(r->errstr, sizeof(r->errstr), "handshake failed: %.60s", e);
         if (r->ac)
             redisAsyncDisconnect(r->ac);
         return;
@@ -295,7 +377,6 @@ static void on_handshake(struct rds *r, int status, const redisReply *reply, voi
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct rds *r = ac->data;
-    uv_timer_stop(&r->timer);
     if (status != REDIS_OK) {
         snprintf(r->errstr, sizeof(r->errstr), "connect failed: %s", ac->errstr);
         r->ac = NULL; /* hiredis frees it after this callback */
@@ -308,8 +389,13 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (r->state == RS_CLOSING)
         return;
+    /* The connect timer keeps running: it also bounds the handshake, which a
+     * server that accepted but hangs would never answer. */
     r->state = RS_HANDSHAKE;
-    redisEnableKeepAlive((redisContext *)&ac->c);
+    /* TCP keepalive options fail on a unix socket, and hiredis then marks
+     * the context broken. */
+    if (!r->unix_path)
+        redisEnableKeepAlive((redisContext *)&ac->c);
     /* AUTH, SELECT and a PING are pipelined; the last reply marks it up. */
     char dbs[12];
     snprintf(dbs, sizeof(dbs), "%d", r->db);
@@ -388,7 +474,7 @@ static void connect_ip(struct rds *r, const char *ip)
         return;
     }
     ac->data = r;
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+    if (ev_attach(ac, r->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         snprintf(r->errstr, sizeof(r->errstr), "cannot attach to the event loop");
         r->state = RS_IDLE;

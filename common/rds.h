@@ -1,6 +1,7 @@
 /* rds: one Redis/Valkey connection on the event loop that heals itself.
  *
- * Wraps a hiredis async context attached to the process's libuv loop. The
+ * Wraps a hiredis async context attached to the process's libuv loop (by a
+ * small adapter of our own: hiredis 0.14's ignores poll errors). The
  * URL (redis://[user:pass@]host:port/db or unix:///path?db=N) is parsed once;
  * host names are resolved with uv_getaddrinfo so the loop never waits on DNS.
  * After connecting, AUTH and SELECT run before the connection counts as up.
@@ -26,7 +27,7 @@ struct rds;
 struct rds_opts {
     const char *url;          /* copied */
     const char *name;         /* for logs: "cmd", "jobs" ... */
-    int connect_timeout_ms;   /* default 3000 */
+    int connect_timeout_ms;   /* connect plus AUTH/SELECT; default 3000 */
     int stall_timeout_ms;     /* default 5000; raise it for blocking reads */
 };
 

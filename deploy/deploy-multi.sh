@@ -184,9 +184,9 @@ cmd_start() {
         DATABASE_URL_EFF=postgresql://discordbot@127.0.0.1:$LOCAL_PG_PORT/discordbot
         say "postgresql: local, data in data/pg, port $LOCAL_PG_PORT"
     fi
-    if [ -z "$(setting DISCORD_TOKEN)" ]; then
-        say "note: this version does not connect to Discord yet; the cluster runs its job pipeline,"
-        say "      heartbeats, /health and /metrics (jobs can be queued with redis-cli, see README)."
+    if [ -z "$(setting DISCORD_TOKEN)" ] && [ -z "$(setting DISCORD_TOKEN_FILE)" ]; then
+        say "note: no DISCORD_TOKEN in $ENV_FILE: the cluster runs without Discord (job pipeline,"
+        say "      heartbeats, /health, /metrics). Set DISCORD_TOKEN to connect (see README)."
     fi
     for r in "${ROLES[@]}"; do start_instance "$r"; done
     local ok=0

@@ -8,7 +8,7 @@ PKGS="build-essential pkg-config ca-certificates curl procps util-linux python3 
  libuv1-dev libcurl4-openssl-dev libwebsockets-dev libwebsockets-evlib-uv libjson-c-dev \
  libhiredis-dev python3-nacl \
  libpq-dev libmicrohttpd-dev libopus-dev libsodium-dev zlib1g-dev \
- redis-server redis-tools postgresql postgresql-client"
+ redis-server redis-tools postgresql postgresql-client openssl"
 
 missing=""
 for p in $PKGS; do

@@ -1,0 +1,166 @@
+#include "ping.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "core.h"
+#include "drest.h"
+#include "err.h"
+#include "ixjob.h"
+#include "log.h"
+#include "mem.h"
+#include "rds.h"
+
+struct ping {
+    struct core *c;
+    struct bus_job *job;
+    struct ixjob ix;
+    uint64_t t_redis, t_rest;
+    double redis_ms, rest_ms, gw_ms;
+    char holder[64];
+    int waiting;
+    struct ixjob_edit *edit;
+};
+
+/* The bus is closing with this job in flight: let go of everything. The
+ * Redis and REST replies still owed to us come back as BC_ESHUTDOWN and
+ * touch nothing. */
+static void ping_cancel(struct bus_job *job, void *arg)
+{
+    (void)job;
+    struct ping *p = arg;
+    if (p->edit)
+        ixjob_edit_cancel(p->edit);
+    ixjob_free(&p->ix);
+    mem_free(p);
+}
+
+static void ping_answer(struct ping *p);
+
+static void step_done(struct ping *p)
+{
+    if (--p->waiting == 0)
+        ping_answer(p);
+}
+
+static void on_redis(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct ping *p = arg;
+    if (status == BC_ESHUTDOWN)
+        return; /* the bus abandons the job at shutdown */
+    if (!status && reply && !rds_reply_error(reply))
+        p->redis_ms = (double)(uv_hrtime() - p->t_redis) / 1e6;
+    else
+        p->redis_ms = -1;
+    step_done(p);
+}
+
+static void on_session(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct ping *p = arg;
+    if (status == BC_ESHUTDOWN)
+        return;
+    if (!status && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        if (reply->element[0]->type == REDIS_REPLY_STRING)
+            p->gw_ms = strtod(reply->element[0]->str, NULL);
+        if (reply->element[1]->type == REDIS_REPLY_STRING)
+            snprintf(p->holder, sizeof(p->holder), "%s", reply->element[1]->str);
+    }
+    step_done(p);
+}
+
+static void on_rest(const struct drest_resp *r, void *arg)
+{
+    struct ping *p = arg;
+    if (r->err == BC_ESHUTDOWN)
+        return;
+    p->rest_ms = (!r->err && r->status < 300) ? (double)(uv_hrtime() - p->t_rest) / 1e6 : -1;
+    step_done(p);
+}
+
+static void on_edited(int status, int code, void *arg)
+{
+    struct ping *p = arg;
+    p->edit = NULL;
+    if (status == BC_ESHUTDOWN)
+        return;
+    if (status)
+        log_warn("/ping answer not delivered", LF_INT("status", status), LF_INT("code", code));
+    p->job->cancel = NULL;
+    bus_finish(p->job, status ? BUS_FAILED : BUS_DONE, status ? "answer not delivered" : NULL);
+    ixjob_free(&p->ix);
+    mem_free(p);
+}
+
+static void fmt_ms(char *out, size_t n, double ms, int ko)
+{
+    if (ms < 0)
+        snprintf(out, n, "%s", ko ? "측정 실패" : "unavailable");
+    else
+        snprintf(out, n, "%.1f ms", ms);
+}
+
+static void ping_answer(struct ping *p)
+{
+    const struct config *cfg = core_config(p->c);
+    char gw[128], rest[32], redis[32], text[700];
+    int ko = p->ix.ko;
+    if (p->holder[0]) {
+        char ms[32];
+        fmt_ms(ms, sizeof(ms), p->gw_ms, ko);
+        snprintf(gw, sizeof(gw), "%s (%s)", ms, p->holder);
+    } else {
+        snprintf(gw, sizeof(gw), "%s", ko ? "정보 없음" : "unknown");
+    }
+    fmt_ms(rest, sizeof(rest), p->rest_ms, ko);
+    fmt_ms(redis, sizeof(redis), p->redis_ms, ko);
+    snprintf(text, sizeof(text),
+             ko ? "퐁! 응답한 인스턴스: %s\n게이트웨이 하트비트: %s\nREST 왕복: %s\nRedis 왕복: %s"
+                : "Pong! Answered by: %s\nGateway heartbeat: %s\nREST round trip: %s\nRedis round trip: %s",
+             cfg->name, gw, rest, redis);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "content", json_object_new_string(text));
+    const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (p->job->lease_lost) {
+        /* another consumer owns the job now: it answers, not us */
+        json_object_put(o);
+        p->job->cancel = NULL;
+        bus_finish(p->job, BUS_DONE, NULL);
+        ixjob_free(&p->ix);
+        mem_free(p);
+        return;
+    }
+    p->edit = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
+    json_object_put(o);
+}
+
+void ping_run(struct core *c, struct bus_job *job, struct ixjob *ix)
+{
+    struct ping *p = mem_calloc(1, sizeof(*p));
+    p->c = c;
+    p->job = job;
+    p->ix = *ix;
+    memset(ix, 0, sizeof(*ix));
+    p->redis_ms = p->rest_ms = p->gw_ms = -1;
+    p->waiting = 1; /* released at the end of this function */
+    job->cancel = ping_cancel;
+    job->cancel_arg = p;
+    char key[160];
+    snprintf(key, sizeof(key), "%s:gw:0:session", core_config(c)->redis_prefix);
+    const char *ping[] = {"PING"};
+    const char *hm[] = {"HMGET", key, "latency_ms", "holder"};
+    p->t_redis = uv_hrtime();
+    if (rds_cmd(core_redis(c), on_redis, p, 1, ping, NULL) == 0)
+        p->waiting++;
+    if (rds_cmd(core_redis(c), on_session, p, 4, hm, NULL) == 0)
+        p->waiting++;
+    struct drest_req rq = {.method = "GET", .path = "/users/@me", .bot_auth = 1};
+    p->t_rest = uv_hrtime();
+    if (core_rest(c) && drest_request(core_rest(c), &rq, on_rest, p) == 0)
+        p->waiting++;
+    step_done(p);
+}

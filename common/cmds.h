@@ -1,0 +1,48 @@
+/* cmds: the slash commands, declared once.
+ *
+ * One table lists every command with its Korean and English texts, its
+ * options, the role whose stream serves it, whether it is an admin command
+ * (default_member_permissions "0", usable everywhere) and whether this build
+ * has a handler for it. From the table come the JSON for Discord's bulk
+ * overwrite (PUT .../commands) and a hash of that JSON, so commands are
+ * registered only when the set changed. */
+#ifndef BC_CMDS_H
+#define BC_CMDS_H
+
+#include "buf.h"
+#include "config.h"
+
+enum cmd_opt_type { CMD_OPT_STRING = 3, CMD_OPT_INTEGER = 4, CMD_OPT_BOOLEAN = 5, CMD_OPT_NUMBER = 10,
+                    CMD_OPT_ATTACHMENT = 11 };
+
+struct cmd_option {
+    const char *name;
+    int type;
+    int required;
+    const char *desc_en, *desc_ko;
+    int max_length;              /* strings; 0 = none */
+    int has_range;               /* numbers */
+    double min_value, max_value;
+};
+
+struct cmd_def {
+    const char *name;            /* as registered, e.g. "채팅" or "chat" */
+    const char *name_en;         /* en-US name localization, or NULL */
+    enum role role;
+    const char *desc_en, *desc_ko;
+    const struct cmd_option *options;
+    int admin;                   /* default_member_permissions "0", any channel */
+    int open_everywhere;         /* not bound to the role's channels */
+    int ephemeral;               /* deferred answer visible only to the caller */
+    int available;               /* this build answers it */
+};
+
+/* The command named name (as registered or by its en-US localization), or NULL. */
+const struct cmd_def *cmds_find(const char *name);
+const struct cmd_def *cmds_all(int *n);
+/* JSON array for PUT /applications/{app}/commands into out. */
+void cmds_json(struct buf *out);
+/* Hex SHA-256 of cmds_json (65 bytes with the NUL). */
+void cmds_hash(char out[65]);
+
+#endif

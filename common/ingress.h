@@ -1,0 +1,64 @@
+/* ingress: Discord events in, jobs out.
+ *
+ * Whoever holds the gateway session hands every dispatch to
+ * ingress_gateway_event; every instance serves POST /interactions when
+ * DISCORD_PUBLIC_KEY is set. The ingress decides where an event goes:
+ *  - INTERACTION_CREATE by command name to its role's stream (job type
+ *    "discord.interaction", payload: everything a worker needs); a command
+ *    used outside its role's channels, a command this build does not serve,
+ *    or a Redis outage is answered at once with a short ephemeral message in
+ *    the caller's language instead;
+ *  - MESSAGE_CREATE in a chat channel (or a thread under one, or a DM) to
+ *    the chat stream (job type "discord.message", payload: the raw gateway
+ *    message); bots, webhooks and the bot itself are ignored;
+ *  - GUILD_CREATE, CHANNEL_* and THREAD_* update the channel-name cache,
+ *    kept in Redis (<prefix>:channels) so every instance can resolve names.
+ * Gateway events are routed in batches by one Lua script that checks the
+ * holder's fencing token, skips sequences already routed (a resume replay),
+ * adds the jobs and records the last sequence, atomically: so an event is
+ * routed exactly once even when the holder dies mid-stream. Interactions are
+ * acknowledged (deferred, type 5) only after their job is safely stored. */
+#ifndef BC_INGRESS_H
+#define BC_INGRESS_H
+
+#include <json.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct ingress;
+struct rds;
+struct drest;
+struct httpd;
+
+/* The holder must drop its gateway connection and resume from the last
+ * sequence stored in Redis (a batch could not be stored), or stop holding
+ * (fenced: another instance holds the lease now). */
+enum ingress_trouble { INGRESS_RESYNC, INGRESS_FENCED };
+typedef void ingress_trouble_cb(enum ingress_trouble t, void *arg);
+
+struct ingress_stats {
+    uint64_t events, routed, duplicates, interactions, replied, ack_failed, batches;
+};
+
+int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, struct drest *rest,
+                struct ingress **out);
+/* Start serving POST /interactions (needs DISCORD_PUBLIC_KEY). */
+int ingress_http_route(struct ingress *in, struct httpd *h);
+/* Holder side: the fencing token and keys used for routing; token NULL
+ * stops gateway routing (events then are ignored). */
+void ingress_set_holder(struct ingress *in, const char *lease_key, const char *session_key, const char *token,
+                        ingress_trouble_cb *cb, void *arg);
+void ingress_set_bot_user(struct ingress *in, const char *user_id);
+/* Load the channel cache from Redis (holder start); done runs once, also
+ * with BC_ESHUTDOWN. Routing decisions need it: a holder connects only
+ * after it (replayed messages would otherwise find no channel names). If
+ * this returns an error, done never runs. */
+int ingress_load_channels(struct ingress *in, void (*done)(int status, void *arg), void *arg);
+void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, struct json_object *d,
+                           const char *raw, size_t raw_len);
+void ingress_stats(const struct ingress *in, struct ingress_stats *out);
+void ingress_close(struct ingress *in);
+
+#endif

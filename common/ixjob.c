@@ -1,0 +1,171 @@
+#include "ixjob.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "drest.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+#define EDIT_RETRY_MS 250
+#define EDIT_RETRY_WINDOW_MS 3000
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return NULL;
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    return o && json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+int ixjob_parse(struct ixjob *j, const char *payload)
+{
+    memset(j, 0, sizeof(*j));
+    struct json_object *o = json_tokener_parse(payload), *user;
+    if (!o || !json_object_is_type(o, json_type_object))
+        goto bad;
+    j->root = o;
+    j->id = jstr(o, "id");
+    j->token = jstr(o, "token");
+    j->app_id = jstr(o, "application_id");
+    j->command = jstr(o, "command");
+    j->locale = jstr(o, "locale");
+    j->channel_id = jstr(o, "channel_id");
+    j->guild_id = jstr(o, "guild_id");
+    if (json_object_object_get_ex(o, "user", &user))
+        j->user_id = jstr(user, "id");
+    j->ko = j->locale && !strncmp(j->locale, "ko", 2);
+    j->received_ms = jint(o, "received_ms");
+    j->token_expires_ms = jint(o, "token_expires_ms");
+    if (!j->id || !j->token || !j->app_id || !j->command)
+        goto bad;
+    return 0;
+bad:
+    json_object_put(o);
+    memset(j, 0, sizeof(*j));
+    return BC_EPROTO;
+}
+
+void ixjob_free(struct ixjob *j)
+{
+    json_object_put(j->root);
+    memset(j, 0, sizeof(*j));
+}
+
+const char *ixjob_option(const struct ixjob *j, const char *name)
+{
+    struct json_object *opts;
+    if (!json_object_object_get_ex(j->root, "options", &opts) || !json_object_is_type(opts, json_type_array))
+        return NULL;
+    for (size_t i = 0; i < json_object_array_length(opts); i++) {
+        struct json_object *op = json_object_array_get_idx(opts, i);
+        const char *n = jstr(op, "name");
+        if (n && !strcmp(n, name))
+            return jstr(op, "value");
+    }
+    return NULL;
+}
+
+struct ixjob_edit {
+    uv_loop_t *loop;
+    struct drest *rest;
+    char *path, *json;
+    uint64_t started;
+    uv_timer_t timer;
+    ixjob_cb *cb;
+    void *arg;
+    int in_flight; /* a drest request is out: it will call back */
+    int finished;
+};
+
+static void edit_send(struct ixjob_edit *e);
+
+static void on_edit_closed(uv_handle_t *h)
+{
+    struct ixjob_edit *e = h->data;
+    mem_free(e->path);
+    mem_free(e->json);
+    mem_free(e);
+}
+
+static void edit_done(struct ixjob_edit *e, int status, int code)
+{
+    e->finished = 1;
+    if (e->cb)
+        e->cb(status, code, e->arg);
+    uv_close((uv_handle_t *)&e->timer, on_edit_closed);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    edit_send(t->data);
+}
+
+static void on_edited(const struct drest_resp *r, void *arg)
+{
+    struct ixjob_edit *e = arg;
+    e->in_flight = 0;
+    if (!e->cb) { /* cancelled */
+        edit_done(e, 0, 0);
+        return;
+    }
+    if (!r->err && r->status < 300) {
+        edit_done(e, 0, 0);
+        return;
+    }
+    /* 404 Unknown Message/Webhook while the deferral is still on its way */
+    if (!r->err && r->status == 404 && uv_now(e->loop) - e->started < EDIT_RETRY_WINDOW_MS) {
+        uv_timer_start(&e->timer, on_retry, EDIT_RETRY_MS, 0);
+        return;
+    }
+    edit_done(e, r->err ? r->err : BC_EHTTP, r->code);
+}
+
+static void edit_send(struct ixjob_edit *e)
+{
+    struct drest_req rq = {.method = "PATCH", .path = e->path, .json = e->json, .bot_auth = 0};
+    if (drest_request(e->rest, &rq, on_edited, e))
+        edit_done(e, -ENOTCONN, 0);
+    else
+        e->in_flight = 1;
+}
+
+void ixjob_edit_cancel(struct ixjob_edit *e)
+{
+    e->cb = NULL;
+    if (!e->in_flight && !e->finished) {
+        uv_timer_stop(&e->timer);
+        edit_done(e, 0, 0);
+    }
+}
+
+struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
+                                       const char *json, ixjob_cb *cb, void *arg)
+{
+    if (!rest) {
+        cb(-ENOTCONN, 0, arg);
+        return NULL;
+    }
+    struct ixjob_edit *e = mem_calloc(1, sizeof(*e));
+    char path[700];
+    snprintf(path, sizeof(path), "/webhooks/%s/%s/messages/@original", j->app_id, j->token);
+    e->loop = loop;
+    e->rest = rest;
+    e->path = mem_strdup(path);
+    e->json = mem_strdup(json);
+    e->started = uv_now(loop);
+    e->cb = cb;
+    e->arg = arg;
+    uv_timer_init(loop, &e->timer);
+    e->timer.data = e;
+    edit_send(e);
+    return e->finished ? NULL : e;
+}

@@ -1,0 +1,48 @@
+/* ixjob: the worker's side of an interaction job.
+ *
+ * The ingress stores an interaction as a job with everything a worker
+ * needs (see ingress.h); ixjob parses that payload and answers through the
+ * interaction's webhook: the deferred response is edited in place. An edit
+ * may reach Discord before the ingress's deferral does (the job is stored
+ * first, then deferred): a 404 within the first seconds is retried briefly.
+ * After the token's 15 minutes the webhook is gone (50027); callers that
+ * can run that long post to the channel instead.
+ *
+ * ixjob_edit_original calls cb exactly once (unless cancelled), possibly
+ * before it returns (when the request cannot even be queued). */
+#ifndef BC_IXJOB_H
+#define BC_IXJOB_H
+
+#include <json.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct drest;
+
+struct ixjob {
+    struct json_object *root; /* owned; the strings below point into it */
+    const char *id, *token, *app_id, *command, *locale, *user_id, *channel_id, *guild_id;
+    int ko;                   /* answer in Korean */
+    int64_t received_ms, token_expires_ms;
+};
+
+/* Parse payload. Returns 0, or BC_EPROTO (j is then empty, safe to free). */
+int ixjob_parse(struct ixjob *j, const char *payload);
+void ixjob_free(struct ixjob *j);
+/* The string option called name, or NULL. */
+const char *ixjob_option(const struct ixjob *j, const char *name);
+
+/* status 0 when Discord accepted the edit, else the drest error or HTTP
+ * status (negative), with Discord's code in *code. */
+typedef void ixjob_cb(int status, int code, void *arg);
+struct ixjob_edit;
+
+/* PATCH /webhooks/{app}/{token}/messages/@original with json. The job may
+ * be freed once this returns (what is needed is copied). Returns a handle
+ * valid until cb runs, or NULL when cb already ran. */
+struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
+                                       const char *json, ixjob_cb *cb, void *arg);
+/* The caller is going away: cb will not run; the edit cleans up by itself. */
+void ixjob_edit_cancel(struct ixjob_edit *e);
+
+#endif

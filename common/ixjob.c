@@ -122,7 +122,8 @@ static void on_edited(const struct drest_resp *r, void *arg)
         return;
     }
     /* 404 Unknown Message/Webhook while the deferral is still on its way */
-    if (!r->err && r->status == 404 && uv_now(e->loop) - e->started < EDIT_RETRY_WINDOW_MS) {
+    if ((!r->err || r->err == BC_EHTTP) && r->status == 404 &&
+        uv_now(e->loop) - e->started < EDIT_RETRY_WINDOW_MS) {
         uv_timer_start(&e->timer, on_retry, EDIT_RETRY_MS, 0);
         return;
     }

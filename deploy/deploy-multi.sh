@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # deploy-multi.sh: run the four-instance cluster on this machine.
 #
-#   ./deploy/deploy-multi.sh start     install what is missing, build, start
+#   ./deploy/deploy-multi.sh start [--sandbox]
+#                                      install what is missing, build, start; with no
+#                                      DISCORD_TOKEN (or --sandbox) also the local Discord
+#                                      simulator, with a server "sandbox" and its channels
 #   ./deploy/deploy-multi.sh stop      drain every instance, then stop
 #   ./deploy/deploy-multi.sh restart
 #   ./deploy/deploy-multi.sh status    table: instance, role, pid, port, health, uptime
@@ -27,6 +30,11 @@ ROLES=(chat image video admin)
 LOCAL_REDIS_PORT=${LOCAL_REDIS_PORT:-56379}
 LOCAL_PG_PORT=${LOCAL_PG_PORT:-55432}
 PG_OS_USER=${PG_OS_USER:-discordbot}
+SANDBOX_PORT=${SANDBOX_DISCORD_PORT:-58090}
+SANDBOX_TOKEN=sandbox-bot-token.local-simulator
+SANDBOX_APP=223456789012345678
+SANDBOX_GUILD=400000000000000001
+SANDBOX=0
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'deploy-multi: %s\n' "$*" >&2; exit 1; }
@@ -139,6 +147,46 @@ stop_local_pg() {
     as_pg_user "$bin/pg_ctl" -D "$DATA/pg/db" -m fast -w stop >/dev/null
 }
 
+# ---- sandbox: the Discord simulator from tests/sim --------------------------------
+
+start_sandbox() {
+    mkdir -p "$RUN" "$LOGS"
+    if ! alive "$RUN/discord-sim.pid"; then
+        : >"$RUN/discord-sim.out"
+        nohup /usr/bin/python3 "$ROOT/tests/sim/discord_sim.py" --port "$SANDBOX_PORT" \
+            --token "$SANDBOX_TOKEN" --application-id "$SANDBOX_APP" \
+            >"$RUN/discord-sim.out" 2>>"$LOGS/discord-sim.log" </dev/null &
+        echo $! >"$RUN/discord-sim.pid"
+        for _ in $(seq 100); do
+            grep -q "SIM READY" "$RUN/discord-sim.out" 2>/dev/null && break
+            alive "$RUN/discord-sim.pid" || die "the Discord simulator did not start (see logs/discord-sim.log)"
+            sleep 0.1
+        done
+        grep -q "SIM READY" "$RUN/discord-sim.out" || die "the Discord simulator did not start in 10 s"
+        local api=http://127.0.0.1:$SANDBOX_PORT
+        curl -s -o /dev/null -X POST "$api/_sim/guilds" -H 'Content-Type: application/json' -d '{
+          "id": "'"$SANDBOX_GUILD"'", "name": "sandbox", "channels": [
+            {"id": "500000000000000001", "name": "채팅방-1", "type": 0},
+            {"id": "500000000000000002", "name": "ai-지원", "type": 0},
+            {"id": "500000000000000003", "name": "이미지생성-1", "type": 0},
+            {"id": "500000000000000004", "name": "갤러리", "type": 0},
+            {"id": "500000000000000005", "name": "비디오생성-1", "type": 0},
+            {"id": "500000000000000006", "name": "일반", "type": 0}]}' ||
+            die "cannot set up the sandbox server"
+    fi
+    SANDBOX_KEY=$(curl -s "http://127.0.0.1:$SANDBOX_PORT/_sim/info" |
+                  python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key_hex"])')
+    SANDBOX=1
+    say "sandbox: Discord simulator on port $SANDBOX_PORT (server \"sandbox\", channels 채팅방-1, ai-지원,"
+    say "         이미지생성-1, 갤러리, 비디오생성-1, 일반); control API: http://127.0.0.1:$SANDBOX_PORT/_sim/info"
+}
+
+stop_sandbox() {
+    alive "$RUN/discord-sim.pid" || return 0
+    kill -TERM "$(cat "$RUN/discord-sim.pid")" 2>/dev/null || true
+    rm -f "$RUN/discord-sim.pid"
+}
+
 # ---- instances -------------------------------------------------------------------
 
 start_instance() {
@@ -150,7 +198,13 @@ start_instance() {
         return
     fi
     [ -f "$ENV_FILE" ] && args=(--env-file "$ENV_FILE")
-    REDIS_URL=$REDIS_URL_EFF DATABASE_URL=$DATABASE_URL_EFF HEALTH_PORT=$port \
+    local sandbox_env=()
+    if [ "$SANDBOX" = 1 ]; then
+        sandbox_env=(DISCORD_TOKEN="$SANDBOX_TOKEN" DISCORD_APPLICATION_ID="$SANDBOX_APP"
+                     DISCORD_GUILD_ID="$SANDBOX_GUILD" DISCORD_PUBLIC_KEY="$SANDBOX_KEY"
+                     DISCORD_API_BASE="http://127.0.0.1:$SANDBOX_PORT/api/v10")
+    fi
+    env REDIS_URL="$REDIS_URL_EFF" DATABASE_URL="$DATABASE_URL_EFF" HEALTH_PORT="$port" "${sandbox_env[@]}" \
         nohup "$(bin_of "$role")" "${args[@]}" >>"$LOGS/$role.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
 }
@@ -184,9 +238,8 @@ cmd_start() {
         DATABASE_URL_EFF=postgresql://discordbot@127.0.0.1:$LOCAL_PG_PORT/discordbot
         say "postgresql: local, data in data/pg, port $LOCAL_PG_PORT"
     fi
-    if [ -z "$(setting DISCORD_TOKEN)" ] && [ -z "$(setting DISCORD_TOKEN_FILE)" ]; then
-        say "note: no DISCORD_TOKEN in $ENV_FILE: the cluster runs without Discord (job pipeline,"
-        say "      heartbeats, /health, /metrics). Set DISCORD_TOKEN to connect (see README)."
+    if [ "${1:-}" = --sandbox ] || { [ -z "$(setting DISCORD_TOKEN)" ] && [ -z "$(setting DISCORD_TOKEN_FILE)" ]; }; then
+        start_sandbox
     fi
     for r in "${ROLES[@]}"; do start_instance "$r"; done
     local ok=0
@@ -220,6 +273,7 @@ cmd_stop() {
     done
     stop_local_redis
     stop_local_pg
+    stop_sandbox
 }
 
 health_json() { curl -s --max-time 2 "http://127.0.0.1:$1/health" || true; }
@@ -275,13 +329,13 @@ cmd_logs() {
 }
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 case ${1:-} in
-start) cmd_start ;;
+start) shift; cmd_start "$@" ;;
 stop) cmd_stop ;;
-restart) cmd_stop; cmd_start ;;
+restart) shift; cmd_stop; cmd_start "$@" ;;
 status) cmd_status ;;
 health) cmd_health ;;
 logs) shift; cmd_logs "${1:-}" ;;

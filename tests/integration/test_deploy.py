@@ -3,8 +3,11 @@
 import os
 import subprocess
 
+import json
+
 import harness
-from harness import check
+import simclient
+from harness import check, wait_until
 
 
 def run(t, env, *args, timeout=180):
@@ -19,12 +22,14 @@ def test_deploy_start_status_health_stop(t):
     if t.variant != "release":
         return  # the script runs the release binaries; one run of it is enough
     env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": t.path("none.env"),
-           "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port())}
+           "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port()),
+           "SANDBOX_DISCORD_PORT": str(t.free_port())}
     for role in ("CHAT", "IMAGE", "VIDEO", "ADMIN"):
         env[role + "_HEALTH_PORT"] = str(t.free_port())
     t.cleanup(lambda: run(t, env, "stop", timeout=120))
     r = run(t, env, "start")
     check(r.returncode == 0, "start failed:\n%s\n%s" % (r.stdout, r.stderr))
+    check("sandbox: Discord simulator" in r.stdout, "start says the sandbox runs:\n" + r.stdout)
     r = run(t, env, "status")
     rows = [l.split() for l in r.stdout.splitlines()[1:]]
     check(len(rows) == 4 and all(row[4] == "ok" for row in rows), "status:\n" + r.stdout)
@@ -32,6 +37,17 @@ def test_deploy_start_status_health_stop(t):
     r = run(t, env, "health")
     check(r.returncode == 0 and r.stdout.count("healthy") == 4, r.stdout)
     check(os.path.exists(os.path.join(t.tmp, "data", "redis", "appendonlydir")), "redis runs with AOF")
+    # no DISCORD_TOKEN: the sandbox simulator runs and one instance holds its gateway
+    ports = [env[r + "_HEALTH_PORT"] for r in ("CHAT", "IMAGE", "VIDEO", "ADMIN")]
+
+    def gateway_states():
+        out = []
+        for p in ports:
+            st, body = simclient.http("GET", "http://127.0.0.1:%s/health" % p)[0::2]
+            out.append(json.loads(body).get("gateway", {}).get("state"))
+        return out
+    wait_until(lambda: "connected" in gateway_states(), 20, "the sandbox gateway connected")
+
     r = run(t, env, "stop", timeout=120)
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)
     r = run(t, env, "health")

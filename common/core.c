@@ -247,6 +247,66 @@ static void on_health(struct httpd_req *req, void *arg)
     json_object_put(o);
 }
 
+/* Gateway, ingress and REST figures; only where Discord is configured. */
+static void metrics_discord(struct core *c, struct buf *b)
+{
+    if (c->gwhold) {
+        struct gwhold_status gs;
+        gwhold_status(c->gwhold, &gs);
+        buf_printf(b,
+                   "# HELP discordbot_gateway_holder 1 while this instance holds the gateway session.\n"
+                   "# TYPE discordbot_gateway_holder gauge\ndiscordbot_gateway_holder %d\n"
+                   "# HELP discordbot_gateway_connected 1 while connected and identified or resumed.\n"
+                   "# TYPE discordbot_gateway_connected gauge\ndiscordbot_gateway_connected %d\n"
+                   "# HELP discordbot_gateway_latency_seconds Last gateway heartbeat round trip.\n"
+                   "# TYPE discordbot_gateway_latency_seconds gauge\ndiscordbot_gateway_latency_seconds %.6f\n",
+                   gs.holder, !strcmp(gs.state, "connected"), gs.latency_ms / 1000.0);
+    }
+    if (c->ingress) {
+        struct ingress_stats is;
+        ingress_stats(c->ingress, &is);
+        buf_printf(b,
+                   "# HELP discordbot_gateway_events_total Gateway events handled, and routed into role streams.\n"
+                   "# TYPE discordbot_gateway_events_total counter\n"
+                   "discordbot_gateway_events_total{result=\"received\"} %llu\n"
+                   "discordbot_gateway_events_total{result=\"routed\"} %llu\n"
+                   "# HELP discordbot_interactions_total Interactions received, and answered at once.\n"
+                   "# TYPE discordbot_interactions_total counter\n"
+                   "discordbot_interactions_total{result=\"received\"} %llu\n"
+                   "discordbot_interactions_total{result=\"replied\"} %llu\n"
+                   "discordbot_interactions_total{result=\"ack_failed\"} %llu\n",
+                   (unsigned long long)is.events, (unsigned long long)is.routed,
+                   (unsigned long long)is.interactions, (unsigned long long)is.replied,
+                   (unsigned long long)is.ack_failed);
+    }
+    if (c->rest) {
+        struct drest_stats ds;
+        drest_stats(c->rest, &ds);
+        buf_printf(b,
+                   "# HELP discordbot_discord_requests_total Discord REST attempts by status class.\n"
+                   "# TYPE discordbot_discord_requests_total counter\n"
+                   "discordbot_discord_requests_total{status=\"2xx\"} %llu\n"
+                   "discordbot_discord_requests_total{status=\"4xx\"} %llu\n"
+                   "discordbot_discord_requests_total{status=\"5xx\"} %llu\n"
+                   "discordbot_discord_requests_total{status=\"error\"} %llu\n"
+                   "# HELP discordbot_discord_429_total Discord 429 answers by scope (each means a wrong guess).\n"
+                   "# TYPE discordbot_discord_429_total counter\n"
+                   "discordbot_discord_429_total{scope=\"global\"} %llu\n"
+                   "discordbot_discord_429_total{scope=\"user\"} %llu\n"
+                   "discordbot_discord_429_total{scope=\"shared\"} %llu\n"
+                   "# HELP discordbot_discord_ratelimit_waits_total Requests that waited for a rate limit.\n"
+                   "# TYPE discordbot_discord_ratelimit_waits_total counter\n"
+                   "discordbot_discord_ratelimit_waits_total %llu\n"
+                   "# HELP discordbot_discord_invalid_requests 401/403/429 answers in the last 10 minutes.\n"
+                   "# TYPE discordbot_discord_invalid_requests gauge\n"
+                   "discordbot_discord_invalid_requests %u\n"
+                   "# HELP discordbot_discord_queued Discord requests accepted and not yet completed.\n"
+                   "# TYPE discordbot_discord_queued gauge\ndiscordbot_discord_queued %zu\n",
+                   ds.status_2xx, ds.status_4xx, ds.status_5xx, ds.transport_errors, ds.rl429_global,
+                   ds.rl429_user, ds.rl429_shared, ds.rl_waits, ds.invalid_10min, ds.queued);
+    }
+}
+
 static void on_metrics(struct httpd_req *req, void *arg)
 {
     struct core *c = arg;
@@ -294,6 +354,7 @@ static void on_metrics(struct httpd_req *req, void *arg)
                "discordbot_loop_lag_seconds %.6f\n",
                redis_ok(c), c->redis_latency_ms / 1000.0, pg_ok(c), (unsigned long long)c->beats_sent,
                (unsigned long long)c->beats_failed, loop_lag_ms(c) / 1000.0);
+    metrics_discord(c, &b);
     httpd_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
     buf_free(&b);
 }

@@ -89,6 +89,11 @@ def test_one_session_identify_heartbeats_and_ping(t):
     # Korean locale answers in Korean
     r = ping(sim, locale="ko")
     st = sim.wait_interaction(r["id"], lambda i: i.get("original") and "퐁" in (i["original"].get("content") or ""))
+    holder = holders[0]
+    st, text = holder.get("/metrics")
+    for name in ("discordbot_gateway_holder 1", "discordbot_gateway_connected 1",
+                 'discordbot_interactions_total{result="received"}', 'discordbot_discord_requests_total{status="2xx"}'):
+        check(name in text, "metrics lack %s" % name)
     stats = sim.stats()
     check(stats["spec_violation_count"] == 0, "no spec violations: %r" % stats["spec_violations"])
     check(stats["exhausted_bucket_hits"] == 0, "no request into an exhausted bucket")

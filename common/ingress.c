@@ -458,9 +458,22 @@ static char *interaction_payload(struct ingress *in, struct json_object *ix, con
 
 /* ---- gateway batches ----------------------------------------------------- */
 
+/* Returns the number of jobs added, -1 when the fencing token is not the
+ * lease holder's, -2 when the batch does not continue the stored sequence
+ * (an earlier batch was lost: nothing is written, the holder resyncs).
+ * Sequences are checked first and applied after, so a batch is all or
+ * nothing and the stored sequence never jumps over a hole. */
 static const char route_lua[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
     "local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')\n"
+    "local expect = last\n"
+    "for i = 4, 3 + 5 * tonumber(ARGV[2]), 5 do\n"
+    "  local seq = tonumber(ARGV[i])\n"
+    "  if seq > expect then\n"
+    "    if expect > 0 and seq ~= expect + 1 then return -2 end\n"
+    "    expect = seq\n"
+    "  end\n"
+    "end\n"
     "local routed = 0\n"
     "local i = 4\n"
     "for n = 1, tonumber(ARGV[2]) do\n"
@@ -538,6 +551,11 @@ static void on_batch(struct rds *r, int status, const redisReply *reply, void *a
          * Discord replays these events. */
         log_warn("gateway batch not stored; resyncing from the stored sequence", LF_INT("events", b->nevents),
                  LF_STR("error", e ? e : bc_strerror(status)));
+        batch_failed(in, b); /* frees b */
+        return;
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -2) {
+        log_warn("gateway batch does not follow the stored sequence (an earlier one was lost); resyncing",
+                 LF_INT("events", b->nevents));
         batch_failed(in, b); /* frees b */
         return;
     } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {

@@ -231,7 +231,9 @@ static void on_health(struct httpd_req *req, void *arg)
         json_object_object_add(gw, "state", json_object_new_string(gs.state));
         json_object_object_add(gw, "holder", json_object_new_boolean(gs.holder));
         snprintf(lat, sizeof(lat), "%.3f", gs.latency_ms);
-        json_object_object_add(gw, "latency_ms", json_object_new_double_s(gs.latency_ms, lat));
+        /* null until the first heartbeat is acknowledged */
+        json_object_object_add(gw, "latency_ms",
+                               gs.latency_ms >= 0 ? json_object_new_double_s(gs.latency_ms, lat) : NULL);
         if (*gs.error)
             json_object_object_add(gw, "error", json_object_new_string(gs.error));
         json_object_object_add(o, "gateway", gw);
@@ -260,7 +262,7 @@ static void metrics_discord(struct core *c, struct buf *b)
                    "# TYPE discordbot_gateway_connected gauge\ndiscordbot_gateway_connected %d\n"
                    "# HELP discordbot_gateway_latency_seconds Last gateway heartbeat round trip.\n"
                    "# TYPE discordbot_gateway_latency_seconds gauge\ndiscordbot_gateway_latency_seconds %.6f\n",
-                   gs.holder, !strcmp(gs.state, "connected"), gs.latency_ms / 1000.0);
+                   gs.holder, !strcmp(gs.state, "connected"), gs.latency_ms > 0 ? gs.latency_ms / 1000.0 : 0.0);
     }
     if (c->ingress) {
         struct ingress_stats is;

@@ -1,0 +1,449 @@
+/* Unit tests for keypool. The clock is injected (every call takes now), so
+ * cooldowns and the breaker are tested without waiting. The Redis mirror is
+ * tested against the real redis-server in TEST_REDIS_URL, under a prefix of
+ * this process ("t<pid>_kp"), deleted at exit; checks read it with a
+ * blocking hiredis context, which is fine in test code. */
+#include <errno.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "err.h"
+#include "keypool.h"
+#include "log.h"
+#include "rds.h"
+#include "secret.h"
+#include "ut.h"
+
+static uv_loop_t loop;
+static int log_fd = -1;
+
+static void capture_logs(void)
+{
+    char path[] = "/tmp/test_keypool_log_XXXXXX";
+    log_fd = mkstemp(path);
+    UT_ASSERT(log_fd >= 0);
+    unlink(path);
+    log_setup("test", "keypool", LOG_DEBUG, log_fd);
+}
+
+static const char *captured(void)
+{
+    static char text[256 * 1024];
+    ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
+    UT_ASSERT(n >= 0);
+    text[n] = '\0';
+    return text;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *s = strstr(hay, needle); s; s = strstr(s + 1, needle))
+        n++;
+    return n;
+}
+
+static struct keypool *pool_new(const char *list, const struct keypool_opts *o)
+{
+    struct secret s = {0};
+    secret_set(&s, list);
+    struct keypool *p = NULL;
+    UT_EQ_INT(keypool_new(&loop, NULL, "t", "openai", "chat-1", &s, o, &p), 0);
+    secret_clear(&s);
+    return p;
+}
+
+/* Pick at now and return the key (asserting success). */
+static const char *pick(struct keypool *p, uint64_t now, struct keypool_pick *pk)
+{
+    int rc = keypool_pick(p, now, pk);
+    if (rc != 0)
+        UT_FAIL("pick at %llu: %d", (unsigned long long)now, rc);
+    return pk->key;
+}
+
+static void test_rotation(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new(" k1, k2,,k3 ,k1", NULL);
+    UT_EQ_INT(keypool_size(p), 3); /* blank and duplicate entries dropped */
+    struct keypool_pick pk;
+    UT_EQ_STR(pick(p, 0, &pk), "k1");
+    char fp[SECRET_FP_LEN];
+    secret_fingerprint("k1", 2, fp);
+    UT_EQ_STR(pk.fp, fp);
+    UT_EQ_INT(pk.index, 0);
+    UT_EQ_STR(pick(p, 1, &pk), "k2");
+    UT_EQ_STR(pick(p, 2, &pk), "k3");
+    UT_EQ_STR(pick(p, 3, &pk), "k1");
+    keypool_free(p);
+
+    struct secret none = {0};
+    secret_set(&none, " , ,");
+    struct keypool *q = (struct keypool *)&none;
+    UT_EQ_INT(keypool_new(&loop, NULL, "t", "openai", "chat-1", &none, NULL, &q), BC_ECONFIG);
+    UT_ASSERT(q == NULL);
+    secret_clear(&none);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_cooldown_and_recovery(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new("k1,k2,k3", NULL);
+    struct keypool_pick pk;
+    UT_EQ_STR(pick(p, 1000, &pk), "k1");
+    keypool_report(p, 1000, pk.index, KEYPOOL_RATE_LIMITED, 5000);
+    UT_EQ_STR(pick(p, 1100, &pk), "k2");
+    keypool_report(p, 1100, pk.index, KEYPOOL_RATE_LIMITED, 0); /* default 20 s */
+    for (int i = 0; i < 3; i++)
+        UT_EQ_STR(pick(p, 2000 + (uint64_t)i, &pk), "k3");
+    UT_EQ_STR(pick(p, 5999, &pk), "k3");
+    UT_EQ_STR(pick(p, 6000, &pk), "k1"); /* back after its 5 s */
+    UT_EQ_STR(pick(p, 6001, &pk), "k3");
+    UT_EQ_STR(pick(p, 6002, &pk), "k1");
+    UT_EQ_STR(pick(p, 21099, &pk), "k3");
+    UT_EQ_STR(pick(p, 21100, &pk), "k1");
+    UT_EQ_STR(pick(p, 21101, &pk), "k2"); /* back after the default 20 s */
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_all_cooling_gives_soonest_retry(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new("k1,k2", NULL);
+    struct keypool_pick pk;
+    pick(p, 1000, &pk);
+    keypool_report(p, 1000, pk.index, KEYPOOL_RATE_LIMITED, 7000);
+    pick(p, 1000, &pk);
+    keypool_report(p, 1000, pk.index, KEYPOOL_RATE_LIMITED, 3000);
+    UT_EQ_INT(keypool_pick(p, 2000, &pk), KEYPOOL_EAGAIN);
+    UT_EQ_INT(pk.retry_in_ms, 2000);
+    UT_ASSERT(pk.key == NULL);
+    char msg[128];
+    keypool_describe(p, KEYPOOL_EAGAIN, &pk, msg, sizeof(msg));
+    UT_CONTAINS(msg, "retry in 2 s");
+    UT_EQ_STR(pick(p, 4000, &pk), "k2");
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_quota_and_auth_leave_rotation(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    capture_logs();
+    struct keypool *p = pool_new("sk-quota-value,sk-auth-value,sk-good-value", NULL);
+    struct keypool_pick pk;
+    pick(p, 0, &pk);
+    keypool_report(p, 0, pk.index, KEYPOOL_QUOTA, 0);
+    keypool_report(p, 1, pk.index, KEYPOOL_QUOTA, 0); /* a second request in flight */
+    pick(p, 2, &pk);
+    keypool_report(p, 2, pk.index, KEYPOOL_AUTH, 0);
+    UT_EQ_INT(keypool_in_rotation(p), 1);
+    for (int i = 0; i < 4; i++)
+        UT_EQ_STR(pick(p, 100000000 + (uint64_t)i, &pk), "sk-good-value"); /* never back */
+    keypool_report(p, 5, pk.index, KEYPOOL_QUOTA, 0);
+    UT_EQ_INT(keypool_pick(p, 6, &pk), KEYPOOL_EEXHAUSTED);
+    char msg[128];
+    keypool_describe(p, KEYPOOL_EEXHAUSTED, &pk, msg, sizeof(msg));
+    UT_CONTAINS(msg, "no usable API key");
+
+    const char *logs = captured();
+    char fp[SECRET_FP_LEN];
+    secret_fingerprint("sk-quota-value", 14, fp);
+    UT_EQ_INT(count_of(logs, fp), 1); /* logged once, by fingerprint */
+    UT_EQ_INT(count_of(logs, "taken out of rotation"), 3);
+    UT_CONTAINS(logs, "\"reason\":\"quota\"");
+    UT_CONTAINS(logs, "\"reason\":\"auth\"");
+    UT_NOT_CONTAINS(logs, "-value");
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void fail_n(struct keypool *p, uint64_t now, int n, enum keypool_outcome o)
+{
+    struct keypool_pick pk;
+    for (int i = 0; i < n; i++) {
+        pick(p, now, &pk);
+        keypool_report(p, now, pk.index, o, 0);
+    }
+}
+
+static void test_breaker_opens_probes_and_closes(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new("k1,k2", NULL);
+    struct keypool_pick pk;
+    char msg[128];
+    /* errors spread wider than the window, or broken by a success, do not open it */
+    fail_n(p, 0, 4, KEYPOOL_SERVER_ERROR);
+    fail_n(p, 61000, 4, KEYPOOL_TIMEOUT);
+    fail_n(p, 61001, 1, KEYPOOL_OK);
+    fail_n(p, 61002, 4, KEYPOOL_TIMEOUT);
+    UT_EQ_INT(keypool_pick(p, 61003, &pk), 0);
+    UT_EQ_INT(pk.probe, 0);
+
+    uint64_t t = 200000; /* the run above is out of the window by now */
+    fail_n(p, t, 5, KEYPOOL_SERVER_ERROR);
+    UT_EQ_INT(keypool_pick(p, t + 1000, &pk), KEYPOOL_EUNAVAIL);
+    UT_EQ_INT(pk.retry_in_ms, 29000);
+    keypool_describe(p, KEYPOOL_EUNAVAIL, &pk, msg, sizeof(msg));
+    UT_EQ_STR(msg, "openai is unavailable, retry in 29 s");
+
+    /* failing probes double the cooldown up to 5 min */
+    int expect[] = {30000, 60000, 120000, 240000, 300000, 300000};
+    for (int i = 0; i < 6; i++) {
+        UT_EQ_INT(keypool_pick(p, t + (uint64_t)expect[i] - 1, &pk), KEYPOOL_EUNAVAIL);
+        t += (uint64_t)expect[i];
+        UT_EQ_INT(keypool_pick(p, t, &pk), 0); /* half-open: one probe */
+        UT_EQ_INT(pk.probe, 1);
+        UT_EQ_INT(keypool_pick(p, t, &pk), KEYPOOL_EUNAVAIL);
+        if (i < 5)
+            keypool_report(p, t, pk.index < 0 ? 0 : pk.index, KEYPOOL_TIMEOUT, 0);
+    }
+    /* the probe succeeds: closed, and the cooldown starts over */
+    keypool_report(p, t, 0, KEYPOOL_OK, 0);
+    for (int i = 0; i < 10; i++) {
+        UT_EQ_INT(keypool_pick(p, t + 1, &pk), 0);
+        UT_EQ_INT(pk.probe, 0);
+    }
+    struct buf js;
+    buf_init(&js, 4096);
+    UT_EQ_INT(keypool_snapshot(p, t, &js), 0);
+    UT_CONTAINS(buf_str(&js), "\"state\":\"closed\"");
+    fail_n(p, t + 2, 5, KEYPOOL_TIMEOUT);
+    UT_EQ_INT(keypool_pick(p, t + 2, &pk), KEYPOOL_EUNAVAIL);
+    UT_EQ_INT(pk.retry_in_ms, 30000);
+    buf_reset(&js);
+    UT_EQ_INT(keypool_snapshot(p, t + 2, &js), 0);
+    UT_CONTAINS(buf_str(&js), "\"state\":\"open\"");
+    buf_free(&js);
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_lost_probe_is_retried(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool_opts o = {.probe_timeout_ms = 10000, .breaker_threshold = 2};
+    struct keypool *p = pool_new("k1", &o);
+    struct keypool_pick pk;
+    fail_n(p, 0, 2, KEYPOOL_SERVER_ERROR);
+    UT_EQ_INT(keypool_pick(p, 30000, &pk), 0);
+    UT_EQ_INT(pk.probe, 1);
+    UT_EQ_INT(keypool_pick(p, 39999, &pk), KEYPOOL_EUNAVAIL);
+    UT_EQ_INT(keypool_pick(p, 40000, &pk), 0); /* never reported: another probe */
+    UT_EQ_INT(pk.probe, 1);
+    keypool_report(p, 40001, pk.index, KEYPOOL_RATE_LIMITED, 1000); /* it answered: closed */
+    UT_EQ_INT(keypool_pick(p, 41001, &pk), 0);
+    UT_EQ_INT(pk.probe, 0);
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_snapshot_has_fingerprints_only(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new("sk-alpha-secret,sk-beta-secret", NULL);
+    struct keypool_pick pk;
+    pick(p, 0, &pk);
+    keypool_report(p, 0, pk.index, KEYPOOL_RATE_LIMITED, 4000);
+    struct buf js;
+    buf_init(&js, 4096);
+    UT_EQ_INT(keypool_snapshot(p, 1000, &js), 0);
+    UT_NOT_CONTAINS(buf_str(&js), "secret");
+    json_object *o = json_tokener_parse(buf_str(&js));
+    UT_ASSERT(o != NULL);
+    json_object *keys = json_object_object_get(o, "keys");
+    UT_EQ_INT(json_object_array_length(keys), 2);
+    json_object *k0 = json_object_array_get_idx(keys, 0);
+    char fp[SECRET_FP_LEN];
+    secret_fingerprint("sk-alpha-secret", 15, fp);
+    UT_EQ_STR(json_object_get_string(json_object_object_get(k0, "fp")), fp);
+    UT_EQ_STR(json_object_get_string(json_object_object_get(k0, "state")), "cooling");
+    UT_EQ_INT(json_object_get_int64(json_object_object_get(k0, "retry_in_ms")), 3000);
+    UT_EQ_INT(json_object_get_int64(json_object_object_get(k0, "uses")), 1);
+    json_object_put(o);
+    buf_free(&js);
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+/* ---- Redis ----------------------------------------------------------------- */
+
+static char host[256];
+static int port;
+static char prefix[64];
+
+static void cleanup(void)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (c && !c->err) {
+        redisReply *r = redisCommand(c, "DEL %s:keys:openai:chat-1", prefix);
+        if (r)
+            freeReplyObject(r);
+    }
+    if (c)
+        redisFree(c);
+}
+
+static void on_up(struct rds *r, int up, void *arg)
+{
+    (void)r;
+    *(int *)arg = up;
+}
+
+static void on_flag(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
+
+/* Run the loop until *flag or ms pass. */
+static void run_until(int *flag, int ms)
+{
+    uv_timer_t t;
+    int expired = 0;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_timeout, (uint64_t)ms, 0);
+    while (!*flag && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* HGETALL of the mirror as "fp=json\n" lines. */
+static void read_hash(char *out, size_t outlen)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    UT_ASSERT(c && !c->err);
+    redisReply *r = redisCommand(c, "HGETALL %s:keys:openai:chat-1", prefix);
+    UT_ASSERT(r && r->type == REDIS_REPLY_ARRAY);
+    out[0] = '\0';
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        size_t l = strlen(out);
+        snprintf(out + l, outlen - l, "%s=%s\n", r->element[i]->str, r->element[i + 1]->str);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+static void test_redis_mirror_by_fingerprint(void)
+{
+    const char *url = getenv("TEST_REDIS_URL");
+    if (!url || !url[0])
+        UT_FAIL("TEST_REDIS_URL is not set (tests/run.py sets it)");
+    if (sscanf(url, "redis://%255[^:/]:%d", host, &port) != 2)
+        UT_FAIL("TEST_REDIS_URL must look like redis://host:port/db, not %s", url);
+    snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
+    atexit(cleanup);
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct rds *r;
+    int up = 0, closed = 0;
+    char err[256];
+    struct rds_opts ro = {.url = url, .name = "test"};
+    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
+    run_until(&up, 5000);
+    UT_ASSERT(up);
+
+    struct secret s = {0};
+    secret_set(&s, "sk-first-VALUE,sk-second-VALUE,sk-third-VALUE");
+    struct keypool *p;
+    UT_EQ_INT(keypool_new(&loop, r, prefix, "openai", "chat-1", &s, NULL, &p), 0);
+    secret_clear(&s);
+    struct keypool_pick pk;
+    pick(p, uv_now(&loop), &pk);
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_QUOTA, 0);
+    pick(p, uv_now(&loop), &pk);
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_RATE_LIMITED, 60000);
+    pick(p, uv_now(&loop), &pk);
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_OK, 0);
+
+    char hash[4096];
+    char fp1[SECRET_FP_LEN], fp2[SECRET_FP_LEN], fp3[SECRET_FP_LEN];
+    secret_fingerprint("sk-first-VALUE", 14, fp1);
+    secret_fingerprint("sk-second-VALUE", 15, fp2);
+    secret_fingerprint("sk-third-VALUE", 14, fp3);
+    int have = 0;
+    for (int tries = 0; tries < 100 && !have; tries++) {
+        int never = 0;
+        run_until(&never, 20);
+        read_hash(hash, sizeof(hash));
+        have = strstr(hash, "\"uses\":1,\"failures\":0") != NULL;
+    }
+    UT_ASSERT(have);
+    UT_NOT_CONTAINS(hash, "VALUE");
+    char line[256];
+    snprintf(line, sizeof(line), "%s={\"state\":\"out\"", fp1);
+    UT_CONTAINS(hash, line);
+    UT_CONTAINS(hash, "\"reason\":\"quota\"");
+    snprintf(line, sizeof(line), "%s={\"state\":\"cooling\",\"until_ms\":1", fp2);
+    UT_CONTAINS(hash, line);
+    snprintf(line, sizeof(line), "%s={\"state\":\"ok\",\"until_ms\":0,\"reason\":null,\"uses\":1", fp3);
+    UT_CONTAINS(hash, line);
+
+    /* freed with writes in flight, then the connection closes */
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_OK, 0);
+    keypool_free(p);
+    rds_close(r, on_flag, &closed);
+    run_until(&closed, 5000);
+    UT_ASSERT(closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_redis_down_stays_local(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    capture_logs();
+    struct rds *r;
+    int up = 0, closed = 0;
+    char err[256];
+    struct rds_opts ro = {.url = "redis://127.0.0.1:1/0", .name = "test"}; /* nothing listens */
+    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
+    struct secret s = {0};
+    secret_set(&s, "k1,k2");
+    struct keypool *p;
+    UT_EQ_INT(keypool_new(&loop, r, "t", "openai", "chat-1", &s, NULL, &p), 0);
+    secret_clear(&s);
+    struct keypool_pick pk;
+    for (int i = 0; i < 2; i++) {
+        pick(p, 10 + (uint64_t)i, &pk);
+        keypool_report(p, 10 + (uint64_t)i, pk.index, KEYPOOL_RATE_LIMITED, 1000);
+    }
+    UT_EQ_INT(keypool_pick(p, 20, &pk), KEYPOOL_EAGAIN);
+    UT_EQ_STR(pick(p, 1011, &pk), "k1");
+    UT_EQ_INT(count_of(captured(), "not mirrored to redis"), 1);
+    keypool_free(p);
+    rds_close(r, on_flag, &closed);
+    run_until(&closed, 5000);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_rotation),
+    UT_CASE(test_cooldown_and_recovery),
+    UT_CASE(test_all_cooling_gives_soonest_retry),
+    UT_CASE(test_quota_and_auth_leave_rotation),
+    UT_CASE(test_breaker_opens_probes_and_closes),
+    UT_CASE(test_lost_probe_is_retried),
+    UT_CASE(test_snapshot_has_fingerprints_only),
+    UT_CASE(test_redis_mirror_by_fingerprint),
+    UT_CASE(test_redis_down_stays_local),
+    {NULL, NULL},
+};
+
+UT_MAIN(cases)

@@ -1,0 +1,690 @@
+/* test_llm: the chat-completions client (llm) against a fake provider built
+ * with our httpd on 127.0.0.1, port 0. The fake answers canned statuses,
+ * headers and whole SSE bodies; TCP still delivers them in pieces, and the
+ * parser's own split tests live in test_sse. Each case makes one call and
+ * shuts everything down from its callback; a guard timer fails a hung case. */
+#include <errno.h>
+#include <fcntl.h>
+#include <json.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "err.h"
+#include "hcl.h"
+#include "httpd.h"
+#include "llm.h"
+#include "log.h"
+#include "mem.h"
+#include "secret.h"
+#include "ut.h"
+
+#define GUARD_MS 15000
+#define KEY "sk-test-Zq9SECRETkey0123456789"
+
+struct canned {
+    int status;
+    const char *ctype; /* NULL = text/event-stream */
+    const char *body;
+    const char *hname, *hval; /* one extra response header, optional */
+    int hold;                 /* never answer */
+};
+
+struct fx {
+    uv_loop_t loop;
+    struct httpd *h;
+    struct hcl *c;
+    uv_timer_t guard, later;
+    int port, shut;
+    struct canned chat, mod;
+    struct httpd_req *held;
+    char *req_body, *req_auth, *req_path;
+    /* chat outcome */
+    struct buf text;
+    int deltas, done_calls, cancel_on_delta;
+    struct llm_call *call;
+    struct llm_result res;
+    char finish[32], code[LLM_MAX_FIELD], type[LLM_MAX_FIELD], msg[LLM_MAX_FIELD];
+    /* moderation outcome */
+    int mod_calls, mod_status, mod_flagged;
+    char cats[256];
+};
+
+static void on_guard(uv_timer_t *t)
+{
+    (void)t;
+    UT_FAIL("guard timer fired: the case hung");
+}
+
+static void fx_shutdown(struct fx *fx)
+{
+    if (fx->shut)
+        return;
+    fx->shut = 1;
+    hcl_close(fx->c, NULL, NULL);
+    httpd_close(fx->h, NULL, NULL);
+    if (fx->held)
+        httpd_respond(fx->held, 200, "text/plain", "late", 4);
+    fx->held = NULL;
+    uv_close((uv_handle_t *)&fx->guard, NULL);
+    uv_close((uv_handle_t *)&fx->later, NULL);
+}
+
+static void record_req(struct fx *fx, struct httpd_req *r)
+{
+    mem_free(fx->req_body);
+    mem_free(fx->req_auth);
+    mem_free(fx->req_path);
+    const char *a = httpd_req_header(r, "Authorization");
+    fx->req_auth = a ? mem_strdup(a) : NULL;
+    fx->req_body = mem_strdup(httpd_req_body(r, NULL));
+    fx->req_path = mem_strdup(httpd_req_path(r));
+}
+
+static void answer(struct fx *fx, struct httpd_req *r, const struct canned *cn)
+{
+    record_req(fx, r);
+    if (cn->hold) {
+        UT_ASSERT(!fx->held);
+        fx->held = r;
+        return;
+    }
+    if (cn->hname)
+        httpd_req_add_header(r, cn->hname, cn->hval);
+    httpd_req_add_header(r, "x-request-id", "req_123");
+    const char *b = cn->body ? cn->body : "";
+    httpd_respond(r, cn->status ? cn->status : 200, cn->ctype ? cn->ctype : "text/event-stream", b,
+                  strlen(b));
+}
+
+static void h_chat(struct httpd_req *r, void *arg)
+{
+    struct fx *fx = arg;
+    answer(fx, r, &fx->chat);
+}
+
+static void h_mod(struct httpd_req *r, void *arg)
+{
+    struct fx *fx = arg;
+    answer(fx, r, &fx->mod);
+}
+
+static void fx_init(struct fx *fx)
+{
+    memset(fx, 0, sizeof *fx);
+    if (getenv("UT_DEBUG"))
+        log_set_level(LOG_DEBUG);
+    UT_EQ_INT(uv_loop_init(&fx->loop), 0);
+    UT_EQ_INT(httpd_start(&fx->loop, &(struct httpd_opts){.bind = "127.0.0.1"}, &fx->h), 0);
+    fx->port = httpd_port(fx->h);
+    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/chat/completions", h_chat, fx), 0);
+    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/moderations", h_mod, fx), 0);
+    UT_EQ_INT(hcl_new(&fx->loop, &(struct hcl_opts){.user_agent = "test_llm"}, &fx->c), 0);
+    uv_timer_init(&fx->loop, &fx->guard);
+    uv_timer_start(&fx->guard, on_guard, GUARD_MS, 0);
+    uv_timer_init(&fx->loop, &fx->later);
+    buf_init(&fx->text, 1 << 22);
+}
+
+static void fx_run(struct fx *fx)
+{
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    UT_ASSERT(fx->shut);
+    UT_EQ_INT(uv_loop_close(&fx->loop), 0);
+}
+
+static void fx_free(struct fx *fx)
+{
+    buf_free(&fx->text);
+    mem_free(fx->req_body);
+    mem_free(fx->req_auth);
+    mem_free(fx->req_path);
+}
+
+static const char *base_url(const struct fx *fx)
+{
+    static char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/", fx->port);
+    return url;
+}
+
+/* ---- chat ------------------------------------------------------------------ */
+
+static void on_delta(const char *text, size_t len, void *arg)
+{
+    struct fx *fx = arg;
+    UT_EQ_INT(fx->done_calls, 0);
+    UT_EQ_INT(buf_append(&fx->text, text, len), 0);
+    fx->deltas++;
+    if (fx->cancel_on_delta && fx->deltas == fx->cancel_on_delta) {
+        llm_cancel(fx->call);
+        llm_cancel(fx->call); /* harmless twice */
+    }
+}
+
+static void on_done(const struct llm_result *r, void *arg)
+{
+    struct fx *fx = arg;
+    fx->done_calls++;
+    UT_EQ_INT(fx->done_calls, 1);
+    fx->res = *r;
+    snprintf(fx->finish, sizeof fx->finish, "%s", r->finish_reason);
+    snprintf(fx->code, sizeof fx->code, "%s", r->error_code);
+    snprintf(fx->type, sizeof fx->type, "%s", r->error_type);
+    snprintf(fx->msg, sizeof fx->msg, "%s", r->error_message);
+    fx->res.finish_reason = fx->res.error_code = fx->res.error_type = NULL;
+    fx->res.error_message = fx->res.request_id = NULL;
+    fx_shutdown(fx);
+}
+
+static const struct llm_message MSGS[] = {
+    {"system", "You are terse."},
+    {"user", "안녕? \"hi\" \\ /"},
+};
+
+static void start_chat(struct fx *fx, const char *base, long timeout_ms)
+{
+    struct llm_request rq = {
+        .base_url = base ? base : base_url(fx),
+        .api_key = KEY,
+        .model = "gpt-4o-mini",
+        .messages = MSGS,
+        .nmessages = 2,
+        .temperature = 0.7,
+        .has_temperature = 1,
+        .max_tokens = 64,
+        .user = "u-42",
+        .timeout_ms = timeout_ms,
+    };
+    UT_EQ_INT(llm_chat(fx->c, &rq, on_delta, on_done, fx, &fx->call), 0);
+    UT_EQ_INT(fx->done_calls, 0); /* never synchronously */
+}
+
+/* One call with the chat route answering cn; results are left in fx. */
+static void chat_case(struct fx *fx, struct canned cn)
+{
+    fx_init(fx);
+    fx->chat = cn;
+    start_chat(fx, NULL, 0);
+    fx_run(fx);
+    UT_EQ_INT(fx->done_calls, 1);
+}
+
+#define CHUNK(json) "data: " json "\n\n"
+
+static const char KOREAN_STREAM[] =
+    ": OPENROUTER PROCESSING\n\n"
+    CHUNK("{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+          "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}")
+    CHUNK("{\"id\":\"c1\",\"obfuscation\":\"x1y2\",\"choices\":[{\"index\":0,\"delta\":"
+          "{\"content\":\"안녕하세요\"},\"logprobs\":null,\"finish_reason\":null}],"
+          "\"unknown\":{\"nested\":[1,{\"a\":null}]}}")
+    "data: {\"choices\":[{\"delta\":{\"content\":\", 세계 🌏\\n\\\"따옴표\\\"\"}}]}\r\n\r\n"
+    CHUNK("{\"choices\":[{\"delta\":{\"content\":null,\"refusal\":null}}]}")
+    CHUNK("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\" 끝\"},\"finish_reason\":null}]}")
+    CHUNK("{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}")
+    CHUNK("{\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,"
+          "\"total_tokens\":19,\"prompt_tokens_details\":{\"cached_tokens\":0}}}")
+    CHUNK("[DONE]");
+
+static void test_stream_korean_usage_unknown_fields(void)
+{
+    struct fx fx;
+    chat_case(&fx, (struct canned){.body = KOREAN_STREAM});
+    UT_EQ_INT(fx.res.status, LLM_OK);
+    UT_EQ_INT(fx.res.http_status, 200);
+    UT_EQ_STR(buf_str(&fx.text), "안녕하세요, 세계 🌏\n\"따옴표\" 끝");
+    UT_EQ_INT(fx.res.text_len, fx.text.len);
+    UT_EQ_INT(fx.deltas, 3);
+    UT_EQ_STR(fx.finish, "stop");
+    UT_ASSERT(fx.res.usage.has_usage);
+    UT_EQ_INT(fx.res.usage.prompt, 12);
+    UT_EQ_INT(fx.res.usage.completion, 7);
+    UT_EQ_INT(fx.res.usage.total, 19);
+    UT_EQ_INT(fx.res.retry_after_ms, -1);
+    fx_free(&fx);
+}
+
+/* A long stream arrives in many TCP pieces; the text must come out exact. */
+static void test_long_stream_reassembled(void)
+{
+    static const char *const words[] = {"가", "나다", "라마바", "🌏", "é", " "};
+    struct buf body, want;
+    buf_init(&body, 1 << 22);
+    buf_init(&want, 1 << 22);
+    for (int i = 0; i < 4000; i++) {
+        const char *w = words[i % 6];
+        buf_printf(&body, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s%d\"}}]}\n\n", w, i);
+        buf_printf(&want, "%s%d", w, i);
+    }
+    buf_puts(&body, CHUNK("{\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}") CHUNK("[DONE]"));
+    struct fx fx;
+    chat_case(&fx, (struct canned){.body = buf_str(&body)});
+    UT_EQ_INT(fx.res.status, LLM_OK);
+    UT_EQ_INT(fx.deltas, 4000);
+    UT_ASSERT(fx.text.len == want.len && !memcmp(fx.text.p, want.p, want.len));
+    UT_EQ_STR(fx.finish, "length");
+    UT_ASSERT(!fx.res.usage.has_usage);
+    buf_free(&body);
+    buf_free(&want);
+    fx_free(&fx);
+}
+
+static struct json_object *jget(struct json_object *o, const char *k)
+{
+    struct json_object *v = NULL;
+    if (!json_object_object_get_ex(o, k, &v))
+        UT_FAIL("no field %s", k);
+    return v;
+}
+
+static void test_request_shape(void)
+{
+    struct fx fx;
+    chat_case(&fx, (struct canned){.body = KOREAN_STREAM});
+    UT_EQ_STR(fx.req_path, "/v1/chat/completions"); /* trailing '/' of base handled */
+    UT_EQ_STR(fx.req_auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.req_body);
+    UT_ASSERT(o);
+    UT_EQ_STR(json_object_get_string(jget(o, "model")), "gpt-4o-mini");
+    UT_ASSERT(json_object_get_boolean(jget(o, "stream")));
+    UT_ASSERT(json_object_get_boolean(jget(jget(o, "stream_options"), "include_usage")));
+    UT_EQ_INT(json_object_get_int(jget(o, "max_tokens")), 64);
+    UT_EQ_STR(json_object_get_string(jget(o, "user")), "u-42");
+    UT_ASSERT(json_object_get_double(jget(o, "temperature")) == 0.7);
+    struct json_object *m = jget(o, "messages");
+    UT_EQ_INT(json_object_array_length(m), 2);
+    UT_EQ_STR(json_object_get_string(jget(json_object_array_get_idx(m, 0), "role")), "system");
+    UT_EQ_STR(json_object_get_string(jget(json_object_array_get_idx(m, 1), "content")),
+              "안녕? \"hi\" \\ /");
+    json_object_put(o);
+    fx_free(&fx);
+}
+
+static void check_err(struct canned cn, int kind, const char *code, long retry_ms)
+{
+    struct fx fx;
+    chat_case(&fx, cn);
+    if (fx.res.status != kind)
+        UT_FAIL("status %s, want %s (http %ld, msg %s)", llm_status_name(fx.res.status),
+                llm_status_name(kind), fx.res.http_status, fx.msg);
+    UT_EQ_INT(fx.res.http_status, cn.status);
+    UT_EQ_STR(fx.code, code);
+    UT_EQ_INT(fx.res.retry_after_ms, retry_ms);
+    UT_EQ_INT(fx.deltas, 0);
+    fx_free(&fx);
+}
+
+#define EJSON "application/json"
+#define ERRBODY(msg, type, code)                                                                   \
+    "{\"error\":{\"message\":\"" msg "\",\"type\":\"" type "\",\"param\":null,\"code\":" code "}}"
+
+static void test_err_auth(void)
+{
+    check_err((struct canned){401, EJSON, ERRBODY("Incorrect API key provided: sk-test-Zq9S***6789.",
+                                                  "invalid_request_error", "\"invalid_api_key\"")},
+              LLM_ERR_AUTH, "invalid_api_key", -1);
+}
+
+static void test_err_quota(void)
+{
+    check_err((struct canned){429, EJSON, ERRBODY("You exceeded your current quota.",
+                                                  "insufficient_quota", "\"insufficient_quota\"")},
+              LLM_ERR_QUOTA, "insufficient_quota", -1);
+}
+
+static void test_err_rate_retry_after_ms(void)
+{
+    check_err((struct canned){429, EJSON,
+                              ERRBODY("Rate limit reached", "requests", "\"rate_limit_exceeded\""),
+                              "retry-after-ms", "1500"},
+              LLM_ERR_RATE, "rate_limit_exceeded", 1500);
+}
+
+static void test_err_rate_retry_after_seconds(void)
+{
+    check_err((struct canned){429, EJSON, ERRBODY("Rate limit reached", "tokens", "null"),
+                              "retry-after", "2"},
+              LLM_ERR_RATE, "", 2000);
+}
+
+static void test_err_rate_reset_requests(void)
+{
+    check_err((struct canned){429, EJSON,
+                              ERRBODY("Rate limit reached", "requests", "\"rate_limit_exceeded\""),
+                              "x-ratelimit-reset-requests", "1m30s"},
+              LLM_ERR_RATE, "rate_limit_exceeded", 90000);
+}
+
+static void test_err_rate_plain_text(void)
+{
+    /* A proxy's 429 with no JSON at all is still a rate limit. */
+    check_err((struct canned){429, "text/plain", "Too Many Requests"}, LLM_ERR_RATE, "", -1);
+}
+
+static void test_err_server(void)
+{
+    check_err((struct canned){503, EJSON, ERRBODY("The engine is overloaded", "server_error", "null"),
+                              "retry-after", "1"},
+              LLM_ERR_SERVER, "", 1000);
+    check_err((struct canned){502, "text/html", "<html>Bad gateway</html>"}, LLM_ERR_SERVER, "", -1);
+}
+
+static void test_err_bad_request(void)
+{
+    check_err((struct canned){400, EJSON,
+                              ERRBODY("This model's maximum context length is 128000 tokens.",
+                                      "invalid_request_error", "\"context_length_exceeded\"")},
+              LLM_ERR_BAD_REQUEST, "context_length_exceeded", -1);
+    check_err((struct canned){404, EJSON, ERRBODY("The model does not exist", "invalid_request_error",
+                                                  "\"model_not_found\"")},
+              LLM_ERR_BAD_REQUEST, "model_not_found", -1);
+}
+
+static void test_err_streamed_error_body(void)
+{
+    /* An error body sent as SSE despite the status. */
+    check_err((struct canned){500, NULL, CHUNK(ERRBODY("boom", "server_error", "\"internal\""))},
+              LLM_ERR_SERVER, "internal", -1);
+}
+
+static void test_err_in_stream_after_text(void)
+{
+    struct fx fx;
+    chat_case(&fx, (struct canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"반\"}}]}")
+                                       CHUNK(ERRBODY("overloaded mid-stream", "server_error", "null"))
+                                           CHUNK("[DONE]")});
+    UT_EQ_INT(fx.res.status, LLM_ERR_SERVER);
+    UT_EQ_STR(buf_str(&fx.text), "반");
+    UT_EQ_STR(fx.msg, "overloaded mid-stream");
+    fx_free(&fx);
+}
+
+static void test_err_protocol(void)
+{
+    check_err((struct canned){200, NULL, CHUNK("{\"choices\":[{\"delta\":") CHUNK("[DONE]")},
+              LLM_ERR_PROTOCOL, "", -1);
+    check_err((struct canned){200, NULL, ""}, LLM_ERR_PROTOCOL, "", -1);
+    check_err((struct canned){200, NULL, CHUNK("[1,2]")}, LLM_ERR_PROTOCOL, "", -1);
+}
+
+static void test_incomplete_stream_is_done(void)
+{
+    struct fx fx;
+    chat_case(&fx, (struct canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"잘린 \"}}]}")
+                                       CHUNK("{\"choices\":[{\"delta\":{\"content\":\"답\"}}]}")});
+    UT_EQ_INT(fx.res.status, LLM_OK);
+    UT_EQ_STR(fx.finish, "incomplete");
+    UT_EQ_STR(buf_str(&fx.text), "잘린 답");
+    fx_free(&fx);
+}
+
+static void test_plain_json_answer(void)
+{
+    struct fx fx;
+    chat_case(&fx, (struct canned){200, EJSON,
+                                   "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                                   "\"content\":\"통째로\"},\"finish_reason\":\"stop\"}],"
+                                   "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+                                   "\"total_tokens\":5}}"});
+    UT_EQ_INT(fx.res.status, LLM_OK);
+    UT_EQ_STR(buf_str(&fx.text), "통째로");
+    UT_EQ_STR(fx.finish, "stop");
+    UT_EQ_INT(fx.res.usage.total, 5);
+    fx_free(&fx);
+}
+
+static void test_timeout(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.chat.hold = 1;
+    start_chat(&fx, NULL, 300);
+    fx_run(&fx);
+    UT_EQ_INT(fx.res.status, LLM_ERR_TIMEOUT);
+    UT_EQ_INT(fx.res.err, -ETIMEDOUT);
+    fx_free(&fx);
+}
+
+static void on_later_cancel(uv_timer_t *t)
+{
+    struct fx *fx = t->data;
+    llm_cancel(fx->call);
+}
+
+static void test_cancel_while_waiting(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.chat.hold = 1;
+    start_chat(&fx, NULL, 0);
+    fx.later.data = &fx;
+    uv_timer_start(&fx.later, on_later_cancel, 50, 0);
+    fx_run(&fx);
+    UT_EQ_INT(fx.done_calls, 1);
+    UT_EQ_INT(fx.res.status, LLM_ERR_CANCELLED);
+    fx_free(&fx);
+}
+
+static void test_cancel_from_delta(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.chat.body = KOREAN_STREAM;
+    fx.cancel_on_delta = 1;
+    start_chat(&fx, NULL, 0);
+    fx_run(&fx);
+    UT_EQ_INT(fx.done_calls, 1);
+    UT_EQ_INT(fx.deltas, 1); /* nothing after the cancel */
+    UT_EQ_INT(fx.res.status, LLM_ERR_CANCELLED);
+    fx_free(&fx);
+}
+
+static void test_shutdown_is_cancel(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.chat.hold = 1;
+    start_chat(&fx, NULL, 0);
+    fx_shutdown(&fx); /* hcl_close with the call in flight */
+    fx_run(&fx);
+    UT_EQ_INT(fx.done_calls, 1);
+    UT_EQ_INT(fx.res.status, LLM_ERR_CANCELLED);
+    UT_EQ_INT(fx.res.err, BC_ESHUTDOWN);
+    fx_free(&fx);
+}
+
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    UT_EQ_INT(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    UT_EQ_INT(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static void test_network_error(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", free_port());
+    start_chat(&fx, url, 0);
+    fx_run(&fx);
+    UT_EQ_INT(fx.res.status, LLM_ERR_NETWORK);
+    UT_ASSERT(fx.res.err < 0);
+    fx_free(&fx);
+}
+
+static void test_invalid_args_no_callback(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    struct llm_request rq = {.base_url = base_url(&fx), .model = "m", .messages = MSGS, .nmessages = 0};
+    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
+    rq.nmessages = 2;
+    rq.model = NULL;
+    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
+    rq.model = "m";
+    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, NULL, &fx, NULL), -EINVAL);
+    fx_shutdown(&fx);
+    fx_run(&fx);
+    UT_EQ_INT(fx.done_calls, 0);
+    fx_free(&fx);
+}
+
+/* ---- retry-after parsing ---------------------------------------------------- */
+
+static void test_parse_duration(void)
+{
+    UT_EQ_INT(llm_parse_duration_ms("12ms"), 12);
+    UT_EQ_INT(llm_parse_duration_ms("1.5s"), 1500);
+    UT_EQ_INT(llm_parse_duration_ms("51.2s"), 51200);
+    UT_EQ_INT(llm_parse_duration_ms("1m30s"), 90000);
+    UT_EQ_INT(llm_parse_duration_ms("6m0s"), 360000);
+    UT_EQ_INT(llm_parse_duration_ms("1h2m3s"), 3723000);
+    UT_EQ_INT(llm_parse_duration_ms("20"), 20000);
+    UT_EQ_INT(llm_parse_duration_ms(" 0.25 "), 250);
+    UT_EQ_INT(llm_parse_duration_ms("1500us"), 2); /* rounded up */
+    UT_EQ_INT(llm_parse_duration_ms("0s"), 0);
+    UT_EQ_INT(llm_parse_duration_ms("Wed, 21 Oct 2015 07:28:00 GMT"), -1);
+    UT_EQ_INT(llm_parse_duration_ms(""), -1);
+    UT_EQ_INT(llm_parse_duration_ms("-1s"), -1);
+    UT_EQ_INT(llm_parse_duration_ms("1.s"), -1);
+    UT_EQ_INT(llm_parse_duration_ms("5x"), -1);
+    UT_EQ_INT(llm_parse_duration_ms("1m30"), -1);
+    UT_EQ_INT(llm_parse_duration_ms(NULL), -1);
+    UT_EQ_INT(llm_parse_duration_ms("99999999999999h"), 24L * 3600 * 1000); /* capped */
+}
+
+/* ---- moderation --------------------------------------------------------------- */
+
+static void on_mod(int status, int flagged, const char *cats, void *arg)
+{
+    struct fx *fx = arg;
+    fx->mod_calls++;
+    fx->mod_status = status;
+    fx->mod_flagged = flagged;
+    snprintf(fx->cats, sizeof fx->cats, "%s", cats);
+    fx_shutdown(fx);
+}
+
+static void mod_case(struct fx *fx, struct canned cn)
+{
+    fx_init(fx);
+    fx->mod = cn;
+    struct llm_moderation_request rq = {.base_url = base_url(fx), .api_key = KEY, .input = "너 정말"};
+    UT_EQ_INT(llm_moderate(fx->c, &rq, on_mod, fx), 0);
+    UT_EQ_INT(fx->mod_calls, 0);
+    fx_run(fx);
+    UT_EQ_INT(fx->mod_calls, 1);
+}
+
+static void test_moderation_flagged(void)
+{
+    struct fx fx;
+    mod_case(&fx, (struct canned){200, EJSON,
+                                  "{\"id\":\"modr-1\",\"model\":\"omni-moderation-latest\",\"results\":"
+                                  "[{\"flagged\":true,\"categories\":{\"harassment\":true,\"hate\":false,"
+                                  "\"violence\":true,\"sexual/minors\":false},\"category_scores\":"
+                                  "{\"harassment\":0.9,\"violence\":0.8}}]}"});
+    UT_EQ_INT(fx.mod_status, LLM_OK);
+    UT_EQ_INT(fx.mod_flagged, 1);
+    UT_EQ_STR(fx.cats, "harassment,violence");
+    UT_EQ_STR(fx.req_path, "/v1/moderations");
+    UT_EQ_STR(fx.req_auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.req_body);
+    UT_EQ_STR(json_object_get_string(jget(o, "model")), "omni-moderation-latest");
+    UT_EQ_STR(json_object_get_string(jget(o, "input")), "너 정말");
+    json_object_put(o);
+    fx_free(&fx);
+}
+
+static void test_moderation_not_flagged(void)
+{
+    struct fx fx;
+    mod_case(&fx, (struct canned){200, EJSON,
+                                  "{\"results\":[{\"flagged\":false,\"categories\":"
+                                  "{\"harassment\":false,\"violence\":false}}]}"});
+    UT_EQ_INT(fx.mod_status, LLM_OK);
+    UT_EQ_INT(fx.mod_flagged, 0);
+    UT_EQ_STR(fx.cats, "");
+    fx_free(&fx);
+}
+
+static void test_moderation_error(void)
+{
+    struct fx fx;
+    mod_case(&fx, (struct canned){401, EJSON, ERRBODY("bad key", "invalid_request_error",
+                                                      "\"invalid_api_key\"")});
+    UT_EQ_INT(fx.mod_status, LLM_ERR_AUTH);
+    UT_EQ_INT(fx.mod_flagged, 0);
+    fx_free(&fx);
+}
+
+/* ---- the key never reaches a log line ----------------------------------------- */
+
+static void test_key_never_logged(void)
+{
+    int pfd[2];
+    UT_ASSERT(pipe(pfd) == 0);
+    fcntl(pfd[1], F_SETPIPE_SZ, 1 << 20); /* room for debug lines of a whole case */
+    log_setup("chat-1", "chat", LOG_DEBUG, pfd[1]);
+    struct fx fx;
+    /* The provider echoes the whole key back: it must not come out anywhere. */
+    chat_case(&fx, (struct canned){401, EJSON, ERRBODY("Incorrect API key provided: " KEY ".",
+                                                       "invalid_request_error", "\"invalid_api_key\"")});
+    UT_EQ_INT(fx.res.status, LLM_ERR_AUTH);
+    UT_NOT_CONTAINS(fx.msg, "Zq9SECRET");
+    UT_CONTAINS(fx.msg, "Incorrect API key provided");
+    close(pfd[1]);
+    static char out[1 << 20];
+    ssize_t n, tot = 0;
+    while ((n = read(pfd[0], out + tot, sizeof out - 1 - (size_t)tot)) > 0)
+        tot += n;
+    out[tot] = '\0';
+    close(pfd[0]);
+    UT_NOT_CONTAINS(out, "Zq9SECRET");
+    char fp[SECRET_FP_LEN];
+    secret_fingerprint(KEY, strlen(KEY), fp);
+    UT_CONTAINS(out, fp);
+    UT_CONTAINS(out, "\"kind\":\"auth\"");
+    fx_free(&fx);
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_stream_korean_usage_unknown_fields),
+    UT_CASE(test_long_stream_reassembled),
+    UT_CASE(test_request_shape),
+    UT_CASE(test_err_auth),
+    UT_CASE(test_err_quota),
+    UT_CASE(test_err_rate_retry_after_ms),
+    UT_CASE(test_err_rate_retry_after_seconds),
+    UT_CASE(test_err_rate_reset_requests),
+    UT_CASE(test_err_rate_plain_text),
+    UT_CASE(test_err_server),
+    UT_CASE(test_err_bad_request),
+    UT_CASE(test_err_streamed_error_body),
+    UT_CASE(test_err_in_stream_after_text),
+    UT_CASE(test_err_protocol),
+    UT_CASE(test_incomplete_stream_is_done),
+    UT_CASE(test_plain_json_answer),
+    UT_CASE(test_timeout),
+    UT_CASE(test_cancel_while_waiting),
+    UT_CASE(test_cancel_from_delta),
+    UT_CASE(test_shutdown_is_cancel),
+    UT_CASE(test_network_error),
+    UT_CASE(test_invalid_args_no_callback),
+    UT_CASE(test_parse_duration),
+    UT_CASE(test_moderation_flagged),
+    UT_CASE(test_moderation_not_flagged),
+    UT_CASE(test_moderation_error),
+    UT_CASE(test_key_never_logged),
+    {0},
+};
+
+UT_MAIN(cases)

@@ -29,8 +29,8 @@ static const struct cmd_option opt_video[] = {
 };
 
 static const struct cmd_def cmd_table[] = {
-    {"채팅", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_ko, 0, 0, 0, 0},
-    {"chat", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_en, 0, 0, 0, 0},
+    {"채팅", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_ko, 0, 0, 0, 1},
+    {"chat", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_en, 0, 0, 0, 1},
     {"이미지", NULL, ROLE_IMAGE, "Generate an image (MiniMax)", "이미지를 만듭니다 (MiniMax)", opt_image, 0, 0, 0, 0},
     {"img", NULL, ROLE_IMAGE, "Generate or transform an image (Stability)", "이미지를 만들거나 바꿉니다 (Stability)",
      opt_img, 0, 0, 0, 0},

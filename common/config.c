@@ -104,6 +104,16 @@ static const struct cfg_def cfg_defs[] = {
      "Channel name globs owned by the video role."},
     {"ENFORCE_CHANNELS", CT_BOOL, "on", F(enforce_channels), 0, 0, 0,
      "A command used outside its role's channels gets a reply naming the right ones."},
+    {"OPENAI_BASE_URL", CT_URL, "https://api.openai.com/v1", F(openai_base_url), 0, 0, 0,
+     "OpenAI-compatible API base (Groq https://api.groq.com/openai/v1, Ollama http://localhost:11434/v1 ...)."},
+    {"OPENAI_MODEL", CT_STR, "gpt-4o-mini", F(openai_model), 0, 0, 0, "Chat model name."},
+    {"SYSTEM_PROMPT", CT_STR,
+     "You are a helpful assistant in a Discord server. Answer in the language the user writes in.",
+     F(system_prompt), 0, 0, 0, "System prompt sent before every conversation."},
+    {"MAX_TOKENS", CT_INT, "1024", F(max_tokens), 16, 128000, 0, "Most tokens one answer may use."},
+    {"LLM_TIMEOUT_SEC", CT_INT, "120", F(llm_timeout_sec), 5, 3600, 0, "Longest one answer may take."},
+    {"EDIT_INTERVAL_MS", CT_INT, "1000", F(edit_interval_ms), 200, 60000, 0,
+     "At most one edit of a streaming answer per this interval (rate-limit headers may slow it further)."},
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 
@@ -483,9 +493,9 @@ static const char *url_problem(const struct cfg_def *d, const char *v)
             return "TLS (rediss://) is not supported by this build; use a local TLS proxy";
         if (strncmp(v, "redis://", 8) && strncmp(v, "unix://", 7))
             return "must start with redis:// or unix://";
-    } else if (!strcmp(d->name, "DISCORD_API_BASE")) {
+    } else if (!strcmp(d->name, "DISCORD_API_BASE") || !strcmp(d->name, "OPENAI_BASE_URL")) {
         if (strncmp(v, "https://", 8) && strncmp(v, "http://", 7))
-            return "must start with https:// (or http:// for a local simulator)";
+            return "must start with https:// (or http:// for a local server)";
     } else if (strncmp(v, "postgresql://", 13) && strncmp(v, "postgres://", 11) && !strchr(v, '=')) {
         return "must be a postgresql:// URI or a key=value conninfo";
     }

@@ -65,6 +65,14 @@ struct config {
     int enforce_channels;
     int register_commands;        /* --register-commands: register and exit */
 
+    /* LLM (chat) */
+    char *openai_base_url;
+    char *openai_model;
+    char *system_prompt;
+    int max_tokens;
+    int llm_timeout_sec;
+    int edit_interval_ms;
+
     char *env_file;          /* path given with --env-file, or NULL */
     struct buf problems;     /* "KEY\tproblem\n" lines */
     struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...) */

@@ -40,6 +40,11 @@ struct core {
     struct gwhold *gwhold;
     uv_timer_t reg_timer;   /* slash-command registration retries */
     int reg_done;
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } at_close[8];
+    int nat_close;
     uv_timer_t beat_timer, drain_timer, lag_timer;
     /* loop lag: how late a 50 ms timer fires; the worst of the current and
      * of the last heartbeat window. Proof that nothing blocks the loop. */
@@ -83,6 +88,20 @@ struct store *core_store(struct core *c)
 struct drest *core_rest(struct core *c)
 {
     return c->rest;
+}
+
+struct hcl *core_http(struct core *c)
+{
+    return c->http;
+}
+
+int core_at_close(struct core *c, void (*fn)(void *arg), void *arg)
+{
+    if (c->nat_close == (int)(sizeof(c->at_close) / sizeof(c->at_close[0])))
+        return -ENOSPC;
+    c->at_close[c->nat_close].fn = fn;
+    c->at_close[c->nat_close++].arg = arg;
+    return 0;
 }
 
 static uint64_t uptime_s(const struct core *c)
@@ -439,6 +458,9 @@ static void close_owners(void *arg)
     c->rest = NULL;
     if (c->bus)
         bus_close(c->bus, NULL, NULL);
+    /* roles release what they hold once their jobs were cancelled */
+    for (int i = c->nat_close - 1; i >= 0; i--)
+        c->at_close[i].fn(c->at_close[i].arg);
     if (c->gwhold)
         gwhold_close(c->gwhold);
     if (c->ingress)
@@ -673,12 +695,7 @@ static void on_reg_timer(uv_timer_t *t)
 static int start_discord(struct core *c)
 {
     int has_token = secret_isset(&c->cfg.discord_token), has_key = *c->cfg.discord_public_key != 0;
-    char ua[96];
-    snprintf(ua, sizeof(ua), "DiscordBot (https://github.com/discord-ai-bot-cluster, %s)", BC_VERSION);
-    struct hcl_opts ho = {.user_agent = ua};
-    int rc = hcl_new(c->loop, &ho, &c->http);
-    if (rc)
-        return rc;
+    int rc;
     if (!has_token && c->cfg.register_commands) {
         log_error("--register-commands needs DISCORD_TOKEN");
         return BC_ECONFIG;
@@ -740,6 +757,11 @@ static int start(struct core *c, core_setup_fn *setup)
     log_start(c);
     int rc = start_redis(c);
     if (rc)
+        return rc;
+    char ua[96];
+    snprintf(ua, sizeof(ua), "DiscordBot (https://github.com/discord-ai-bot-cluster, %s)", BC_VERSION);
+    struct hcl_opts ho = {.user_agent = ua};
+    if ((rc = hcl_new(c->loop, &ho, &c->http)))
         return rc;
     if (c->cfg.diag_jobs && (rc = diag_register(c)))
         return rc;

@@ -22,6 +22,7 @@
 struct core;
 struct store;
 struct drest;
+struct hcl;
 
 /* Role setup: register job handlers on core_bus(c). Non-zero aborts start. */
 typedef int core_setup_fn(struct core *c);
@@ -36,5 +37,10 @@ struct rds *core_redis(struct core *c);
 struct store *core_store(struct core *c);
 /* Discord REST client; NULL without DISCORD_TOKEN or DISCORD_PUBLIC_KEY. */
 struct drest *core_rest(struct core *c);
+/* The process's HTTP client (providers). */
+struct hcl *core_http(struct core *c);
+/* fn(arg) runs at shutdown, after in-flight jobs were cancelled and before
+ * the HTTP client and the store close (last registered runs first). */
+int core_at_close(struct core *c, void (*fn)(void *arg), void *arg);
 
 #endif

@@ -31,6 +31,9 @@ LOCAL_REDIS_PORT=${LOCAL_REDIS_PORT:-56379}
 LOCAL_PG_PORT=${LOCAL_PG_PORT:-55432}
 PG_OS_USER=${PG_OS_USER:-discordbot}
 SANDBOX_PORT=${SANDBOX_DISCORD_PORT:-58090}
+SANDBOX_AI_PORT=${SANDBOX_OPENAI_PORT:-58091}
+SANDBOX_AI_KEY=sandbox-openai-key
+SANDBOX_AI=0
 SANDBOX_TOKEN=sandbox-bot-token.local-simulator
 SANDBOX_APP=223456789012345678
 SANDBOX_GUILD=400000000000000001
@@ -174,6 +177,10 @@ start_sandbox() {
             {"id": "500000000000000006", "name": "일반", "type": 0}]}' ||
             die "cannot set up the sandbox server"
     fi
+    # the model too, unless a real key is configured
+    if [ -z "$(setting OPENAI_API_KEY_1)" ] && [ -z "$(setting OPENAI_API_KEY_1_FILE)" ]; then
+        start_sandbox_ai
+    fi
     SANDBOX_KEY=$(curl -s "http://127.0.0.1:$SANDBOX_PORT/_sim/info" |
                   python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key_hex"])')
     SANDBOX=1
@@ -181,10 +188,29 @@ start_sandbox() {
     say "         이미지생성-1, 갤러리, 비디오생성-1, 일반); control API: http://127.0.0.1:$SANDBOX_PORT/_sim/info"
 }
 
+start_sandbox_ai() {
+    if ! alive "$RUN/openai-sim.pid"; then
+        : >"$RUN/openai-sim.out"
+        nohup /usr/bin/python3 "$ROOT/tests/sim/openai_sim.py" --port "$SANDBOX_AI_PORT" --key "$SANDBOX_AI_KEY" \
+            >"$RUN/openai-sim.out" 2>>"$LOGS/openai-sim.log" </dev/null &
+        echo $! >"$RUN/openai-sim.pid"
+        for _ in $(seq 100); do
+            grep -q "SIM READY" "$RUN/openai-sim.out" 2>/dev/null && break
+            alive "$RUN/openai-sim.pid" || die "the OpenAI simulator did not start (see logs/openai-sim.log)"
+            sleep 0.1
+        done
+        grep -q "SIM READY" "$RUN/openai-sim.out" || die "the OpenAI simulator did not start in 10 s"
+    fi
+    SANDBOX_AI=1
+    say "sandbox: OpenAI-compatible simulator on port $SANDBOX_AI_PORT (answers echo the question)"
+}
+
 stop_sandbox() {
-    alive "$RUN/discord-sim.pid" || return 0
-    kill -TERM "$(cat "$RUN/discord-sim.pid")" 2>/dev/null || true
-    rm -f "$RUN/discord-sim.pid"
+    for sim in discord-sim openai-sim; do
+        alive "$RUN/$sim.pid" || continue
+        kill -TERM "$(cat "$RUN/$sim.pid")" 2>/dev/null || true
+        rm -f "$RUN/$sim.pid"
+    done
 }
 
 # ---- instances -------------------------------------------------------------------
@@ -203,6 +229,9 @@ start_instance() {
         sandbox_env=(DISCORD_TOKEN="$SANDBOX_TOKEN" DISCORD_APPLICATION_ID="$SANDBOX_APP"
                      DISCORD_GUILD_ID="$SANDBOX_GUILD" DISCORD_PUBLIC_KEY="$SANDBOX_KEY"
                      DISCORD_API_BASE="http://127.0.0.1:$SANDBOX_PORT/api/v10")
+    fi
+    if [ "$SANDBOX_AI" = 1 ]; then
+        sandbox_env+=(OPENAI_BASE_URL="http://127.0.0.1:$SANDBOX_AI_PORT/v1" OPENAI_API_KEY_1="$SANDBOX_AI_KEY")
     fi
     env REDIS_URL="$REDIS_URL_EFF" DATABASE_URL="$DATABASE_URL_EFF" HEALTH_PORT="$port" "${sandbox_env[@]}" \
         nohup "$(bin_of "$role")" "${args[@]}" >>"$LOGS/$role.log" 2>&1 </dev/null &

@@ -23,7 +23,7 @@ def test_deploy_start_status_health_stop(t):
         return  # the script runs the release binaries; one run of it is enough
     env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": t.path("none.env"),
            "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port()),
-           "SANDBOX_DISCORD_PORT": str(t.free_port())}
+           "SANDBOX_DISCORD_PORT": str(t.free_port()), "SANDBOX_OPENAI_PORT": str(t.free_port())}
     for role in ("CHAT", "IMAGE", "VIDEO", "ADMIN"):
         env[role + "_HEALTH_PORT"] = str(t.free_port())
     t.cleanup(lambda: run(t, env, "stop", timeout=120))
@@ -47,6 +47,18 @@ def test_deploy_start_status_health_stop(t):
             out.append(json.loads(body).get("gateway", {}).get("state"))
         return out
     wait_until(lambda: "connected" in gateway_states(), 20, "the sandbox gateway connected")
+    # /chat answers through the sandbox's model simulator
+    sim_api = "http://127.0.0.1:%s" % env["SANDBOX_DISCORD_PORT"]
+    st, _h, body = simclient.http("POST", sim_api + "/_sim/interactions", {
+        "name": "chat", "guild_id": "400000000000000001", "channel_id": "500000000000000001",
+        "user": {"id": "600000000000000001", "username": "you"}, "locale": "en-US",
+        "options": [{"name": "question", "type": 3, "value": "sandbox hello"}]})
+    iid = json.loads(body)["id"]
+
+    def answered():
+        d = json.loads(simclient.http("GET", sim_api + "/_sim/interactions/" + iid)[2])
+        return d.get("original") and "sandbox hello" in (d["original"].get("content") or "")
+    wait_until(answered, 20, "the sandbox answers /chat")
 
     r = run(t, env, "stop", timeout=120)
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)

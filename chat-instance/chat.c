@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mem.h"
 #include "split.h"
+#include "ulimit.h"
 
 #define ANSWER_MAX (256 << 10) /* bytes of one answer kept */
 
@@ -39,7 +40,8 @@ struct answer {
     /* the final delivery: parts after the first go out as follow-ups */
     struct split_part *parts;
     size_t nparts, next_part;
-    const char *failure; /* what the user is told, when not the answer */
+    const char *failure; /* why the job failed, when it did */
+    int told;            /* the reply is a deliberate answer (limits): not a failure */
     char note[300];
 };
 
@@ -272,7 +274,7 @@ static enum keypool_outcome outcome_of(int status)
 static void finish_with(struct answer *a, const char *ko, const char *en)
 {
     snprintf(a->note, sizeof(a->note), "%s", say(a, ko, en));
-    a->failure = a->text.len ? NULL : "the model gave no answer";
+    a->failure = a->text.len || a->told ? NULL : "the model gave no answer";
     a->finishing = 1;
     uv_timer_stop(&a->timer);
     if (!a->edit_busy)
@@ -368,6 +370,29 @@ static void answer_start(struct answer *a)
                     "The AI request could not be sent; please try again shortly.");
 }
 
+/* ---- fairness ----------------------------------------------------------------------- */
+
+static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
+{
+    struct answer *a = arg;
+    if (v == ULIMIT_OK) {
+        answer_start(a);
+        return;
+    }
+    char ko[200], en[200];
+    long secs = (long)((wait_ms + 999) / 1000);
+    if (v == ULIMIT_RATE) {
+        snprintf(ko, sizeof(ko), "요청이 너무 많습니다. %ld초 후에 다시 시도해 주세요.", secs);
+        snprintf(en, sizeof(en), "Too many requests; please try again in %ld s.", secs);
+    } else {
+        long h = secs / 3600, m = (secs % 3600 + 59) / 60;
+        snprintf(ko, sizeof(ko), "오늘 사용할 수 있는 횟수를 모두 썼습니다. %ld시간 %ld분 후에 초기화됩니다.", h, m);
+        snprintf(en, sizeof(en), "You have used today's requests; they reset in %ldh %ldm (UTC midnight).", h, m);
+    }
+    a->told = 1; /* the user is told why: the job itself is done */
+    finish_with(a, ko, en);
+}
+
 /* ---- the job ------------------------------------------------------------------------ */
 
 static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
@@ -388,7 +413,11 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     a->timer.data = a;
     job->cancel = answer_cancel;
     job->cancel_arg = a;
-    answer_start(a);
+    const struct config *cfg = core_config(ch->core);
+    struct ulimit_req q = {.prefix = cfg->redis_prefix, .kind = "chat", .user_id = a->ix.user_id,
+                           .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
+                           .daily = cfg->user_daily_limit};
+    ulimit_check(core_redis(ch->core), &q, on_limits, a);
 }
 
 static void chat_close(void *arg)

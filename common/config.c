@@ -114,6 +114,12 @@ static const struct cfg_def cfg_defs[] = {
     {"LLM_TIMEOUT_SEC", CT_INT, "120", F(llm_timeout_sec), 5, 3600, 0, "Longest one answer may take."},
     {"EDIT_INTERVAL_MS", CT_INT, "1000", F(edit_interval_ms), 200, 60000, 0,
      "At most one edit of a streaming answer per this interval (rate-limit headers may slow it further)."},
+    {"USER_RATE_LIMIT", CT_INT, "10", F(user_rate_limit), 0, 100000, 0,
+     "Requests one user may make per USER_RATE_WINDOW_SEC, across the cluster (0 = no limit)."},
+    {"USER_RATE_WINDOW_SEC", CT_INT, "60", F(user_rate_window_sec), 1, 86400, 0,
+     "The sliding window of USER_RATE_LIMIT."},
+    {"USER_DAILY_LIMIT", CT_INT, "200", F(user_daily_limit), 0, 1000000, 0,
+     "Requests one user may make per day (UTC) of each kind (0 = no limit)."},
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 

@@ -72,6 +72,9 @@ struct config {
     int max_tokens;
     int llm_timeout_sec;
     int edit_interval_ms;
+    int user_rate_limit;       /* requests per user per window; 0 = off */
+    int user_rate_window_sec;
+    int user_daily_limit;      /* requests per user per day (UTC); 0 = off */
 
     char *env_file;          /* path given with --env-file, or NULL */
     struct buf problems;     /* "KEY\tproblem\n" lines */

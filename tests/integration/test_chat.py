@@ -128,3 +128,35 @@ def test_shutdown_with_answer_in_flight(t):
           "the unfinished job stays pending")
     r = redis.client()
     check(r.cmd("XPENDING", "discordbot:jobs:chat", "workers")[0] == 1, "and is still pending in redis")
+
+
+@harness.timeout(90)
+def test_user_rate_limit_and_daily_quota(t):
+    redis, sim, ai, chat = setup(t, USER_RATE_LIMIT="2", USER_RATE_WINDOW_SEC="60", USER_DAILY_LIMIT="0")
+    for n in range(2):
+        ix = ask(sim, "question %d" % n)
+        final(sim, ix["id"], lambda i, n=n: "question %d" % n in (i["original"]["content"] or ""))
+    ix = ask(sim, "one too many", locale="ko")
+    st = final(sim, ix["id"], lambda i: "요청이 너무 많습니다" in (i["original"]["content"] or ""))
+    check("초 후" in st["original"]["content"], "the wait is given: %r" % st["original"]["content"])
+    check(len([e for e in ai.log() if e.get("path", "").endswith("/chat/completions")]) == 2,
+          "the limited request never reached the model")
+    # the limit is per user: someone else is still served
+    other = {"id": "600000000000000002", "username": "지민"}
+    ix = sim.interaction(name="chat", guild_id=GUILD, channel_id=CH_CHAT, user=other, locale="en-US",
+                         options=[{"name": "question", "type": 3, "value": "another user"}])
+    final(sim, ix["id"], lambda i: "another user" in (i["original"]["content"] or ""))
+    # a daily quota, shared by every instance through redis
+    r = redis.client()
+    for k in r.cmd("KEYS", "discordbot:ulimit:*"):
+        r.cmd("DEL", k)
+    chat.sigterm()
+    chat.wait(20)
+    chat.env.update({"USER_RATE_LIMIT": "0", "USER_DAILY_LIMIT": "1"})
+    chat.start()
+    chat.wait_healthy(15)
+    sim.wait_session()
+    ix = ask(sim, "first today")
+    final(sim, ix["id"], lambda i: "first today" in (i["original"]["content"] or ""))
+    ix = ask(sim, "second today")
+    final(sim, ix["id"], lambda i: "today's requests" in (i["original"]["content"] or ""))

@@ -1,0 +1,85 @@
+#include "ulimit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+#include "rds.h"
+
+/* KEYS: rate log (zset), daily counter prefix. ARGV: rate, window ms,
+ * daily. Returns {0} or {1, wait_ms} (rate) or {2, wait_ms} (daily). */
+static const char check_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local rate, win, daily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local day = math.floor(now / 86400000)\n"
+    "local dkey = KEYS[2] .. ':' .. day\n"
+    "if daily > 0 and tonumber(redis.call('GET', dkey) or '0') >= daily then\n"
+    "  return {2, (day + 1) * 86400000 - now}\n"
+    "end\n"
+    "if rate > 0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)\n"
+    "  if redis.call('ZCARD', KEYS[1]) >= rate then\n"
+    "    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "    return {1, tonumber(oldest[2]) + win - now}\n"
+    "  end\n"
+    "  redis.call('ZADD', KEYS[1], now, now .. ':' .. redis.call('INCR', KEYS[1] .. ':n'))\n"
+    "  redis.call('PEXPIRE', KEYS[1], win)\n"
+    "  redis.call('PEXPIRE', KEYS[1] .. ':n', win)\n"
+    "end\n"
+    "if daily > 0 then\n"
+    "  redis.call('INCR', dkey)\n"
+    "  redis.call('EXPIRE', dkey, 172800)\n"
+    "end\n"
+    "return {0}\n";
+
+struct ulimit_ctx {
+    ulimit_cb *cb;
+    void *arg;
+};
+
+static void on_reply(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct ulimit_ctx *c = arg;
+    ulimit_cb *cb = c->cb;
+    void *cb_arg = c->arg;
+    mem_free(c);
+    if (status || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        if (status != BC_ESHUTDOWN)
+            log_warn("user limits not checked (redis); allowing the request",
+                     LF_STR("error", status ? bc_strerror(status) : (rds_reply_error(reply) ? rds_reply_error(reply) : "")));
+        cb(ULIMIT_OK, 0, cb_arg);
+        return;
+    }
+    long long v = reply->element[0]->integer;
+    long long wait = reply->elements > 1 && reply->element[1]->type == REDIS_REPLY_INTEGER ? reply->element[1]->integer : 0;
+    cb(v == 1 ? ULIMIT_RATE : v == 2 ? ULIMIT_DAILY : ULIMIT_OK, wait < 0 ? 0 : wait, cb_arg);
+}
+
+void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg)
+{
+    if ((q->rate <= 0 && q->daily <= 0) || !q->user_id) {
+        cb(ULIMIT_OK, 0, arg);
+        return;
+    }
+    char rkey[200], dkey[200], rate[16], win[24], daily[16];
+    snprintf(rkey, sizeof(rkey), "%s:ulimit:%s:%s:rate", q->prefix, q->kind, q->user_id);
+    snprintf(dkey, sizeof(dkey), "%s:ulimit:%s:%s:day", q->prefix, q->kind, q->user_id);
+    snprintf(rate, sizeof(rate), "%d", q->rate);
+    snprintf(win, sizeof(win), "%lld", (long long)q->window_s * 1000);
+    snprintf(daily, sizeof(daily), "%d", q->daily);
+    struct ulimit_ctx *c = mem_alloc(sizeof(*c));
+    c->cb = cb;
+    c->arg = arg;
+    const char *av[] = {"EVAL", check_lua, "2", rkey, dkey, rate, win, daily};
+    if (rds_cmd(r, on_reply, c, 8, av, NULL)) {
+        mem_free(c);
+        log_warn("user limits not checked (redis unavailable); allowing the request");
+        cb(ULIMIT_OK, 0, arg);
+    }
+}

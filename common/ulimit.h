@@ -1,0 +1,31 @@
+/* ulimit: per-user fairness, cluster-wide.
+ *
+ * Two limits per user and kind of request (chat, image, video), kept in
+ * Redis and checked atomically by one script so every instance sees the
+ * same counts: at most `rate` requests in any `window_s` seconds (a sliding
+ * log, so no burst at window edges), and at most `daily` a day (UTC). A
+ * request is counted only when it is allowed. 0 turns a limit off. When
+ * Redis cannot answer, the request is allowed (fail open: Redis being down
+ * already stops new jobs) and that is logged. */
+#ifndef BC_ULIMIT_H
+#define BC_ULIMIT_H
+
+#include <stdint.h>
+
+struct rds;
+
+enum ulimit_verdict { ULIMIT_OK = 0, ULIMIT_RATE, ULIMIT_DAILY };
+
+/* verdict and, when limited, how long until the user may ask again. */
+typedef void ulimit_cb(enum ulimit_verdict v, int64_t wait_ms, void *arg);
+
+struct ulimit_req {
+    const char *prefix, *kind, *user_id;
+    int rate, window_s, daily;
+};
+
+/* cb runs exactly once (never from inside this call unless nothing needs
+ * checking, then at once with ULIMIT_OK). */
+void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg);
+
+#endif

@@ -28,9 +28,40 @@ static const struct cmd_option opt_video[] = {
     {0},
 };
 
+static const struct cmd_choice choice_on_off[] = {
+    {"on", "켜기", "on"},
+    {"off", "끄기", "off"},
+    {0},
+};
+static const struct cmd_option opt_mode_ko[] = {
+    {"모드", CMD_OPT_STRING, 1, "on: every message; off: mentions only", "켜기: 모든 메시지, 끄기: 멘션만", 0, 0, 0, 0,
+     choice_on_off},
+    {0},
+};
+static const struct cmd_option opt_mode_en[] = {
+    {"mode", CMD_OPT_STRING, 1, "on: every message; off: mentions only", "켜기: 모든 메시지, 끄기: 멘션만", 0, 0, 0, 0,
+     choice_on_off},
+    {0},
+};
+
+#define PERM_MANAGE_CHANNELS "16"
+#define DESC_RESET_EN "Forget your conversation in this channel"
+#define DESC_RESET_KO "이 채널에서의 대화 기록을 지웁니다"
+#define DESC_MODE_EN "Answer every message in this channel (on) or only mentions (off)"
+#define DESC_MODE_KO "이 채널의 모든 메시지에 답할지(켜기) 멘션에만 답할지(끄기) 정합니다"
+
+/* A Korean command with an English twin (채팅 and chat) has no en-US name
+ * localization: English clients would otherwise see two commands of the
+ * same name. */
 static const struct cmd_def cmd_table[] = {
     {"채팅", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_ko, 0, 0, 0, 1},
     {"chat", NULL, ROLE_CHAT, "Chat with the AI", "AI와 대화합니다", opt_question_en, 0, 0, 0, 1},
+    {"초기화", NULL, ROLE_CHAT, DESC_RESET_EN, DESC_RESET_KO, NULL, 0, 0, 1, 1, NULL},
+    {"reset", NULL, ROLE_CHAT, DESC_RESET_EN, DESC_RESET_KO, NULL, 0, 0, 1, 1, NULL},
+    {"채팅모드", NULL, ROLE_CHAT, DESC_MODE_EN, DESC_MODE_KO, opt_mode_ko, 0, 0, 0, 1, PERM_MANAGE_CHANNELS},
+    {"chatmode", NULL, ROLE_CHAT, DESC_MODE_EN, DESC_MODE_KO, opt_mode_en, 0, 0, 0, 1, PERM_MANAGE_CHANNELS},
+    {"사용량", NULL, ROLE_CHAT, "Your usage today", "오늘의 사용량", NULL, 0, 1, 1, 1, NULL},
+    {"usage", NULL, ROLE_CHAT, "Your usage today", "오늘의 사용량", NULL, 0, 1, 1, 1, NULL},
     {"이미지", NULL, ROLE_IMAGE, "Generate an image (MiniMax)", "이미지를 만듭니다 (MiniMax)", opt_image, 0, 0, 0, 0},
     {"img", NULL, ROLE_IMAGE, "Generate or transform an image (Stability)", "이미지를 만들거나 바꿉니다 (Stability)",
      opt_img, 0, 0, 0, 0},
@@ -64,6 +95,19 @@ static struct json_object *ko(const char *text)
     return o;
 }
 
+static struct json_object *choices_json(const struct cmd_choice *ch)
+{
+    struct json_object *arr = json_object_new_array();
+    for (; ch->value; ch++) {
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(ch->name_en));
+        json_object_object_add(o, "name_localizations", ko(ch->name_ko));
+        json_object_object_add(o, "value", json_object_new_string(ch->value));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
 static struct json_object *option_json(const struct cmd_option *op)
 {
     struct json_object *o = json_object_new_object();
@@ -78,6 +122,8 @@ static struct json_object *option_json(const struct cmd_option *op)
         json_object_object_add(o, "min_value", json_object_new_double(op->min_value));
         json_object_object_add(o, "max_value", json_object_new_double(op->max_value));
     }
+    if (op->choices)
+        json_object_object_add(o, "choices", choices_json(op->choices));
     return o;
 }
 
@@ -94,8 +140,9 @@ static struct json_object *command_json(const struct cmd_def *c)
     json_object_object_add(o, "type", json_object_new_int(1));
     json_object_object_add(o, "description", json_object_new_string(c->desc_en));
     json_object_object_add(o, "description_localizations", ko(c->desc_ko));
-    if (c->admin)
-        json_object_object_add(o, "default_member_permissions", json_object_new_string("0"));
+    if (c->admin || c->permissions)
+        json_object_object_add(o, "default_member_permissions",
+                               json_object_new_string(c->admin ? "0" : c->permissions));
     struct json_object *opts = json_object_new_array();
     for (const struct cmd_option *op = c->options; op && op->name; op++)
         json_object_array_add(opts, option_json(op));

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 #define CFG_FILE_MAX (1 << 20)   /* env file */
 #define CFG_SECRET_MAX (64 << 10) /* NAME_FILE content */
 
-enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, CT_ENUM, CT_ID, CT_HEX32 };
+/* CT_NUM is a decimal number (double) within [min, max]; with CF_OPTIONAL an
+ * empty value means "not set", recorded in the int at has_off. */
+enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, CT_ENUM, CT_ID, CT_HEX32, CT_NUM };
 
 /* Choices of CT_ENUM settings, '|'-separated, in enum order. */
 static const char gateway_choices[] = "auto|on|off";
@@ -37,6 +40,7 @@ struct cfg_def {
     long min, max;
     unsigned flags;
     const char *help;
+    size_t has_off; /* CT_NUM: int set to 1 when a value is given, else 0 */
 };
 
 #define F(m) offsetof(struct config, m)
@@ -69,6 +73,8 @@ static const struct cfg_def cfg_defs[] = {
      "How long one XREADGROUP waits for new jobs."},
     {"CLAIM_IDLE_MS", CT_INT, "15000", F(claim_idle_ms), 1000, 3600000, 0,
      "A job pending this long on a silent consumer of the same role is reclaimed."},
+    {"QUEUE_WAIT_MAX_SEC", CT_INT, "600", F(queue_wait_max_sec), 1, 840, 0,
+     "A command that waited longer than this for a worker gets a \"busy, try again\" reply instead of a late answer."},
     {"DRAIN_TIMEOUT_SEC", CT_INT, "30", F(drain_timeout_sec), 0, 3600, 0,
      "On SIGTERM, how long to let jobs in flight finish before exiting."},
     {"DIAG_JOBS", CT_BOOL, "off", F(diag_jobs), 0, 0, 0,
@@ -111,6 +117,14 @@ static const struct cfg_def cfg_defs[] = {
      "You are a helpful assistant in a Discord server. Answer in the language the user writes in.",
      F(system_prompt), 0, 0, 0, "System prompt sent before every conversation."},
     {"MAX_TOKENS", CT_INT, "1024", F(max_tokens), 16, 128000, 0, "Most tokens one answer may use."},
+    {"LLM_TEMPERATURE", CT_NUM, "", F(llm_temperature), 0, 2, CF_OPTIONAL,
+     "Sampling temperature from 0 to 2 (e.g. 0.7); empty: the server's default.", F(has_llm_temperature)},
+    {"CONTEXT_MAX_TOKENS", CT_INT, "3000", F(context_max_tokens), 100, 1000000, 0,
+     "Most estimated tokens of conversation history sent with a question."},
+    {"CONTEXT_MAX_TURNS", CT_INT, "10", F(context_max_turns), 0, 200, 0,
+     "Most earlier exchanges sent with a question (0 = no memory)."},
+    {"SESSION_TTL_MINUTES", CT_INT, "60", F(session_ttl_minutes), 1, 525600, 0,
+     "A conversation idle this long is forgotten."},
     {"LLM_TIMEOUT_SEC", CT_INT, "120", F(llm_timeout_sec), 5, 3600, 0, "Longest one answer may take."},
     {"EDIT_INTERVAL_MS", CT_INT, "1000", F(edit_interval_ms), 200, 60000, 0,
      "At most one edit of a streaming answer per this interval (rate-limit headers may slow it further)."},
@@ -120,6 +134,10 @@ static const struct cfg_def cfg_defs[] = {
      "The sliding window of USER_RATE_LIMIT."},
     {"USER_DAILY_LIMIT", CT_INT, "200", F(user_daily_limit), 0, 1000000, 0,
      "Requests one user may make per day (UTC) of each kind (0 = no limit)."},
+    {"MODERATION", CT_BOOL, "off", F(moderation), 0, 0, 0,
+     "Check each question with the provider's moderations endpoint before answering it."},
+    {"MODERATION_MODEL", CT_STR, "omni-moderation-latest", F(moderation_model), 0, 0, 0,
+     "Model of the moderations endpoint."},
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 
@@ -446,6 +464,21 @@ static int parse_int(const char *s, long *out)
     return 0;
 }
 
+/* A plain decimal number: digits, sign, point and exponent only, so "inf",
+ * "nan" and hex floats are refused. */
+static int parse_num(const char *s, double *out)
+{
+    char *end;
+    if (!*s || s[strspn(s, "0123456789+-.eE")])
+        return -EINVAL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 static int parse_bool(const char *s, int *out)
 {
     static const char *const yes[] = {"1", "on", "true", "yes"}, *const no[] = {"0", "off", "false", "no"};
@@ -517,6 +550,7 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
     char shown[256];
     long n;
     int b;
+    double x;
     if (*v && looks_like_example(v)) {
         problem(c, key, "still has the example value (your_...); set the real value or remove it");
         return;
@@ -527,6 +561,18 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
             problem(c, key, "must be an integer from %ld to %ld", d->min, d->max);
         else
             *(int *)field = (int)n;
+        break;
+    case CT_NUM:
+        if (!*v && (d->flags & CF_OPTIONAL)) {
+            *(double *)field = 0;
+            *(int *)((char *)c + d->has_off) = 0;
+        } else if (parse_num(v, &x) || x < (double)d->min || x > (double)d->max) {
+            problem(c, key, "must be a number from %ld to %ld%s", d->min, d->max,
+                    (d->flags & CF_OPTIONAL) ? ", or empty" : "");
+        } else {
+            *(double *)field = x;
+            *(int *)((char *)c + d->has_off) = 1;
+        }
         break;
     case CT_BOOL:
         if (parse_bool(v, &b))
@@ -756,6 +802,12 @@ void cfg_dump(const struct config *c, struct buf *out)
             break;
         case CT_BOOL:
             buf_printf(out, "%s=%s\n", key, *(const int *)field ? "on" : "off");
+            break;
+        case CT_NUM:
+            if (*(const int *)((const char *)c + d->has_off))
+                buf_printf(out, "%s=%g\n", key, *(const double *)field);
+            else
+                buf_printf(out, "%s=\n", key);
             break;
         case CT_LEVEL:
             buf_printf(out, "%s=%s\n", key, log_level_name(*(const int *)field));

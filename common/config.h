@@ -43,6 +43,8 @@ struct config {
     int max_inflight;
     int job_block_ms;
     int claim_idle_ms;
+    int queue_wait_max_sec;  /* an interaction job older than this when a worker
+                                could start it gets a "busy" reply instead */
     int drain_timeout_sec;
     int diag_jobs;
     struct secret openai_keys;    /* OPENAI_API_KEY_<KEY_INDEX>, comma-separated list */
@@ -70,11 +72,18 @@ struct config {
     char *openai_model;
     char *system_prompt;
     int max_tokens;
+    double llm_temperature;    /* valid only when has_llm_temperature */
+    int has_llm_temperature;   /* 0: not sent, the server's default applies */
+    int context_max_tokens;    /* estimated tokens of history sent */
+    int context_max_turns;     /* exchanges of history sent; 0 = no memory */
+    int session_ttl_minutes;   /* an idle conversation is forgotten after this */
     int llm_timeout_sec;
     int edit_interval_ms;
     int user_rate_limit;       /* requests per user per window; 0 = off */
     int user_rate_window_sec;
     int user_daily_limit;      /* requests per user per day (UTC); 0 = off */
+    int moderation;            /* check input with the moderations endpoint first */
+    char *moderation_model;
 
     char *env_file;          /* path given with --env-file, or NULL */
     struct buf problems;     /* "KEY\tproblem\n" lines */

@@ -693,19 +693,40 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
     mem_free(payload);
 }
 
-static int message_for_chat(struct ingress *in, struct json_object *m)
+/* Whether the message's mentions name the bot user. Before READY taught
+ * us who we are, nothing counts as a mention. */
+static int mentions_bot(struct ingress *in, struct json_object *m)
+{
+    struct json_object *list = jobj(m, "mentions");
+    if (!in->bot_user[0] || !list || !json_object_is_type(list, json_type_array))
+        return 0;
+    size_t n = json_object_array_length(list);
+    for (size_t i = 0; i < n; i++) {
+        const char *id = jstr(json_object_array_get_idx(list, i), "id");
+        if (id && !strcmp(id, in->bot_user))
+            return 1;
+    }
+    return 0;
+}
+
+/* The job type of a message for the chat stream: "discord.mention" when it
+ * speaks to the bot (a DM, or it mentions the bot), "discord.message" for
+ * other messages in chat channels, NULL when it is not the chat role's. */
+static const char *message_for_chat(struct ingress *in, struct json_object *m)
 {
     struct json_object *author = jobj(m, "author"), *bot = jobj(author, "bot");
     if (!author || (bot && json_object_get_boolean(bot)) || jobj(m, "webhook_id"))
-        return 0;
+        return NULL;
     const char *uid = jstr(author, "id");
     if (uid && in->bot_user[0] && !strcmp(uid, in->bot_user))
-        return 0;
+        return NULL;
     if (!jstr(m, "guild_id"))
-        return 1; /* direct message */
+        return "discord.mention"; /* direct message */
     const char *cname, *pname;
     channel_names(in, jstr(m, "channel_id"), NULL, &cname, &pname);
-    return channel_allowed(in->cfg->chat_channels, cname, pname);
+    if (!channel_allowed(in->cfg->chat_channels, cname, pname))
+        return NULL;
+    return mentions_bot(in, m) ? "discord.mention" : "discord.message";
 }
 
 void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, struct json_object *d,
@@ -718,10 +739,11 @@ void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, st
         gateway_interaction(in, seq, d);
         return;
     }
-    if (!strcmp(type, "MESSAGE_CREATE") && message_for_chat(in, d)) {
+    const char *job = !strcmp(type, "MESSAGE_CREATE") ? message_for_chat(in, d) : NULL;
+    if (job) {
         char key[160];
         stream_key(in, ROLE_CHAT, key, sizeof(key));
-        batch_add(in, seq, key, "discord.message", raw, raw_len);
+        batch_add(in, seq, key, job, raw, raw_len);
         return;
     }
     if (!strcmp(type, "GUILD_CREATE")) {

@@ -9,8 +9,12 @@
  *    or a Redis outage is answered at once with a short ephemeral message in
  *    the caller's language instead;
  *  - MESSAGE_CREATE in a chat channel (or a thread under one, or a DM) to
- *    the chat stream (job type "discord.message", payload: the raw gateway
- *    message); bots, webhooks and the bot itself are ignored;
+ *    the chat stream, payload: the raw gateway message. Job type
+ *    "discord.mention" when the message speaks to the bot (a DM, or its
+ *    mentions hold the bot user learned from READY, see
+ *    ingress_set_bot_user), "discord.message" otherwise. Mentions outside
+ *    the chat channels are not routed; bots, webhooks and the bot itself are
+ *    ignored;
  *  - GUILD_CREATE, CHANNEL_* and THREAD_* update the channel-name cache,
  *    kept in Redis (<prefix>:channels) so every instance can resolve names.
  * Gateway events are routed in batches by one Lua script that checks the
@@ -50,6 +54,8 @@ int ingress_http_route(struct ingress *in, struct httpd *h);
  * stops gateway routing (events then are ignored). */
 void ingress_set_holder(struct ingress *in, const char *lease_key, const char *session_key, const char *token,
                         ingress_trouble_cb *cb, void *arg);
+/* The bot's own user id (from READY): its messages are ignored and
+ * mentions of it mark a message "discord.mention". NULL or "" forgets it. */
 void ingress_set_bot_user(struct ingress *in, const char *user_id);
 /* Load the channel cache from Redis (holder start); done runs once, also
  * with BC_ESHUTDOWN. Routing decisions need it: a holder connects only

@@ -313,3 +313,32 @@ def test_commands_registered_once(t):
     check(sim.stats()["spec_violation_count"] == 0, "command JSON valid per spec: %r" % sim.stats()["spec_violations"])
     one = t.instance("chat", env=dict(env, HEALTH_PORT=t.free_port()), args=["--register-commands"])
     check(one.wait(20) == 0, "--register-commands exits 0")
+
+
+@harness.timeout(90)
+def test_messages_to_the_bot_routed_as_mentions(t):
+    redis, sim = setup(t)
+    admin = t.instance("admin", env=bot_env(t, redis, sim))
+    admin.wait_healthy(15)
+    sim.wait_session()
+    r = redis.client()
+    wait_until(lambda: r.cmd("HLEN", "discordbot:channels") == 3, 10, "channel names stored in redis")
+    bot = sim.info["bot_user_id"]
+    dm_channel = "500000000000000099"
+    # in order: plain, mentions the bot, mentions someone else, a DM; the
+    # mention outside the chat channels is not the chat role's
+    sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="그냥 대화")
+    sim.message(channel_id=CH_GENERAL, guild_id=GUILD, author=USER, content="<@%s> 일반 채널" % bot)
+    sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="<@%s> 안녕" % bot)
+    sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="<@600000000000000002> 너 말고")
+    sim.message(channel_id=dm_channel, author=USER, content="DM 질문")
+    wait_until(lambda: len(stream_entries(r, "chat")) >= 4, 10, "chat messages routed")
+    time.sleep(1.0)
+    entries = stream_entries(r, "chat")
+    got = [(e["type"], json.loads(e["payload"])["d"]["content"]) for e in entries]
+    check(got == [("discord.message", "그냥 대화"), ("discord.mention", "<@%s> 안녕" % bot),
+                  ("discord.message", "<@600000000000000002> 너 말고"), ("discord.mention", "DM 질문")], got)
+    # the raw gateway message is forwarded as it came, mentions included
+    mention = json.loads(entries[1]["payload"])["d"]
+    check([m["id"] for m in mention["mentions"]] == [bot], mention.get("mentions"))
+    check(admin.alive(), "alive")

@@ -53,6 +53,88 @@ static void test_json_respects_discord_limits(void)
     buf_free(&b);
 }
 
+static struct json_object *command_named(struct json_object *arr, const char *name)
+{
+    struct json_object *v;
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        struct json_object *c = json_object_array_get_idx(arr, i);
+        if (json_object_object_get_ex(c, "name", &v) && !strcmp(json_object_get_string(v), name))
+            return c;
+    }
+    return NULL;
+}
+
+static const char *path_str(struct json_object *o, const char *a, const char *b)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(o, a, &v))
+        return NULL;
+    if (b && !json_object_object_get_ex(v, b, &v))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static void test_chat_commands_and_twins(void)
+{
+    const char *twins[][2] = {{"초기화", "reset"}, {"채팅모드", "chatmode"}, {"사용량", "usage"}};
+    for (int i = 0; i < 3; i++) {
+        const struct cmd_def *k = cmds_find(twins[i][0]), *e = cmds_find(twins[i][1]);
+        UT_ASSERT(k && e && k != e);
+        UT_ASSERT(k->role == ROLE_CHAT && e->role == ROLE_CHAT && k->available && e->available);
+        UT_ASSERT(!k->admin && !e->admin);
+        UT_EQ_INT(k->ephemeral, e->ephemeral);
+        UT_EQ_INT(k->open_everywhere, e->open_everywhere);
+        UT_EQ_STR(k->desc_en, e->desc_en);
+    }
+    UT_ASSERT(cmds_find("reset")->ephemeral && !cmds_find("reset")->open_everywhere);
+    UT_ASSERT(!cmds_find("chatmode")->ephemeral && !cmds_find("chatmode")->open_everywhere);
+    UT_ASSERT(cmds_find("usage")->ephemeral && cmds_find("usage")->open_everywhere);
+    UT_EQ_STR(cmds_find("채팅모드")->permissions, "16");
+    UT_ASSERT(cmds_find("reset")->permissions == NULL && cmds_find("chat")->permissions == NULL);
+}
+
+/* 채팅모드/chatmode: one required string option with fixed choices, shown in
+ * Korean to Korean clients, and only for members with Manage Channels. */
+static void test_choices_and_permissions_json(void)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    cmds_json(&b);
+    struct json_object *arr = json_tokener_parse(buf_str(&b)), *v;
+    UT_ASSERT(arr);
+    const char *modes[][2] = {{"채팅모드", "모드"}, {"chatmode", "mode"}};
+    for (int i = 0; i < 2; i++) {
+        struct json_object *c = command_named(arr, modes[i][0]);
+        UT_ASSERT(c);
+        UT_EQ_STR(path_str(c, "default_member_permissions", NULL), "16");
+        UT_ASSERT(json_object_object_get_ex(c, "options", &v) && json_object_array_length(v) == 1);
+        struct json_object *op = json_object_array_get_idx(v, 0);
+        UT_EQ_STR(path_str(op, "name", NULL), modes[i][1]);
+        UT_ASSERT(json_object_object_get_ex(op, "type", &v) && json_object_get_int(v) == CMD_OPT_STRING);
+        UT_ASSERT(json_object_object_get_ex(op, "required", &v) && json_object_get_boolean(v));
+        UT_ASSERT(json_object_object_get_ex(op, "choices", &v) && json_object_array_length(v) == 2);
+        struct json_object *on = json_object_array_get_idx(v, 0), *off = json_object_array_get_idx(v, 1);
+        UT_EQ_STR(path_str(on, "name", NULL), "on");
+        UT_EQ_STR(path_str(on, "name_localizations", "ko"), "켜기");
+        UT_EQ_STR(path_str(on, "value", NULL), "on");
+        UT_EQ_STR(path_str(off, "name", NULL), "off");
+        UT_EQ_STR(path_str(off, "name_localizations", "ko"), "끄기");
+        UT_EQ_STR(path_str(off, "value", NULL), "off");
+    }
+    /* no choices key where there are none; no permissions on the rest */
+    struct json_object *chat = command_named(arr, "chat");
+    UT_ASSERT(json_object_object_get_ex(chat, "options", &v));
+    UT_ASSERT(!json_object_object_get_ex(json_object_array_get_idx(v, 0), "choices", NULL));
+    UT_ASSERT(!json_object_object_get_ex(chat, "default_member_permissions", NULL));
+    UT_ASSERT(!json_object_object_get_ex(command_named(arr, "usage"), "default_member_permissions", NULL));
+    UT_EQ_STR(path_str(command_named(arr, "상태"), "default_member_permissions", NULL), "0");
+    /* English twins carry no localized name that would clash with them */
+    UT_ASSERT(!json_object_object_get_ex(command_named(arr, "초기화"), "name_localizations", NULL));
+    UT_EQ_STR(path_str(command_named(arr, "사용량"), "description_localizations", "ko"), "오늘의 사용량");
+    json_object_put(arr);
+    buf_free(&b);
+}
+
 static void test_hash_is_stable(void)
 {
     char a[65], b[65];
@@ -66,6 +148,8 @@ static const struct ut_case cases[] = {
     UT_CASE(test_table_lookup),
     UT_CASE(test_json_respects_discord_limits),
     UT_CASE(test_hash_is_stable),
+    UT_CASE(test_chat_commands_and_twins),
+    UT_CASE(test_choices_and_permissions_json),
     {0},
 };
 UT_MAIN(cases)

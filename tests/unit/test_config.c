@@ -192,6 +192,87 @@ static void test_unknown_flag_and_urls(void)
     cfg_free(&c);
 }
 
+static void test_chat_settings_defaults(void)
+{
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), CFG_RUN);
+    UT_EQ_INT(c.has_llm_temperature, 0); /* not sent: the server's default */
+    UT_EQ_INT(c.context_max_tokens, 3000);
+    UT_EQ_INT(c.context_max_turns, 10);
+    UT_EQ_INT(c.session_ttl_minutes, 60);
+    UT_EQ_INT(c.moderation, 0);
+    UT_EQ_STR(c.moderation_model, "omni-moderation-latest");
+    UT_EQ_INT(c.queue_wait_max_sec, 600);
+    struct buf d;
+    buf_init(&d, 1 << 16);
+    cfg_dump(&c, &d);
+    UT_CONTAINS(buf_str(&d), "\nLLM_TEMPERATURE=\n");
+    buf_free(&d);
+    cfg_free(&c);
+    char *env[] = {"CONTEXT_MAX_TURNS=0", "MODERATION=on", "MODERATION_MODEL=text-moderation-stable",
+                   "SESSION_TTL_MINUTES=525600", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, env), CFG_RUN);
+    UT_EQ_INT(c.context_max_turns, 0);
+    UT_EQ_INT(c.moderation, 1);
+    UT_EQ_STR(c.moderation_model, "text-moderation-stable");
+    UT_EQ_INT(c.session_ttl_minutes, 525600);
+    cfg_free(&c);
+    char *bad[] = {"CONTEXT_MAX_TOKENS=99", "CONTEXT_MAX_TURNS=201", "SESSION_TTL_MINUTES=0",
+                   "QUEUE_WAIT_MAX_SEC=841", "MODERATION_MODEL=", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, bad), BC_ECONFIG);
+    const char *p = buf_str(&c.problems);
+    UT_CONTAINS(p, "CONTEXT_MAX_TOKENS\tmust be an integer from 100 to 1000000");
+    UT_CONTAINS(p, "CONTEXT_MAX_TURNS\tmust be an integer from 0 to 200");
+    UT_CONTAINS(p, "SESSION_TTL_MINUTES\tmust be an integer from 1 to 525600");
+    UT_CONTAINS(p, "QUEUE_WAIT_MAX_SEC\tmust be an integer from 1 to 840");
+    UT_CONTAINS(p, "MODERATION_MODEL\tmust not be empty");
+    cfg_free(&c);
+}
+
+static void test_llm_temperature(void)
+{
+    char *argv[] = {"x", "--llm-temperature=0.7", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), CFG_RUN);
+    UT_EQ_INT(c.has_llm_temperature, 1);
+    UT_ASSERT(c.llm_temperature > 0.69 && c.llm_temperature < 0.71);
+    struct buf d;
+    buf_init(&d, 1 << 16);
+    cfg_dump(&c, &d);
+    UT_CONTAINS(buf_str(&d), "\nLLM_TEMPERATURE=0.7\n");
+    buf_free(&d);
+    cfg_free(&c);
+    /* the bounds themselves are valid; 0 is a real setting, not "unset" */
+    const char *ok[] = {"0", "2", "1e0", ".5"};
+    const double want[] = {0, 2, 1, 0.5};
+    for (int i = 0; i < 4; i++) {
+        char var[64];
+        snprintf(var, sizeof(var), "LLM_TEMPERATURE=%s", ok[i]);
+        char *env[] = {var, NULL};
+        char *plain[] = {"x", NULL};
+        UT_EQ_INT(load(&c, ROLE_CHAT, plain, env), CFG_RUN);
+        UT_EQ_INT(c.has_llm_temperature, 1);
+        UT_ASSERT(c.llm_temperature == want[i]);
+        cfg_free(&c);
+    }
+    /* empty, as from an env file line "LLM_TEMPERATURE=", is "not sent" */
+    char *empty[] = {"LLM_TEMPERATURE=", NULL};
+    char *plain[] = {"x", NULL};
+    UT_EQ_INT(load(&c, ROLE_CHAT, plain, empty), CFG_RUN);
+    UT_EQ_INT(c.has_llm_temperature, 0);
+    cfg_free(&c);
+    const char *bad[] = {"2.5", "-0.1", "warm", "0.7x", "nan", "inf", "0x1p0", " ", "1,5"};
+    for (int i = 0; i < 9; i++) {
+        char var[64];
+        snprintf(var, sizeof(var), "LLM_TEMPERATURE=%s", bad[i]);
+        char *env[] = {var, NULL};
+        UT_EQ_INT(load(&c, ROLE_CHAT, plain, env), BC_ECONFIG);
+        UT_CONTAINS(buf_str(&c.problems), "LLM_TEMPERATURE\tmust be a number from 0 to 2, or empty");
+        cfg_free(&c);
+    }
+}
+
 static void test_help_lists_every_setting(void)
 {
     char *argv[] = {"x", "--help", NULL};
@@ -234,6 +315,8 @@ static const struct ut_case cases[] = {
     UT_CASE(test_envfile_errors),
     UT_CASE(test_unknown_flag_and_urls),
     UT_CASE(test_help_lists_every_setting),
+    UT_CASE(test_chat_settings_defaults),
+    UT_CASE(test_llm_temperature),
     {0},
 };
 UT_MAIN(cases)

@@ -1,11 +1,10 @@
 /* Unit tests for store, against a real PostgreSQL.
  *
  * TEST_PG_ADMIN_URL names a superuser connection (tests/run.py exports it).
- * Each case that needs a database creates a fresh one with blocking libpq
- * (fine in test code), points the store at it and drops it at the end, also
- * when the case fails (atexit). The loop is driven with uv_run and a guard
- * timer, so a case that waits for something that never happens fails
- * instead of hanging. */
+ * Each case that needs a database creates a fresh one (ut_pg.h), points the
+ * store at it and drops it at the end, also when the case fails (atexit). The
+ * loop is driven with uv_run and a guard timer, so a case that waits for
+ * something that never happens fails instead of hanging. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -20,15 +19,11 @@
 #include "log.h"
 #include "store.h"
 #include "ut.h"
+#include "ut_pg.h"
 
 static uv_loop_t loop;
 static uv_timer_t guard;
 static int guard_expired;
-static const char *admin_url;
-static char db_name[64];
-static char db_kv[1024];  /* key=value conninfo of this case's database */
-static char db_uri[1024]; /* the same as a postgresql:// URI */
-static char db_host[256], db_port[16], db_user[64];
 static int log_fd = -1; /* >= 0 while a case captures the log */
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -63,141 +58,17 @@ static void run_for(int ms)
         uv_run(&loop, UV_RUN_ONCE);
 }
 
-/* ---- blocking admin helpers -------------------------------------------- */
-
-static PGconn *pg_open(const char *conninfo)
-{
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK)
-        UT_FAIL("connect: %s", PQerrorMessage(c));
-    return c;
-}
-
-/* Run sql on a fresh connection; copy the first cell (if any) into out. */
-static void pg_run(const char *conninfo, const char *sql, char *out, size_t outlen)
-{
-    PGconn *c = pg_open(conninfo);
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-        UT_FAIL("%s: %s", sql, PQresultErrorMessage(r));
-    if (out) {
-        UT_ASSERT(PQntuples(r) >= 1 && PQnfields(r) >= 1);
-        snprintf(out, outlen, "%s", PQgetvalue(r, 0, 0));
-    }
-    PQclear(r);
-    PQfinish(c);
-}
-
-static void drop_db(void)
-{
-    if (!db_name[0] || !admin_url)
-        return;
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
-    PGconn *c = PQconnectdb(admin_url);
-    if (PQstatus(c) == CONNECTION_OK)
-        PQclear(PQexec(c, sql));
-    PQfinish(c);
-    db_name[0] = '\0';
-}
-
-static void kv_append(char *out, size_t outlen, const char *key, const char *val)
-{
-    size_t o = strlen(out);
-    o += (size_t)snprintf(out + o, outlen - o, "%s%s='", o ? " " : "", key);
-    for (const char *p = val; *p && o + 3 < outlen; p++) {
-        if (*p == '\'' || *p == '\\')
-            out[o++] = '\\';
-        out[o++] = *p;
-    }
-    snprintf(out + o, outlen - o, "'");
-}
-
-static void uri_append_enc(char *out, size_t outlen, const char *val)
-{
-    size_t o = strlen(out);
-    for (const unsigned char *p = (const unsigned char *)val; *p && o + 4 < outlen; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            *p == '.' || *p == '-' || *p == '_')
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", *p);
-    }
-    out[o] = '\0';
-}
-
-/* Derive both conninfo forms for database db from the admin URL. */
-static void make_conninfos(const char *db)
-{
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(admin_url, &err);
-    if (!opts)
-        UT_FAIL("TEST_PG_ADMIN_URL does not parse: %s", err ? err : "?");
-    const char *user = NULL, *password = NULL, *host = NULL, *port = NULL;
-    db_kv[0] = '\0';
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !o->val[0] || !strcmp(o->keyword, "dbname"))
-            continue;
-        kv_append(db_kv, sizeof(db_kv), o->keyword, o->val);
-        if (!strcmp(o->keyword, "user"))
-            user = o->val;
-        else if (!strcmp(o->keyword, "password"))
-            password = o->val;
-        else if (!strcmp(o->keyword, "host"))
-            host = o->val;
-        else if (!strcmp(o->keyword, "port"))
-            port = o->val;
-    }
-    kv_append(db_kv, sizeof(db_kv), "dbname", db);
-    snprintf(db_host, sizeof(db_host), "%s", host ? host : "");
-    snprintf(db_port, sizeof(db_port), "%s", port ? port : "5432");
-    snprintf(db_user, sizeof(db_user), "%s", user ? user : "");
-
-    snprintf(db_uri, sizeof(db_uri), "postgresql://");
-    if (user) {
-        uri_append_enc(db_uri, sizeof(db_uri), user);
-        if (password) {
-            strncat(db_uri, ":", sizeof(db_uri) - strlen(db_uri) - 1);
-            uri_append_enc(db_uri, sizeof(db_uri), password);
-        }
-        strncat(db_uri, "@", sizeof(db_uri) - strlen(db_uri) - 1);
-    }
-    size_t o = strlen(db_uri);
-    int unix_host = host && host[0] == '/';
-    snprintf(db_uri + o, sizeof(db_uri) - o, "%s%s%s%s%s/%s%s",
-             host && !unix_host && strchr(host, ':') ? "[" : "", host && !unix_host ? host : "",
-             host && !unix_host && strchr(host, ':') ? "]" : "", port ? ":" : "", port ? port : "",
-             db, unix_host ? "?host=" : "");
-    if (unix_host)
-        uri_append_enc(db_uri, sizeof(db_uri), host);
-    PQconninfoFree(opts);
-}
-
 /* ---- per-case environment ---------------------------------------------- */
 
 static void env_setup(int need_db)
 {
-    static int counter, registered;
     const char *lv = getenv("TEST_LOG_LEVEL"); /* e.g. debug, when chasing a failure */
     int level = lv ? log_level_parse(lv) : -1;
     log_setup("test", "store", level >= 0 ? (enum log_level)level : LOG_INFO, -1);
     UT_EQ_INT(uv_loop_init(&loop), 0);
     uv_timer_init(&loop, &guard);
-    if (!need_db)
-        return;
-    admin_url = getenv("TEST_PG_ADMIN_URL");
-    if (!admin_url || !admin_url[0])
-        UT_FAIL("TEST_PG_ADMIN_URL is not set (tests/run.py sets it)");
-    if (!registered++)
-        atexit(drop_db);
-    snprintf(db_name, sizeof(db_name), "bc_store_%d_%d", (int)getpid(), ++counter);
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "CREATE DATABASE %s ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
-             db_name);
-    pg_run(admin_url, sql, NULL, 0);
-    make_conninfos(db_name);
+    if (need_db)
+        utpg_create_db("store");
 }
 
 static void env_teardown(void)
@@ -210,7 +81,7 @@ static void env_teardown(void)
     uv_close((uv_handle_t *)&guard, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     UT_EQ_INT(uv_loop_close(&loop), 0); /* every handle of every store was released */
-    drop_db();
+    utpg_drop_db();
 }
 
 /* Send the log to a temporary file so a case can check what was logged. */
@@ -352,7 +223,7 @@ static void test_connect_migrate_up(void)
     env_setup(1);
     struct tstate st = {0};
     struct qres early = {0};
-    struct store *s = open_store(db_uri, NULL, &st);
+    struct store *s = open_store(utpg.uri, NULL, &st);
     UT_EQ_INT(store_up(s), 0);
     UT_EQ_INT(store_schema_version(s), 0);
     UT_EQ_INT(store_query(s, "SELECT 1", 0, NULL, on_qres, &early), -ENOTCONN);
@@ -389,8 +260,8 @@ static void test_concurrent_migrations(void)
     struct tstate st1 = {0}, st2 = {0}, st3 = {0};
     /* Both start before the loop runs, so their migration transactions race
      * for the advisory lock; one conninfo of each form. */
-    struct store *a = open_store(db_uri, NULL, &st1);
-    struct store *b = open_store(db_kv, NULL, &st2);
+    struct store *a = open_store(utpg.uri, NULL, &st1);
+    struct store *b = open_store(utpg.kv, NULL, &st2);
     WAIT_FOR(st1.ups == 1 && st2.ups == 1, 20000);
     int latest = store_schema_latest();
     UT_EQ_INT(store_schema_version(a), latest);
@@ -398,7 +269,7 @@ static void test_concurrent_migrations(void)
 
     char want[64], got[64], before[1024], after[1024];
     snprintf(want, sizeof(want), "%d/%d/%d", latest, latest, latest);
-    pg_run(db_kv,
+    utpg_run(utpg.kv,
            "SELECT count(*) || '/' || count(DISTINCT version) || '/' || max(version) FROM "
            "schema_migrations",
            got, sizeof(got));
@@ -406,12 +277,12 @@ static void test_concurrent_migrations(void)
     const char *rows =
         "SELECT string_agg(version || ':' || name || '@' || applied_at, ',' ORDER BY version) "
         "FROM schema_migrations";
-    pg_run(db_kv, rows, before, sizeof(before));
+    utpg_run(utpg.kv, rows, before, sizeof(before));
 
-    struct store *c = open_store(db_kv, NULL, &st3);
+    struct store *c = open_store(utpg.kv, NULL, &st3);
     wait_up(c, &st3, 1);
     UT_EQ_INT(store_schema_version(c), latest);
-    pg_run(db_kv, rows, after, sizeof(after));
+    utpg_run(utpg.kv, rows, after, sizeof(after));
     UT_EQ_STR(after, before); /* a later instance changes nothing */
 
     close_wait(a);
@@ -425,7 +296,7 @@ static void test_utf8_param_roundtrip(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
 
     const char *conv[] = {"t:1234567890123456789:u:42", "98765", "111", NULL, "42"};
@@ -488,7 +359,7 @@ static void test_fifo_order(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     order_n = 0;
     for (int i = 0; i < 100; i++) {
@@ -508,7 +379,7 @@ static void test_query_error_then_next_ok(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     struct qres pid1 = query_ok(s, "SELECT pg_backend_pid()", 0, NULL);
 
@@ -555,7 +426,7 @@ static void test_schema_constraints(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
 
     const char *conv[] = {"c:10:u:20", "10", "20"};
@@ -625,7 +496,7 @@ static void test_copy_not_supported(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     struct qres r = query_wait(s, "COPY (SELECT 1) TO STDOUT", 0, NULL);
     UT_EQ_INT(r.status, -ENOTSUP);
@@ -680,13 +551,13 @@ static void test_host_fallback(void)
      * On loopback the refusal usually shows inside PQconnectStart already;
      * test_socket_change_during_connect covers a change mid-connect. */
     char ci[1024];
-    snprintf(ci, sizeof(ci), "host=%s,%s port=%d,%s user=%s dbname=%s", db_host, db_host,
-             closed_port(), db_port, db_user, db_name);
+    snprintf(ci, sizeof(ci), "host=%s,%s port=%d,%s user=%s dbname=%s", utpg.host, utpg.host,
+             closed_port(), utpg.port, utpg.user, utpg.name);
     struct tstate st = {0};
     struct store *s = open_store(ci, NULL, &st);
     wait_up(s, &st, 1);
     struct qres r = query_ok(s, "SELECT current_database()", 0, NULL);
-    UT_EQ_STR(r.val, db_name);
+    UT_EQ_STR(r.val, utpg.name);
     close_wait(s);
     env_teardown();
 }
@@ -701,7 +572,7 @@ static void test_socket_change_during_connect(void)
      * the change never sees the second socket and times out (or trips
      * libuv); one that follows it comes up. */
     char ci[1100];
-    snprintf(ci, sizeof(ci), "%s target_session_attrs=prefer-standby", db_kv);
+    snprintf(ci, sizeof(ci), "%s target_session_attrs=prefer-standby", utpg.kv);
     struct tstate st = {0};
     struct store_opts o = {.connect_timeout_ms = 5000};
     struct store *s = open_store(ci, &o, &st);
@@ -788,7 +659,7 @@ static void test_queue_full(void)
     env_setup(1);
     struct tstate st = {0};
     struct store_opts o = {.max_queue = 2};
-    struct store *s = open_store(db_kv, &o, &st);
+    struct store *s = open_store(utpg.kv, &o, &st);
     wait_up(s, &st, 1);
     struct qres q[3];
     memset(q, 0, sizeof(q));
@@ -811,7 +682,7 @@ static void test_statement_timeout_recovers(void)
     env_setup(1);
     struct tstate st = {0};
     struct store_opts o = {.query_timeout_ms = 300};
-    struct store *s = open_store(db_kv, &o, &st);
+    struct store *s = open_store(utpg.kv, &o, &st);
     wait_up(s, &st, 1);
     uint64_t t0 = uv_now(&loop);
     struct qres r = query_wait(s, "SELECT pg_sleep(3)", 0, NULL);
@@ -832,7 +703,7 @@ static void test_hard_timeout_reconnects(void)
     env_setup(1);
     struct tstate st = {0};
     struct store_opts o = {.query_timeout_ms = 300};
-    struct store *s = open_store(db_kv, &o, &st);
+    struct store *s = open_store(utpg.kv, &o, &st);
     wait_up(s, &st, 1);
     /* Switch the server-side limit off so only the local one is left. */
     query_ok(s, "SET statement_timeout = 0", 0, NULL);
@@ -871,7 +742,7 @@ static void test_close_fails_queued(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     struct qres q[6];
     memset(q, 0, sizeof(q));
@@ -900,7 +771,7 @@ static void test_close_fails_queued(void)
 
     /* Closing while still connecting is just as clean. */
     struct tstate st2 = {0};
-    struct store *s2 = open_store(db_kv, NULL, &st2);
+    struct store *s2 = open_store(utpg.kv, NULL, &st2);
     close_wait(s2);
     run_for(100);
     UT_EQ_INT(st2.ups, 0);
@@ -927,7 +798,7 @@ static void test_close_from_callback(void)
 {
     env_setup(1);
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     struct qres q[3];
     memset(q, 0, sizeof(q));
@@ -948,7 +819,7 @@ static void test_close_from_callback(void)
 
     /* From the state callback, right as the store comes up. */
     struct tstate st2 = {0};
-    struct store_opts o = {.conninfo = db_kv};
+    struct store_opts o = {.conninfo = utpg.kv};
     struct store *s2 = NULL;
     UT_EQ_INT(store_new(&loop, &o, on_close_in_state, &st2, &s2), 0);
     cb_close_done = 0;
@@ -963,7 +834,7 @@ static void test_backend_terminated_reconnects(void)
     env_setup(1);
     log_capture();
     struct tstate st = {0};
-    struct store *s = open_store(db_kv, NULL, &st);
+    struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
     struct qres pid1 = query_ok(s, "SELECT pg_backend_pid()", 0, NULL);
 
@@ -975,7 +846,7 @@ static void test_backend_terminated_reconnects(void)
 
     char sql[128], ok[8];
     snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", atoi(pid1.val));
-    pg_run(admin_url, sql, ok, sizeof(ok));
+    utpg_run(utpg.admin_url, sql, ok, sizeof(ok));
     UT_EQ_STR(ok, "t");
 
     WAIT_FOR(slow.called, 5000);

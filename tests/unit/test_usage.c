@@ -1,0 +1,405 @@
+/* Unit tests for usage, against a real PostgreSQL.
+ *
+ * Each case gets its own database (ut_pg.h) and a store on a private loop,
+ * driven with uv_run and a guard timer so a callback that never comes fails
+ * the case instead of hanging it. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "err.h"
+#include "log.h"
+#include "store.h"
+#include "usage.h"
+#include "ut.h"
+#include "ut_pg.h"
+
+#define MAXR 16
+
+static uv_loop_t loop;
+static uv_timer_t guard;
+static int guard_expired;
+
+/* ---- the loop ------------------------------------------------------------- */
+
+static void on_guard(uv_timer_t *t)
+{
+    (void)t;
+    guard_expired = 1;
+}
+
+/* Run the loop until cond holds or ms pass; fail in the latter case. */
+#define WAIT_FOR(cond, ms)                                                                         \
+    do {                                                                                           \
+        guard_expired = 0;                                                                         \
+        uv_timer_start(&guard, on_guard, (ms), 0);                                                 \
+        while (!(cond) && !guard_expired)                                                          \
+            uv_run(&loop, UV_RUN_ONCE);                                                            \
+        uv_timer_stop(&guard);                                                                     \
+        if (!(cond))                                                                               \
+            UT_FAIL("timed out after %d ms waiting for %s", (ms), #cond);                          \
+    } while (0)
+
+static void run_for(int ms)
+{
+    guard_expired = 0;
+    uv_timer_start(&guard, on_guard, (uint64_t)ms, 0);
+    while (!guard_expired)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void env_setup(int need_db)
+{
+    log_setup("test", "usage", LOG_INFO, -1);
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &guard);
+    if (need_db)
+        utpg_create_db("usage");
+}
+
+static void env_teardown(void)
+{
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+    utpg_drop_db();
+}
+
+static void on_state(struct store *s, int up, void *arg)
+{
+    (void)s;
+    if (up)
+        (*(int *)arg)++;
+}
+
+static struct store *store_open(const char *conninfo, int *ups)
+{
+    struct store_opts o = {.conninfo = conninfo, .connect_timeout_ms = 1000};
+    struct store *s = NULL;
+    UT_EQ_INT(store_new(&loop, &o, on_state, ups, &s), 0);
+    return s;
+}
+
+static int ups;
+
+static struct store *store_open_up(void)
+{
+    ups = 0;
+    struct store *s = store_open(utpg.kv, &ups);
+    WAIT_FOR(ups == 1, 20000);
+    return s;
+}
+
+static void on_closed(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void store_close_wait(struct store *s)
+{
+    int done = 0;
+    store_close(s, on_closed, &done);
+    WAIT_FOR(done, 5000);
+}
+
+/* ---- usage helpers -------------------------------------------------------------- */
+
+struct added {
+    int called, status;
+};
+
+static void on_added(int status, void *arg)
+{
+    struct added *a = arg;
+    a->called++;
+    a->status = status;
+}
+
+static int count_called(const struct added *a, int n)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += a[i].called;
+    return c;
+}
+
+static int add_status(struct store *s, const struct usage_rec *r)
+{
+    struct added a = {0};
+    UT_EQ_INT(usage_add(s, r, on_added, &a), 0);
+    UT_EQ_INT(a.called, 0); /* never synchronously */
+    WAIT_FOR(a.called, 10000);
+    UT_EQ_INT(a.called, 1);
+    return a.status;
+}
+
+static void add(struct store *s, const struct usage_rec *r)
+{
+    UT_EQ_INT(add_status(s, r), 0);
+}
+
+struct today {
+    int called, status, null_rows;
+    size_t n;
+    struct usage_row rows[MAXR];
+    char kind[MAXR][16], model[MAXR][256];
+};
+
+static void on_today(int status, const struct usage_row *rows, size_t n, void *arg)
+{
+    struct today *t = arg;
+    t->called++;
+    t->status = status;
+    t->n = n;
+    t->null_rows = rows == NULL;
+    UT_ASSERT(n <= MAXR);
+    for (size_t i = 0; i < n; i++) {
+        t->rows[i] = rows[i];
+        snprintf(t->kind[i], sizeof(t->kind[i]), "%s", rows[i].kind);
+        snprintf(t->model[i], sizeof(t->model[i]), "%s", rows[i].model);
+        t->rows[i].kind = t->kind[i]; /* the originals are borrowed */
+        t->rows[i].model = t->model[i];
+    }
+}
+
+static struct today today(struct store *s, const char *user)
+{
+    struct today t;
+    memset(&t, 0, sizeof(t));
+    UT_EQ_INT(usage_today(s, user, on_today, &t), 0);
+    UT_EQ_INT(t.called, 0);
+    WAIT_FOR(t.called, 10000);
+    UT_EQ_INT(t.called, 1);
+    UT_EQ_INT(t.status, 0);
+    return t;
+}
+
+static const char *sql1(const char *sql)
+{
+    static char out[1024];
+    utpg_run(utpg.kv, sql, out, sizeof(out));
+    return out;
+}
+
+#define UT_NEAR(a, b) UT_ASSERT(fabs((double)(a) - (double)(b)) < 1e-9)
+
+/* ---- cases ---------------------------------------------------------------------- */
+
+static void test_add_accumulates(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct usage_rec r = {"42", "9", "chat", "gpt-x", 1, 100, 20, 0, 0.5};
+    add(s, &r);
+    add(s, &r);
+    r.prompt_tokens = 7;
+    r.credits = 0.000001;
+    add(s, &r);
+    UT_EQ_STR(sql1("SELECT requests || '/' || prompt_tokens || '/' || completion_tokens || '/' || "
+                   "units || '/' || credits_estimate FROM usage_daily"),
+              "3/207/60/0/1.000001");
+    /* The row is on today's UTC date, whatever the session's time zone. */
+    UT_EQ_STR(sql1("SELECT count(*) FROM usage_daily WHERE day = (now() AT TIME ZONE "
+                   "'UTC')::date"),
+              "1");
+
+    /* Many queued back to back, and from a second connection at the same
+     * time: the upsert adds every one. */
+    int ups2 = 0;
+    struct store *s2 = store_open(utpg.kv, &ups2);
+    WAIT_FOR(ups2 == 1, 20000);
+    struct usage_rec one = {"42", "9", "chat", "gpt-x", 1, 0, 0, 0, 0};
+    struct added a[100];
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i < 100; i++)
+        UT_EQ_INT(usage_add(i % 2 ? s : s2, &one, on_added, &a[i]), 0);
+    UT_EQ_INT(usage_add(s, &one, NULL, NULL), 0); /* no callback is fine */
+    WAIT_FOR(count_called(a, 100) == 100, 10000);
+    for (int i = 0; i < 100; i++) {
+        UT_EQ_INT(a[i].called, 1);
+        UT_EQ_INT(a[i].status, 0);
+    }
+    struct today t = today(s, "42");
+    UT_EQ_INT(t.n, 1);
+    UT_EQ_INT(t.rows[0].requests, 104);
+    store_close_wait(s2);
+    store_close_wait(s);
+    env_teardown();
+}
+
+static void test_today_sums_guilds(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct today t = today(s, "42");
+    UT_EQ_INT(t.n, 0); /* nothing yet is not an error */
+    UT_EQ_INT(t.null_rows, 1);
+
+    add(s, &(struct usage_rec){"42", "9", "chat", "m-b", 1, 10, 20, 0, 0.25});
+    add(s, &(struct usage_rec){"42", NULL, "chat", "m-b", 2, 1, 2, 0, 0.5}); /* a DM */
+    add(s, &(struct usage_rec){"42", "8", "chat", "m-b", 1, 100, 200, 0, 1});
+    add(s, &(struct usage_rec){"42", "9", "video", "clip", 1, 0, 0, 8, 3});
+    add(s, &(struct usage_rec){"42", "9", "image", "pic", 1, 0, 0, 4, 0.04});
+    add(s, &(struct usage_rec){"42", "9", "chat", "M-a", 1, 5, 5, 0, 0}); /* 'M' < 'm' */
+    add(s, &(struct usage_rec){"43", "9", "chat", "m-b", 5, 5, 5, 0, 5}); /* someone else */
+    UT_EQ_STR(sql1("SELECT count(*) FROM usage_daily WHERE user_id = '42' AND kind = 'chat' AND "
+                   "model = 'm-b'"),
+              "3"); /* one row per guild, '' for the DM */
+    UT_EQ_STR(sql1("SELECT count(*) FROM usage_daily WHERE guild_id = ''"), "1");
+    /* Yesterday does not count today. */
+    utpg_run(utpg.kv,
+             "INSERT INTO usage_daily (day, user_id, guild_id, kind, model, requests) VALUES "
+             "((now() AT TIME ZONE 'UTC')::date - 1, '42', '9', 'chat', 'm-b', 1000)",
+             NULL, 0);
+
+    t = today(s, "42");
+    UT_EQ_INT(t.n, 4);
+    UT_EQ_STR(t.rows[0].kind, "chat");
+    UT_EQ_STR(t.rows[0].model, "M-a");
+    UT_EQ_STR(t.rows[1].kind, "chat");
+    UT_EQ_STR(t.rows[1].model, "m-b");
+    UT_EQ_INT(t.rows[1].requests, 4);
+    UT_EQ_INT(t.rows[1].prompt_tokens, 111);
+    UT_EQ_INT(t.rows[1].completion_tokens, 222);
+    UT_EQ_INT(t.rows[1].units, 0);
+    UT_NEAR(t.rows[1].credits, 1.75);
+    UT_EQ_STR(t.rows[2].kind, "image");
+    UT_EQ_INT(t.rows[2].units, 4);
+    UT_NEAR(t.rows[2].credits, 0.04);
+    UT_EQ_STR(t.rows[3].kind, "video");
+    UT_EQ_STR(t.rows[3].model, "clip");
+    UT_EQ_INT(t.rows[3].units, 8);
+    UT_NEAR(t.rows[3].credits, 3);
+
+    t = today(s, "43");
+    UT_EQ_INT(t.n, 1);
+    UT_EQ_INT(t.rows[0].requests, 5);
+    UT_EQ_INT(today(s, "44").n, 0);
+    store_close_wait(s);
+    env_teardown();
+}
+
+static void test_rejects(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct added a = {0};
+    struct usage_rec ok = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
+    struct usage_rec r = ok;
+    UT_EQ_INT(usage_add(NULL, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, NULL, on_added, &a), -EINVAL);
+    r.user_id = NULL;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.kind = NULL;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.model = NULL;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.requests = -1;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.prompt_tokens = -1;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.completion_tokens = -1;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.units = -1;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.credits = -0.5;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.credits = NAN;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.credits = INFINITY;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.credits = 1e12;
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    struct today t = {0};
+    UT_EQ_INT(usage_today(NULL, "42", on_today, &t), -EINVAL);
+    UT_EQ_INT(usage_today(s, NULL, on_today, &t), -EINVAL);
+    UT_EQ_INT(usage_today(s, "42", NULL, &t), -EINVAL);
+    run_for(50);
+    UT_EQ_INT(a.called + t.called, 0);
+
+    /* What the schema refuses comes back as a query error. */
+    r = ok, r.kind = "audio";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    r = ok, r.user_id = "someone";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    r = ok, r.guild_id = "not-a-guild";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    r = ok, r.model = "";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    UT_EQ_STR(sql1("SELECT count(*) FROM usage_daily"), "0");
+    add(s, &ok); /* and the connection goes on */
+    UT_EQ_INT(today(s, "42").n, 1);
+    store_close_wait(s);
+    env_teardown();
+}
+
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd); /* nothing listens there now */
+    return ntohs(a.sin_port);
+}
+
+static void test_store_down(void)
+{
+    env_setup(0);
+    char ci[128];
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", closed_port());
+    int never = 0;
+    struct store *s = store_open(ci, &never);
+    run_for(300);
+    UT_EQ_INT(store_up(s), 0);
+    struct added a = {0};
+    struct today t = {0};
+    struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), -ENOTCONN);
+    UT_EQ_INT(usage_add(s, &r, NULL, NULL), -ENOTCONN);
+    UT_EQ_INT(usage_today(s, "42", on_today, &t), -ENOTCONN);
+    run_for(100);
+    store_close_wait(s);
+    UT_EQ_INT(a.called, 0); /* refused means never called back */
+    UT_EQ_INT(t.called, 0);
+    UT_EQ_INT(never, 0);
+    env_teardown();
+}
+
+static void test_close_calls_back(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct added a = {0};
+    struct today t = {0};
+    struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
+    UT_EQ_INT(usage_add(s, &r, on_added, &a), 0);
+    UT_EQ_INT(usage_today(s, "42", on_today, &t), 0);
+    int done = 0;
+    store_close(s, on_closed, &done);
+    UT_EQ_INT(a.called, 1);
+    UT_EQ_INT(a.status, BC_ESHUTDOWN);
+    UT_EQ_INT(t.called, 1);
+    UT_EQ_INT(t.status, BC_ESHUTDOWN);
+    UT_EQ_INT(t.n, 0);
+    WAIT_FOR(done, 5000);
+    run_for(50);
+    UT_EQ_INT(a.called + t.called, 2);
+    env_teardown();
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_add_accumulates),
+    UT_CASE(test_today_sums_guilds),
+    UT_CASE(test_rejects),
+    UT_CASE(test_store_down),
+    UT_CASE(test_close_calls_back),
+    {0},
+};
+UT_MAIN(cases)

@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "bus.h"
+#include "conv.h"
 #include "core.h"
-#include "drest.h"
 #include "err.h"
 #include "hcl.h"
 #include "ixjob.h"
@@ -15,242 +17,256 @@
 #include "llm.h"
 #include "log.h"
 #include "mem.h"
-#include "split.h"
+#include "rds.h"
+#include "reply.h"
+#include "store.h"
 #include "ulimit.h"
+#include "usage.h"
 
 #define ANSWER_MAX (256 << 10) /* bytes of one answer kept */
+#define QUESTION_MAX (32 << 10) /* bytes of a channel message taken as a question */
+#define SWEEP_EVERY_MS 60000   /* expired conversations are deleted this often */
+#define BUSY_RETRY_S 30        /* "try again in" when a job waited too long */
+#define PERM_ADMINISTRATOR (1ull << 3)
+#define PERM_MANAGE_CHANNELS (1ull << 4)
 
 struct chat {
     struct core *core;
-    struct hcl *http;
     struct keypool *keys; /* NULL: no key configured (local servers) */
+    int memory_down;      /* the last memory access found PostgreSQL away (logged once) */
+    uv_timer_t sweep;
 };
+
+enum step { STEP_LIMITS, STEP_MODERATION, STEP_HISTORY, STEP_MODEL, STEP_STORE, STEP_REDIS };
 
 struct answer {
     struct chat *chat;
-    struct bus_job *job;
-    struct ixjob ix;
+    struct bus_job *job;      /* NULL once the bus cancelled it */
+    struct ixjob ix;          /* interactions */
+    struct json_object *msg;  /* channel messages: the gateway frame (owned) */
+    const char *channel_id, *guild_id, *user_id, *message_id;
+    char scope[96];
+    int ko;
+    char *question;
+    struct reply *reply;
     struct llm_call *call;
+    int waiting;              /* callbacks outstanding besides the reply's */
     struct buf text;
+    struct llm_message *history;
+    size_t nhistory;
     int key_index, attempts;
-    uint64_t last_edit_ms;
-    int edit_busy, dirty, finishing;
-    struct ixjob_edit *edit;
-    uv_timer_t timer;
-    /* the final delivery: parts after the first go out as follow-ups */
-    struct split_part *parts;
-    size_t nparts, next_part;
-    const char *failure; /* why the job failed, when it did */
-    int told;            /* the reply is a deliberate answer (limits): not a failure */
-    char note[300];
+    struct llm_usage usage;
+    int model_ok;             /* the model answered in full: remember it */
+    const char *failure;      /* why the job failed, when it did */
 };
 
-static void answer_start(struct answer *a);
-static void deliver_next(struct answer *a);
+static void answer_model(struct answer *a);
+static void answer_history(struct answer *a);
 
-/* ---- words for the user -------------------------------------------------- */
+/* ---- small things -------------------------------------------------------- */
 
 static const char *say(const struct answer *a, const char *ko, const char *en)
 {
-    return a->ix.ko ? ko : en;
+    return a->ko ? ko : en;
 }
 
-/* {"content": text, "allowed_mentions": {"parse": []}}: a model's answer
- * must never ping @everyone. */
-static char *message_json(const char *text, size_t len)
+static int64_t wall_ms(void)
 {
-    struct json_object *o = json_object_new_object(), *am = json_object_new_object();
-    json_object_object_add(o, "content", json_object_new_string_len(text, (int)len));
-    json_object_object_add(am, "parse", json_object_new_array());
-    json_object_object_add(o, "allowed_mentions", am);
-    char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* ---- finishing ------------------------------------------------------------ */
-
-static void answer_free_cb(uv_handle_t *h)
+static const char *jstr(struct json_object *o, const char *key)
 {
-    struct answer *a = h->data;
+    struct json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return NULL;
+}
+
+static struct json_object *jobj(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+static int has_hangul(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++)
+        if (*p == 0xEA || *p == 0xEB || *p == 0xEC || (*p == 0xED && p[1] < 0x9F) ||
+            (*p == 0xE3 && p[1] >= 0x84 && p[1] <= 0x86))
+            return 1; /* U+A000..U+D7FF (Hangul syllables), U+3100..U+31BF (jamo) */
+    return 0;
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void answer_free(struct answer *a)
+{
     buf_free(&a->text);
-    split_free(a->parts, a->nparts);
+    for (size_t i = 0; i < a->nhistory; i++)
+        mem_free((char *)a->history[i].content);
+    mem_free(a->history);
+    mem_free(a->question);
     ixjob_free(&a->ix);
+    json_object_put(a->msg);
     mem_free(a);
 }
 
 static void answer_end(struct answer *a, enum bus_result r, const char *why)
 {
-    a->job->cancel = NULL;
-    bus_finish(a->job, r, why);
-    uv_close((uv_handle_t *)&a->timer, answer_free_cb);
+    if (a->job) {
+        a->job->cancel = NULL;
+        bus_finish(a->job, r, why);
+        a->job = NULL;
+    }
+    if (!a->waiting && !a->reply)
+        answer_free(a);
 }
 
-/* The bus is closing with the job in flight: stop everything. A model call
- * still running calls back once more (cancelled) and frees the answer. */
+/* An outside callback came back. Returns 1 when the answer is still wanted;
+ * 0 when the bus cancelled it meanwhile (then it may be gone already). */
+static int back(struct answer *a)
+{
+    a->waiting--;
+    if (a->job)
+        return 1;
+    if (!a->waiting && !a->reply)
+        answer_free(a);
+    return 0;
+}
+
+/* The bus is closing with the job in flight: stop, and free once every
+ * outstanding callback has come back. */
 static void answer_cancel(struct bus_job *job, void *arg)
 {
     (void)job;
     struct answer *a = arg;
     a->job = NULL;
-    if (a->edit)
-        ixjob_edit_cancel(a->edit);
+    if (a->reply) {
+        reply_cancel(a->reply);
+        a->reply = NULL;
+    }
     if (a->call)
         llm_cancel(a->call);
-    else
-        uv_close((uv_handle_t *)&a->timer, answer_free_cb);
+    if (!a->waiting)
+        answer_free(a);
 }
 
-/* ---- follow-ups ------------------------------------------------------------ */
+static struct answer *answer_new(struct chat *ch, struct bus_job *job)
+{
+    struct answer *a = mem_calloc(1, sizeof(*a));
+    a->chat = ch;
+    a->job = job;
+    buf_init(&a->text, ANSWER_MAX);
+    job->cancel = answer_cancel;
+    job->cancel_arg = a;
+    return a;
+}
 
-static void on_followup(const struct drest_resp *r, void *arg)
+static struct reply *answer_reply(struct answer *a)
+{
+    struct reply_target t = {.ko = a->ko};
+    if (a->msg) {
+        t.channel_id = a->channel_id;
+        t.message_id = a->message_id;
+    } else {
+        t.app_id = a->ix.app_id;
+        t.token = a->ix.token;
+    }
+    return reply_new(a->chat->core, &t, &a->text);
+}
+
+/* ---- delivery ----------------------------------------------------------------- */
+
+static void remember(struct answer *a);
+
+static void on_delivered(int status, int code, void *arg)
 {
     struct answer *a = arg;
-    if (r->err == BC_ESHUTDOWN || !a->job)
-        return;
-    if (r->err) {
-        log_warn("chat follow-up not delivered", LF_INT("status", r->status), LF_INT("code", r->code));
-        answer_end(a, BUS_FAILED, "follow-up not delivered");
-        return;
-    }
-    deliver_next(a);
-}
-
-static void deliver_next(struct answer *a)
-{
-    if (a->next_part >= a->nparts) {
-        answer_end(a, a->failure ? BUS_FAILED : BUS_DONE, a->failure);
-        return;
-    }
-    struct split_part *p = &a->parts[a->next_part++];
-    char path[700];
-    snprintf(path, sizeof(path), "/webhooks/%s/%s", a->ix.app_id, a->ix.token);
-    char *json = message_json(p->text, p->len);
-    struct drest_req rq = {.method = "POST", .path = path, .json = json, .bot_auth = 0};
-    if (drest_request(core_rest(a->chat->core), &rq, on_followup, a))
-        answer_end(a, BUS_FAILED, "follow-up not queued");
-    mem_free(json);
-}
-
-static void on_final_edit(int status, int code, void *arg)
-{
-    struct answer *a = arg;
-    a->edit = NULL;
-    if (status == BC_ESHUTDOWN || !a->job)
-        return;
+    a->reply = NULL;
     if (status) {
         log_warn("chat answer not delivered", LF_INT("status", status), LF_INT("code", code));
         answer_end(a, BUS_FAILED, "answer not delivered");
         return;
     }
-    deliver_next(a);
+    if (a->model_ok)
+        remember(a);
+    answer_end(a, a->failure ? BUS_FAILED : BUS_DONE, a->failure);
 }
 
-static void on_final_timer(uv_timer_t *t);
-
-/* The whole text is known: first part into the deferred message, the rest
- * as follow-ups, in order. The final edit keeps the edit interval too. */
-static void deliver_final(struct answer *a)
+/* Deliver what there is, with a note (the reason when there is no
+ * answer). told: the note is a deliberate answer (limits, refusals), not a
+ * failure of the job. */
+static void finish_with(struct answer *a, const char *note, int told)
 {
-    uint64_t now = uv_now(core_loop(a->chat->core)), every = (uint64_t)core_config(a->chat->core)->edit_interval_ms;
-    if (a->last_edit_ms && now - a->last_edit_ms < every) {
-        uv_timer_start(&a->timer, on_final_timer, every - (now - a->last_edit_ms), 0);
-        return;
-    }
-    if (a->parts)
-        return; /* already delivering */
-    if (!a->text.len && !a->note[0])
-        snprintf(a->note, sizeof(a->note), "%s", say(a, "(AI가 빈 답을 보냈습니다)", "(the AI sent an empty answer)"));
-    const char *text = a->text.len ? buf_str(&a->text) : a->note;
-    size_t len = a->text.len ? a->text.len : strlen(a->note);
-    if (a->text.len && a->note[0]) {
-        buf_puts(&a->text, "\n\n");
-        buf_puts(&a->text, a->note);
-        text = buf_str(&a->text);
-        len = a->text.len;
-    }
-    if (split_all(text, len, SPLIT_DISCORD_MAX, 4 * SPLIT_DISCORD_MAX, &a->parts, &a->nparts) || !a->nparts) {
-        answer_end(a, BUS_FAILED, "answer could not be split");
-        return;
-    }
-    a->next_part = 1;
-    char *json = message_json(a->parts[0].text, a->parts[0].len);
-    a->edit = ixjob_edit_original(core_loop(a->chat->core), core_rest(a->chat->core), &a->ix, json, on_final_edit, a);
-    mem_free(json);
+    if (!a->text.len && !note[0])
+        note = say(a, "(AI가 빈 답을 보냈습니다)", "(the AI sent an empty answer)");
+    a->failure = a->text.len || told ? NULL : "the model gave no answer";
+    if (!a->reply)
+        a->reply = answer_reply(a);
+    reply_finish(a->reply, note, on_delivered, a);
 }
 
-static void on_final_timer(uv_timer_t *t)
+static void tell(struct answer *a, const char *ko, const char *en)
 {
-    deliver_final(t->data);
+    finish_with(a, say(a, ko, en), 1);
 }
 
-/* ---- streaming edits ---------------------------------------------------------- */
+/* ---- memory and usage ---------------------------------------------------------- */
 
-static void send_progress(struct answer *a);
-
-static void on_progress_edit(int status, int code, void *arg)
+static struct store *memory_store(struct chat *ch)
 {
-    struct answer *a = arg;
-    (void)code;
-    a->edit = NULL;
-    a->edit_busy = 0;
-    if (status == BC_ESHUTDOWN || !a->job)
-        return;
-    if (a->finishing) {
-        deliver_final(a);
-        return;
-    }
-    if (a->dirty)
-        send_progress(a);
+    struct store *s = core_store(ch->core);
+    int up = s && store_up(s);
+    if (s && !up && !ch->memory_down)
+        log_warn("PostgreSQL is away: answering without conversation memory until it returns");
+    else if (up && ch->memory_down)
+        log_info("PostgreSQL is back: conversation memory restored");
+    if (s)
+        ch->memory_down = !up;
+    return up ? s : NULL;
 }
 
-static void on_edit_timer(uv_timer_t *t)
+static void remember(struct answer *a)
 {
-    struct answer *a = t->data;
-    if (a->dirty && !a->edit_busy && !a->finishing)
-        send_progress(a);
+    struct chat *ch = a->chat;
+    const struct config *cfg = core_config(ch->core);
+    struct store *s = memory_store(ch);
+    if (!s)
+        return;
+    if (cfg->context_max_turns > 0) {
+        struct conv_key k = {.scope_key = a->scope, .guild_id = a->guild_id, .channel_id = a->channel_id,
+                             .user_id = a->user_id};
+        conv_append(s, &k, a->question, buf_str(&a->text), cfg->session_ttl_minutes, 2 * cfg->context_max_turns + 2,
+                    NULL, NULL);
+    }
+    struct usage_rec u = {.user_id = a->user_id, .guild_id = a->guild_id, .kind = "chat",
+                          .model = cfg->openai_model, .requests = 1};
+    if (a->usage.has_usage) {
+        u.prompt_tokens = a->usage.prompt;
+        u.completion_tokens = a->usage.completion;
+    } else { /* the server sent no usage: our estimate */
+        u.prompt_tokens = (long long)conv_estimate_tokens(a->question, strlen(a->question));
+        for (size_t i = 0; i < a->nhistory; i++)
+            u.prompt_tokens += (long long)conv_estimate_tokens(a->history[i].content, strlen(a->history[i].content));
+        u.completion_tokens = (long long)conv_estimate_tokens(buf_str(&a->text), a->text.len);
+    }
+    usage_add(s, &u, NULL, NULL);
 }
 
-/* Edit the deferred message with the part of the answer that fits it, at
- * most once per EDIT_INTERVAL_MS. */
-static void send_progress(struct answer *a)
-{
-    uint64_t now = uv_now(core_loop(a->chat->core)), every = (uint64_t)core_config(a->chat->core)->edit_interval_ms;
-    if (a->last_edit_ms && now - a->last_edit_ms < every) {
-        uv_timer_start(&a->timer, on_edit_timer, every - (now - a->last_edit_ms), 0);
-        return;
-    }
-    struct split_cut cut;
-    struct buf msg;
-    buf_init(&msg, 16 * SPLIT_DISCORD_MAX);
-    if (split_next(buf_str(&a->text), a->text.len, SPLIT_DISCORD_MAX, 4 * SPLIT_DISCORD_MAX, NULL, &cut) ||
-        split_render(buf_str(&a->text), NULL, &cut, &msg) || !msg.len) {
-        buf_free(&msg);
-        return;
-    }
-    a->dirty = 0;
-    a->edit_busy = 1;
-    a->last_edit_ms = now;
-    char *json = message_json(msg.p, msg.len);
-    a->edit = ixjob_edit_original(core_loop(a->chat->core), core_rest(a->chat->core), &a->ix, json,
-                                  on_progress_edit, a);
-    mem_free(json);
-    buf_free(&msg);
-}
+/* ---- the model call ------------------------------------------------------------ */
 
 static void on_delta(const char *text, size_t len, void *arg)
 {
     struct answer *a = arg;
-    if (!a->job)
-        return;
-    if (buf_append(&a->text, text, len))
+    if (!a->job || buf_append(&a->text, text, len))
         return; /* past the cap: the rest is dropped, the answer ends at the cap */
-    a->dirty = 1;
-    if (!a->edit_busy)
-        send_progress(a);
+    if (!a->reply)
+        a->reply = answer_reply(a);
+    reply_changed(a->reply);
 }
-
-/* ---- the model call -------------------------------------------------------------- */
 
 static enum keypool_outcome outcome_of(int status)
 {
@@ -271,103 +287,212 @@ static enum keypool_outcome outcome_of(int status)
     }
 }
 
-static void finish_with(struct answer *a, const char *ko, const char *en)
-{
-    snprintf(a->note, sizeof(a->note), "%s", say(a, ko, en));
-    a->failure = a->text.len || a->told ? NULL : "the model gave no answer";
-    a->finishing = 1;
-    uv_timer_stop(&a->timer);
-    if (!a->edit_busy)
-        deliver_final(a);
-}
-
 static void on_done(const struct llm_result *r, void *arg)
 {
     struct answer *a = arg;
     a->call = NULL;
-    if (!a->job) { /* cancelled by shutdown */
-        uv_close((uv_handle_t *)&a->timer, answer_free_cb);
+    if (!back(a))
         return;
-    }
     struct chat *ch = a->chat;
-    uint64_t now = uv_now(core_loop(ch->core));
     if (ch->keys && r->status != LLM_ERR_CANCELLED)
-        keypool_report(ch->keys, now, a->key_index, outcome_of(r->status), (int)r->retry_after_ms);
+        keypool_report(ch->keys, uv_now(core_loop(ch->core)), a->key_index, outcome_of(r->status),
+                       (int)r->retry_after_ms);
+    a->usage = r->usage;
     if (r->status == LLM_OK) {
+        a->model_ok = a->text.len > 0;
         if (r->finish_reason && !strcmp(r->finish_reason, "length"))
-            finish_with(a, "(답변이 길이 제한에서 끊겼습니다)", "(the answer was cut at the length limit)");
+            finish_with(a, say(a, "(답변이 길이 제한에서 끊겼습니다)", "(the answer was cut at the length limit)"), 0);
         else
-            finish_with(a, "", "");
+            finish_with(a, "", 0);
         return;
     }
     /* Another key may serve it, as long as nothing was shown yet. */
     int key_problem = r->status == LLM_ERR_RATE || r->status == LLM_ERR_QUOTA || r->status == LLM_ERR_AUTH;
     if (key_problem && !a->text.len && ch->keys && ++a->attempts < keypool_size(ch->keys)) {
-        answer_start(a);
+        answer_model(a);
         return;
     }
     log_warn("chat model call failed", LF_STR("error", llm_status_name(r->status)), LF_INT("http", r->http_status),
              LF_STR("code", r->error_code ? r->error_code : ""));
     switch (r->status) {
     case LLM_ERR_TIMEOUT:
-        finish_with(a, "AI 응답이 너무 오래 걸려 중단했습니다. 다시 시도해 주세요.",
-                    "The AI took too long to answer; please try again.");
+        finish_with(a, say(a, "AI 응답이 너무 오래 걸려 중단했습니다. 다시 시도해 주세요.",
+                           "The AI took too long to answer; please try again."), 0);
         break;
     case LLM_ERR_BAD_REQUEST:
-        finish_with(a, "AI가 이 요청을 처리할 수 없습니다. 질문을 줄이거나 바꿔 주세요.",
-                    "The AI could not take this request; try a shorter or different question.");
+        finish_with(a, say(a, "AI가 이 요청을 처리할 수 없습니다. 질문을 줄이거나 바꾸거나, /초기화로 대화를 새로 시작해 주세요.",
+                           "The AI could not take this request; try a shorter or different question, or /reset."), 0);
         break;
     case LLM_ERR_RATE:
     case LLM_ERR_QUOTA:
     case LLM_ERR_AUTH:
-        finish_with(a, "지금은 사용할 수 있는 AI 키가 없습니다. 잠시 후 다시 시도해 주세요.",
-                    "No AI key is usable right now; please try again later.");
+        finish_with(a, say(a, "지금은 사용할 수 있는 AI 키가 없습니다. 잠시 후 다시 시도해 주세요.",
+                           "No AI key is usable right now; please try again later."), 0);
         break;
     default:
-        finish_with(a, a->text.len ? "(응답이 도중에 끊겼습니다)" : "AI 서비스에 문제가 있습니다. 잠시 후 다시 시도해 주세요.",
-                    a->text.len ? "(the answer was interrupted)"
-                                : "The AI service is having trouble; please try again shortly.");
+        if (a->text.len)
+            finish_with(a, say(a, "(응답이 도중에 끊겼습니다)", "(the answer was interrupted)"), 0);
+        else
+            finish_with(a, say(a, "AI 서비스에 문제가 있습니다. 잠시 후 다시 시도해 주세요.",
+                               "The AI service is having trouble; please try again shortly."), 0);
     }
 }
 
-static void answer_start(struct answer *a)
+/* A key from the pool (NULL when the pool has none configured). Returns 0,
+ * or tells the user why there is none and returns -1. */
+static int pick_key(struct answer *a, const char **key)
+{
+    struct chat *ch = a->chat;
+    *key = NULL;
+    if (!ch->keys)
+        return 0;
+    struct keypool_pick pk;
+    int rc = keypool_pick(ch->keys, uv_now(core_loop(ch->core)), &pk);
+    if (!rc) {
+        *key = pk.key;
+        a->key_index = pk.index;
+        return 0;
+    }
+    char ko[200], en[200];
+    unsigned secs = (unsigned)((pk.retry_in_ms + 999) / 1000);
+    if (rc == KEYPOOL_EEXHAUSTED) {
+        snprintf(ko, sizeof(ko), "사용할 수 있는 AI 키가 없습니다. 운영자에게 알려 주세요.");
+        snprintf(en, sizeof(en), "No AI key is usable; please tell the server's operators.");
+    } else {
+        snprintf(ko, sizeof(ko), "AI를 잠시 사용할 수 없습니다. %u초 후 다시 시도해 주세요.", secs);
+        snprintf(en, sizeof(en), "The AI is unavailable for now; please try again in %u s.", secs);
+    }
+    finish_with(a, say(a, ko, en), 0);
+    return -1;
+}
+
+static void answer_model(struct answer *a)
 {
     struct chat *ch = a->chat;
     const struct config *cfg = core_config(ch->core);
-    const char *key = NULL;
-    if (ch->keys) {
-        struct keypool_pick pk;
-        int rc = keypool_pick(ch->keys, uv_now(core_loop(ch->core)), &pk);
-        if (rc) {
-            unsigned secs = (unsigned)((pk.retry_in_ms + 999) / 1000);
-            char ko[200], en[200];
-            if (rc == KEYPOOL_EEXHAUSTED) {
-                snprintf(ko, sizeof(ko), "사용할 수 있는 AI 키가 없습니다. 운영자에게 알려 주세요.");
-                snprintf(en, sizeof(en), "No AI key is usable; please tell the server's operators.");
-            } else {
-                snprintf(ko, sizeof(ko), "AI를 잠시 사용할 수 없습니다. %u초 후 다시 시도해 주세요.", secs);
-                snprintf(en, sizeof(en), "The AI is unavailable for now; please try again in %u s.", secs);
-            }
-            finish_with(a, ko, en);
-            return;
-        }
-        key = pk.key;
-        a->key_index = pk.index;
-    }
-    const char *question = ixjob_option(&a->ix, !strcmp(a->ix.command, "chat") ? "question" : "질문");
-    struct llm_message msgs[2] = {{"system", cfg->system_prompt}, {"user", question ? question : ""}};
+    const char *key;
+    if (pick_key(a, &key))
+        return;
+    size_t n = 0;
+    struct llm_message *msgs = mem_calloc(a->nhistory + 2, sizeof(*msgs));
+    msgs[n++] = (struct llm_message){"system", cfg->system_prompt};
+    for (size_t i = 0; i < a->nhistory; i++)
+        msgs[n++] = a->history[i];
+    msgs[n++] = (struct llm_message){"user", a->question};
     struct llm_request rq = {.base_url = cfg->openai_base_url,
                              .api_key = key,
                              .model = cfg->openai_model,
                              .messages = msgs,
-                             .nmessages = 2,
+                             .nmessages = n,
+                             .temperature = cfg->llm_temperature,
+                             .has_temperature = cfg->has_llm_temperature,
                              .max_tokens = cfg->max_tokens,
-                             .user = a->ix.user_id,
+                             .user = a->user_id,
                              .timeout_ms = (long)cfg->llm_timeout_sec * 1000};
-    int rc = llm_chat(ch->http, &rq, on_delta, on_done, a, &a->call);
-    if (rc)
-        finish_with(a, "AI 요청을 보낼 수 없습니다. 잠시 후 다시 시도해 주세요.",
-                    "The AI request could not be sent; please try again shortly.");
+    int rc = llm_chat(core_http(ch->core), &rq, on_delta, on_done, a, &a->call);
+    mem_free(msgs);
+    if (rc) {
+        a->call = NULL;
+        finish_with(a, say(a, "AI 요청을 보낼 수 없습니다. 잠시 후 다시 시도해 주세요.",
+                           "The AI request could not be sent; please try again shortly."), 0);
+        return;
+    }
+    a->waiting++;
+}
+
+/* ---- history -------------------------------------------------------------------- */
+
+static void on_history(int status, const struct conv_turn *turns, size_t n, void *arg)
+{
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    if (status) {
+        log_warn("conversation history not read; answering without it", LF_ERR(status));
+        n = 0;
+    }
+    a->history = mem_calloc(n ? n : 1, sizeof(*a->history));
+    for (size_t i = 0; i < n; i++) {
+        a->history[i].role = !strcmp(turns[i].role, "assistant") ? "assistant" : "user";
+        a->history[i].content = mem_strndup(turns[i].content, turns[i].len);
+    }
+    a->nhistory = n;
+    answer_model(a);
+}
+
+static void answer_history(struct answer *a)
+{
+    const struct config *cfg = core_config(a->chat->core);
+    struct store *s = cfg->context_max_turns > 0 ? memory_store(a->chat) : NULL;
+    if (s && !conv_load(s, a->scope, cfg->context_max_turns, cfg->context_max_tokens, cfg->session_ttl_minutes,
+                        on_history, a)) {
+        a->waiting++;
+        return;
+    }
+    answer_model(a);
+}
+
+/* ---- moderation ------------------------------------------------------------------ */
+
+static void audit_flagged(struct answer *a, const char *categories)
+{
+    struct store *s = memory_store(a->chat);
+    if (!s) {
+        log_warn("moderation refusal not written to the audit log (PostgreSQL away)", LF_STR("user", a->user_id),
+                 LF_STR("categories", categories));
+        return;
+    }
+    char excerpt[400];
+    size_t n = strlen(a->question) < 300 ? strlen(a->question) : 300;
+    while (n && ((unsigned char)a->question[n] & 0xC0) == 0x80)
+        n--; /* never cut inside a UTF-8 sequence */
+    memcpy(excerpt, a->question, n);
+    excerpt[n] = 0;
+    const char *p[] = {core_config(a->chat->core)->name, a->guild_id, a->user_id, categories, a->channel_id,
+                       excerpt};
+    store_query(s,
+                "INSERT INTO audit_log (instance, guild_id, user_id, action, detail) VALUES ($1, $2, $3, "
+                "'moderation_flagged', jsonb_build_object('categories', $4::text, 'channel_id', $5::text, "
+                "'excerpt', $6::text))",
+                6, p, NULL, NULL);
+}
+
+static void on_moderated(int status, int flagged, const char *categories, void *arg)
+{
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    if (status != LLM_OK) {
+        /* fail open: moderation trouble must not take chat down */
+        log_warn("moderation check failed; answering unchecked", LF_STR("error", llm_status_name(status)));
+    } else if (flagged) {
+        log_info("input refused by moderation", LF_STR("user", a->user_id), LF_STR("categories", categories));
+        audit_flagged(a, categories);
+        tell(a, "죄송하지만 이 요청은 이용 정책에 맞지 않아 답할 수 없습니다.",
+             "Sorry, I can't help with that request: it goes against the usage policy.");
+        return;
+    }
+    answer_history(a);
+}
+
+static void answer_moderation(struct answer *a)
+{
+    const struct config *cfg = core_config(a->chat->core);
+    if (!cfg->moderation) {
+        answer_history(a);
+        return;
+    }
+    const char *key;
+    if (pick_key(a, &key))
+        return;
+    struct llm_moderation_request rq = {.base_url = cfg->openai_base_url, .api_key = key, .input = a->question,
+                                        .model = cfg->moderation_model, .timeout_ms = 15000};
+    if (llm_moderate(core_http(a->chat->core), &rq, on_moderated, a)) {
+        log_warn("moderation check not sent; answering unchecked");
+        answer_history(a);
+        return;
+    }
+    a->waiting++;
 }
 
 /* ---- fairness ----------------------------------------------------------------------- */
@@ -375,8 +500,10 @@ static void answer_start(struct answer *a)
 static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
 {
     struct answer *a = arg;
+    if (!back(a))
+        return;
     if (v == ULIMIT_OK) {
-        answer_start(a);
+        answer_moderation(a);
         return;
     }
     char ko[200], en[200];
@@ -389,35 +516,333 @@ static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
         snprintf(ko, sizeof(ko), "오늘 사용할 수 있는 횟수를 모두 썼습니다. %ld시간 %ld분 후에 초기화됩니다.", h, m);
         snprintf(en, sizeof(en), "You have used today's requests; they reset in %ldh %ldm (UTC midnight).", h, m);
     }
-    a->told = 1; /* the user is told why: the job itself is done */
-    finish_with(a, ko, en);
+    tell(a, ko, en);
 }
 
-/* ---- the job ------------------------------------------------------------------------ */
+static void answer_begin(struct answer *a)
+{
+    const struct config *cfg = core_config(a->chat->core);
+    snprintf(a->scope, sizeof(a->scope), "c:%s:u:%s", a->channel_id, a->user_id);
+    struct ulimit_req q = {.prefix = cfg->redis_prefix, .kind = "chat", .user_id = a->user_id,
+                           .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
+                           .daily = cfg->user_daily_limit};
+    a->waiting++;
+    ulimit_check(core_redis(a->chat->core), &q, on_limits, a);
+}
+
+/* ---- /초기화 /reset ------------------------------------------------------------------ */
+
+static void on_reset(int status, long long affected, void *arg)
+{
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    if (status)
+        tell(a, "대화 기록을 지우지 못했습니다. 잠시 후 다시 시도해 주세요.",
+             "The conversation could not be cleared; please try again shortly.");
+    else if (affected)
+        tell(a, "이 채널에서의 대화 기록을 지웠습니다. 새 대화를 시작합니다.",
+             "Your conversation in this channel is forgotten; the next question starts afresh.");
+    else
+        tell(a, "이 채널에는 지울 대화 기록이 없습니다.", "There was no conversation to forget in this channel.");
+}
+
+static void cmd_reset(struct answer *a)
+{
+    struct store *s = memory_store(a->chat);
+    snprintf(a->scope, sizeof(a->scope), "c:%s:u:%s", a->channel_id, a->user_id);
+    if (!s) {
+        tell(a, "대화 기록 저장소(데이터베이스)에 지금 연결할 수 없어 지우지 못했습니다.",
+             "The conversation store (database) is not reachable right now; nothing was cleared.");
+        return;
+    }
+    a->waiting++;
+    if (conv_reset(s, a->scope, on_reset, a))
+        on_reset(-ENOTCONN, 0, a);
+}
+
+/* ---- /채팅모드 /chatmode ----------------------------------------------------------------- */
+
+static void chatmode_key(const struct answer *a, const char *channel_id, char *out, size_t len)
+{
+    snprintf(out, len, "%s:chatmode:%s", core_config(a->chat->core)->redis_prefix, channel_id);
+}
+
+static void on_chatmode_set(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    const char *mode = ixjob_option(&a->ix, !strcmp(a->ix.command, "chatmode") ? "mode" : "모드");
+    if (status || rds_reply_error(reply))
+        tell(a, "채팅 모드를 바꾸지 못했습니다 (Redis 연결 문제). 잠시 후 다시 시도해 주세요.",
+             "The chat mode could not be changed (Redis is not reachable); please try again shortly.");
+    else if (mode && !strcmp(mode, "on"))
+        tell(a, "이 채널의 채팅 모드를 켰습니다. 이제 이 채널의 모든 메시지에 답합니다.",
+             "Chat mode is on: I will answer every message in this channel.");
+    else
+        tell(a, "이 채널의 채팅 모드를 껐습니다. 이제 저를 멘션한 메시지에만 답합니다.",
+             "Chat mode is off: I will answer only messages that mention me.");
+}
+
+static void cmd_chatmode(struct answer *a)
+{
+    const char *mode = ixjob_option(&a->ix, !strcmp(a->ix.command, "chatmode") ? "mode" : "모드");
+    const char *perms = jstr(a->ix.root, "member_permissions");
+    unsigned long long p = perms ? strtoull(perms, NULL, 10) : 0;
+    if (a->ix.guild_id && !(p & (PERM_ADMINISTRATOR | PERM_MANAGE_CHANNELS))) {
+        tell(a, "채팅 모드는 채널 관리 권한이 있는 사람만 바꿀 수 있습니다.",
+             "Only members who can manage channels may change the chat mode.");
+        return;
+    }
+    if (!mode || (strcmp(mode, "on") && strcmp(mode, "off"))) {
+        tell(a, "모드는 켜기 또는 끄기입니다.", "The mode is on or off.");
+        return;
+    }
+    char key[200];
+    chatmode_key(a, a->channel_id, key, sizeof(key));
+    const char *on[] = {"SET", key, "on"}, *off[] = {"DEL", key};
+    int rc = !strcmp(mode, "on") ? rds_cmd(core_redis(a->chat->core), on_chatmode_set, a, 3, on, NULL)
+                                 : rds_cmd(core_redis(a->chat->core), on_chatmode_set, a, 2, off, NULL);
+    a->waiting++;
+    if (rc)
+        on_chatmode_set(NULL, rc, NULL, a);
+}
+
+/* ---- /사용량 /usage ---------------------------------------------------------------------- */
+
+static void on_usage(int status, const struct usage_row *rows, size_t n, void *arg)
+{
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    if (status) {
+        tell(a, "사용량 기록을 지금 읽을 수 없습니다. 잠시 후 다시 시도해 주세요.",
+             "Your usage cannot be read right now; please try again shortly.");
+        return;
+    }
+    long long chat = 0, prompt = 0, completion = 0, images = 0, videos = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(rows[i].kind, "chat")) {
+            chat += rows[i].requests;
+            prompt += rows[i].prompt_tokens;
+            completion += rows[i].completion_tokens;
+        } else if (!strcmp(rows[i].kind, "image")) {
+            images += rows[i].units;
+        } else if (!strcmp(rows[i].kind, "video")) {
+            videos += rows[i].units;
+        }
+    }
+    int daily = core_config(a->chat->core)->user_daily_limit;
+    char text[600], limit[120] = "";
+    if (a->ko) {
+        if (daily)
+            snprintf(limit, sizeof(limit), " / 하루 %d회", daily);
+        snprintf(text, sizeof(text),
+                 "**오늘의 사용량** (UTC 기준)\n채팅: %lld회%s, 토큰 %lld (입력 %lld, 출력 %lld)\n이미지: %lld장\n"
+                 "비디오: %lld개",
+                 chat, limit, prompt + completion, prompt, completion, images, videos);
+    } else {
+        if (daily)
+            snprintf(limit, sizeof(limit), " of %d a day", daily);
+        snprintf(text, sizeof(text),
+                 "**Your usage today** (UTC)\nChat: %lld requests%s, %lld tokens (%lld in, %lld out)\n"
+                 "Images: %lld\nVideos: %lld",
+                 chat, limit, prompt + completion, prompt, completion, images, videos);
+    }
+    finish_with(a, text, 1);
+}
+
+static void cmd_usage(struct answer *a)
+{
+    struct store *s = memory_store(a->chat);
+    if (!s) {
+        tell(a, "사용량 기록(데이터베이스)에 지금 연결할 수 없습니다.", "The usage records (database) are not reachable right now.");
+        return;
+    }
+    a->waiting++;
+    if (usage_today(s, a->user_id, on_usage, a))
+        on_usage(-ENOTCONN, NULL, 0, a);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------- */
 
 static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
     struct chat *ch = arg;
-    struct answer *a = mem_calloc(1, sizeof(*a));
-    if (ixjob_parse(&a->ix, job->payload) || (strcmp(a->ix.command, "채팅") && strcmp(a->ix.command, "chat"))) {
-        ixjob_free(&a->ix);
-        mem_free(a);
-        bus_finish(job, BUS_FAILED, "not a chat command");
+    struct ixjob ix;
+    if (ixjob_parse(&ix, job->payload)) {
+        bus_finish(job, BUS_FAILED, "bad interaction payload");
         return;
     }
-    a->chat = ch;
-    a->job = job;
-    buf_init(&a->text, ANSWER_MAX);
-    uv_timer_init(core_loop(ch->core), &a->timer);
-    a->timer.data = a;
-    job->cancel = answer_cancel;
-    job->cancel_arg = a;
-    const struct config *cfg = core_config(ch->core);
-    struct ulimit_req q = {.prefix = cfg->redis_prefix, .kind = "chat", .user_id = a->ix.user_id,
-                           .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
-                           .daily = cfg->user_daily_limit};
-    ulimit_check(core_redis(ch->core), &q, on_limits, a);
+    struct answer *a = answer_new(ch, job);
+    a->ix = ix;
+    a->ko = ix.ko;
+    a->channel_id = ix.channel_id;
+    a->guild_id = ix.guild_id;
+    a->user_id = ix.user_id;
+    const char *c = ix.command;
+    if (!a->user_id || !a->channel_id) {
+        answer_end(a, BUS_FAILED, "interaction without user or channel");
+        return;
+    }
+    if (!strcmp(c, "채팅") || !strcmp(c, "chat")) {
+        const struct config *cfg = core_config(ch->core);
+        int64_t waited = ix.received_ms ? wall_ms() - ix.received_ms : 0;
+        if (waited > (int64_t)cfg->queue_wait_max_sec * 1000) {
+            char ko[200], en[200];
+            log_warn("chat job waited too long for a free slot; told the user to retry",
+                     LF_INT("waited_ms", waited), LF_INT("max_inflight", cfg->max_inflight));
+            snprintf(ko, sizeof(ko), "지금 요청이 많아 처리하지 못했습니다. %d초 후에 다시 시도해 주세요.", BUSY_RETRY_S);
+            snprintf(en, sizeof(en), "I'm too busy right now; please try again in %d s.", BUSY_RETRY_S);
+            tell(a, ko, en);
+            return;
+        }
+        const char *q = ixjob_option(&ix, !strcmp(c, "chat") ? "question" : "질문");
+        a->question = mem_strdup(q ? q : "");
+        answer_begin(a);
+    } else if (!strcmp(c, "초기화") || !strcmp(c, "reset")) {
+        cmd_reset(a);
+    } else if (!strcmp(c, "채팅모드") || !strcmp(c, "chatmode")) {
+        cmd_chatmode(a);
+    } else if (!strcmp(c, "사용량") || !strcmp(c, "usage")) {
+        cmd_usage(a);
+    } else {
+        answer_end(a, BUS_FAILED, "not a chat command");
+    }
+}
+
+/* The question in a channel message: its content without the mentions of
+ * bots (the "@bot" that called us). */
+static char *message_question(struct json_object *m)
+{
+    const char *content = jstr(m, "content");
+    struct json_object *mentions = jobj(m, "mentions");
+    struct buf q;
+    buf_init(&q, QUESTION_MAX);
+    buf_puts(&q, content ? content : "");
+    for (size_t i = 0; mentions && json_object_is_type(mentions, json_type_array) &&
+                       i < json_object_array_length(mentions); i++) {
+        struct json_object *u = json_object_array_get_idx(mentions, i), *bot = jobj(u, "bot");
+        const char *id = jstr(u, "id");
+        if (!id || !bot || !json_object_get_boolean(bot))
+            continue;
+        char tag[2][40];
+        snprintf(tag[0], sizeof(tag[0]), "<@%s>", id);
+        snprintf(tag[1], sizeof(tag[1]), "<@!%s>", id);
+        for (int t = 0; t < 2; t++) {
+            char *hit;
+            while ((hit = strstr(q.p ? q.p : "", tag[t])) != NULL) {
+                size_t off = (size_t)(hit - q.p), tl = strlen(tag[t]);
+                memmove(hit, hit + tl, q.len - off - tl + 1);
+                q.len -= tl;
+            }
+        }
+    }
+    /* trim */
+    size_t s = 0, e = q.len;
+    while (s < e && (q.p[s] == ' ' || q.p[s] == '\n' || q.p[s] == '\t'))
+        s++;
+    while (e > s && (q.p[e - 1] == ' ' || q.p[e - 1] == '\n' || q.p[e - 1] == '\t'))
+        e--;
+    char *out = mem_strndup(q.p ? q.p + s : "", e - s);
+    buf_free(&q);
+    return out;
+}
+
+static void message_answer(struct answer *a)
+{
+    a->reply = answer_reply(a); /* the typing indicator runs from now */
+    if (!a->question[0]) {
+        tell(a, "무엇을 도와드릴까요? 질문을 함께 적어 주세요.", "What can I do for you? Write your question with the mention.");
+        return;
+    }
+    answer_begin(a);
+}
+
+static void on_chatmode_get(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct answer *a = arg;
+    if (!back(a))
+        return;
+    if (!status && reply && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, "on")) {
+        message_answer(a);
+        return;
+    }
+    answer_end(a, BUS_DONE, NULL); /* chat mode off: only mentions are answered */
+}
+
+static void on_message(struct bus *b, struct bus_job *job, void *arg)
+{
+    (void)b;
+    struct chat *ch = arg;
+    /* the payload is the gateway frame as received; the message is its "d" */
+    struct json_object *frame = json_tokener_parse(job->payload), *m = jobj(frame, "d"), *author = jobj(m, "author");
+    if (!m || !json_object_is_type(m, json_type_object) || !jstr(m, "id") || !jstr(m, "channel_id") ||
+        !jstr(author, "id")) {
+        json_object_put(frame);
+        bus_finish(job, BUS_FAILED, "bad message payload");
+        return;
+    }
+    struct answer *a = answer_new(ch, job);
+    a->msg = frame;
+    a->message_id = jstr(m, "id");
+    a->channel_id = jstr(m, "channel_id");
+    a->guild_id = jstr(m, "guild_id");
+    a->user_id = jstr(author, "id");
+    a->question = message_question(m);
+    a->ko = has_hangul(a->question) || !a->question[0];
+    if (!strcmp(job->type, "discord.mention")) {
+        message_answer(a);
+        return;
+    }
+    char key[200];
+    chatmode_key(a, a->channel_id, key, sizeof(key));
+    const char *av[] = {"GET", key};
+    a->waiting++;
+    int rc = rds_cmd(core_redis(ch->core), on_chatmode_get, a, 2, av, NULL);
+    if (rc)
+        on_chatmode_get(NULL, rc, NULL, a);
+}
+
+/* ---- the instance --------------------------------------------------------------------------- */
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct chat *ch = t->data;
+    struct store *s = core_store(ch->core);
+    if (s && store_up(s))
+        conv_expire(s, core_config(ch->core)->session_ttl_minutes, 1000, NULL, NULL);
+}
+
+static void chat_health(struct json_object *health, void *arg)
+{
+    struct chat *ch = arg;
+    if (!ch->keys)
+        return;
+    struct buf b;
+    buf_init(&b, 64 << 10);
+    if (!keypool_snapshot(ch->keys, uv_now(core_loop(ch->core)), &b)) {
+        struct json_object *k = json_tokener_parse(buf_str(&b));
+        if (k)
+            json_object_object_add(health, "keys", k);
+    }
+    buf_free(&b);
+}
+
+static void chat_redis_up(void *arg)
+{
+    struct chat *ch = arg;
+    if (ch->keys)
+        keypool_resync(ch->keys, uv_now(core_loop(ch->core)));
+}
+
+static void on_sweep_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
 }
 
 static void chat_close(void *arg)
@@ -425,7 +850,7 @@ static void chat_close(void *arg)
     struct chat *ch = arg;
     if (ch->keys)
         keypool_free(ch->keys);
-    mem_free(ch);
+    uv_close((uv_handle_t *)&ch->sweep, on_sweep_closed);
 }
 
 int chat_setup(struct core *c)
@@ -433,7 +858,6 @@ int chat_setup(struct core *c)
     const struct config *cfg = core_config(c);
     struct chat *ch = mem_calloc(1, sizeof(*ch));
     ch->core = c;
-    ch->http = core_http(c);
     if (secret_isset(&cfg->openai_keys)) {
         int rc = keypool_new(core_loop(c), core_redis(c), cfg->redis_prefix, "openai", cfg->name, &cfg->openai_keys,
                              NULL, &ch->keys);
@@ -445,8 +869,22 @@ int chat_setup(struct core *c)
         log_warn("no OPENAI_API_KEY for this instance: requests go without a key (fine for local servers)",
                  LF_INT("key_index", cfg->key_index));
     }
+    if (!core_store(c))
+        log_warn("DATABASE_URL not set: chat runs without conversation memory and usage records");
+    uv_timer_init(core_loop(c), &ch->sweep);
+    ch->sweep.data = ch;
+    uv_timer_start(&ch->sweep, on_sweep, SWEEP_EVERY_MS, SWEEP_EVERY_MS);
+    uv_unref((uv_handle_t *)&ch->sweep);
     log_info("chat ready", LF_STR("base_url", cfg->openai_base_url), LF_STR("model", cfg->openai_model),
-             LF_INT("keys", ch->keys ? keypool_size(ch->keys) : 0));
+             LF_INT("keys", ch->keys ? keypool_size(ch->keys) : 0), LF_BOOL("moderation", cfg->moderation),
+             LF_INT("context_turns", cfg->context_max_turns));
     core_at_close(c, chat_close, ch);
-    return bus_register(core_bus(c), "discord.interaction", on_interaction, ch);
+    struct core_hooks hooks = {.health = chat_health, .redis_up = chat_redis_up};
+    core_set_hooks(c, &hooks, ch);
+    int rc = bus_register(core_bus(c), "discord.interaction", on_interaction, ch);
+    if (!rc)
+        rc = bus_register(core_bus(c), "discord.message", on_message, ch);
+    if (!rc)
+        rc = bus_register(core_bus(c), "discord.mention", on_message, ch);
+    return rc;
 }

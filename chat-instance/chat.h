@@ -1,13 +1,18 @@
-/* chat: /채팅 and /chat — a streamed answer from an OpenAI-compatible model.
+/* chat: the chat role — streamed answers from an OpenAI-compatible model.
  *
- * The deferred response is edited as the answer streams in, at most once
- * per EDIT_INTERVAL_MS (the REST client's rate-limit lanes may slow it
- * further), with the part that fits one message; at the end the whole
- * answer is split at paragraph, sentence or code-block boundaries and the
- * rest follows as follow-up messages. Keys come from the instance's key
- * pool: a key that hits a rate limit cools down, one out of quota or
- * refused is taken out, and the next is tried; when none is left, or the
- * provider keeps failing, the user is told when to try again. */
+ * Jobs it serves (see docs/chat.md):
+ *  - discord.interaction: /채팅 /chat (a streamed answer in the deferred
+ *    response), /초기화 /reset (forget the caller's conversation here),
+ *    /채팅모드 /chatmode (answer every message of the channel, kept in
+ *    Redis), /사용량 /usage (the caller's usage today);
+ *  - discord.mention (a chat-channel message mentioning the bot, or a DM)
+ *    and discord.message (other chat-channel messages: answered only while
+ *    the channel's chat mode is on), answered as a streamed reply.
+ * A question goes through the per-user limits (ulimit), moderation when
+ * MODERATION is on, the conversation's history (conv; skipped while
+ * PostgreSQL is away), then the model with a key from the key pool; the
+ * answer streams through reply.h; a complete answer is remembered and its
+ * usage recorded. */
 #ifndef CHAT_CHAT_H
 #define CHAT_CHAT_H
 

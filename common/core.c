@@ -45,6 +45,8 @@ struct core {
         void *arg;
     } at_close[8];
     int nat_close;
+    struct core_hooks hooks; /* the role's */
+    void *hooks_arg;
     uv_timer_t beat_timer, drain_timer, lag_timer;
     /* loop lag: how late a 50 ms timer fires; the worst of the current and
      * of the last heartbeat window. Proof that nothing blocks the loop. */
@@ -93,6 +95,12 @@ struct drest *core_rest(struct core *c)
 struct hcl *core_http(struct core *c)
 {
     return c->http;
+}
+
+void core_set_hooks(struct core *c, const struct core_hooks *h, void *arg)
+{
+    c->hooks = *h;
+    c->hooks_arg = arg;
 }
 
 int core_at_close(struct core *c, void (*fn)(void *arg), void *arg)
@@ -195,6 +203,8 @@ static void on_redis_state(struct rds *r, int up, void *arg)
     if (up) {
         bus_cmd_up(c->bus);
         send_beat(c);
+        if (c->hooks.redis_up && c->state == CS_RUNNING)
+            c->hooks.redis_up(c->hooks_arg);
     }
 }
 
@@ -262,6 +272,8 @@ static void on_health(struct httpd_req *req, void *arg)
     json_object_object_add(o, "inflight", json_object_new_int64(st.inflight));
     json_object_object_add(o, "processed", json_object_new_int64((int64_t)st.processed));
     json_object_object_add(o, "failed", json_object_new_int64((int64_t)(st.failed + st.dead)));
+    if (c->hooks.health && c->state == CS_RUNNING)
+        c->hooks.health(o, c->hooks_arg);
     size_t len;
     const char *body = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
     httpd_respond(req, http, "application/json", body, len);

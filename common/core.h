@@ -39,6 +39,17 @@ struct store *core_store(struct core *c);
 struct drest *core_rest(struct core *c);
 /* The process's HTTP client (providers). */
 struct hcl *core_http(struct core *c);
+/* What a role adds to the instance; any member may be NULL. Called only
+ * while the instance runs (not while draining or closing). */
+struct json_object;
+struct core_hooks {
+    /* add the role's fields to the /health JSON object */
+    void (*health)(struct json_object *health, void *arg);
+    /* the Redis command connection came up (again): rewrite mirrored state */
+    void (*redis_up)(void *arg);
+};
+void core_set_hooks(struct core *c, const struct core_hooks *h, void *arg);
+
 /* fn(arg) runs at shutdown, after in-flight jobs were cancelled and before
  * the HTTP client and the store close (last registered runs first). */
 int core_at_close(struct core *c, void (*fn)(void *arg), void *arg);

@@ -158,6 +158,22 @@ def test_key_rotation_and_exhaustion(t):
 
 
 @harness.timeout(120)
+def test_key_rotation_on_quota_and_refused_keys(t):
+    keys = {"sk-no-money": "429_quota", "sk-revoked": "401", "sk-works": "ok"}
+    redis, sim, ai, chat = setup(t, keys=keys)
+    answered(sim, ask(sim, "first"), "first")
+    calls = [e for e in ai.log() if e.get("path", "").endswith("/chat/completions")]
+    check(sorted(e["status"] for e in calls) == [200, 401, 429], "each key tried once: %r" %
+          [e.get("status") for e in calls])
+    answered(sim, ask(sim, "second"), "second")
+    calls = [e for e in ai.log() if e.get("path", "").endswith("/chat/completions")]
+    check(len(calls) == 4 and calls[-1]["status"] == 200, "the bad keys left the rotation: %r" %
+          [e.get("status") for e in calls])
+    states = {k["state"] for k in chat.health()[1]["keys"]["keys"]}
+    check(states == {"ok", "out"}, states)
+
+
+@harness.timeout(120)
 def test_provider_errors_give_clear_replies(t):
     redis, sim, ai, chat = setup(t, keys={"sk-broken": "500"}, LLM_TIMEOUT_SEC="5")
     ix = ask(sim, "hello?", locale="ko")

@@ -12,27 +12,21 @@
 
 Also a tiny blocking client (ai.chat / openaiclient.chat) that reads the raw
 HTTP bytes itself, so the simulator's own tests can check framing. Python 3
-standard library only; the control API is in tests/sim/README-openai.md.
+standard library only; the control API is in tests/sim/README-openai.md;
+starting and stopping the process is simproc's.
 """
 
-import contextlib
 import hashlib
 import json
 import os
-import random
-import select
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-SIM_PATH = os.path.join(ROOT, "tests", "sim", "openai_sim.py")
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+import simproc
+
+SIM_PATH = os.path.join(simproc.SIM_DIR, "openai_sim.py")
+PYTHON = simproc.PYTHON
 
 DEFAULT_KEY = "sk-sim-default-0123456789"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -40,9 +34,6 @@ DEFAULT_MODEL = "gpt-4o-mini"
 
 class SimError(Exception):
     pass
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def fingerprint(key):
@@ -57,64 +48,21 @@ def http(method, url, body=None, headers=None, timeout=10.0):
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         hdrs.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    try:
-        with _OPENER.open(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+    return simproc.send(method, url, data, hdrs, timeout)
 
 
-class OpenAISim:
+class OpenAISim(simproc.SimProcess):
     """A running simulator process plus its control API."""
 
+    error = SimError
+    http = staticmethod(http)
+
     def __init__(self, proc, port, log_path):
-        self.proc, self.port, self.log_path = proc, port, log_path
-        self.base = "http://127.0.0.1:%d" % port
+        simproc.SimProcess.__init__(self, proc, port, log_path)
         self.info = self.get("/_sim/info")
         self.base_url = self.info["base_url"]
 
-    # -- process
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, timeout=10.0):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return "\n".join(f.read().splitlines()[-n:])
-        except OSError:
-            return ""
-
-    # -- control API
-
-    def call(self, method, path, body=None, timeout=30.0):
-        status, _h, data = http(method, self.base + path, body, timeout=timeout)
-        try:
-            obj = json.loads(data) if data else None
-        except ValueError:
-            obj = data
-        if status >= 400:
-            raise SimError("%s %s -> %d %s" % (method, path, status, obj))
-        return obj
-
-    def get(self, path, **kw):
-        return self.call("GET", path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return self.call("POST", path, {} if body is None else body, **kw)
+    # -- control API (call, get, post: simproc.SimProcess)
 
     def keys(self, key, behaviour="ok", **opts):
         """Register a key (or change how it behaves); returns its info."""
@@ -164,57 +112,15 @@ def start(t=None, keys=None, config=None, args=(), timeout=15.0, log_path=None):
     """Start a simulator on a free port and wait for `SIM READY`. keys:
     {key: behaviour}. With a harness TestContext `t` it is stopped at
     teardown and its stderr goes to t.tmp/openai-sim-*.log."""
-    if log_path is None:
-        log_path = os.path.join(t.tmp if t is not None else os.environ.get("TMPDIR", "/tmp"),
-                                "openai-sim-%d.log" % random.getrandbits(24))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    if os.environ.get("TESTRUN_TOKEN"):
-        env["TESTRUN_TOKEN"] = os.environ["TESTRUN_TOKEN"]
     argv = [PYTHON, SIM_PATH, "--port", "0"] + list(args)
-    preexec = None
-    try:
-        import harness  # die with the test process, like the harness' servers
-        preexec = harness._preexec()
-    except (ImportError, AttributeError):
-        pass
-    logf = open(log_path, "ab")
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
-                                env=env, start_new_session=True, preexec_fn=preexec)
-    finally:
-        logf.close()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            proc.kill()
-            with open(log_path, errors="replace") as f:
-                raise SimError("openai simulator did not start: %r\n%s" % (line, f.read()[-3000:]))
-        r, _, _ = select.select([proc.stdout], [], [], left)
-        if r:
-            b = os.read(proc.stdout.fileno(), 1)
-            if b:
-                line += b
-    text = line.decode().strip()
-    if not text.startswith("SIM READY port="):
-        proc.kill()
-        raise SimError("unexpected first line from the openai simulator: %r" % text)
-    sim = OpenAISim(proc, int(text.split("=", 1)[1]), log_path)
-    if t is not None:
-        t.cleanup(sim.stop)
-        t.cleanup(_print_tail, sim)
+    proc, port, log_path = simproc.start(argv, "openai-sim", "openai simulator", t, timeout, log_path, SimError)
+    sim = OpenAISim(proc, port, log_path)
+    simproc.stop_at_teardown(t, sim, "openai-sim")
     for k, b in (keys or {}).items():
         sim.keys(k, b)
     if config:
         sim.config(**config)
     return sim
-
-
-def _print_tail(sim):
-    state = "running" if sim.alive() else "exited with %s" % sim.proc.returncode
-    sys.stdout.write("--- openai-sim (%s): last lines of %s ---\n%s\n" % (state, sim.log_path, sim.log_tail(12)))
-    sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------

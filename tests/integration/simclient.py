@@ -11,7 +11,7 @@
 Also a small blocking gateway client (GatewayClient) and a REST caller
 (sim.api) so the simulator's own tests can play the bot. Python 3 standard
 library only; every call has a timeout. The control API is described in
-tests/sim/README.md.
+tests/sim/README.md; starting and stopping the process is simproc's.
 """
 
 import base64
@@ -20,21 +20,16 @@ import hashlib
 import json
 import os
 import random
-import select
 import socket
 import struct
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-SIM_PATH = os.path.join(ROOT, "tests", "sim", "discord_sim.py")
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+import simproc
+
+SIM_PATH = os.path.join(simproc.SIM_DIR, "discord_sim.py")
+PYTHON = simproc.PYTHON
 
 DEFAULT_TOKEN = "sim-bot-token.0123456789"
 DEFAULT_APP_ID = "223456789012345678"
@@ -43,13 +38,6 @@ BOT_UA = "DiscordBot (https://example.invalid, 1.0)"
 
 class SimError(Exception):
     pass
-
-
-def _no_proxy_opener():
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-_OPENER = _no_proxy_opener()
 
 
 def http(method, url, body=None, headers=None, timeout=10.0):
@@ -65,12 +53,7 @@ def http(method, url, body=None, headers=None, timeout=10.0):
         else:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    try:
-        with _OPENER.open(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+    return simproc.send(method, url, data, hdrs, timeout)
 
 
 def multipart(payload, files):
@@ -89,65 +72,27 @@ def multipart(payload, files):
     return "multipart/form-data; boundary=" + boundary, b"".join(out)
 
 
-class Sim:
+class Sim(simproc.SimProcess):
     """A running simulator process plus its control API."""
 
+    error = SimError
+    http = staticmethod(http)
+
     def __init__(self, proc, port, token, app_id, log_path):
-        self.proc, self.port, self.token, self.app_id = proc, port, token, app_id
-        self.log_path = log_path
-        self.base = "http://127.0.0.1:%d" % port
+        simproc.SimProcess.__init__(self, proc, port, log_path)
+        self.token, self.app_id = token, app_id
         self.info = self.get("/_sim/info")
         self.public_key_hex = self.info["public_key_hex"]
         self.api_base = self.info["api_base"]
         self.gateway_url = self.info["gateway_url"]
         self.bot_user_id = self.info["bot_user_id"]
 
-    # -- process
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, timeout=10.0):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return "\n".join(f.read().splitlines()[-n:])
-        except OSError:
-            return ""
-
     def bot_env(self):
         """The bot's environment for talking to this simulator."""
         return {"DISCORD_TOKEN": self.token, "DISCORD_APPLICATION_ID": self.app_id,
                 "DISCORD_PUBLIC_KEY": self.public_key_hex, "DISCORD_API_BASE": self.api_base}
 
-    # -- control API
-
-    def call(self, method, path, body=None, timeout=30.0):
-        status, _h, data = http(method, self.base + path, body, timeout=timeout)
-        try:
-            obj = json.loads(data) if data else None
-        except ValueError:
-            obj = data
-        if status >= 400:
-            raise SimError("%s %s -> %d %s" % (method, path, status, obj))
-        return obj
-
-    def get(self, path, **kw):
-        return self.call("GET", path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return self.call("POST", path, {} if body is None else body, **kw)
+    # -- control API (call, get, post: simproc.SimProcess)
 
     def add_guild(self, gid, name=None, channels=()):
         return self.post("/_sim/guilds", {"id": str(gid), "name": name or "guild", "channels": list(channels)})
@@ -263,59 +208,15 @@ def start(t=None, token=DEFAULT_TOKEN, application_id=DEFAULT_APP_ID, args=(), t
           log_path=None, config=None):
     """Start a simulator on a free port and wait for `SIM READY`. With a
     harness TestContext `t` it is stopped at teardown and its stderr goes to
-    t.tmp/discord-sim.log (shown when the test fails)."""
-    if log_path is None:
-        log_path = os.path.join(t.tmp if t is not None else os.environ.get("TMPDIR", "/tmp"),
-                                "discord-sim-%d.log" % random.getrandbits(24))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    if os.environ.get("TESTRUN_TOKEN"):
-        env["TESTRUN_TOKEN"] = os.environ["TESTRUN_TOKEN"]
+    t.tmp/discord-sim-*.log (its tail is printed at teardown, shown when the
+    test fails)."""
     argv = [PYTHON, SIM_PATH, "--port", "0", "--token", token, "--application-id", application_id] + list(args)
-    preexec = None
-    try:
-        import harness  # kill the simulator with the test process, like the harness' servers
-        preexec = harness._preexec()
-    except (ImportError, AttributeError):
-        pass
-    log = open(log_path, "ab")
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                env=env, start_new_session=True, preexec_fn=preexec)
-    finally:
-        log.close()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            proc.kill()
-            with open(log_path, errors="replace") as f:
-                raise SimError("simulator did not start: %r\n%s" % (line, f.read()[-3000:]))
-        r, _, _ = select.select([proc.stdout], [], [], left)
-        if r:
-            b = os.read(proc.stdout.fileno(), 1)
-            if not b:
-                continue
-            line += b
-    text = line.decode().strip()
-    if not text.startswith("SIM READY port="):
-        proc.kill()
-        raise SimError("unexpected first line from the simulator: %r" % text)
-    sim = Sim(proc, int(text.split("=", 1)[1]), token, application_id, log_path)
-    if t is not None:
-        t.cleanup(sim.stop)
-        t.cleanup(_print_tail, sim)
+    proc, port, log_path = simproc.start(argv, "discord-sim", "simulator", t, timeout, log_path, SimError)
+    sim = Sim(proc, port, token, application_id, log_path)
+    simproc.stop_at_teardown(t, sim, "discord-sim")
     if config:
         sim.config(**config)
     return sim
-
-
-def _print_tail(sim):
-    # The runner shows a test's output only when it fails (or with -v), so
-    # the simulator's side of the story is always printed at teardown.
-    state = "running" if sim.alive() else "exited with %s" % sim.proc.returncode
-    sys.stdout.write("--- discord-sim (%s): last lines of %s ---\n%s\n" % (state, sim.log_path, sim.log_tail(12)))
-    sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------

@@ -7,20 +7,13 @@
  * connection, as in a role process, whose state callback tells the bus
  * when it is up (what core.c does). Raw checks and the "other consumers"
  * (a dead one that never acks, a thief) use a blocking hiredis context,
- * which is fine in test code. The loop runs under a guard timer so a case
- * waiting for something that never happens fails instead of hanging, and
- * every case closes everything and checks that the loop closes with no
- * handle left (ASan/LSan stay clean). */
-#include <arpa/inet.h>
+ * which is fine in test code. The loop runs under a guard timer
+ * (ut_loop.h) so a case waiting for something that never happens fails
+ * instead of hanging, and every case closes everything and checks that the
+ * loop closes with no handle left (ASan/LSan stay clean). */
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -31,79 +24,31 @@
 #include "log.h"
 #include "rds.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_redis.h"
+#include "ut_sys.h"
 
 #define ROLE "role"
 
 static uv_loop_t loop;
-static uv_timer_t guard, tick;
-static int guard_expired;
+static struct utloop lp;
 static char shared_url[512];
 static char shared_host[256];
 static int shared_port;
 static char prefix[64]; /* "t<pid>_<case>" */
 static char stream[128]; /* <prefix>:jobs:role */
 static char dead_key[128];
-static int log_fd = -1;
+static struct utredis_srv *own; /* a redis-server of this case's own, for a case that has to stop Redis */
 
 /* ---- the loop ----------------------------------------------------------- */
 
-static void on_guard(uv_timer_t *t)
-{
-    (void)t;
-    guard_expired = 1;
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    (void)t; /* only wakes the loop so raw conditions are polled */
-}
-
-static void guard_start(int ms)
-{
-    guard_expired = 0;
-    uv_timer_start(&guard, on_guard, (uint64_t)ms, 0);
-    uv_timer_start(&tick, on_tick, 20, 20);
-}
-
-static void guard_stop(void)
-{
-    uv_timer_stop(&guard);
-    uv_timer_stop(&tick);
-}
-
-/* Run the loop until cond holds or ms pass; fail in the latter case. */
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        guard_start(ms);                                                                           \
-        while (!(cond) && !guard_expired)                                                          \
-            uv_run(&loop, UV_RUN_ONCE);                                                            \
-        guard_stop();                                                                              \
-        if (!(cond))                                                                               \
-            UT_FAIL("timed out after %d ms waiting for %s", (ms), #cond);                          \
-    } while (0)
-
-/* Run the loop for ms, failing at once if cond stops holding. */
-#define HOLDS_FOR(cond, ms)                                                                        \
-    do {                                                                                           \
-        guard_start(ms);                                                                           \
-        while ((cond) && !guard_expired)                                                           \
-            uv_run(&loop, UV_RUN_ONCE);                                                            \
-        guard_stop();                                                                              \
-        if (!(cond))                                                                               \
-            UT_FAIL("no longer true: %s", #cond);                                                  \
-    } while (0)
+#define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
+#define HOLDS_FOR(cond, ms) UTLOOP_HOLDS_FOR(&lp, cond, ms)
 
 static void run_for(int ms)
 {
-    guard_start(ms);
-    while (!guard_expired)
-        uv_run(&loop, UV_RUN_ONCE);
-    guard_stop();
-}
-
-static uint64_t mono_ms(void)
-{
-    return uv_hrtime() / 1000000;
+    utloop_run_for(&lp, ms);
 }
 
 static int64_t wall_ms(void)
@@ -113,113 +58,19 @@ static int64_t wall_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* ---- an own redis-server, for a case that has to stop Redis --------------- */
-
-static pid_t own_pid;
-static int own_port;
-static char own_log[256];
-
-static void own_reap(void)
-{
-    if (own_pid <= 0)
-        return;
-    kill(own_pid, SIGCONT); /* a stopped server must be able to die */
-    kill(own_pid, SIGKILL);
-    waitpid(own_pid, NULL, 0);
-    own_pid = 0;
-}
-
-static int own_answers(void)
-{
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", own_port, tv);
-    int ok = 0;
-    if (c && !c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        ok = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-    }
-    if (c)
-        redisFree(c);
-    return ok;
-}
-
-/* redis-server on a free port of 127.0.0.1, no persistence; killed at exit. */
-static void own_start(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
-    own_port = ntohs(a.sin_port);
-    const char *tmp = getenv("TMPDIR");
-    tmp = tmp && tmp[0] ? tmp : "/tmp";
-    char port[16];
-    snprintf(port, sizeof(port), "%d", own_port);
-    snprintf(own_log, sizeof(own_log), "%s/redis-%s-%d.log", tmp, prefix, own_port);
-    const char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                          "no", "--dir", tmp, NULL};
-    own_pid = fork();
-    UT_ASSERT(own_pid >= 0);
-    if (own_pid == 0) {
-        int lfd = open(own_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (lfd >= 0) {
-            dup2(lfd, STDOUT_FILENO);
-            dup2(lfd, STDERR_FILENO);
-        }
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    uint64_t t0 = mono_ms();
-    while (!own_answers()) {
-        if (waitpid(own_pid, NULL, WNOHANG) == own_pid) {
-            own_pid = 0;
-            UT_FAIL("redis-server on port %d exited at start (log: %s)", own_port, own_log);
-        }
-        if (mono_ms() - t0 > 10000)
-            UT_FAIL("redis-server on port %d does not answer (log: %s)", own_port, own_log);
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-    }
-}
-
 /* ---- raw blocking client ---------------------------------------------------- */
 
 static redisContext *rawc;
 
 static redisContext *raw_conn(void)
 {
-    if (rawc)
-        return rawc;
-    struct timeval tv = {5, 0};
-    rawc = redisConnectWithTimeout(shared_host, shared_port, tv);
-    if (!rawc || rawc->err)
-        UT_FAIL("raw connect %s:%d: %s", shared_host, shared_port, rawc ? rawc->errstr : "out of memory");
-    redisSetTimeout(rawc, tv);
+    if (!rawc)
+        rawc = utredis_connect(shared_host, shared_port, 5000);
     return rawc;
 }
 
-/* A command from a NULL-terminated list of strings. The caller frees it. */
-static redisReply *raw(const char *a0, ...)
-{
-    const char *argv[32] = {a0};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, a0);
-    for (const char *a = va_arg(ap, const char *); a && argc < 32; a = va_arg(ap, const char *))
-        argv[argc++] = a;
-    va_end(ap);
-    redisContext *c = raw_conn();
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-    if (!r)
-        UT_FAIL("raw %s: %s", a0, c->errstr);
-    return r;
-}
-
-#define RAW(...) raw(__VA_ARGS__, (const char *)NULL)
+/* A command on the shared server; the caller frees the reply. */
+#define RAW(...) utredis_cmd(raw_conn(), __VA_ARGS__, (const char *)NULL)
 
 static void raw_void(redisReply *r)
 {
@@ -304,39 +155,7 @@ static size_t raw_take(const char *consumer)
 
 static void cleanup_keys(void)
 {
-    if (!prefix[0] || !shared_port)
-        return;
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(shared_host, shared_port, tv);
-    if (c && !c->err) {
-        redisSetTimeout(c, tv);
-        char match[80], cursor[32] = "0";
-        snprintf(match, sizeof(match), "%s*", prefix);
-        do {
-            redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, match);
-            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-                if (r)
-                    freeReplyObject(r);
-                break;
-            }
-            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-            for (size_t i = 0; i < r->element[1]->elements; i++) {
-                redisReply *d = redisCommand(c, "DEL %b", r->element[1]->element[i]->str,
-                                             r->element[1]->element[i]->len);
-                if (d)
-                    freeReplyObject(d);
-            }
-            freeReplyObject(r);
-        } while (strcmp(cursor, "0"));
-    }
-    if (c)
-        redisFree(c);
-}
-
-static void at_exit(void)
-{
-    own_reap();
-    cleanup_keys();
+    utredis_del_prefix(shared_host, shared_port, 1u << 0, prefix);
 }
 
 /* ---- per-case environment ---------------------------------------------- */
@@ -344,60 +163,29 @@ static void at_exit(void)
 static void env_setup(const char *name)
 {
     static int registered;
-    const char *lv = getenv("TEST_LOG_LEVEL"); /* e.g. debug, when chasing a failure */
-    int level = lv ? log_level_parse(lv) : -1;
-    log_setup("test", "bus", level >= 0 ? (enum log_level)level : LOG_WARN, -1);
-    const char *url = getenv("TEST_REDIS_URL");
-    if (!url || !url[0])
-        UT_FAIL("TEST_REDIS_URL is not set (tests/run.py sets it)");
-    if (sscanf(url, "redis://%255[^:/]:%d", shared_host, &shared_port) != 2)
-        UT_FAIL("TEST_REDIS_URL must look like redis://host:port/db, not %s", url);
+    utlog_setup("test", "bus", LOG_WARN);
+    utredis_shared(shared_host, &shared_port);
     snprintf(shared_url, sizeof(shared_url), "redis://%s:%d/0", shared_host, shared_port);
     snprintf(prefix, sizeof(prefix), "t%d_%s", (int)getpid(), name);
     snprintf(stream, sizeof(stream), "%s:jobs:%s", prefix, ROLE);
     snprintf(dead_key, sizeof(dead_key), "%s:dead", prefix);
     if (!registered++)
-        atexit(at_exit);
+        atexit(cleanup_keys); /* own servers: ut_redis kills them at exit */
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &guard);
-    uv_timer_init(&loop, &tick);
+    utloop_init(&lp, &loop, 20);
 }
 
 static void env_teardown(void)
 {
-    if (log_fd >= 0) {
-        log_setup("test", "bus", LOG_WARN, STDERR_FILENO);
-        close(log_fd);
-        log_fd = -1;
-    }
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0); /* every handle of every bus and rds was released */
+    utlog_stop(LOG_WARN);
+    utloop_shutdown(&lp); /* every handle of every bus and rds was released */
     if (rawc) {
         redisFree(rawc);
         rawc = NULL;
     }
-    own_reap();
+    utredis_kill_all();
+    own = NULL;
     cleanup_keys();
-}
-
-static void log_capture(void)
-{
-    char path[] = "/tmp/test_bus_log_XXXXXX";
-    log_fd = mkstemp(path);
-    UT_ASSERT(log_fd >= 0);
-    unlink(path);
-    log_setup("test", "bus", LOG_DEBUG, log_fd);
-}
-
-static const char *log_captured(void)
-{
-    static char text[512 * 1024];
-    ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
-    UT_ASSERT(n >= 0);
-    text[n] = '\0';
-    return text;
 }
 
 /* ---- handlers ---------------------------------------------------------------- */
@@ -521,7 +309,7 @@ static void on_job(struct bus *b, struct bus_job *job, void *arg)
     c->payload_len = job->payload_len;
     c->queued_ms = job->queued_ms;
     c->redelivered = job->redelivered;
-    c->at_ms = mono_ms();
+    c->at_ms = utsys_mono_ms();
     c->job = job;
     r->running++;
     if (r->running > r->max_running)
@@ -860,7 +648,7 @@ static const char *fieldv(const redisReply *kv, const char *name)
 static void test_dead_letters(void)
 {
     env_setup("dead");
-    log_capture();
+    utlog_start("test", "bus", NULL);
     struct rec r = {.mode = H_DONE};
     struct bus_opts o = default_opts();
     struct tb t;
@@ -895,7 +683,7 @@ static void test_dead_letters(void)
     UT_EQ_INT(raw_int(RAW("XLEN", dead_key)), 3);
     UT_EQ_INT(r.calls, 1);
     tb_close(&t);
-    const char *text = log_captured();
+    const char *text = utlog_text();
     UT_CONTAINS(text, "job dead-lettered");
     env_teardown();
 }
@@ -912,7 +700,7 @@ static void test_reclaim_from_dead_consumer(void)
         raw_add("t.job", p, ids[i], sizeof(ids[i]));
     }
     UT_EQ_INT(raw_take("ghost-9"), 3); /* then it dies without acking */
-    uint64_t taken = mono_ms();
+    uint64_t taken = utsys_mono_ms();
     UT_EQ_INT(pending("ghost-9"), 3);
 
     struct bus_opts o = default_opts();
@@ -1003,10 +791,10 @@ static void test_restart_recovers_own_pending(void)
     UT_EQ_INT(pending("role-1"), 2);
 
     struct rec r2 = {.mode = H_DONE};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = utsys_mono_ms();
     tb_open(&t, &o, &r2);
     WAIT_FOR(r2.calls == 2, 5000);
-    UT_ASSERT(mono_ms() - t0 < 5000);
+    UT_ASSERT(utsys_mono_ms() - t0 < 5000);
     UT_EQ_INT(rec_count_id(&r2, a.id), 1);
     UT_EQ_INT(rec_count_id(&r2, b.id), 1);
     UT_EQ_INT(r2.c[0].redelivered, 1);
@@ -1084,7 +872,7 @@ static void test_drain_waits_for_jobs_and_acks(void)
 static void test_trimmed_pending_entry(void)
 {
     env_setup("trimmed");
-    log_capture();
+    utlog_start("test", "bus", NULL);
     struct rec r = {.mode = H_DONE};
     raw_group();
     char gone[48], kept[48], ghost[48];
@@ -1112,7 +900,7 @@ static void test_trimmed_pending_entry(void)
     UT_EQ_INT(r.calls, 2);
     UT_EQ_INT(stats(&t).dead, 0);
     tb_close(&t);
-    const char *text = log_captured();
+    const char *text = utlog_text();
     UT_CONTAINS(text, "pending job no longer in the stream");
     UT_CONTAINS(text, gone);
     env_teardown();
@@ -1125,9 +913,9 @@ static void test_acks_kept_while_redis_away(void)
      * command connection is down, so its ack cannot be sent. It is kept
      * and sent when Redis is back, and the job, which the reader finds
      * again in its pending list after reconnecting, does not run twice. */
-    own_start();
+    own = utredis_start(prefix, NULL);
     char url[128];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", own_port);
+    utredis_url(own, NULL, 0, url, sizeof(url));
     struct rec r = {.mode = H_HOLD};
     struct bus_opts o = default_opts();
     o.redis_url = url;
@@ -1138,7 +926,7 @@ static void test_acks_kept_while_redis_away(void)
     add_wait(&t, "t.job", "{\"away\":1}", 10, &a);
     WAIT_FOR(r.calls == 1, 5000);
 
-    UT_EQ_INT(kill(own_pid, SIGSTOP), 0);
+    utredis_signal(own, SIGSTOP);
     WAIT_FOR(!rds_up(t.cmd), 5000); /* a renewal got no answer */
     memset(&refused, 0, sizeof(refused));
     UT_EQ_INT(bus_add(t.bus, ROLE, "t.job", "{}", 2, on_added, &refused), -ENOTCONN);
@@ -1146,21 +934,21 @@ static void test_acks_kept_while_redis_away(void)
     /* the reader's blocked read stalls too (block_ms + 5 s): both
      * connections come back, and the reader re-reads its pending list */
     WAIT_FOR(!bus_reader_up(t.bus), 10000);
-    UT_EQ_INT(kill(own_pid, SIGCONT), 0);
+    utredis_signal(own, SIGCONT);
 
     struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", own_port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", own->port, tv);
     UT_ASSERT(c && !c->err);
     long long n = -1;
-    guard_start(10000);
-    while (n != 0 && !guard_expired) {
+    utloop_arm(&lp, 10000);
+    while (n != 0 && !lp.expired) {
         uv_run(&loop, UV_RUN_ONCE);
         redisReply *x = redisCommand(c, "XPENDING %s %s", stream, BUS_GROUP);
         UT_ASSERT(x && x->type == REDIS_REPLY_ARRAY);
         n = x->element[0]->integer;
         freeReplyObject(x);
     }
-    guard_stop();
+    utloop_disarm(&lp);
     UT_EQ_INT(n, 0); /* the kept ack went out */
     redisFree(c);
     WAIT_FOR(bus_reader_up(t.bus), 10000);

@@ -28,6 +28,7 @@
 #include "rds.h"
 #include "secret.h"
 #include "ut.h"
+#include "ut_sys.h"
 
 #define GUARD_MS 40000
 #define TOKEN "MTIzNDU2Nzg5.bot-SECRET-token_Zx9"
@@ -917,17 +918,6 @@ static void test_global_limit_shared(void)
 
 /* ---- Redis down: the local share ---------------------------------------------------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void count_lines(const char *hay, const char *needle, int *n)
 {
     *n = 0;
@@ -946,7 +936,7 @@ static void test_redis_down_local_share(void)
         fk_route("GET", fpaths[i], "b-chan", paths[i], 100, 10000);
     }
     char url[64], err[160];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", free_port());
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", utsys_free_port());
     UT_EQ_INT(rds_new(&F.loop, &(struct rds_opts){.url = url, .name = "down"}, on_rds_state, NULL,
                       &F.r[F.nr++], err, sizeof err),
               0);
@@ -1089,7 +1079,7 @@ static void test_transport_error(void)
 {
     fx_init("transport");
     char base[64];
-    snprintf(base, sizeof base, "http://127.0.0.1:%d/api/v10", free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/api/v10", utsys_free_port());
     struct drest *d = fx_drest((struct drest_opts){.api_base = base, .cluster_size = 1,
                                                    .retry_base_ms = 10, .max_attempts = 2});
     struct got g = {0}, p = {0};

@@ -5,9 +5,9 @@
  * user would notice through the simulator's control API (/_sim/...): what
  * Identify carried, heartbeats, what was resumed or replayed, which close
  * codes went over the wire. The test code is straight-line: RUN_UNTIL turns
- * the loop (a 5 ms ticker keeps each turn short) until a condition holds;
- * control requests are small blocking HTTP calls made between turns. At
- * the end the client is closed and the loop run dry, so ASan/LSan see any
+ * the loop (ut_loop.h; a 5 ms tick keeps each turn short) until a condition
+ * holds; control requests are small blocking HTTP calls made between turns.
+ * At the end the client is closed and the loop run dry, so ASan/LSan see any
  * leak, libwebsockets' included. */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,18 +32,12 @@
 #include "mem.h"
 #include "secret.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_sys.h"
 
 #define TOKEN "Bot.sim-token.xyz"
 #define INTENTS ((1 << 0) | (1 << 9) | (1 << 12) | (1 << 15))
-
-/* ---- time -------------------------------------------------------------------- */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- the simulator process ---------------------------------------------------- */
 
@@ -83,9 +77,7 @@ static void repo_root(char *out, size_t cap)
 static void child_start(struct sim *s, char *const argv[], const char *logname, const char *ready)
 {
     char logpath[PATH_MAX];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(logpath, sizeof logpath, "%s/%s.%d.log", tmp && *tmp ? tmp : "/tmp", logname,
-             (int)getpid());
+    snprintf(logpath, sizeof logpath, "%s/%s.%d.log", utsys_tmp_dir(), logname, (int)getpid());
     int p[2];
     UT_EQ_INT(pipe(p), 0);
     pid_t pid = fork();
@@ -107,10 +99,10 @@ static void child_start(struct sim *s, char *const argv[], const char *logname, 
     s->out_fd = p[0];
     char line[256] = "", want[64];
     size_t got = 0;
-    uint64_t deadline = now_ms() + 15000;
+    uint64_t deadline = utsys_mono_ms() + 15000;
     while (!strchr(line, '\n')) {
         struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - utsys_mono_ms());
         if (left <= 0 || poll(&pfd, 1, left) <= 0)
             UT_FAIL("%s did not start (log: %s)", logname, logpath);
         ssize_t n = read(p[0], line + got, sizeof line - 1 - got);
@@ -258,7 +250,8 @@ enum gate_mode { GATE_AT_ONCE, GATE_LATER, GATE_NEVER };
 
 struct fx {
     uv_loop_t loop;
-    uv_timer_t ticker, gate_timer;
+    struct utloop lp;
+    uv_timer_t gate_timer;
     struct sim sim;
     struct secret token;
     struct gw *g;
@@ -276,15 +269,9 @@ struct fx {
     uint64_t flood_t0, flood_t1;
     int flood_count;
     char logpath[PATH_MAX]; /* the client's log lines, checked for the token */
-    int log_fd;
     struct sim proxy;       /* TLS in front of the simulator, when a case needs it */
     char cert[PATH_MAX], key[PATH_MAX];
 };
-
-static void on_ticker(uv_timer_t *t)
-{
-    (void)t;
-}
 
 static void on_dispatch(struct gw *g, int64_t seq, const char *type, struct json_object *d,
                         const char *raw, size_t raw_len, void *arg)
@@ -377,32 +364,22 @@ static const struct gw_cbs cbs = {
     .fatal = on_fatal,
 };
 
-#define RUN_UNTIL(fx, cond, ms)                                                                    \
-    do {                                                                                           \
-        uint64_t run_dl = now_ms() + (ms);                                                         \
-        while (!(cond)) {                                                                          \
-            if (now_ms() > run_dl)                                                                 \
-                UT_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                 \
-            uv_run(&(fx)->loop, UV_RUN_ONCE);                                                      \
-        }                                                                                          \
-    } while (0)
+#define RUN_UNTIL(fx, cond, ms) UTLOOP_WAIT_FOR(&(fx)->lp, cond, ms)
 
 static void run_for(struct fx *fx, int ms)
 {
-    uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_ONCE);
+    utloop_run_for(&fx->lp, ms);
 }
 
 /* Poll a simulator value (every 50 ms) until it reaches at least want. */
 static int64_t wait_sim(struct fx *fx, const char *path, int64_t want, int ms)
 {
-    uint64_t dl = now_ms() + (uint64_t)ms;
+    uint64_t dl = utsys_mono_ms() + (uint64_t)ms;
     for (;;) {
         int64_t v = sim_gw_int(&fx->sim, path);
         if (v >= want)
             return v;
-        if (now_ms() > dl)
+        if (utsys_mono_ms() > dl)
             UT_FAIL("timed out: simulator %s is %lld, wanted %lld", path, (long long)v,
                     (long long)want);
         run_for(fx, 50);
@@ -412,23 +389,18 @@ static int64_t wait_sim(struct fx *fx, const char *path, int64_t want, int ms)
 static void fx_init(struct fx *fx, const char *sim_config)
 {
     memset(fx, 0, sizeof *fx);
-    fx->log_fd = -1;
     if (getenv("UT_DEBUG")) {
         log_set_level(LOG_DEBUG);
     } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(fx->logpath, sizeof fx->logpath, "%s/gw-client.%d.log",
-                 tmp && *tmp ? tmp : "/tmp", (int)getpid());
-        fx->log_fd = open(fx->logpath, O_RDWR | O_CREAT | O_TRUNC, 0644);
-        UT_ASSERT(fx->log_fd >= 0);
-        log_setup("test", "gw", LOG_DEBUG, fx->log_fd);
+        snprintf(fx->logpath, sizeof fx->logpath, "%s/gw-client.%d.log", utsys_tmp_dir(),
+                 (int)getpid());
+        utlog_start("test", "gw", fx->logpath);
     }
     sim_start(&fx->sim);
     if (sim_config)
         sim_post(&fx->sim, "/_sim/config", sim_config);
     UT_EQ_INT(uv_loop_init(&fx->loop), 0);
-    uv_timer_init(&fx->loop, &fx->ticker);
-    uv_timer_start(&fx->ticker, on_ticker, 5, 5);
+    utloop_init(&fx->lp, &fx->loop, 5);
     uv_timer_init(&fx->loop, &fx->gate_timer);
     fx->gate_timer.data = fx;
     secret_set(&fx->token, TOKEN);
@@ -488,11 +460,8 @@ static const char tls_proxy_py[] =
 
 static void fx_tls_proxy(struct fx *fx)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(fx->cert, sizeof fx->cert, "%s/gw-cert.%d.pem", tmp && *tmp ? tmp : "/tmp",
-             (int)getpid());
-    snprintf(fx->key, sizeof fx->key, "%s/gw-key.%d.pem", tmp && *tmp ? tmp : "/tmp",
-             (int)getpid());
+    snprintf(fx->cert, sizeof fx->cert, "%s/gw-cert.%d.pem", utsys_tmp_dir(), (int)getpid());
+    snprintf(fx->key, sizeof fx->key, "%s/gw-key.%d.pem", utsys_tmp_dir(), (int)getpid());
     pid_t pid = fork();
     UT_ASSERT(pid >= 0);
     if (pid == 0) {
@@ -535,44 +504,16 @@ static void fx_close_gw(struct fx *fx)
     fx->g = NULL;
 }
 
-/* The client's log so far (mem_free it); "" without capture. */
-static char *fx_log(const struct fx *fx)
-{
-    if (fx->log_fd < 0)
-        return mem_strdup("");
-    off_t n = lseek(fx->log_fd, 0, SEEK_END);
-    char *p = mem_alloc((size_t)n + 1);
-    UT_EQ_INT(pread(fx->log_fd, p, (size_t)n, 0), n);
-    p[n] = '\0';
-    return p;
-}
-
-static int fx_log_count(const struct fx *fx, const char *needle)
-{
-    char *log = fx_log(fx);
-    int n = 0;
-    for (const char *p = log; (p = strstr(p, needle)); p++)
-        n++;
-    mem_free(log);
-    return n;
-}
-
 static void fx_done(struct fx *fx)
 {
     fx_close_gw(fx);
-    char *log = fx_log(fx);
-    UT_NOT_CONTAINS(log, TOKEN); /* the token never reaches a log line */
+    const char *log = utlog_text(); /* "" when not captured */
+    UT_NOT_CONTAINS(log, TOKEN);    /* the token never reaches a log line */
     UT_NOT_CONTAINS(log, "sim-token");
-    mem_free(log);
-    if (fx->log_fd >= 0) {
-        log_setup("test", "gw", LOG_WARN, 2);
-        close(fx->log_fd);
-    }
+    utlog_stop(LOG_WARN);
     sim_stop(&fx->proxy);
-    uv_close((uv_handle_t *)&fx->ticker, NULL);
     uv_close((uv_handle_t *)&fx->gate_timer, NULL);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&fx->loop), 0); /* nothing of lws left on our loop */
+    utloop_shutdown(&fx->lp); /* nothing of lws left on our loop */
     secret_clear(&fx->token);
     sim_stop(&fx->sim);
 }
@@ -733,11 +674,11 @@ static void test_heartbeats(void)
     fx_ready(&fx, 1);
     int64_t seq = sim_dispatch(&fx, "beat");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = utsys_mono_ms();
     int64_t h0 = sim_gw_int(&fx.sim, "connections.-1.heartbeats");
     run_for(&fx, 2100);
     int64_t h1 = sim_gw_int(&fx.sim, "connections.-1.heartbeats");
-    double expect = (double)(now_ms() - t0) / 300.0;
+    double expect = (double)(utsys_mono_ms() - t0) / 300.0;
     UT_ASSERT(h1 - h0 >= (int64_t)expect - 1 && h1 - h0 <= (int64_t)expect + 2);
     UT_EQ_INT(sim_gw_int(&fx.sim, "connections.-1.last_heartbeat_d"), seq);
     UT_ASSERT(gw_latency_ms(fx.g) >= 0 && gw_latency_ms(fx.g) < 1000);
@@ -828,10 +769,10 @@ static void test_invalid_session(void)
     fx_ready(&fx, 1);
     char first[80];
     snprintf(first, sizeof first, "%s", fx.session);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = utsys_mono_ms();
     sim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":false}");
     RUN_UNTIL(&fx, fx.readies == 2, 10000);
-    uint64_t took = now_ms() - t0;
+    uint64_t took = utsys_mono_ms() - t0;
     UT_ASSERT(took >= 1000 && took < 7000);
     UT_EQ_INT(fx.gates, 2);
     UT_ASSERT(strcmp(first, fx.session) != 0);
@@ -1131,8 +1072,8 @@ static void test_no_hello(void)
     UT_EQ_INT(gw_start(fx.g, NULL), 0);
     run_for(&fx, 2000);
     UT_EQ_INT(fx.gates + fx.readies + fx.ups + fx.downs, 0);
-    if (fx.log_fd >= 0)
-        UT_ASSERT(fx_log_count(&fx, "gateway sent no Hello") >= 2);
+    if (utlog_active())
+        UT_ASSERT(utlog_count("gateway sent no Hello") >= 2);
     fx_done(&fx);
 }
 
@@ -1181,9 +1122,9 @@ static void test_wss_untrusted(void)
     UT_EQ_INT(fx.gates, 0);
     UT_EQ_INT(fx.readies, 0);
     UT_EQ_INT(sim_gw_int(&fx.sim, "identify_attempts"), 0);
-    if (fx.log_fd >= 0) {
-        UT_ASSERT(fx_log_count(&fx, "\"gateway connecting\"") >= 2);
-        UT_ASSERT(fx_log_count(&fx, "\"gateway connection lost\"") >= 1);
+    if (utlog_active()) {
+        UT_ASSERT(utlog_count("\"gateway connecting\"") >= 2);
+        UT_ASSERT(utlog_count("\"gateway connection lost\"") >= 1);
     }
     fx_done(&fx);
 }
@@ -1193,20 +1134,14 @@ static void test_connect_refused(void)
 {
     struct fx fx;
     fx_init(&fx, NULL);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
     char url[128];
-    snprintf(url, sizeof url, "ws://127.0.0.1:%d/gateway", ntohs(a.sin_port));
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/gateway", utsys_free_port());
     fx_gw_at(&fx, url, 1, 0, NULL);
     UT_EQ_INT(gw_start(fx.g, NULL), 0);
     run_for(&fx, 2200);
     UT_EQ_INT(fx.gates + fx.readies + fx.ups + fx.downs + fx.fatals, 0);
-    if (fx.log_fd >= 0) {
-        int attempts = fx_log_count(&fx, "\"gateway connecting\"");
+    if (utlog_active()) {
+        int attempts = utlog_count("\"gateway connecting\"");
         UT_ASSERT(attempts >= 2 && attempts <= 4);
     }
     fx_done(&fx);

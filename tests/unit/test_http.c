@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mem.h"
 #include "ut.h"
+#include "ut_sys.h"
 
 #define GUARD_MS 15000
 #define BIG_LEN (1024 * 1024 + 17)
@@ -384,19 +385,13 @@ static void test_max_response(void)
 
 static void test_conn_refused(void)
 {
-    /* Find a port nobody listens on: bind one, then let it go. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
+    int port = utsys_free_port(); /* nobody listens there */
     struct fx fx;
     fx_init(&fx);
     struct got g = {.fx = &fx};
     fx.pending = 1;
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
     const char *hdrs[] = {"Authorization: Bot sekrit-token-123", NULL};
     struct hcl_request rq = {.url = url, .headers = hdrs};
     UT_EQ_INT(hcl_request(fx.c, &rq, on_got, &g, NULL), 0);

@@ -2,7 +2,7 @@
  * cooldowns and the breaker are tested without waiting. The Redis mirror is
  * tested against the real redis-server in TEST_REDIS_URL, under a prefix of
  * this process ("t<pid>_kp"), deleted at exit; checks read it with a
- * blocking hiredis context, which is fine in test code. */
+ * blocking hiredis context, which is fine in test code (ut_redis.h). */
 #include <errno.h>
 #include <unistd.h>
 
@@ -17,35 +17,11 @@
 #include "rds.h"
 #include "secret.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_redis.h"
 
 static uv_loop_t loop;
-static int log_fd = -1;
-
-static void capture_logs(void)
-{
-    char path[] = "/tmp/test_keypool_log_XXXXXX";
-    log_fd = mkstemp(path);
-    UT_ASSERT(log_fd >= 0);
-    unlink(path);
-    log_setup("test", "keypool", LOG_DEBUG, log_fd);
-}
-
-static const char *captured(void)
-{
-    static char text[256 * 1024];
-    ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
-    UT_ASSERT(n >= 0);
-    text[n] = '\0';
-    return text;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *s = strstr(hay, needle); s; s = strstr(s + 1, needle))
-        n++;
-    return n;
-}
 
 static struct keypool *pool_new(const char *list, const struct keypool_opts *o)
 {
@@ -136,7 +112,7 @@ static void test_all_cooling_gives_soonest_retry(void)
 static void test_quota_and_auth_leave_rotation(void)
 {
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    capture_logs();
+    utlog_start("test", "keypool", NULL);
     struct keypool *p = pool_new("sk-quota-value,sk-auth-value,sk-good-value", NULL);
     struct keypool_pick pk;
     pick(p, 0, &pk);
@@ -153,11 +129,11 @@ static void test_quota_and_auth_leave_rotation(void)
     keypool_describe(p, KEYPOOL_EEXHAUSTED, &pk, msg, sizeof(msg));
     UT_CONTAINS(msg, "no usable API key");
 
-    const char *logs = captured();
+    const char *logs = utlog_text();
     char fp[SECRET_FP_LEN];
     secret_fingerprint("sk-quota-value", 14, fp);
-    UT_EQ_INT(count_of(logs, fp), 1); /* logged once, by fingerprint */
-    UT_EQ_INT(count_of(logs, "taken out of rotation"), 3);
+    UT_EQ_INT(utlog_count_in(logs, fp), 1); /* logged once, by fingerprint */
+    UT_EQ_INT(utlog_count_in(logs, "taken out of rotation"), 3);
     UT_CONTAINS(logs, "\"reason\":\"quota\"");
     UT_CONTAINS(logs, "\"reason\":\"auth\"");
     UT_NOT_CONTAINS(logs, "-value");
@@ -279,18 +255,11 @@ static void test_snapshot_has_fingerprints_only(void)
 static char host[256];
 static int port;
 static char prefix[64];
+static struct utloop lp;
 
 static void cleanup(void)
 {
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (c && !c->err) {
-        redisReply *r = redisCommand(c, "DEL %s:keys:openai:chat-1", prefix);
-        if (r)
-            freeReplyObject(r);
-    }
-    if (c)
-        redisFree(c);
+    utredis_del_prefix(host, port, 1u << 0, prefix);
 }
 
 static void on_up(struct rds *r, int up, void *arg)
@@ -304,31 +273,10 @@ static void on_flag(void *arg)
     (*(int *)arg)++;
 }
 
-static void on_timeout(uv_timer_t *t)
-{
-    *(int *)t->data = 1;
-}
-
-/* Run the loop until *flag or ms pass. */
-static void run_until(int *flag, int ms)
-{
-    uv_timer_t t;
-    int expired = 0;
-    uv_timer_init(&loop, &t);
-    t.data = &expired;
-    uv_timer_start(&t, on_timeout, (uint64_t)ms, 0);
-    while (!*flag && !expired)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
 /* HGETALL of the mirror as "fp=json\n" lines. */
 static void read_hash(char *out, size_t outlen)
 {
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    UT_ASSERT(c && !c->err);
+    redisContext *c = utredis_connect(host, port, 2000);
     redisReply *r = redisCommand(c, "HGETALL %s:keys:openai:chat-1", prefix);
     UT_ASSERT(r && r->type == REDIS_REPLY_ARRAY);
     out[0] = '\0';
@@ -342,21 +290,17 @@ static void read_hash(char *out, size_t outlen)
 
 static void test_redis_mirror_by_fingerprint(void)
 {
-    const char *url = getenv("TEST_REDIS_URL");
-    if (!url || !url[0])
-        UT_FAIL("TEST_REDIS_URL is not set (tests/run.py sets it)");
-    if (sscanf(url, "redis://%255[^:/]:%d", host, &port) != 2)
-        UT_FAIL("TEST_REDIS_URL must look like redis://host:port/db, not %s", url);
+    const char *url = utredis_shared(host, &port);
     snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
     atexit(cleanup);
     UT_EQ_INT(uv_loop_init(&loop), 0);
+    utloop_init(&lp, &loop, 0);
     struct rds *r;
     int up = 0, closed = 0;
     char err[256];
     struct rds_opts ro = {.url = url, .name = "test"};
     UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
-    run_until(&up, 5000);
-    UT_ASSERT(up);
+    UTLOOP_WAIT_FOR(&lp, up, 5000);
 
     struct secret s = {0};
     secret_set(&s, "sk-first-VALUE,sk-second-VALUE,sk-third-VALUE");
@@ -378,8 +322,7 @@ static void test_redis_mirror_by_fingerprint(void)
     secret_fingerprint("sk-third-VALUE", 14, fp3);
     int have = 0;
     for (int tries = 0; tries < 100 && !have; tries++) {
-        int never = 0;
-        run_until(&never, 20);
+        utloop_run_for(&lp, 20);
         read_hash(hash, sizeof(hash));
         have = strstr(hash, "\"uses\":1,\"failures\":0") != NULL;
     }
@@ -398,16 +341,15 @@ static void test_redis_mirror_by_fingerprint(void)
     keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_OK, 0);
     keypool_free(p);
     rds_close(r, on_flag, &closed);
-    run_until(&closed, 5000);
-    UT_ASSERT(closed);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0);
+    UTLOOP_WAIT_FOR(&lp, closed, 5000);
+    utloop_shutdown(&lp);
 }
 
 static void test_redis_down_stays_local(void)
 {
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    capture_logs();
+    utloop_init(&lp, &loop, 0);
+    utlog_start("test", "keypool", NULL);
     struct rds *r;
     int up = 0, closed = 0;
     char err[256];
@@ -425,12 +367,11 @@ static void test_redis_down_stays_local(void)
     }
     UT_EQ_INT(keypool_pick(p, 20, &pk), KEYPOOL_EAGAIN);
     UT_EQ_STR(pick(p, 1011, &pk), "k1");
-    UT_EQ_INT(count_of(captured(), "not mirrored to redis"), 1);
+    UT_EQ_INT(utlog_count("not mirrored to redis"), 1);
     keypool_free(p);
     rds_close(r, on_flag, &closed);
-    run_until(&closed, 5000);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0);
+    UTLOOP_RUN_UNTIL(&lp, closed, 5000);
+    utloop_shutdown(&lp);
 }
 
 static const struct ut_case cases[] = {

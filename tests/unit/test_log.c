@@ -6,26 +6,12 @@
 #include "log.h"
 #include "secret.h"
 #include "ut.h"
+#include "ut_log.h"
 
-/* Log into a pipe and return what was written (static buffer). */
-static int pipefd[2];
-
+/* Each case logs into a file of ut_log's and reads back what was written. */
 static void capture(void)
 {
-    UT_ASSERT(pipe(pipefd) == 0);
-    log_setup("chat-1", "chat", LOG_DEBUG, pipefd[1]);
-}
-
-static const char *collected(void)
-{
-    static char out[65536];
-    close(pipefd[1]);
-    ssize_t n, tot = 0;
-    while ((n = read(pipefd[0], out + tot, sizeof(out) - 1 - (size_t)tot)) > 0)
-        tot += n;
-    out[tot] = '\0';
-    close(pipefd[0]);
-    return out;
+    utlog_start("chat-1", "chat", NULL);
 }
 
 static struct json_object *parse_line(const char *line)
@@ -46,7 +32,7 @@ static void test_line_shape(void)
 {
     capture();
     log_info("redis connected", LF_STR("conn", "cmd"), LF_INT("n", 42), LF_BOOL("ok", 1), LF_DBL("ms", 1.5));
-    const char *out = collected();
+    const char *out = utlog_text();
     UT_ASSERT(out[strlen(out) - 1] == '\n');
     struct json_object *o = parse_line(out);
     UT_EQ_STR(get(o, "level"), "info");
@@ -65,7 +51,7 @@ static void test_escaping_and_korean(void)
     capture();
     log_warn("quote \" backslash \\ newline \n tab \t", LF_STR("text", "안녕하세요 채팅방-1"),
              LF_STR("bad", "ok\xff\xfe-end"), LF_STR("ctl", "a\x01z"));
-    const char *out = collected();
+    const char *out = utlog_text();
     UT_ASSERT(strchr(out, '\n') == out + strlen(out) - 1); /* exactly one line */
     struct json_object *o = parse_line(out);
     UT_EQ_STR(get(o, "msg"), "quote \" backslash \\ newline \n tab \t");
@@ -85,7 +71,7 @@ static void test_secrets_redacted_by_type(void)
              LF_URL("conninfo", "host=db password=zzsecret user=bot"),
              LF_URL("query", "postgresql://bot@db/x?sslmode=disable&password=qqsecret"),
              LF_URL("both", "postgresql://bot:pa55word@db/x?password=qqsecret"));
-    const char *out = collected();
+    const char *out = utlog_text();
     UT_NOT_CONTAINS(out, "sk-very-secret-value");
     UT_NOT_CONTAINS(out, "pa55word");
     UT_NOT_CONTAINS(out, "r3dispw");
@@ -113,7 +99,7 @@ static void test_level_filter(void)
     log_debug("hidden");
     log_info("hidden too");
     log_error("shown", LF_ERR(BC_ETOOBIG));
-    const char *out = collected();
+    const char *out = utlog_text();
     UT_NOT_CONTAINS(out, "hidden");
     struct json_object *o = parse_line(out);
     UT_EQ_STR(get(o, "err"), "input too large");
@@ -129,7 +115,7 @@ static void test_huge_field_truncated_but_valid(void)
     memcpy(big + 100, "\"\\\n", 3);
     capture();
     log_info("big", LF_STR("a", big), LF_STR("b", "after"));
-    const char *out = collected();
+    const char *out = utlog_text();
     UT_ASSERT(strlen(out) <= LOG_LINE_MAX + 1);
     struct json_object *o = parse_line(out);
     UT_EQ_STR(get(o, "truncated"), "true");

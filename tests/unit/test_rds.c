@@ -5,20 +5,17 @@
  * "t<pid>_<case>" and deletes its keys at the end, also when it fails
  * (atexit). A case that has to break Redis (kill it, stop it, give it a
  * password or a unix socket) starts a redis-server of its own on a free
- * port and kills it at exit, whatever happened. Raw checks use a blocking
- * hiredis context, which is fine in test code. The loop runs under a guard
- * timer, so a case waiting for something that never happens fails instead
- * of hanging, and every case closes what it opened and checks that the
- * loop closes with no handle left (ASan/LSan stay clean). */
+ * port and kills it at exit, whatever happened (ut_redis.h). Raw checks use
+ * a blocking hiredis context, which is fine in test code. The loop runs
+ * under a guard timer (ut_loop.h), so a case waiting for something that
+ * never happens fails instead of hanging, and every case closes what it
+ * opened and checks that the loop closes with no handle left (ASan/LSan
+ * stay clean). */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -28,241 +25,31 @@
 #include "log.h"
 #include "rds.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_redis.h"
+#include "ut_sys.h"
 
 static uv_loop_t loop;
-static uv_timer_t guard, tick;
-static int guard_expired;
+static struct utloop lp;
 static char shared_host[256];
 static int shared_port;
-static char prefix[64];  /* "t<pid>_<case>": every key this case touches starts with it */
-static int log_fd = -1;  /* >= 0 while a case captures the log */
-static int dbs_used[16]; /* databases this case wrote to, for the cleanup */
+static char prefix[64];     /* "t<pid>_<case>": every key this case touches starts with it */
+static unsigned dbs_used;   /* databases this case wrote to (bit n: db n), for the cleanup */
 static char sock_path[108]; /* unix socket of an own server, removed at the end */
 
-/* ---- the loop ----------------------------------------------------------- */
-
-static void on_guard(uv_timer_t *t)
-{
-    (void)t;
-    guard_expired = 1;
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    (void)t; /* only wakes the loop so raw conditions are polled */
-}
-
-static void guard_start(int ms)
-{
-    guard_expired = 0;
-    uv_timer_start(&guard, on_guard, (uint64_t)ms, 0);
-    uv_timer_start(&tick, on_tick, 20, 20);
-}
-
-static void guard_stop(void)
-{
-    uv_timer_stop(&guard);
-    uv_timer_stop(&tick);
-}
-
-/* Run the loop until cond holds or ms pass; fail in the latter case. */
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        guard_start(ms);                                                                           \
-        while (!(cond) && !guard_expired)                                                          \
-            uv_run(&loop, UV_RUN_ONCE);                                                            \
-        guard_stop();                                                                              \
-        if (!(cond))                                                                               \
-            UT_FAIL("timed out after %d ms waiting for %s", (ms), #cond);                          \
-    } while (0)
+#define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
 
 static void run_for(int ms)
 {
-    guard_start(ms);
-    while (!guard_expired)
-        uv_run(&loop, UV_RUN_ONCE);
-    guard_stop();
-}
-
-static uint64_t mono_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* ---- own redis-servers ---------------------------------------------------- */
-
-#define SRV_MAX 4
-#define SRV_ARGS 16
-
-struct srv {
-    pid_t pid;
-    int port;
-    const char *extra[SRV_ARGS]; /* string literals or static buffers */
-    char log[256];
-};
-static struct srv servers[SRV_MAX];
-static int nservers;
-
-static void srv_reap(struct srv *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGCONT); /* a stopped server must be able to die */
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd); /* nothing listens there now */
-    return ntohs(a.sin_port);
-}
-
-static const char *tmp_dir(void)
-{
-    const char *t = getenv("TMPDIR");
-    return t && t[0] ? t : "/tmp";
-}
-
-static void srv_log_tail(const struct srv *s)
-{
-    char buf[2048];
-    int fd = open(s->log, O_RDONLY);
-    if (fd < 0)
-        return;
-    off_t end = lseek(fd, 0, SEEK_END);
-    off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
-    close(fd);
-    if (n > 0) {
-        buf[n] = '\0';
-        fprintf(stderr, "--- redis-server log (%s) ---\n%s\n", s->log, buf);
-    }
-}
-
-/* Answers PING (or at least NOAUTH) on 127.0.0.1:port. */
-static int srv_answers(const struct srv *s)
-{
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
-    int ok = 0;
-    if (c && !c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        ok = r && (r->type == REDIS_REPLY_STATUS ||
-                   (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOAUTH", 6)));
-        if (r)
-            freeReplyObject(r);
-    }
-    if (c)
-        redisFree(c);
-    return ok;
-}
-
-static void srv_spawn(struct srv *s)
-{
-    char port[16];
-    const char *argv[12 + SRV_ARGS] = {"redis-server", "--port", port, "--save", "", "--appendonly", "no", "--dir"};
-    int n = 8, bind = 0;
-    snprintf(port, sizeof(port), "%d", s->port);
-    argv[n++] = tmp_dir();
-    for (int i = 0; i < SRV_ARGS && s->extra[i]; i++) {
-        bind |= !strcmp(s->extra[i], "--bind");
-        argv[n++] = s->extra[i];
-    }
-    if (!bind) {
-        argv[n++] = "--bind";
-        argv[n++] = "127.0.0.1";
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    UT_ASSERT(pid >= 0);
-    if (pid == 0) {
-        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
-    uint64_t t0 = mono_ms();
-    while (!srv_answers(s)) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            s->pid = 0;
-            srv_log_tail(s);
-            UT_FAIL("redis-server on port %d exited at start", s->port);
-        }
-        if (mono_ms() - t0 > 10000) {
-            srv_log_tail(s);
-            UT_FAIL("redis-server on port %d does not answer", s->port);
-        }
-        sleep_ms(20);
-    }
-}
-
-/* Start a redis-server of this case's own on a free port; extra is a
- * NULL-terminated list of more arguments. Returns its index. */
-static int srv_start(const char *const *extra)
-{
-    UT_ASSERT(nservers < SRV_MAX);
-    struct srv *s = &servers[nservers];
-    memset(s, 0, sizeof(*s));
-    for (int i = 0; extra && extra[i] && i < SRV_ARGS - 1; i++)
-        s->extra[i] = extra[i];
-    s->port = free_port();
-    snprintf(s->log, sizeof(s->log), "%s/redis-%s-%d.log", tmp_dir(), prefix, s->port);
-    srv_spawn(s);
-    return nservers++;
-}
-
-static void srv_kill(int i)
-{
-    srv_reap(&servers[i]);
-}
-
-/* Same port, same arguments (no data: --save '' and no AOF). */
-static void srv_restart(int i)
-{
-    srv_reap(&servers[i]);
-    srv_spawn(&servers[i]);
-}
-
-static void srv_signal(int i, int sig)
-{
-    UT_ASSERT(servers[i].pid > 0);
-    UT_EQ_INT(kill(servers[i].pid, sig), 0);
-}
-
-static void srv_url(int i, const char *userinfo, int db, char *out, size_t len)
-{
-    snprintf(out, len, "redis://%s%s127.0.0.1:%d/%d", userinfo ? userinfo : "", userinfo ? "@" : "",
-             servers[i].port, db);
+    utloop_run_for(&lp, ms);
 }
 
 /* ---- raw blocking client ---------------------------------------------------- */
 
 static redisContext *raw_tcp(const char *host, int port)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (!c || c->err)
-        UT_FAIL("raw connect %s:%d: %s", host, port, c ? c->errstr : "out of memory");
-    redisSetTimeout(c, tv);
-    return c;
+    return utredis_connect(host, port, 5000);
 }
 
 static redisContext *raw_shared(void)
@@ -270,27 +57,10 @@ static redisContext *raw_shared(void)
     return raw_tcp(shared_host, shared_port);
 }
 
-/* A command from a NULL-terminated list of strings; fails the case when
- * the connection breaks. The caller frees the reply. */
-static redisReply *raw(redisContext *c, ...)
-{
-    const char *argv[32];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, c);
-    for (const char *a = va_arg(ap, const char *); a && argc < 32; a = va_arg(ap, const char *))
-        argv[argc++] = a;
-    va_end(ap);
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-    if (!r)
-        UT_FAIL("raw %s: %s", argv[0], c->errstr);
-    return r;
-}
-
 /* Run a command that must answer OK / a status, then free the reply. */
 static void raw_ok(redisContext *c, const char *a0, const char *a1, const char *a2)
 {
-    redisReply *r = raw(c, a0, a1, a2, (const char *)NULL);
+    redisReply *r = utredis_cmd(c, a0, a1, a2, (const char *)NULL);
     if (r->type == REDIS_REPLY_ERROR)
         UT_FAIL("raw %s: %s", a0, r->str);
     freeReplyObject(r);
@@ -302,7 +72,7 @@ static void raw_get(redisContext *c, int db, const char *key, char *out, size_t 
     char dbs[12];
     snprintf(dbs, sizeof(dbs), "%d", db);
     raw_ok(c, "SELECT", dbs, NULL);
-    redisReply *r = raw(c, "GET", key, (const char *)NULL);
+    redisReply *r = utredis_cmd(c, "GET", key, (const char *)NULL);
     if (r->type == REDIS_REPLY_STRING)
         snprintf(out, len, "%.*s", (int)r->len, r->str);
     else
@@ -313,52 +83,15 @@ static void raw_get(redisContext *c, int db, const char *key, char *out, size_t 
 /* Delete every key of this case on the shared server, in every db it used. */
 static void cleanup_keys(void)
 {
-    if (!prefix[0] || !shared_port)
-        return;
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(shared_host, shared_port, tv);
-    if (!c || c->err) {
-        if (c)
-            redisFree(c);
-        return;
-    }
-    redisSetTimeout(c, tv);
-    char match[80];
-    snprintf(match, sizeof(match), "%s*", prefix);
-    for (int db = 0; db < 16; db++) {
-        if (!dbs_used[db])
-            continue;
-        redisReply *r = redisCommand(c, "SELECT %d", db);
-        if (r)
-            freeReplyObject(r);
-        char cursor[32] = "0";
-        do {
-            r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, match);
-            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-                if (r)
-                    freeReplyObject(r);
-                break;
-            }
-            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-            for (size_t i = 0; i < r->element[1]->elements; i++) {
-                redisReply *d = redisCommand(c, "DEL %b", r->element[1]->element[i]->str,
-                                             r->element[1]->element[i]->len);
-                if (d)
-                    freeReplyObject(d);
-            }
-            freeReplyObject(r);
-        } while (strcmp(cursor, "0"));
-        dbs_used[db] = 0;
-    }
-    redisFree(c);
+    utredis_del_prefix(shared_host, shared_port, dbs_used, prefix);
+    dbs_used = 0;
 }
 
 static void at_exit(void)
 {
-    for (int i = 0; i < nservers; i++)
-        srv_reap(&servers[i]);
+    utredis_kill_all(); /* before the unlink: a killed server leaves its socket behind */
     if (sock_path[0])
-        unlink(sock_path); /* a killed server leaves it behind */
+        unlink(sock_path);
     cleanup_keys();
 }
 
@@ -377,59 +110,22 @@ static void key_of(const char *name, char *out, size_t len)
 static void env_setup(const char *name)
 {
     static int registered;
-    const char *lv = getenv("TEST_LOG_LEVEL"); /* e.g. debug, when chasing a failure */
-    int level = lv ? log_level_parse(lv) : -1;
-    log_setup("test", "rds", level >= 0 ? (enum log_level)level : LOG_INFO, -1);
-    const char *url = getenv("TEST_REDIS_URL");
-    if (!url || !url[0])
-        UT_FAIL("TEST_REDIS_URL is not set (tests/run.py sets it)");
-    if (sscanf(url, "redis://%255[^:/]:%d", shared_host, &shared_port) != 2)
-        UT_FAIL("TEST_REDIS_URL must look like redis://host:port/db, not %s", url);
+    utlog_setup("test", "rds", LOG_INFO);
+    utredis_shared(shared_host, &shared_port);
     snprintf(prefix, sizeof(prefix), "t%d_%s", (int)getpid(), name);
-    dbs_used[0] = 1;
+    dbs_used = 1u << 0;
     if (!registered++)
         atexit(at_exit);
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &guard);
-    uv_timer_init(&loop, &tick);
+    utloop_init(&lp, &loop, 20);
 }
 
 static void env_teardown(void)
 {
-    if (log_fd >= 0) {
-        log_setup("test", "rds", LOG_INFO, STDERR_FILENO);
-        close(log_fd);
-        log_fd = -1;
-    }
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0); /* every handle of every rds was released */
-    for (int i = 0; i < nservers; i++)
-        srv_reap(&servers[i]);
-    if (sock_path[0])
-        unlink(sock_path);
+    utlog_stop(LOG_INFO);
+    utloop_shutdown(&lp); /* every handle of every rds was released */
+    at_exit();
     sock_path[0] = '\0';
-    cleanup_keys();
-}
-
-/* Send the log to a temporary file so a case can check what was logged. */
-static void log_capture(void)
-{
-    char path[] = "/tmp/test_rds_log_XXXXXX";
-    log_fd = mkstemp(path);
-    UT_ASSERT(log_fd >= 0);
-    unlink(path);
-    log_setup("test", "rds", LOG_DEBUG, log_fd);
-}
-
-static const char *log_captured(void)
-{
-    static char text[256 * 1024];
-    ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
-    UT_ASSERT(n >= 0);
-    text[n] = '\0';
-    return text;
 }
 
 /* ---- rds helpers ------------------------------------------------------------ */
@@ -732,7 +428,7 @@ static void test_select_db(void)
     char url[300], key[128], got[64];
     shared_url(3, url, sizeof(url));
     key_of("db3", key, sizeof(key));
-    dbs_used[3] = 1;
+    dbs_used |= 1u << 3;
     struct tstate st = {0};
     struct rds *r = open_rds(url, NULL, &st);
     wait_up(r, &st, 1);
@@ -792,9 +488,9 @@ static void test_auth_ok(void)
     env_setup("authok");
     /* a password with characters that must be percent-encoded in a URL */
     static const char *const extra[] = {"--requirepass", "p@ss:w/rd%x", NULL};
-    int s = srv_start(extra);
+    struct utredis_srv *s = utredis_start(prefix, extra);
     char url[300], got[64];
-    srv_url(s, ":p%40ss%3Aw%2Frd%25x", 2, url, sizeof(url));
+    utredis_url(s, ":p%40ss%3Aw%2Frd%25x", 2, url, sizeof(url));
     struct tstate st = {0};
     struct rds *r = open_rds(url, NULL, &st);
     wait_up(r, &st, 1);
@@ -803,18 +499,19 @@ static void test_auth_ok(void)
     UT_EQ_STR(x.str, "default");
     close_wait(r);
 
-    redisContext *c = raw_tcp("127.0.0.1", servers[s].port);
+    redisContext *c = raw_tcp("127.0.0.1", s->port);
     raw_ok(c, "AUTH", "p@ss:w/rd%x", NULL);
     raw_get(c, 2, "k", got, sizeof(got));
     UT_EQ_STR(got, "authed");
-    redisReply *rep = raw(c, "ACL", "SETUSER", "alice", "on", ">alice-pw", "~*", "&*", "+@all", (const char *)NULL);
+    redisReply *rep =
+        utredis_cmd(c, "ACL", "SETUSER", "alice", "on", ">alice-pw", "~*", "&*", "+@all", (const char *)NULL);
     UT_ASSERT(rep->type == REDIS_REPLY_STATUS);
     freeReplyObject(rep);
     redisFree(c);
 
     /* user:password (ACL) */
     struct tstate st2 = {0};
-    srv_url(s, "alice:alice-pw", 0, url, sizeof(url));
+    utredis_url(s, "alice:alice-pw", 0, url, sizeof(url));
     r = open_rds(url, NULL, &st2);
     wait_up(r, &st2, 1);
     x = CMD(r, "ACL", "WHOAMI");
@@ -827,12 +524,12 @@ static void test_auth_failure(void)
 {
     env_setup("authbad");
     static const char *const extra[] = {"--requirepass", "right-pw-42", NULL};
-    int s = srv_start(extra);
-    log_capture();
+    struct utredis_srv *s = utredis_start(prefix, extra);
+    utlog_start("test", "rds", NULL);
     const char *users[2] = {":wrong-pw-99", "bob:wrong-pw-99"};
     for (int i = 0; i < 2; i++) {
         char url[300];
-        srv_url(s, users[i], i + 1, url, sizeof(url));
+        utredis_url(s, users[i], i + 1, url, sizeof(url));
         struct tstate st = {0};
         struct rds_opts o = {.connect_timeout_ms = 1000};
         struct rds *r = open_rds(url, &o, &st);
@@ -847,7 +544,7 @@ static void test_auth_failure(void)
         close_wait(r);
         UT_EQ_INT(x.called, 0);
     }
-    const char *text = log_captured();
+    const char *text = utlog_text();
     UT_CONTAINS(text, "redis unavailable");
     UT_NOT_CONTAINS(text, "wrong-pw");
     UT_NOT_CONTAINS(text, "right-pw");
@@ -857,11 +554,11 @@ static void test_auth_failure(void)
 static void test_unix_socket_db(void)
 {
     env_setup("unix");
-    const char *dir = strlen(tmp_dir()) < 60 ? tmp_dir() : "/tmp";
+    const char *dir = strlen(utsys_tmp_dir()) < 60 ? utsys_tmp_dir() : "/tmp";
     snprintf(sock_path, sizeof(sock_path), "%s/%s.sock", dir, prefix);
     const char *path = sock_path;
     const char *extra[] = {"--unixsocket", path, "--unixsocketperm", "700", NULL};
-    srv_start(extra);
+    utredis_start(prefix, extra);
     char url[300], got[64];
     snprintf(url, sizeof(url), "unix://%s?db=2", path);
     struct tstate st = {0};
@@ -888,9 +585,9 @@ static void test_ipv6_literal(void)
 {
     env_setup("ipv6");
     static const char *const extra[] = {"--bind", "127.0.0.1", "::1", NULL};
-    int s = srv_start(extra);
+    struct utredis_srv *s = utredis_start(prefix, extra);
     char url[300], got[64];
-    snprintf(url, sizeof(url), "redis://[::1]:%d/1", servers[s].port);
+    snprintf(url, sizeof(url), "redis://[::1]:%d/1", s->port);
     struct tstate st = {0};
     struct rds *r = open_rds(url, NULL, &st);
     wait_up(r, &st, 1);
@@ -898,7 +595,7 @@ static void test_ipv6_literal(void)
     struct res x = CMD(r, "CLIENT", "INFO");
     UT_CONTAINS(x.str, " addr=[::1]:");
     close_wait(r);
-    redisContext *c = raw_tcp("127.0.0.1", servers[s].port);
+    redisContext *c = raw_tcp("127.0.0.1", s->port);
     raw_get(c, 1, "k", got, sizeof(got));
     UT_EQ_STR(got, "over-v6");
     redisFree(c);
@@ -910,9 +607,9 @@ static void test_ipv6_literal(void)
 static void test_server_killed_and_restarted(void)
 {
     env_setup("killed");
-    int s = srv_start(NULL);
+    struct utredis_srv *s = utredis_start(prefix, NULL);
     char url[300];
-    srv_url(s, NULL, 0, url, sizeof(url));
+    utredis_url(s, NULL, 0, url, sizeof(url));
     struct tstate st = {0};
     struct rds_opts o = {.connect_timeout_ms = 1000, .stall_timeout_ms = 30000};
     struct rds *r = open_rds(url, &o, &st);
@@ -923,7 +620,7 @@ static void test_server_killed_and_restarted(void)
     run_for(200); /* it is on the wire, blocked in the server */
     UT_EQ_INT(blocked.called, 0);
     UT_EQ_INT(SEND(r, &queued, "PING"), 0); /* queued behind the BLPOP */
-    srv_kill(s);
+    utredis_kill(s);
     WAIT_FOR(blocked.called && queued.called && st.downs >= 1, 5000);
     UT_EQ_INT(blocked.status, -ENOTCONN);
     UT_EQ_INT(queued.status, -ENOTCONN);
@@ -940,7 +637,7 @@ static void test_server_killed_and_restarted(void)
     UT_EQ_INT(st.ups, 1);
     UT_EQ_INT(rds_up(r), 0);
 
-    srv_restart(s); /* same port */
+    utredis_restart(s); /* same port */
     wait_up(r, &st, 2);
     UT_EQ_INT(st.ups, 2);
     struct res x = CMD(r, "PING");
@@ -955,22 +652,22 @@ static void test_server_killed_and_restarted(void)
 static void test_stalled_server_reset(void)
 {
     env_setup("stall");
-    int s = srv_start(NULL);
+    struct utredis_srv *s = utredis_start(prefix, NULL);
     char url[300];
-    srv_url(s, NULL, 0, url, sizeof(url));
+    utredis_url(s, NULL, 0, url, sizeof(url));
     struct tstate st = {0};
     struct rds_opts o = {.connect_timeout_ms = 400, .stall_timeout_ms = 300};
     struct rds *r = open_rds(url, &o, &st);
     wait_up(r, &st, 1);
 
-    srv_signal(s, SIGSTOP); /* alive, connected, silent */
+    utredis_signal(s, SIGSTOP); /* alive, connected, silent */
     struct res x = {0};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = utsys_mono_ms();
     UT_EQ_INT(SEND(r, &x, "PING"), 0);
     WAIT_FOR(x.called, 5000);
     UT_EQ_INT(x.called, 1);
     UT_EQ_INT(x.status, -ENOTCONN);
-    UT_ASSERT(mono_ms() - t0 >= 200); /* not long before the stall timeout */
+    UT_ASSERT(utsys_mono_ms() - t0 >= 200); /* not long before the stall timeout */
     UT_ASSERT(st.downs >= 1);
     UT_EQ_INT(rds_up(r), 0);
     UT_CONTAINS(rds_errstr(r), "no reply");
@@ -983,7 +680,7 @@ static void test_stalled_server_reset(void)
     WAIT_FOR(st.downs >= downs + 2, 5000);
     UT_EQ_INT(st.ups, 1);
 
-    srv_signal(s, SIGCONT);
+    utredis_signal(s, SIGCONT);
     wait_up(r, &st, 2);
     x = CMD(r, "PING");
     UT_EQ_STR(x.str, "PONG");
@@ -1094,7 +791,7 @@ static void test_close_while_not_up(void)
     env_setup("closenotup");
     char url[300];
     /* nothing listens there: not up, retrying */
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", free_port());
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", utsys_free_port());
     struct tstate st = {0};
     struct rds *r = open_rds(url, NULL, &st);
     run_for(400);
@@ -1161,8 +858,8 @@ static void test_close_from_state_callback(void)
     UT_EQ_INT(st.ups, 1);
 
     /* on down: the server dies with a command outstanding */
-    int s = srv_start(NULL);
-    srv_url(s, NULL, 0, url, sizeof(url));
+    struct utredis_srv *s = utredis_start(prefix, NULL);
+    utredis_url(s, NULL, 0, url, sizeof(url));
     struct tstate st2 = {0};
     struct rds_opts o = {.stall_timeout_ms = 30000};
     r = open_rds(url, &o, &st2);
@@ -1171,7 +868,7 @@ static void test_close_from_state_callback(void)
     UT_EQ_INT(SEND(r, &blocked, "BLPOP", "never", "20"), 0);
     run_for(100);
     st2.close_on_down = 1;
-    srv_kill(s);
+    utredis_kill(s);
     WAIT_FOR(st2.closed, 5000);
     run_for(100);
     UT_EQ_INT(st2.closed, 1);
@@ -1181,8 +878,8 @@ static void test_close_from_state_callback(void)
 
     /* on down, when the handshake is refused (wrong password) */
     static const char *const extra[] = {"--requirepass", "right-pw-42", NULL};
-    int s2 = srv_start(extra);
-    srv_url(s2, ":wrong-pw-99", 0, url, sizeof(url));
+    struct utredis_srv *s2 = utredis_start(prefix, extra);
+    utredis_url(s2, ":wrong-pw-99", 0, url, sizeof(url));
     struct tstate st3 = {.close_on_down = 1};
     r = open_rds(url, NULL, &st3);
     WAIT_FOR(st3.closed, 5000);

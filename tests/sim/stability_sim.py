@@ -1,0 +1,1008 @@
+#!/usr/bin/python3
+"""A Stability AI v2beta stable-image server for black-box tests, on one TCP
+port of 127.0.0.1, in one asyncio process.
+
+    /usr/bin/python3 tests/sim/stability_sim.py --port 0 [--key KEY ...] [--verbose]
+
+prints one line `SIM READY port=NNNN` on stdout once it listens, logs to
+stderr and exits 0 on SIGTERM/SIGINT.
+
+  POST /v2beta/stable-image/generate/{core|ultra|sd3}   multipart/form-data
+  /_sim/...                                             the control API (README-stability.md)
+
+Answers real images: PNG, baseline JPEG and lossless WebP, one solid colour
+each (a different colour per image). Python 3 standard library only. The
+facts it follows are in the Stability section of
+/work/shared/reference/providers.md.
+"""
+
+import argparse
+import asyncio
+import base64
+import collections
+import datetime
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import struct
+import sys
+import time
+import urllib.parse
+import zlib
+
+MIB = 1024 * 1024
+DRAIN_MAX = 64 * MIB   # bigger bodies than this are not read: 413 and the connection is closed
+
+BEHAVIOURS = ("ok", "401", "403", "429", "500", "hang")
+KEY_OPTIONS = {
+    "remaining": None,   # misbehave this many times, then act as "ok" (None: always)
+    "delay_ms": None,    # per-key generation latency (None: the config's)
+}
+
+DEFAULT_CONFIG = {
+    "max_body_bytes": 10 * MIB,          # larger bodies -> 413 payload_too_large
+    "rate_limit_requests": 150,          # more than this many requests ...
+    "rate_limit_window_s": 10,           # ... within this window (per key) ...
+    "rate_limit_timeout_s": 60,          # ... -> 429 for this long
+    "retry_after_header": False,         # send Retry-After (seconds left) on the rate-limit 429
+    "moderation_trigger": "MODERATEME",  # prompt word -> 403 content_moderation
+    "filter_trigger": "FILTERME",        # prompt word -> 200 finish-reason CONTENT_FILTERED (grey image)
+    "reject_trigger": "REJECTME",        # prompt word -> 422 invalid_language
+    "delay_ms": 0,                       # generation latency before every answer
+    "image_short_side": 64,              # px of the short side of generated images
+    "log_max_entries": 100000,
+    "log_value_chars": 200,              # text field values kept in the log (prompt prefix etc.)
+}
+
+ENDPOINTS = ("core", "ultra", "sd3")
+ASPECTS = {"16:9": (16, 9), "1:1": (1, 1), "21:9": (21, 9), "2:3": (2, 3), "3:2": (3, 2), "4:5": (4, 5),
+           "5:4": (5, 4), "9:16": (9, 16), "9:21": (9, 21)}
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+STYLE_PRESETS = ("3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
+                 "photographic", "pixel-art", "tile-texture")
+SD3_MODELS = {"sd3.5-large": 6.5, "sd3.5-large-turbo": 4, "sd3.5-medium": 3.5, "sd3.5-flash": 2.5,
+              "sd3-large": 6.5, "sd3-large-turbo": 4, "sd3-medium": 3.5}
+CREDITS = {"ultra": 8, "core": 3}
+SEED_MAX = 4294967294
+MIN_SIDE, MAX_PIXELS = 64, 9437184
+
+VERBOSE = False
+
+
+def debug(msg, *args):
+    if VERBOSE:
+        log("debug", msg, *args)
+
+
+def log(level, msg, *args):
+    text = msg % args if args else msg
+    ts = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    sys.stderr.write("%s stability-sim %s %s\n" % (ts, level, text))
+    sys.stderr.flush()
+
+
+def jdump(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(key):
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------
+# Image encoders (one solid colour) and the sniffer for uploads
+
+
+def png_bytes(w, h, rgb):
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xffffffff)
+    raw = (b"\x00" + bytes(rgb) * w) * h
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+class _Bits:
+    """MSB-first bit writer with JPEG byte stuffing."""
+
+    def __init__(self):
+        self.out, self.acc, self.n = bytearray(), 0, 0
+
+    def put(self, value, bits):
+        for i in range(bits - 1, -1, -1):
+            self.acc = (self.acc << 1) | ((value >> i) & 1)
+            self.n += 1
+            if self.n == 8:
+                self.out.append(self.acc)
+                if self.acc == 0xFF:
+                    self.out.append(0)
+                self.acc, self.n = 0, 0
+
+    def flush(self):
+        while self.n:
+            self.put(1, 1)
+        return bytes(self.out)
+
+
+def jpeg_bytes(w, h, rgb):
+    """A baseline JPEG (YCbCr 4:4:4) of one colour. Quantisation 1; a DC
+    Huffman table of twelve 4-bit codes and an AC table holding only EOB."""
+    r, g, b = rgb
+    ycc = (0.299 * r + 0.587 * g + 0.114 * b,
+           128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+           128 + 0.5 * r - 0.418688 * g - 0.081312 * b)
+    dcs = [8 * (max(0, min(255, int(round(v)))) - 128) for v in ycc]
+
+    def seg(marker, data):
+        return struct.pack(">BBH", 0xFF, marker, len(data) + 2) + data
+
+    out = b"\xff\xd8" + seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    out += seg(0xDB, b"\x00" + b"\x01" * 64)
+    out += seg(0xC0, struct.pack(">BHHB", 8, h, w, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+    dc_bits = bytes([0, 0, 0, 12] + [0] * 12)
+    ac_bits = bytes([1] + [0] * 15)
+    out += seg(0xC4, b"\x00" + dc_bits + bytes(range(12)) + b"\x10" + ac_bits + b"\x00")
+    out += seg(0xDA, b"\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00")
+    bw = _Bits()
+    blocks = ((w + 7) // 8) * ((h + 7) // 8)
+    for i in range(blocks):
+        for c in range(3):
+            diff = dcs[c] if i == 0 else 0
+            cat = abs(diff).bit_length()
+            bw.put(cat, 4)
+            if cat:
+                bw.put(diff if diff > 0 else diff + (1 << cat) - 1, cat)
+            bw.put(0, 1)  # EOB
+    return out + bw.flush() + b"\xff\xd9"
+
+
+def webp_bytes(w, h, rgb):
+    """A lossless (VP8L) WebP of one colour: five one-symbol prefix codes, so
+    the pixels themselves take no bits."""
+    bits, n = 0, 0
+
+    def put(v, k):
+        nonlocal bits, n
+        bits |= (v & ((1 << k) - 1)) << n
+        n += k
+
+    put(w - 1, 14)
+    put(h - 1, 14)
+    put(0, 1)   # alpha not used
+    put(0, 3)   # version
+    put(0, 1)   # no transform
+    put(0, 1)   # no colour cache
+    put(0, 1)   # no meta prefix codes
+    for sym in (rgb[1], rgb[0], rgb[2], 255):   # green, red, blue, alpha
+        put(1, 1)      # simple code
+        put(0, 1)      # one symbol
+        put(1, 1)      # 8-bit symbol
+        put(sym, 8)
+    put(1, 1)          # distance: simple, one symbol, 1-bit symbol 0
+    put(0, 1)
+    put(0, 1)
+    put(0, 1)
+    data = b"\x2f" + bits.to_bytes((n + 7) // 8, "little")
+    chunk = b"VP8L" + struct.pack("<I", len(data)) + data + (b"\x00" if len(data) % 2 else b"")
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+ENCODERS = {"png": png_bytes, "jpeg": jpeg_bytes, "webp": webp_bytes}
+
+
+def sniff(data):
+    """(format, width, height) of an uploaded image; format None when it is
+    not PNG/JPEG/WebP, sizes None when they cannot be read."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return "png", w, h
+        return "png", None, None
+    if data.startswith(b"\xff\xd8\xff"):
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return "jpeg", None, None
+            m = data[i + 1]
+            if m == 0xFF:
+                i += 1
+                continue
+            if m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:
+                i += 2
+                continue
+            ln = struct.unpack(">H", data[i + 2:i + 4])[0]
+            if m in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return "jpeg", w, h
+            if m == 0xDA:
+                break
+            i += 2 + ln
+        return "jpeg", None, None
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = data[12:16]
+        try:
+            if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+                w, h = struct.unpack("<HH", data[26:30])
+                return "webp", w & 0x3fff, h & 0x3fff
+            if kind == b"VP8L" and data[20] == 0x2f:
+                v = int.from_bytes(data[21:25], "little")
+                return "webp", (v & 0x3fff) + 1, ((v >> 14) & 0x3fff) + 1
+            if kind == b"VP8X":
+                return "webp", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        except IndexError:
+            pass
+        return "webp", None, None
+    return None, None, None
+
+
+def colour_of(n):
+    return ((n * 67 + 40) % 256, (n * 131 + 90) % 256, (n * 199 + 160) % 256)
+
+
+# ----------------------------------------------------------------------------
+# HTTP/1.1 and multipart/form-data
+
+
+class HttpError(Exception):
+    def __init__(self, status, text):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+class Request:
+    __slots__ = ("method", "path", "query", "version", "headers", "body", "too_large", "body_bytes")
+
+    def header(self, name, default=""):
+        return self.headers.get(name, default)
+
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 413: "Payload Too Large", 422: "Unprocessable Entity",
+           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+
+
+async def read_request(reader, max_body):
+    """The next request; None at EOF. A body over max_body (up to DRAIN_MAX)
+    is read and dropped (req.too_large) so the 413 can be answered."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as e:
+        if e.partial.strip():
+            raise HttpError(400, "truncated request head")
+        return None
+    except asyncio.LimitOverrunError:
+        raise HttpError(431, "request head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise HttpError(400, "bad request line")
+    req = Request()
+    req.method, target, req.version = parts[0].upper(), parts[1], parts[2]
+    req.headers = {}
+    for line in lines[1:]:
+        if line:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise HttpError(400, "bad header line")
+            req.headers[name.strip().lower()] = value.strip()
+    u = urllib.parse.urlsplit(target)
+    req.path = urllib.parse.unquote(u.path) or "/"
+    req.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
+    req.body, req.too_large, req.body_bytes = b"", False, 0
+    if "chunked" in req.header("transfer-encoding").lower():
+        out = bytearray()
+        total = 0
+        while True:
+            try:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                raise HttpError(400, "bad chunk size")
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                break
+            total += size
+            if total > DRAIN_MAX:
+                raise HttpError(413, "body too large")
+            piece = (await reader.readexactly(size + 2))[:-2]
+            if not req.too_large:
+                out += piece
+                if len(out) > max_body:
+                    req.too_large = True
+                    out = bytearray()
+        req.body, req.body_bytes = bytes(out), total
+    elif req.header("content-length"):
+        try:
+            n = int(req.header("content-length"))
+        except ValueError:
+            raise HttpError(400, "bad Content-Length")
+        if n < 0:
+            raise HttpError(400, "bad Content-Length")
+        req.body_bytes = n
+        if n > DRAIN_MAX:
+            raise HttpError(413, "body too large")
+        if n > max_body:
+            req.too_large = True
+            left = n
+            while left:
+                got = await reader.read(min(left, 1 << 20))
+                if not got:
+                    raise asyncio.IncompleteReadError(b"", left)
+                left -= len(got)
+        else:
+            req.body = await reader.readexactly(n)
+    return req
+
+
+def response_head(status, headers, length=None, close=False):
+    out = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
+           "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())]
+    out += ["%s: %s" % kv for kv in headers]
+    if length is not None:
+        out.append("Content-Length: %d" % length)
+    if close:
+        out.append("Connection: close")
+    return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+
+
+_TOKEN = re.compile(r'\s*([^\s=;]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*))?\s*(?:;|$)')
+
+
+def parse_header_value(value):
+    """'type/sub; a=1; b="x y"' -> ('type/sub', {'a': '1', 'b': 'x y'}); names lowercased."""
+    main, _, rest = value.partition(";")
+    params = {}
+    pos = 0
+    while pos < len(rest):
+        m = _TOKEN.match(rest, pos)
+        if not m or m.end() == pos:
+            break
+        name, val = m.group(1).lower(), (m.group(2) or "").strip()
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        params[name] = val
+        pos = m.end()
+    return main.strip().lower(), params
+
+
+class Part:
+    __slots__ = ("name", "filename", "content_type", "data")
+
+
+def parse_multipart(body, ctype):
+    """The parts of a multipart/form-data body; raises ValueError with a
+    message for anything malformed."""
+    mt, params = parse_header_value(ctype)
+    if mt != "multipart/form-data":
+        raise ValueError("content-type: must be multipart/form-data (got %s)" % (mt or "nothing"))
+    b = params.get("boundary")
+    if not b:
+        raise ValueError("content-type: the multipart boundary is missing")
+    if len(b) > 70:
+        raise ValueError("content-type: the multipart boundary is longer than 70 characters")
+    delim = b"--" + b.encode("latin-1")
+    if body.startswith(delim):
+        pos = len(delim)
+    else:
+        i = body.find(b"\r\n" + delim)
+        if i < 0:
+            raise ValueError("body: no multipart part with the declared boundary")
+        pos = i + 2 + len(delim)
+    parts = []
+    while True:
+        if body[pos:pos + 2] == b"--":
+            break
+        if pos >= len(body) - 2 and not body[pos:].strip():
+            raise ValueError("body: the multipart body is not terminated (no closing boundary)")
+        eol = body.find(b"\r\n", pos)
+        if eol < 0 or body[pos:eol].strip(b" \t"):
+            raise ValueError("body: malformed multipart delimiter line")
+        hstart = eol + 2
+        if body[hstart:hstart + 2] == b"\r\n":
+            hdr_lines, cstart = [], hstart + 2
+        else:
+            hend = body.find(b"\r\n\r\n", hstart)
+            if hend < 0:
+                raise ValueError("body: a multipart part has no end of headers")
+            hdr_lines, cstart = body[hstart:hend].decode("utf-8", "replace").split("\r\n"), hend + 4
+        nxt = body.find(b"\r\n" + delim, cstart)
+        if nxt < 0:
+            raise ValueError("body: the multipart body is not terminated (no closing boundary)")
+        p = Part()
+        p.name, p.filename, p.content_type, p.data = None, None, None, body[cstart:nxt]
+        for line in hdr_lines:
+            k, sep, v = line.partition(":")
+            if not sep:
+                raise ValueError("body: malformed multipart part header")
+            k = k.strip().lower()
+            if k == "content-disposition":
+                disp, dp = parse_header_value(v)
+                if disp != "form-data":
+                    raise ValueError("body: part disposition must be form-data")
+                p.name = dp.get("name")
+                p.filename = dp.get("filename")
+                if "filename*" in dp:
+                    fn = dp["filename*"]
+                    p.filename = urllib.parse.unquote(fn.split("''", 1)[-1])
+            elif k == "content-type":
+                p.content_type = v.strip()
+        if not p.name:
+            raise ValueError("body: a multipart part has no name")
+        parts.append(p)
+        pos = nxt + 2 + len(delim)
+    return parts
+
+
+# ----------------------------------------------------------------------------
+# State
+
+
+class KeyState:
+    __slots__ = ("fp", "behaviour", "opts", "served", "recent", "blocked_until")
+
+    def __init__(self, key, behaviour="ok", opts=None):
+        self.fp = fingerprint(key)
+        self.behaviour = behaviour
+        self.opts = dict(KEY_OPTIONS)
+        self.opts.update(opts or {})
+        self.served = 0
+        self.recent = collections.deque()
+        self.blocked_until = 0.0
+
+    def active(self):
+        rem = self.opts.get("remaining")
+        if self.behaviour != "ok" and rem is not None and self.served >= int(rem):
+            return "ok"
+        return self.behaviour
+
+    def info(self):
+        left = max(0.0, self.blocked_until - time.monotonic())
+        return {"key_fingerprint": self.fp, "behaviour": self.behaviour, "options": self.opts,
+                "misbehaviours_served": self.served, "rate_limited_for_s": round(left, 3),
+                "requests_in_window": len(self.recent)}
+
+
+class Sim:
+    def __init__(self, args):
+        self.port = 0
+        self.started_at = time.time()
+        self.cli_keys = list(args.key or [])
+        self.writers = set()
+        self.reset(False, False)
+
+    def reset(self, keep_keys=False, keep_config=False):
+        if not keep_config:
+            self.cfg = dict(DEFAULT_CONFIG)
+        if not keep_keys:
+            self.keys = {k: KeyState(k) for k in self.cli_keys}
+        else:
+            for ks in self.keys.values():
+                ks.recent.clear()
+                ks.blocked_until = 0.0
+        self.log_entries = collections.deque(maxlen=int(self.cfg["log_max_entries"]))
+        self.log_seq = 0
+        self.requests = 0
+        self.colour_counter = 0
+        self.by_status = collections.Counter()
+        self.by_error = collections.Counter()
+        self.by_key = collections.Counter()
+        self.by_endpoint = collections.Counter()
+        self.finish_reasons = collections.Counter()
+        self.credits = 0.0
+        self.images = 0
+        self.rate_limited = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.hung = 0
+        self.sim_errors = 0
+
+    def new_entry(self, req, fp):
+        self.log_seq += 1
+        self.requests += 1
+        if fp:
+            self.by_key[fp] += 1
+        self.bytes_in += req.body_bytes
+        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
+             "key_fingerprint": fp, "status": None, "error_name": None, "body_bytes": req.body_bytes}
+        self.log_entries.append(e)
+        return e
+
+
+class ApiError(Exception):
+    def __init__(self, status, name, errors, headers=()):
+        super().__init__("%d %s" % (status, name))
+        self.status, self.name, self.errors, self.headers = status, name, list(errors), list(headers)
+
+
+def bad(msg):
+    return ApiError(400, "bad_request", [msg])
+
+
+# ----------------------------------------------------------------------------
+# The Stability side
+
+
+class Api:
+    def __init__(self, sim):
+        self.sim = sim
+
+    async def handle(self, req, reader, writer):
+        sim = self.sim
+        h = req.header("authorization")
+        key = h[7:].strip() if h.lower().startswith("bearer ") else ""
+        fp = fingerprint(key) if key else None
+        ks = sim.keys.get(key) if key else None
+        ent = sim.new_entry(req, fp)
+        rid = secrets.token_hex(16)
+        try:
+            m = re.fullmatch(r"/v2beta/stable-image/generate/([a-z0-9]+)/?", req.path)
+            if not m or m.group(1) not in ENDPOINTS:
+                raise ApiError(404, "not_found", ["%s %s: no such route" % (req.method, req.path)])
+            if req.method != "POST":
+                raise ApiError(405, "method_not_allowed", ["%s is not allowed on %s" % (req.method, req.path)])
+            endpoint = m.group(1)
+            ent["endpoint"] = endpoint
+            sim.by_endpoint[endpoint] += 1
+            if req.too_large:
+                raise ApiError(413, "payload_too_large",
+                               ["body: payloads cannot be larger than %d bytes in size" % sim.cfg["max_body_bytes"]])
+            if ks is None:
+                raise ApiError(401, "unauthorized", ["authorization: missing or invalid API key"])
+            behaviour = ks.active()
+            ent["behaviour"] = behaviour
+            if behaviour == "401":
+                ks.served += 1
+                raise ApiError(401, "unauthorized", ["authorization: missing or invalid API key"])
+            self.rate_limit(ks)
+            if behaviour == "429":
+                ks.served += 1
+                raise self.rate_error(ks, forced=True)
+            if behaviour == "500":
+                ks.served += 1
+                raise ApiError(500, "internal_error", ["An unexpected server error has occurred, please try again "
+                                                       "later."])
+            if behaviour == "hang":
+                ks.served += 1
+                ent["status"] = "hang"
+                sim.by_status["hang"] += 1
+                sim.hung += 1
+                try:
+                    while await reader.read(65536):
+                        pass
+                except (ConnectionError, OSError):
+                    pass
+                return False
+            return await self.generate(req, writer, ent, ks, endpoint, behaviour, rid)
+        except ApiError as e:
+            return await self.send_error(writer, ent, e, rid, close=req.body_bytes > DRAIN_MAX)
+
+    def rate_limit(self, ks):
+        sim, now = self.sim, time.monotonic()
+        if now < ks.blocked_until:
+            raise self.rate_error(ks)
+        win = float(sim.cfg["rate_limit_window_s"])
+        while ks.recent and ks.recent[0] <= now - win:
+            ks.recent.popleft()
+        ks.recent.append(now)
+        if len(ks.recent) > int(sim.cfg["rate_limit_requests"]):
+            ks.blocked_until = now + float(sim.cfg["rate_limit_timeout_s"])
+            ks.recent.clear()
+            raise self.rate_error(ks)
+
+    def rate_error(self, ks, forced=False):
+        sim = self.sim
+        sim.rate_limited += 1
+        hdrs = []
+        if sim.cfg["retry_after_header"]:
+            left = ks.blocked_until - time.monotonic() if not forced else sim.cfg["rate_limit_timeout_s"]
+            hdrs.append(("Retry-After", str(max(1, int(left + 0.999)))))
+        return ApiError(429, "rate_limit_exceeded",
+                        ["You have exceeded the rate limit of %s requests within a %s second period, and have "
+                         "been timed out for %s seconds." % (sim.cfg["rate_limit_requests"],
+                                                             sim.cfg["rate_limit_window_s"],
+                                                             sim.cfg["rate_limit_timeout_s"])], hdrs)
+
+    async def send_error(self, writer, ent, e, rid, close=False):
+        sim = self.sim
+        body = jdump({"id": rid, "name": e.name, "errors": e.errors}).encode()
+        ent["status"], ent["error_name"], ent["errors"] = e.status, e.name, e.errors
+        debug("%s %s key=%s -> %d %s", ent["method"], ent["path"], ent["key_fingerprint"], e.status, e.name)
+        sim.by_status[str(e.status)] += 1
+        sim.by_error[e.name] += 1
+        sim.bytes_out += len(body)
+        writer.write(response_head(e.status, [("Content-Type", "application/json")] + e.headers, len(body),
+                                   close) + body)
+        await writer.drain()
+        return not close
+
+    def fields_of(self, req, ent):
+        sim = self.sim
+        ctype = req.header("content-type")
+        ent["content_type"] = ctype.split(";")[0].strip().lower() if ctype else None
+        try:
+            parts = parse_multipart(req.body, ctype)
+        except ValueError as e:
+            raise bad(str(e))
+        keep = int(sim.cfg["log_value_chars"])
+        fields, files, log_fields, dups = {}, {}, {}, []
+        for p in parts:
+            info = {"size": len(p.data)}
+            if p.filename is not None or p.name == "image":
+                info.update({"kind": "file", "filename": p.filename, "content_type": p.content_type})
+                if p.name in files:
+                    dups.append(p.name)
+                files.setdefault(p.name, p)
+            else:
+                try:
+                    text = p.data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise bad("%s: is not valid UTF-8 text" % p.name)
+                info.update({"kind": "text", "value": text[:keep], "chars": len(text)})
+                if p.name in fields:
+                    dups.append(p.name)
+                fields.setdefault(p.name, text)
+            log_fields.setdefault(p.name, info)
+        ent["fields"] = log_fields
+        if dups:
+            ent["duplicate_fields"] = dups
+        return fields, files
+
+    async def generate(self, req, writer, ent, ks, endpoint, behaviour, rid):
+        sim = self.sim
+        accept = req.header("accept", "")
+        ent["accept"] = accept
+        a = accept.lower()
+        if "application/json" in a:
+            as_json = True
+        elif not a or "image/" in a or "*/*" in a:
+            as_json = False
+        else:
+            raise bad("accept: must be image/* or application/json")
+        fields, files = self.fields_of(req, ent)
+        prompt = fields.get("prompt")
+        if prompt is None:
+            raise bad("prompt: is required")
+        if not prompt.strip():
+            raise bad("prompt: cannot be empty")
+        if len(prompt) > 10000:
+            raise bad("prompt: must be at most 10000 characters (got %d)" % len(prompt))
+        neg = fields.get("negative_prompt")
+        if neg is not None and len(neg) > 10000:
+            raise bad("negative_prompt: must be at most 10000 characters")
+        ar = fields.get("aspect_ratio", "1:1")
+        if ar not in ASPECTS:
+            raise bad("aspect_ratio: must be one of %s" % ", ".join(ASPECTS))
+        fmt = fields.get("output_format", "png")
+        if fmt not in FORMATS:
+            raise bad("output_format: must be one of png, jpeg, webp")
+        seed = fields.get("seed", "0")
+        try:
+            seed = int(seed)
+            if not 0 <= seed <= SEED_MAX:
+                raise ValueError
+        except ValueError:
+            raise bad("seed: must be an integer between 0 and %d" % SEED_MAX)
+        sp = fields.get("style_preset")
+        if sp is not None and sp not in STYLE_PRESETS:
+            raise bad("style_preset: must be one of %s" % ", ".join(STYLE_PRESETS))
+        image = files.get("image")
+        if image is None and "image" in fields:
+            image = fields["image"].encode()
+        model = endpoint
+        credits = CREDITS.get(endpoint)
+        if endpoint == "sd3":
+            model = fields.get("model", "sd3.5-large")
+            if model not in SD3_MODELS:
+                raise bad("model: must be one of %s" % ", ".join(SD3_MODELS))
+            credits = SD3_MODELS[model]
+            mode = fields.get("mode", "text-to-image")
+            if mode not in ("text-to-image", "image-to-image"):
+                raise bad("mode: must be text-to-image or image-to-image")
+            if mode == "image-to-image" and image is None:
+                raise bad("image: is required when mode is image-to-image")
+            if mode == "text-to-image" and image is not None:
+                raise bad("image: is only allowed when mode is image-to-image")
+        if endpoint == "core" and image is not None:
+            raise bad("image: is not supported by stable-image/generate/core")
+        ent.update({"model": model, "output_format": fmt, "aspect_ratio": ar})
+        size = None
+        if image is not None:
+            data = image.data if isinstance(image, Part) else image
+            st = fields.get("strength")
+            if st is None:
+                raise bad("strength: is required when an image is provided")
+            try:
+                stv = float(st)
+                if not 0 <= stv <= 1:
+                    raise ValueError
+            except ValueError:
+                raise bad("strength: must be a number between 0 and 1")
+            kind, w, h = sniff(data)
+            ent["image"] = {"format": kind, "width": w, "height": h, "bytes": len(data)}
+            if kind is None:
+                raise bad("image: unsupported image format, use png, jpeg or webp")
+            if w is None or h is None:
+                raise bad("image: could not be decoded")
+            if min(w, h) < MIN_SIDE:
+                raise bad("image: every side must be at least %d pixels (got %dx%d)" % (MIN_SIDE, w, h))
+            if w * h > MAX_PIXELS:
+                raise bad("image: must have at most %d pixels (got %d)" % (MAX_PIXELS, w * h))
+            short = int(sim.cfg["image_short_side"])
+            size = (short, max(1, round(h * short / w))) if w <= h else (max(1, round(w * short / h)), short)
+        if behaviour == "403" or self.hit("moderation_trigger", prompt):
+            if behaviour == "403":
+                ks.served += 1
+            raise ApiError(403, "content_moderation",
+                           ["Your request was flagged by our content moderation system, as a result your request "
+                            "was denied and you were not charged."])
+        if self.hit("reject_trigger", prompt):
+            raise ApiError(422, "invalid_language", ["English is the only supported language for this service."])
+        delay = sim.cfg["delay_ms"] if ks.opts.get("delay_ms") is None else ks.opts["delay_ms"]
+        if delay:
+            await asyncio.sleep(float(delay) / 1000)
+        if size is None:
+            a_, b_ = ASPECTS[ar]
+            short = int(sim.cfg["image_short_side"])
+            size = (round(short * a_ / b_), short) if a_ >= b_ else (short, round(short * b_ / a_))
+        finish = "CONTENT_FILTERED" if self.hit("filter_trigger", prompt) else "SUCCESS"
+        if finish == "SUCCESS":
+            sim.colour_counter += 1
+            rgb = colour_of(sim.colour_counter)
+        else:
+            rgb = (128, 128, 128)
+        if seed == 0:
+            seed = secrets.randbelow(SEED_MAX) + 1
+        img = ENCODERS[fmt](size[0], size[1], rgb)
+        sim.images += 1
+        sim.credits += credits
+        sim.finish_reasons[finish] += 1
+        ent.update({"finish_reason": finish, "seed": seed, "width": size[0], "height": size[1],
+                    "colour": list(rgb), "credits": credits})
+        if as_json:
+            body = jdump({"image": base64.b64encode(img).decode(), "finish_reason": finish, "seed": seed}).encode()
+            hdrs = [("Content-Type", "application/json")]
+        else:
+            body = img
+            hdrs = [("Content-Type", FORMATS[fmt])]
+        hdrs += [("finish-reason", finish), ("seed", str(seed)), ("x-request-id", rid)]
+        ent["status"] = 200
+        ent["response_bytes"] = len(body)
+        debug("POST %s key=%s -> 200 %s %s", req.path, ent["key_fingerprint"], finish, fmt)
+        sim.by_status["200"] += 1
+        sim.bytes_out += len(body)
+        writer.write(response_head(200, hdrs, len(body)) + body)
+        await writer.drain()
+        return True
+
+    def hit(self, name, text):
+        w = self.sim.cfg.get(name)
+        return bool(w) and w in text
+
+
+# ----------------------------------------------------------------------------
+# Control API
+
+
+class BadControl(Exception):
+    pass
+
+
+class Control:
+    def __init__(self, sim):
+        self.sim = sim
+
+    async def handle(self, req):
+        routes = {("GET", "/_sim/info"): self.info, ("GET", "/_sim/config"): self.get_config,
+                  ("POST", "/_sim/config"): self.set_config, ("GET", "/_sim/keys"): self.get_keys,
+                  ("POST", "/_sim/keys"): self.set_keys, ("GET", "/_sim/log"): self.get_log,
+                  ("GET", "/_sim/stats"): self.stats, ("POST", "/_sim/reset"): self.reset}
+        fn = routes.get((req.method, req.path.rstrip("/")))
+        if fn is None:
+            paths = {p for _m, p in routes}
+            status = 405 if req.path.rstrip("/") in paths else 404
+            return status, jdump({"error": "no such control endpoint: %s %s" % (req.method, req.path)}).encode()
+        try:
+            body = json.loads(req.body) if req.body else {}
+            if not isinstance(body, dict):
+                raise BadControl("the body is a JSON object")
+            return 200, jdump(fn(req, body)).encode()
+        except (ValueError, UnicodeDecodeError) as e:
+            return 400, jdump({"error": "invalid JSON or value: %s" % e}).encode()
+        except BadControl as e:
+            return 400, jdump({"error": str(e)}).encode()
+
+    def info(self, req, body):
+        sim = self.sim
+        return {"port": sim.port, "base_url": "http://127.0.0.1:%d" % sim.port, "pid": os.getpid(),
+                "started_at": sim.started_at, "behaviours": list(BEHAVIOURS)}
+
+    def get_config(self, req, body):
+        return {"config": self.sim.cfg}
+
+    def set_config(self, req, body):
+        sim = self.sim
+        unknown = sorted(k for k in body if k not in DEFAULT_CONFIG)
+        if unknown:
+            raise BadControl("unknown config key(s): %s" % ", ".join(unknown))
+        for k, v in body.items():
+            d = DEFAULT_CONFIG[k]
+            if isinstance(d, bool):
+                if not isinstance(v, bool):
+                    raise BadControl("%s is a boolean" % k)
+            elif isinstance(d, (int, float)):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    raise BadControl("%s is a number >= 0" % k)
+                if k in ("max_body_bytes",) and v > DRAIN_MAX:
+                    raise BadControl("max_body_bytes is at most %d" % DRAIN_MAX)
+                if k in ("image_short_side",) and not 1 <= v <= 4096:
+                    raise BadControl("image_short_side is 1..4096")
+                if k in ("rate_limit_window_s", "log_max_entries") and v <= 0:
+                    raise BadControl("%s is > 0" % k)
+            elif v is not None and not isinstance(v, str):
+                raise BadControl("%s is a string or null" % k)
+        sim.cfg.update(body)
+        if "log_max_entries" in body:
+            sim.log_entries = collections.deque(sim.log_entries, maxlen=int(body["log_max_entries"]))
+        return {"config": sim.cfg}
+
+    def set_keys(self, req, body):
+        sim = self.sim
+        items = body.get("keys") if "keys" in body else [body]
+        if not isinstance(items, list):
+            raise BadControl("keys is a list of {key, behaviour, ...}")
+        out = []
+        for it in items:
+            if not isinstance(it, dict) or not isinstance(it.get("key"), str) or not it["key"]:
+                raise BadControl("each entry needs a key (a string)")
+            key = it["key"]
+            if it.get("remove"):
+                sim.keys.pop(key, None)
+                out.append({"key_fingerprint": fingerprint(key), "removed": True})
+                continue
+            b = str(it.get("behaviour", "ok"))
+            if b not in BEHAVIOURS:
+                raise BadControl("behaviour is one of %s" % ", ".join(BEHAVIOURS))
+            opts = {k: v for k, v in it.items() if k not in ("key", "behaviour", "remove", "unblock")}
+            bad_opts = sorted(k for k in opts if k not in KEY_OPTIONS)
+            if bad_opts:
+                raise BadControl("unknown key option(s): %s (known: %s)"
+                                 % (", ".join(bad_opts), ", ".join(KEY_OPTIONS)))
+            for k, v in opts.items():
+                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                    raise BadControl("%s is a number >= 0 or null" % k)
+            old = sim.keys.get(key)
+            ks = KeyState(key, b, opts)
+            if old is not None and not it.get("unblock"):   # keep the rate-limit state
+                ks.recent, ks.blocked_until = old.recent, old.blocked_until
+            sim.keys[key] = ks
+            out.append(ks.info())
+        return {"keys": out}
+
+    def get_keys(self, req, body):
+        return {"keys": [k.info() for k in self.sim.keys.values()]}
+
+    def get_log(self, req, body):
+        q = req.query
+        since = int(q.get("since", 0))
+        limit = int(q.get("limit", 1000000))
+        out = []
+        for e in self.sim.log_entries:
+            if e["seq"] > since:
+                out.append(e)
+                if len(out) >= limit:
+                    break
+        return {"entries": out, "last_seq": self.sim.log_seq}
+
+    def stats(self, req, body):
+        sim = self.sim
+        return {"requests": sim.requests, "by_status": dict(sim.by_status), "by_error_name": dict(sim.by_error),
+                "by_key_fingerprint": dict(sim.by_key), "by_endpoint": dict(sim.by_endpoint),
+                "finish_reasons": dict(sim.finish_reasons), "images": sim.images,
+                "credits": round(sim.credits, 3), "rate_limited": sim.rate_limited, "bytes_in": sim.bytes_in,
+                "bytes_out": sim.bytes_out, "hung": sim.hung, "open_connections": len(sim.writers),
+                "sim_errors": sim.sim_errors}
+
+    def reset(self, req, body):
+        self.sim.reset(keep_keys=bool(body.get("keep_keys")), keep_config=bool(body.get("keep_config")))
+        return {"ok": True}
+
+
+# ----------------------------------------------------------------------------
+# Server
+
+
+async def serve_conn(sim, api, control, reader, writer):
+    sim.writers.add(writer)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    try:
+        while True:
+            try:
+                req = await read_request(reader, int(sim.cfg["max_body_bytes"]))
+            except HttpError as e:
+                name = "payload_too_large" if e.status == 413 else "bad_request"
+                body = jdump({"id": secrets.token_hex(16), "name": name, "errors": [e.text]}).encode()
+                writer.write(response_head(e.status, [("Content-Type", "application/json")], len(body), True) + body)
+                await writer.drain()
+                break
+            if req is None:
+                break
+            if req.path.startswith("/_sim/"):
+                status, body = await control.handle(req)
+                writer.write(response_head(status, [("Content-Type", "application/json")], len(body)) + body)
+                await writer.drain()
+                keep = True
+            else:
+                keep = await api.handle(req, reader, writer)
+            if not keep or req.header("connection").lower() == "close" or req.version == "HTTP/1.0":
+                break
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+        pass
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        import traceback
+        sim.sim_errors += 1
+        log("error", "connection handler crashed:\n%s", traceback.format_exc())
+    finally:
+        sim.writers.discard(writer)
+        try:
+            writer.close()
+        except (ConnectionError, RuntimeError, OSError):
+            pass
+
+
+async def main_async(args):
+    sim = Sim(args)
+    api = Api(sim)
+    control = Control(sim)
+    server = await asyncio.start_server(lambda r, w: serve_conn(sim, api, control, r, w), "127.0.0.1",
+                                        args.port, limit=1 << 20, backlog=1024)
+    sim.port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log("info", "listening on 127.0.0.1:%d (%d key(s) from the command line)", sim.port, len(sim.cli_keys))
+    sys.stdout.write("SIM READY port=%d\n" % sim.port)
+    sys.stdout.flush()
+    await stop.wait()
+    log("info", "stopping (%d open connection(s), %d request(s) served)", len(sim.writers), sim.requests)
+    server.close()
+    for w in list(sim.writers):
+        try:
+            w.transport.abort()
+        except (RuntimeError, OSError, AttributeError):
+            pass
+    await asyncio.sleep(0.05)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Stability AI v2beta simulator for integration tests")
+    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
+    ap.add_argument("--key", action="append", help="an API key that answers normally (repeatable)")
+    ap.add_argument("--verbose", action="store_true", help="debug logging")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    global VERBOSE
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    VERBOSE = args.verbose
+    try:
+        asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

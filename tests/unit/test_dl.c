@@ -1,0 +1,494 @@
+/* test_dl: the capped downloader (dl) against a file server built with our
+ * httpd on 127.0.0.1, port 0, and dl_sniff_image. Each case gets its own
+ * directory under the test's TMPDIR and checks what is left in it: the
+ * finished file with mode 0600 and nothing else on success, nothing at all
+ * after a failure or a cancel. Calls are waited for with ut_loop.h; at the
+ * end client and server are closed and the loop finishes, so the sanitizers
+ * see any leak. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "dl.h"
+#include "err.h"
+#include "hcl.h"
+#include "httpd.h"
+#include "log.h"
+#include "mem.h"
+#include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_sys.h"
+
+#define WAIT_MS 10000
+
+struct canned {
+    int status; /* 0 = 200 */
+    const char *ctype;
+    const unsigned char *body;
+    size_t len;
+    int hold;
+};
+
+struct got {
+    int err;
+    long status;
+    char errstr[256], ctype[64];
+    unsigned char *data; /* a copy, with the byte after len */
+    int data_null;
+    size_t len;
+};
+
+struct fx {
+    uv_loop_t loop;
+    struct utloop ul;
+    struct httpd *h;
+    struct hcl *c;
+    int port, shut;
+    struct canned cn;
+    struct httpd_req *held;
+    int nreq;
+    char auth[128];
+    char dir[512], path[600];
+    int calls, sync_calls;
+    struct got g;
+};
+
+/* ---- the file server ------------------------------------------------------------- */
+
+static void h_file(struct httpd_req *r, void *arg)
+{
+    struct fx *fx = arg;
+    fx->nreq++;
+    const char *a = httpd_req_header(r, "Authorization");
+    snprintf(fx->auth, sizeof fx->auth, "%s", a ? a : "");
+    if (fx->cn.hold) {
+        fx->held = r;
+        return;
+    }
+    httpd_respond(r, fx->cn.status ? fx->cn.status : 200,
+                  fx->cn.ctype ? fx->cn.ctype : "application/octet-stream", fx->cn.body, fx->cn.len);
+}
+
+static void fx_init(struct fx *fx)
+{
+    memset(fx, 0, sizeof *fx);
+    if (getenv("UT_DEBUG"))
+        log_set_level(LOG_DEBUG);
+    UT_EQ_INT(uv_loop_init(&fx->loop), 0);
+    utloop_init(&fx->ul, &fx->loop, 0);
+    UT_EQ_INT(httpd_start(&fx->loop, &(struct httpd_opts){.bind = "127.0.0.1"}, &fx->h), 0);
+    fx->port = httpd_port(fx->h);
+    UT_EQ_INT(httpd_route(fx->h, "GET", "/files/a.bin", h_file, fx), 0);
+    UT_EQ_INT(hcl_new(&fx->loop, &(struct hcl_opts){.user_agent = "test_dl"}, &fx->c), 0);
+    snprintf(fx->dir, sizeof fx->dir, "%s/dl_XXXXXX", utsys_tmp_dir());
+    UT_ASSERT(mkdtemp(fx->dir));
+    snprintf(fx->path, sizeof fx->path, "%s/out.bin", fx->dir);
+}
+
+/* Names in fx's directory, ", "-separated, into out; returns how many. */
+static int dir_list(const struct fx *fx, char *out, size_t outlen)
+{
+    DIR *d = opendir(fx->dir);
+    UT_ASSERT(d);
+    int n = 0;
+    out[0] = '\0';
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        size_t l = strlen(out);
+        snprintf(out + l, outlen - l, "%s%s", n ? ", " : "", e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void expect_dir_empty(const struct fx *fx)
+{
+    char names[1024];
+    if (dir_list(fx, names, sizeof names))
+        UT_FAIL("left behind: %s", names);
+}
+
+static void fx_end(struct fx *fx)
+{
+    if (!fx->shut) {
+        fx->shut = 1;
+        hcl_close(fx->c, NULL, NULL);
+        httpd_close(fx->h, NULL, NULL);
+    }
+    if (fx->held)
+        httpd_respond(fx->held, 200, "text/plain", "late", 4);
+    fx->held = NULL;
+    utloop_close(&fx->ul);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    UT_EQ_INT(uv_loop_close(&fx->loop), 0);
+    unlink(fx->path);
+    UT_EQ_INT(rmdir(fx->dir), 0); /* fails when anything else is left */
+    mem_free(fx->g.data);
+}
+
+static void url_of(const struct fx *fx, char *out, size_t n)
+{
+    snprintf(out, n, "http://127.0.0.1:%d/files/a.bin?sig=SIGsecretQUERY", fx->port);
+}
+
+static void on_dl(const struct dl_result *r, void *arg)
+{
+    struct fx *fx = arg;
+    fx->calls++;
+    struct got *g = &fx->g;
+    mem_free(g->data);
+    memset(g, 0, sizeof *g);
+    UT_ASSERT(r->errstr && r->content_type);
+    g->err = r->err;
+    g->status = r->status;
+    snprintf(g->errstr, sizeof g->errstr, "%s", r->errstr);
+    snprintf(g->ctype, sizeof g->ctype, "%s", r->content_type);
+    g->len = r->len;
+    g->data_null = r->data == NULL;
+    if (r->data) {
+        g->data = mem_alloc(r->len + 1);
+        memcpy(g->data, r->data, r->len + 1); /* the NUL after the body is promised */
+    }
+}
+
+static void start(struct fx *fx, size_t max, const char *path, long timeout_ms, struct dl **out)
+{
+    char url[128];
+    url_of(fx, url, sizeof url);
+    static const char *const hdrs[] = {"Authorization: Bot DLsecretTOKEN", NULL};
+    int before = fx->calls;
+    struct dl_req rq = {.url = url, .headers = hdrs, .max_bytes = max, .timeout_ms = timeout_ms,
+                        .path = path};
+    UT_EQ_INT(dl_get(fx->c, &rq, on_dl, fx, out), 0);
+    UT_EQ_INT(fx->calls, before); /* never synchronously */
+}
+
+static void wait_calls(struct fx *fx, int n)
+{
+    UTLOOP_WAIT_FOR(&fx->ul, fx->calls >= n, WAIT_MS);
+    UT_EQ_INT(fx->calls, n);
+}
+
+static unsigned char *pattern(size_t n)
+{
+    unsigned char *p = mem_alloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 131) ^ (i >> 9));
+    return p;
+}
+
+static void expect_file(const struct fx *fx, const unsigned char *want, size_t len)
+{
+    struct stat st;
+    UT_EQ_INT(stat(fx->path, &st), 0);
+    UT_EQ_INT(st.st_mode & 07777, 0600);
+    UT_EQ_INT(st.st_size, len);
+    int fd = open(fx->path, O_RDONLY);
+    UT_ASSERT(fd >= 0);
+    unsigned char *got = mem_alloc(len + 1);
+    UT_EQ_INT(read(fd, got, len + 1), len);
+    close(fd);
+    UT_ASSERT(!memcmp(got, want, len));
+    mem_free(got);
+    char names[1024];
+    UT_EQ_INT(dir_list(fx, names, sizeof names), 1); /* no temporary file left */
+    UT_EQ_STR(names, "out.bin");
+}
+
+/* ---- success --------------------------------------------------------------------- */
+
+static void test_memory_target(void)
+{
+    size_t n = 300 * 1024 + 7;
+    unsigned char *body = pattern(n);
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn = (struct canned){.ctype = "image/png", .body = body, .len = n};
+    start(&fx, 1 << 20, NULL, 0, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, 0);
+    UT_EQ_STR(fx.g.errstr, "");
+    UT_EQ_INT(fx.g.status, 200);
+    UT_EQ_STR(fx.g.ctype, "image/png");
+    UT_EQ_INT(fx.g.len, n);
+    UT_ASSERT(!memcmp(fx.g.data, body, n));
+    UT_EQ_INT(fx.g.data[n], 0);
+    UT_EQ_STR(fx.auth, "Bot DLsecretTOKEN"); /* headers are sent */
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+    mem_free(body);
+}
+
+static void test_file_target_renamed_0600(void)
+{
+    size_t n = 1024 * 1024 + 3;
+    unsigned char *body = pattern(n);
+    struct fx fx;
+    fx_init(&fx);
+    /* An older file at the path is replaced, and its mode goes with it. */
+    int fd = open(fx.path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    UT_ASSERT(fd >= 0 && write(fd, "old", 3) == 3);
+    close(fd);
+    fx.cn = (struct canned){.body = body, .len = n};
+    start(&fx, 2 * n, fx.path, 0, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, 0);
+    UT_EQ_INT(fx.g.len, n);
+    UT_ASSERT(fx.g.data_null);
+    expect_file(&fx, body, n);
+    fx_end(&fx);
+    mem_free(body);
+}
+
+static void test_exact_cap_and_empty_body(void)
+{
+    unsigned char body[1000];
+    memset(body, 'x', sizeof body);
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn = (struct canned){.body = body, .len = sizeof body};
+    start(&fx, sizeof body, fx.path, 0, NULL); /* exactly max_bytes is fine */
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, 0);
+    expect_file(&fx, body, sizeof body);
+    start(&fx, sizeof body - 1, NULL, 0, NULL); /* one byte more is not */
+    wait_calls(&fx, 2);
+    UT_EQ_INT(fx.g.err, BC_ETOOBIG);
+    UT_EQ_INT(unlink(fx.path), 0);
+    fx.cn.len = 0;
+    start(&fx, 10, fx.path, 0, NULL);
+    wait_calls(&fx, 3);
+    UT_EQ_INT(fx.g.err, 0);
+    expect_file(&fx, body, 0);
+    fx_end(&fx);
+}
+
+/* ---- failures leave nothing behind -------------------------------------------------- */
+
+static void test_cap_exceeded_mid_stream(void)
+{
+    size_t n = 4 * 1024 * 1024, cap = 256 * 1024;
+    unsigned char *body = pattern(n);
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn = (struct canned){.body = body, .len = n};
+    start(&fx, cap, fx.path, 0, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, BC_ETOOBIG);
+    UT_EQ_INT(fx.g.status, 200);
+    UT_ASSERT(fx.g.errstr[0]);
+    UT_ASSERT(fx.g.len > 0 && fx.g.len <= cap); /* some was written, then it stopped */
+    expect_dir_empty(&fx);
+    start(&fx, cap, NULL, 0, NULL);
+    wait_calls(&fx, 2);
+    UT_EQ_INT(fx.g.err, BC_ETOOBIG);
+    UT_ASSERT(fx.g.len <= cap);
+    UT_ASSERT(!memcmp(fx.g.data, body, fx.g.len));
+    fx_end(&fx);
+    mem_free(body);
+}
+
+static void test_non_2xx(void)
+{
+    static const unsigned char nf[] = "{\"message\":\"not here\"}";
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn = (struct canned){.status = 404, .ctype = "application/json", .body = nf, .len = sizeof nf - 1};
+    start(&fx, 1 << 20, fx.path, 0, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, BC_EHTTP);
+    UT_EQ_INT(fx.g.status, 404);
+    UT_CONTAINS(fx.g.errstr, "404");
+    expect_dir_empty(&fx);
+    start(&fx, 1 << 20, NULL, 0, NULL);
+    wait_calls(&fx, 2);
+    UT_EQ_INT(fx.g.err, BC_EHTTP);
+    UT_EQ_STR((const char *)fx.g.data, (const char *)nf); /* the error body, for a look */
+    /* An error body over the cap is still reported as the status it is. */
+    size_t n = 512 * 1024;
+    unsigned char *big = pattern(n);
+    fx.cn = (struct canned){.status = 503, .body = big, .len = n};
+    start(&fx, 1024, fx.path, 0, NULL);
+    wait_calls(&fx, 3);
+    UT_EQ_INT(fx.g.err, BC_EHTTP);
+    UT_EQ_INT(fx.g.status, 503);
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+    mem_free(big);
+}
+
+static void test_cancel(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn.hold = 1;
+    struct dl *d = NULL;
+    start(&fx, 1 << 20, fx.path, 0, &d);
+    UT_ASSERT(d);
+    UTLOOP_WAIT_FOR(&fx.ul, fx.held != NULL, WAIT_MS);
+    /* While it runs, only the temporary file exists, private to us. */
+    char names[1024], tmp[1200];
+    UT_EQ_INT(dir_list(&fx, names, sizeof names), 1);
+    UT_ASSERT(!strncmp(names, "out.bin.part-", 13) && strlen(names) == 19);
+    snprintf(tmp, sizeof tmp, "%s/%.19s", fx.dir, names);
+    struct stat st;
+    UT_EQ_INT(stat(tmp, &st), 0);
+    UT_EQ_INT(st.st_mode & 07777, 0600);
+    dl_cancel(d);
+    dl_cancel(d); /* harmless twice */
+    UT_EQ_INT(fx.calls, 0);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, -ECANCELED);
+    UT_ASSERT(fx.g.errstr[0]);
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+}
+
+static void test_timeout(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn.hold = 1;
+    start(&fx, 1 << 20, fx.path, 300, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, -ETIMEDOUT);
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+}
+
+static void test_shutdown(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn.hold = 1;
+    start(&fx, 1 << 20, fx.path, 0, NULL);
+    UTLOOP_WAIT_FOR(&fx.ul, fx.held != NULL, WAIT_MS);
+    fx.shut = 1;
+    hcl_close(fx.c, NULL, NULL);
+    httpd_close(fx.h, NULL, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, BC_ESHUTDOWN);
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+}
+
+static void test_network_error(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", utsys_free_port());
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 10, .path = fx.path}, on_dl, &fx,
+                     NULL),
+              0);
+    wait_calls(&fx, 1);
+    UT_ASSERT(fx.g.err < 0 && fx.g.err != BC_EHTTP);
+    UT_EQ_INT(fx.g.status, 0);
+    expect_dir_empty(&fx);
+    fx_end(&fx);
+}
+
+static void test_bad_args(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    char url[128], path[700];
+    url_of(&fx, url, sizeof url);
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url}, on_dl, &fx, NULL), -EINVAL);
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.max_bytes = 1}, on_dl, &fx, NULL), -EINVAL);
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1}, NULL, &fx, NULL), -EINVAL);
+    snprintf(path, sizeof path, "%s/no/such/dir/f", fx.dir);
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = path}, on_dl, &fx, NULL),
+              -ENOENT);
+    static const char *const bad_hdr[] = {"X-Evil: a\r\nInjected: b", NULL};
+    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = fx.path,
+                                            .headers = bad_hdr},
+                     on_dl, &fx, NULL),
+              -EINVAL);
+    expect_dir_empty(&fx); /* the temporary file of a refused call is gone too */
+    utloop_run_for(&fx.ul, 50);
+    UT_EQ_INT(fx.calls, 0);
+    UT_EQ_INT(fx.nreq, 0);
+    fx_end(&fx);
+}
+
+static void test_secrets_not_logged(void)
+{
+    utlog_start("video-1", "video", NULL);
+    static const unsigned char body[] = "data";
+    struct fx fx;
+    fx_init(&fx);
+    fx.cn = (struct canned){.body = body, .len = 4};
+    start(&fx, 100, fx.path, 0, NULL);
+    wait_calls(&fx, 1);
+    UT_EQ_INT(fx.g.err, 0);
+    fx.cn.status = 403;
+    start(&fx, 100, NULL, 0, NULL);
+    wait_calls(&fx, 2);
+    UT_EQ_INT(fx.g.err, BC_EHTTP);
+    fx_end(&fx);
+    const char *out = utlog_text();
+    UT_CONTAINS(out, "/files/a.bin");
+    UT_CONTAINS(out, "dl failed");
+    UT_NOT_CONTAINS(out, "DLsecretTOKEN");
+    UT_NOT_CONTAINS(out, "SIGsecretQUERY");
+    utlog_stop(LOG_INFO);
+}
+
+/* ---- sniffing ------------------------------------------------------------------------- */
+
+static void test_sniff_image(void)
+{
+    static const struct {
+        const char *data;
+        size_t len;
+        const char *type;
+    } T[] = {
+        {"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16, "image/png"},
+        {"\x89PNG\r\n\x1a", 7, NULL},
+        {"\xff\xd8\xff\xe0\0\x10JFIF", 10, "image/jpeg"},
+        {"\xff\xd8\xff", 3, "image/jpeg"},
+        {"\xff\xd8", 2, NULL},
+        {"RIFF\x24\0\0\0WEBPVP8 ", 16, "image/webp"},
+        {"RIFF\x24\0\0\0WAVEfmt ", 16, NULL},
+        {"RIFF\x24\0\0\0WEB", 11, NULL},
+        {"GIF87a\x01\0", 8, "image/gif"},
+        {"GIF89a", 6, "image/gif"},
+        {"GIF88a", 6, NULL},
+        {"<html>", 6, NULL},
+        {"", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
+        const char *t = dl_sniff_image((const unsigned char *)T[i].data, T[i].len);
+        if (T[i].type ? !t || strcmp(t, T[i].type) : t != NULL)
+            UT_FAIL("case %zu: %s, want %s", i, t ? t : "NULL", T[i].type ? T[i].type : "NULL");
+    }
+    UT_ASSERT(dl_sniff_image(NULL, 10) == NULL);
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_memory_target),
+    UT_CASE(test_file_target_renamed_0600),
+    UT_CASE(test_exact_cap_and_empty_body),
+    UT_CASE(test_cap_exceeded_mid_stream),
+    UT_CASE(test_non_2xx),
+    UT_CASE(test_cancel),
+    UT_CASE(test_timeout),
+    UT_CASE(test_shutdown),
+    UT_CASE(test_network_error),
+    UT_CASE(test_bad_args),
+    UT_CASE(test_secrets_not_logged),
+    UT_CASE(test_sniff_image),
+    {0},
+};
+
+UT_MAIN(cases)

@@ -821,16 +821,8 @@ static void on_sweep(uv_timer_t *t)
 static void chat_health(struct json_object *health, void *arg)
 {
     struct chat *ch = arg;
-    if (!ch->keys)
-        return;
-    struct buf b;
-    buf_init(&b, 64 << 10);
-    if (!keypool_snapshot(ch->keys, uv_now(core_loop(ch->core)), &b)) {
-        struct json_object *k = json_tokener_parse(buf_str(&b));
-        if (k)
-            json_object_object_add(health, "keys", k);
-    }
-    buf_free(&b);
+    if (ch->keys)
+        keypool_health(ch->keys, uv_now(core_loop(ch->core)), health);
 }
 
 static void chat_redis_up(void *arg)
@@ -880,7 +872,7 @@ int chat_setup(struct core *c)
              LF_INT("context_turns", cfg->context_max_turns));
     core_at_close(c, chat_close, ch);
     struct core_hooks hooks = {.health = chat_health, .redis_up = chat_redis_up};
-    core_set_hooks(c, &hooks, ch);
+    core_add_hooks(c, &hooks, ch);
     int rc = bus_register(core_bus(c), "discord.interaction", on_interaction, ch);
     if (!rc)
         rc = bus_register(core_bus(c), "discord.message", on_message, ch);

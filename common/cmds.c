@@ -13,18 +13,38 @@ static const struct cmd_option opt_question_en[] = {
     {"question", CMD_OPT_STRING, 1, "What to ask", "물어볼 내용", 4000, 0, 0, 0},
     {0},
 };
+static const struct cmd_choice choice_ratio[] = {
+    {"1:1 square", "1:1 정사각형", "1:1"},   {"16:9 wide", "16:9 가로", "16:9"},   {"4:3", "4:3", "4:3"},
+    {"3:2", "3:2", "3:2"},                   {"2:3", "2:3", "2:3"},               {"3:4", "3:4", "3:4"},
+    {"9:16 tall", "9:16 세로", "9:16"},      {"21:9 cinema", "21:9 영화", "21:9"}, {0},
+};
 static const struct cmd_option opt_image[] = {
     {"설명", CMD_OPT_STRING, 1, "What to draw", "그릴 그림 설명", 1500, 0, 0, 0},
+    {"비율", CMD_OPT_STRING, 0, "Aspect ratio (default 1:1)", "가로세로 비율 (기본 1:1)", 0, 0, 0, 0, choice_ratio},
+    {"개수", CMD_OPT_INTEGER, 0, "How many images (1-4, default 1)", "만들 이미지 수 (1-4, 기본 1)", 0, 1, 1, 4},
     {0},
 };
 static const struct cmd_option opt_img[] = {
     {"설명", CMD_OPT_STRING, 1, "What to draw", "그릴 그림 설명", 1500, 0, 0, 0},
-    {"이미지", CMD_OPT_ATTACHMENT, 0, "Image to start from", "바탕이 될 이미지", 0, 0, 0, 0},
+    {"이미지", CMD_OPT_ATTACHMENT, 0, "Image to start from (PNG, JPEG or WEBP)", "바탕이 될 이미지 (PNG, JPEG, WEBP)", 0,
+     0, 0, 0},
     {"강도", CMD_OPT_NUMBER, 0, "How far to move from the image (0-1)", "원본에서 벗어나는 정도 (0-1)", 0, 1, 0, 1},
+    {0},
+};
+static const struct cmd_choice choice_length[] = {
+    {"6 seconds", "6초", "6"},
+    {"10 seconds", "10초", "10"},
+    {0},
+};
+static const struct cmd_choice choice_resolution[] = {
+    {"768P", "768P", "768P"},
+    {"1080P (6 s only)", "1080P (6초만)", "1080P"},
     {0},
 };
 static const struct cmd_option opt_video[] = {
     {"설명", CMD_OPT_STRING, 1, "What the video shows", "만들 영상 설명", 2000, 0, 0, 0},
+    {"길이", CMD_OPT_STRING, 0, "Length (default 6 s)", "길이 (기본 6초)", 0, 0, 0, 0, choice_length},
+    {"해상도", CMD_OPT_STRING, 0, "Resolution (default 768P)", "해상도 (기본 768P)", 0, 0, 0, 0, choice_resolution},
     {0},
 };
 
@@ -62,10 +82,10 @@ static const struct cmd_def cmd_table[] = {
     {"chatmode", NULL, ROLE_CHAT, DESC_MODE_EN, DESC_MODE_KO, opt_mode_en, 0, 0, 0, 1, PERM_MANAGE_CHANNELS},
     {"사용량", NULL, ROLE_CHAT, "Your usage today", "오늘의 사용량", NULL, 0, 1, 1, 1, NULL},
     {"usage", NULL, ROLE_CHAT, "Your usage today", "오늘의 사용량", NULL, 0, 1, 1, 1, NULL},
-    {"이미지", NULL, ROLE_IMAGE, "Generate an image (MiniMax)", "이미지를 만듭니다 (MiniMax)", opt_image, 0, 0, 0, 0},
+    {"이미지", NULL, ROLE_IMAGE, "Generate an image (MiniMax)", "이미지를 만듭니다 (MiniMax)", opt_image, 0, 0, 0, 1},
     {"img", NULL, ROLE_IMAGE, "Generate or transform an image (Stability)", "이미지를 만들거나 바꿉니다 (Stability)",
-     opt_img, 0, 0, 0, 0},
-    {"비디오", NULL, ROLE_VIDEO, "Generate a video (MiniMax)", "영상을 만듭니다 (MiniMax)", opt_video, 0, 0, 0, 0},
+     opt_img, 0, 0, 0, 1},
+    {"비디오", NULL, ROLE_VIDEO, "Generate a video (MiniMax)", "영상을 만듭니다 (MiniMax)", opt_video, 0, 0, 0, 1},
     {"핑", "ping", ROLE_ADMIN, "Latency of the gateway, REST and Redis", "게이트웨이, REST, Redis 지연 시간", NULL, 0, 1,
      1, 1},
     {"상태", "status", ROLE_ADMIN, "Cluster status", "클러스터 상태", NULL, 1, 1, 1, 0},

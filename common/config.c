@@ -24,6 +24,7 @@ enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, C
 
 /* Choices of CT_ENUM settings, '|'-separated, in enum order. */
 static const char gateway_choices[] = "auto|on|off";
+static const char img2img_choices[] = "sd3|ultra";
 
 enum {
     CF_KEYED = 1,    /* name is NAME_<KEY_INDEX> */
@@ -41,6 +42,7 @@ struct cfg_def {
     unsigned flags;
     const char *help;
     size_t has_off; /* CT_NUM: int set to 1 when a value is given, else 0 */
+    const char *choices; /* CT_ENUM: '|'-separated, in enum order */
 };
 
 #define F(m) offsetof(struct config, m)
@@ -96,7 +98,7 @@ static const struct cfg_def cfg_defs[] = {
     {"DISCORD_API_BASE", CT_URL, "https://discord.com/api/v10", F(discord_api_base), 0, 0, 0,
      "Discord REST base URL; the gateway URL is asked from it (GET /gateway/bot)."},
     {"GATEWAY", CT_ENUM, "auto", F(gateway_mode), 0, 0, 0,
-     "auto: compete for the gateway lease; on: same, and say so at start; off: never hold it."},
+     "auto: compete for the gateway lease; on: same, and say so at start; off: never hold it.", 0, gateway_choices},
     {"GATEWAY_INTENTS", CT_INT, "37377", F(gateway_intents), 0, 33554431, 0,
      "Gateway intents bitfield (default guilds, guild messages, direct messages, message content)."},
     {"GATEWAY_LEASE_MS", CT_INT, "5000", F(gateway_lease_ms), 1000, 60000, 0,
@@ -138,6 +140,37 @@ static const struct cfg_def cfg_defs[] = {
      "Check each question with the provider's moderations endpoint before answering it."},
     {"MODERATION_MODEL", CT_STR, "omni-moderation-latest", F(moderation_model), 0, 0, 0,
      "Model of the moderations endpoint."},
+    {"MINIMAX_BASE_URL", CT_URL, "https://api.minimax.io", F(minimax_base_url), 0, 0, 0,
+     "MiniMax API host (https://api.minimaxi.com in mainland China; a key works only on its own host)."},
+    {"MINIMAX_IMAGE_MODEL", CT_STR, "image-01", F(minimax_image_model), 0, 0, 0, "MiniMax image model of /이미지."},
+    {"MINIMAX_VIDEO_MODEL", CT_STR, "MiniMax-Hailuo-02", F(minimax_video_model), 0, 0, 0,
+     "MiniMax video model of /비디오 (MiniMax-Hailuo-02, MiniMax-Hailuo-2.3, T2V-01 ...)."},
+    {"STABILITY_BASE_URL", CT_URL, "https://api.stability.ai", F(stability_base_url), 0, 0, 0,
+     "Stability AI API host."},
+    {"STABILITY_IMG2IMG", CT_ENUM, "sd3", F(stability_img2img), 0, 0, 0,
+     "Endpoint of /img with an image: sd3 (STABILITY_SD3_MODEL) or ultra.", 0, img2img_choices},
+    {"STABILITY_SD3_MODEL", CT_STR, "sd3.5-large", F(stability_sd3_model), 0, 0, 0,
+     "Model of the sd3 endpoint (sd3.5-large, sd3.5-large-turbo, sd3.5-medium)."},
+    {"IMG2IMG_STRENGTH", CT_NUM, "0.6", F(img2img_strength), 0, 1, 0,
+     "Strength of /img with an image when the user gives none (0 keeps the image, 1 ignores it).",
+     F(has_img2img_strength)},
+    {"IMAGE_TIMEOUT_SEC", CT_INT, "120", F(image_timeout_sec), 5, 600, 0, "Longest one image request may take."},
+    {"GALLERY_CHANNEL", CT_ID, "", F(gallery_channel), 0, 0, CF_OPTIONAL,
+     "Channel id where every generated image is also posted, with its author; empty: off."},
+    {"USER_DAILY_IMAGES", CT_INT, "50", F(user_daily_images), 0, 1000000, 0,
+     "Images one user may generate per day (UTC) (0 = no limit)."},
+    {"USER_DAILY_VIDEOS", CT_INT, "5", F(user_daily_videos), 0, 1000000, 0,
+     "Videos one user may generate per day (UTC) (0 = no limit)."},
+    {"USER_MAX_VIDEO_JOBS", CT_INT, "1", F(user_max_video_jobs), 1, 100, 0,
+     "Videos one user may have in progress at once."},
+    {"VIDEO_TIMEOUT_MIN", CT_INT, "20", F(video_timeout_min), 1, 240, 0,
+     "A video not ready after this many minutes is given up with a clear message."},
+    {"VIDEO_POLL_SEC", CT_INT, "10", F(video_poll_sec), 1, 300, 0,
+     "First wait between two status checks of a video (backs off to 4x)."},
+    {"VIDEO_DIR", CT_STR, "/tmp/discordbot-videos", F(video_dir), 0, 0, 0,
+     "Directory where finished videos are downloaded before upload (created 0700)."},
+    {"VIDEO_MAX_MB", CT_INT, "200", F(video_max_mb), 1, 4096, 0,
+     "Largest video file downloaded; a bigger one is given as a link."},
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 
@@ -532,7 +565,8 @@ static const char *url_problem(const struct cfg_def *d, const char *v)
             return "TLS (rediss://) is not supported by this build; use a local TLS proxy";
         if (strncmp(v, "redis://", 8) && strncmp(v, "unix://", 7))
             return "must start with redis:// or unix://";
-    } else if (!strcmp(d->name, "DISCORD_API_BASE") || !strcmp(d->name, "OPENAI_BASE_URL")) {
+    } else if (!strcmp(d->name, "DISCORD_API_BASE") || !strcmp(d->name, "OPENAI_BASE_URL") ||
+               !strcmp(d->name, "MINIMAX_BASE_URL") || !strcmp(d->name, "STABILITY_BASE_URL")) {
         if (strncmp(v, "https://", 8) && strncmp(v, "http://", 7))
             return "must start with https:// (or http:// for a local server)";
     } else if (strncmp(v, "postgresql://", 13) && strncmp(v, "postgres://", 11) && !strchr(v, '=')) {
@@ -616,9 +650,9 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
         *(char **)field = mem_strdup(v);
         break;
     case CT_ENUM:
-        n = enum_index(gateway_choices, v);
+        n = enum_index(d->choices, v);
         if (n < 0)
-            problem(c, key, "must be one of %s", gateway_choices);
+            problem(c, key, "must be one of %s", d->choices);
         else
             *(int *)field = (int)n;
         break;
@@ -819,7 +853,7 @@ void cfg_dump(const struct config *c, struct buf *out)
             buf_printf(out, "%s=%s\n", key, *(char *const *)field ? *(char *const *)field : "");
             break;
         case CT_ENUM: {
-            const char *p = gateway_choices;
+            const char *p = d->choices;
             for (int k = 0; k < *(const int *)field; k++)
                 p += strcspn(p, "|") + 1;
             buf_printf(out, "%s=%.*s\n", key, (int)strcspn(p, "|"), p);

@@ -85,12 +85,32 @@ struct config {
     int moderation;            /* check input with the moderations endpoint first */
     char *moderation_model;
 
+    /* images and videos */
+    char *minimax_base_url;
+    char *minimax_image_model;
+    char *minimax_video_model;
+    char *stability_base_url;
+    int stability_img2img;       /* enum img2img_endpoint */
+    char *stability_sd3_model;
+    double img2img_strength;
+    int has_img2img_strength;
+    int image_timeout_sec;
+    char *gallery_channel;       /* "" = off */
+    int user_daily_images;       /* 0 = off */
+    int user_daily_videos;       /* 0 = off */
+    int user_max_video_jobs;
+    int video_timeout_min;
+    int video_poll_sec;
+    char *video_dir;
+    int video_max_mb;
+
     char *env_file;          /* path given with --env-file, or NULL */
     struct buf problems;     /* "KEY\tproblem\n" lines */
     struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...) */
 };
 
 enum gateway_mode { GATEWAY_AUTO = 0, GATEWAY_ON, GATEWAY_OFF };
+enum img2img_endpoint { IMG2IMG_SD3 = 0, IMG2IMG_ULTRA };
 
 enum cfg_action { CFG_RUN = 0, CFG_EXIT_OK = 1, CFG_CHECK_ONLY = 2 };
 

@@ -45,8 +45,11 @@ struct core {
         void *arg;
     } at_close[8];
     int nat_close;
-    struct core_hooks hooks; /* the role's */
-    void *hooks_arg;
+    struct {
+        struct core_hooks h;
+        void *arg;
+    } hooks[4]; /* the roles' */
+    int nhooks;
     uv_timer_t beat_timer, drain_timer, lag_timer;
     /* loop lag: how late a 50 ms timer fires; the worst of the current and
      * of the last heartbeat window. Proof that nothing blocks the loop. */
@@ -97,10 +100,13 @@ struct hcl *core_http(struct core *c)
     return c->http;
 }
 
-void core_set_hooks(struct core *c, const struct core_hooks *h, void *arg)
+int core_add_hooks(struct core *c, const struct core_hooks *h, void *arg)
 {
-    c->hooks = *h;
-    c->hooks_arg = arg;
+    if (c->nhooks == (int)(sizeof(c->hooks) / sizeof(c->hooks[0])))
+        return -ENOSPC;
+    c->hooks[c->nhooks].h = *h;
+    c->hooks[c->nhooks++].arg = arg;
+    return 0;
 }
 
 int core_at_close(struct core *c, void (*fn)(void *arg), void *arg)
@@ -203,9 +209,19 @@ static void on_redis_state(struct rds *r, int up, void *arg)
     if (up) {
         bus_cmd_up(c->bus);
         send_beat(c);
-        if (c->hooks.redis_up && c->state == CS_RUNNING)
-            c->hooks.redis_up(c->hooks_arg);
+        for (int i = 0; i < c->nhooks && c->state == CS_RUNNING; i++)
+            if (c->hooks[i].h.redis_up)
+                c->hooks[i].h.redis_up(c->hooks[i].arg);
     }
+}
+
+static void on_store_state(struct store *s, int up, void *arg)
+{
+    (void)s;
+    struct core *c = arg;
+    for (int i = 0; i < c->nhooks && up && c->state == CS_RUNNING; i++)
+        if (c->hooks[i].h.store_up)
+            c->hooks[i].h.store_up(c->hooks[i].arg);
 }
 
 /* ---- /health and /metrics ------------------------------------------------ */
@@ -272,8 +288,9 @@ static void on_health(struct httpd_req *req, void *arg)
     json_object_object_add(o, "inflight", json_object_new_int64(st.inflight));
     json_object_object_add(o, "processed", json_object_new_int64((int64_t)st.processed));
     json_object_object_add(o, "failed", json_object_new_int64((int64_t)(st.failed + st.dead)));
-    if (c->hooks.health && c->state == CS_RUNNING)
-        c->hooks.health(o, c->hooks_arg);
+    for (int i = 0; i < c->nhooks && c->state == CS_RUNNING; i++)
+        if (c->hooks[i].h.health)
+            c->hooks[i].h.health(o, c->hooks[i].arg);
     size_t len;
     const char *body = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
     httpd_respond(req, http, "application/json", body, len);
@@ -546,7 +563,7 @@ static int start_store(struct core *c)
         return 0;
     }
     struct store_opts so = {.conninfo = c->cfg.database_url};
-    int rc = store_new(c->loop, &so, NULL, NULL, &c->store);
+    int rc = store_new(c->loop, &so, on_store_state, c, &c->store);
     if (rc)
         log_error("cannot set up postgresql", LF_URL("database_url", c->cfg.database_url), LF_ERR(rc));
     return rc;

@@ -47,8 +47,12 @@ struct core_hooks {
     void (*health)(struct json_object *health, void *arg);
     /* the Redis command connection came up (again): rewrite mirrored state */
     void (*redis_up)(void *arg);
+    /* PostgreSQL is connected and migrated (again) */
+    void (*store_up)(void *arg);
 };
-void core_set_hooks(struct core *c, const struct core_hooks *h, void *arg);
+/* Up to 4 sets per instance (a role may be served by more than one
+ * module); -ENOSPC beyond. */
+int core_add_hooks(struct core *c, const struct core_hooks *h, void *arg);
 
 /* fn(arg) runs at shutdown, after in-flight jobs were cancelled and before
  * the HTTP client and the store close (last registered runs first). */

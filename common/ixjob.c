@@ -74,10 +74,52 @@ const char *ixjob_option(const struct ixjob *j, const char *name)
     return NULL;
 }
 
+static struct json_object *option_value(const struct ixjob *j, const char *name)
+{
+    struct json_object *opts, *v;
+    if (!json_object_object_get_ex(j->root, "options", &opts) || !json_object_is_type(opts, json_type_array))
+        return NULL;
+    for (size_t i = 0; i < json_object_array_length(opts); i++) {
+        struct json_object *op = json_object_array_get_idx(opts, i);
+        const char *n = jstr(op, "name");
+        if (n && !strcmp(n, name) && json_object_object_get_ex(op, "value", &v))
+            return v;
+    }
+    return NULL;
+}
+
+int ixjob_option_num(const struct ixjob *j, const char *name, double *out)
+{
+    struct json_object *v = option_value(j, name);
+    if (!v || !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return 0;
+    *out = json_object_get_double(v);
+    return 1;
+}
+
+int ixjob_attachment(const struct ixjob *j, const char *name, struct ixjob_attachment *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct json_object *v = option_value(j, name), *res, *atts, *a;
+    if (!v || !json_object_is_type(v, json_type_string))
+        return 0;
+    if (!json_object_object_get_ex(j->root, "resolved", &res) ||
+        !json_object_object_get_ex(res, "attachments", &atts) ||
+        !json_object_object_get_ex(atts, json_object_get_string(v), &a))
+        return 0;
+    out->url = jstr(a, "url");
+    out->filename = jstr(a, "filename");
+    out->content_type = jstr(a, "content_type");
+    out->size = jint(a, "size");
+    return out->url != NULL;
+}
+
 struct ixjob_edit {
     uv_loop_t *loop;
     struct drest *rest;
     char *path, *json;
+    const struct drest_file *files; /* borrowed until cb */
+    int nfiles;
     uint64_t started;
     uv_timer_t timer;
     ixjob_cb *cb;
@@ -132,7 +174,8 @@ static void on_edited(const struct drest_resp *r, void *arg)
 
 static void edit_send(struct ixjob_edit *e)
 {
-    struct drest_req rq = {.method = "PATCH", .path = e->path, .json = e->json, .bot_auth = 0};
+    struct drest_req rq = {.method = "PATCH", .path = e->path, .json = e->json, .files = e->files,
+                           .nfiles = e->nfiles, .bot_auth = 0};
     if (drest_request(e->rest, &rq, on_edited, e))
         edit_done(e, -ENOTCONN, 0);
     else
@@ -151,6 +194,12 @@ void ixjob_edit_cancel(struct ixjob_edit *e)
 struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
                                        const char *json, ixjob_cb *cb, void *arg)
 {
+    return ixjob_edit_files(loop, rest, j, json, NULL, 0, cb, arg);
+}
+
+struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const struct ixjob *j, const char *json,
+                                    const struct drest_file *files, int nfiles, ixjob_cb *cb, void *arg)
+{
     if (!rest) {
         cb(-ENOTCONN, 0, arg);
         return NULL;
@@ -162,6 +211,8 @@ struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, cons
     e->rest = rest;
     e->path = mem_strdup(path);
     e->json = mem_strdup(json);
+    e->files = files;
+    e->nfiles = nfiles;
     e->started = uv_now(loop);
     e->cb = cb;
     e->arg = arg;

@@ -32,6 +32,17 @@ void ixjob_free(struct ixjob *j);
 /* The string option called name, or NULL. */
 const char *ixjob_option(const struct ixjob *j, const char *name);
 
+/* The number option called name (INTEGER or NUMBER): 1 and *out, or 0. */
+int ixjob_option_num(const struct ixjob *j, const char *name, double *out);
+
+/* The attachment option called name, from the interaction's resolved data.
+ * Strings point into the job (NULL when absent). */
+struct ixjob_attachment {
+    const char *url, *filename, *content_type;
+    int64_t size;
+};
+int ixjob_attachment(const struct ixjob *j, const char *name, struct ixjob_attachment *out);
+
 /* status 0 when Discord accepted the edit, else the drest error or HTTP
  * status (negative), with Discord's code in *code. */
 typedef void ixjob_cb(int status, int code, void *arg);
@@ -42,6 +53,12 @@ struct ixjob_edit;
  * valid until cb runs, or NULL when cb already ran. */
 struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
                                        const char *json, ixjob_cb *cb, void *arg);
+/* The same with files attached (multipart; json must list them in its
+ * "attachments"). files stay borrowed until cb runs or the edit is
+ * cancelled (a 404 retry sends them again). */
+struct drest_file;
+struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const struct ixjob *j, const char *json,
+                                    const struct drest_file *files, int nfiles, ixjob_cb *cb, void *arg);
 /* The caller is going away: cb will not run; the edit cleans up by itself. */
 void ixjob_edit_cancel(struct ixjob_edit *e);
 

@@ -2,6 +2,7 @@
 #include "keypool.h"
 
 #include <inttypes.h>
+#include <json.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -362,6 +363,21 @@ int keypool_pick(struct keypool *p, uint64_t now_ms, struct keypool_pick *pk)
     return KEYPOOL_EAGAIN;
 }
 
+int keypool_by_fp(const struct keypool *p, const char *fp, struct keypool_pick *pk)
+{
+    memset(pk, 0, sizeof(*pk));
+    pk->index = -1;
+    for (int i = 0; fp && i < p->n; i++) {
+        if (strcmp(p->keys[i].sec.fp, fp))
+            continue;
+        pk->index = i;
+        pk->key = p->keys[i].sec.value;
+        pk->fp = p->keys[i].sec.fp;
+        return 0;
+    }
+    return -ENOENT;
+}
+
 static void take_out(struct keypool *p, struct key *k, const char *reason)
 {
     if (k->state == K_OUT)
@@ -454,4 +470,19 @@ int keypool_snapshot(const struct keypool *p, uint64_t now_ms, struct buf *json)
     if (rc >= 0)
         rc = buf_puts(json, "]}");
     return rc < 0 ? rc : 0;
+}
+
+void keypool_health(const struct keypool *p, uint64_t now_ms, struct json_object *health)
+{
+    struct buf b;
+    buf_init(&b, 64 << 10);
+    struct json_object *snap = keypool_snapshot(p, now_ms, &b) ? NULL : json_tokener_parse(buf_str(&b)), *arr;
+    buf_free(&b);
+    if (!snap)
+        return;
+    if (!json_object_object_get_ex(health, "keys", &arr)) {
+        arr = json_object_new_array();
+        json_object_object_add(health, "keys", arr);
+    }
+    json_object_array_add(arr, snap);
 }

@@ -91,6 +91,11 @@ int keypool_new(uv_loop_t *loop, struct rds *redis, const char *prefix, const ch
  * KEYPOOL_EEXHAUSTED. */
 int keypool_pick(struct keypool *p, uint64_t now_ms, struct keypool_pick *pk);
 
+/* The key whose fingerprint is fp, whatever its state (a follow-up call
+ * about something that key started, e.g. polling a task its account owns):
+ * 0 and pk->index/key/fp, or -ENOENT. Not counted as a use. */
+int keypool_by_fp(const struct keypool *p, const char *fp, struct keypool_pick *pk);
+
 /* What happened to a request made with key index. retry_after_ms is used
  * for KEYPOOL_RATE_LIMITED only (0 = unknown). A stale or bad index is
  * ignored. */
@@ -105,6 +110,11 @@ void keypool_describe(const struct keypool *p, int rc, const struct keypool_pick
  * {"provider","breaker":{"state","retry_in_ms","cooldown_ms","errors"},"keys":[{"fp","state",
  * "retry_in_ms","reason","uses","failures"}]}. Returns 0 or BC_ETOOBIG. */
 int keypool_snapshot(const struct keypool *p, uint64_t now_ms, struct buf *json);
+
+/* Append the snapshot to the "keys" array of a /health JSON object
+ * (creating the array). */
+struct json_object;
+void keypool_health(const struct keypool *p, uint64_t now_ms, struct json_object *health);
 
 /* Write every key's state to Redis again (after the hash was lost, or when
  * the connection comes up: call it from the rds state callback). */

@@ -21,8 +21,8 @@
  * must stay valid (it may grow) until the done callback runs or
  * reply_cancel returns. A reply frees itself after done, or after cancel
  * once its requests have come back. */
-#ifndef CHAT_REPLY_H
-#define CHAT_REPLY_H
+#ifndef BC_REPLY_H
+#define BC_REPLY_H
 
 #include <stddef.h>
 

@@ -10,14 +10,15 @@
 #include "rds.h"
 
 /* KEYS: rate log (zset), daily counter prefix. ARGV: rate, window ms,
- * daily. Returns {0} or {1, wait_ms} (rate) or {2, wait_ms} (daily). */
+ * daily, cost. Returns {0} or {1, wait_ms} (rate) or {2, wait_ms} (daily). */
 static const char check_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local rate, win, daily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local day = math.floor(now / 86400000)\n"
     "local dkey = KEYS[2] .. ':' .. day\n"
-    "if daily > 0 and tonumber(redis.call('GET', dkey) or '0') >= daily then\n"
+    "local cost = tonumber(ARGV[4])\n"
+    "if daily > 0 and tonumber(redis.call('GET', dkey) or '0') + cost > daily then\n"
     "  return {2, (day + 1) * 86400000 - now}\n"
     "end\n"
     "if rate > 0 then\n"
@@ -31,7 +32,7 @@ static const char check_lua[] =
     "  redis.call('PEXPIRE', KEYS[1] .. ':n', win)\n"
     "end\n"
     "if daily > 0 then\n"
-    "  redis.call('INCR', dkey)\n"
+    "  redis.call('INCRBY', dkey, cost)\n"
     "  redis.call('EXPIRE', dkey, 172800)\n"
     "end\n"
     "return {0}\n";
@@ -67,19 +68,49 @@ void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void
         cb(ULIMIT_OK, 0, arg);
         return;
     }
-    char rkey[200], dkey[200], rate[16], win[24], daily[16];
+    char rkey[200], dkey[200], rate[16], win[24], daily[16], cost[16];
     snprintf(rkey, sizeof(rkey), "%s:ulimit:%s:%s:rate", q->prefix, q->kind, q->user_id);
     snprintf(dkey, sizeof(dkey), "%s:ulimit:%s:%s:day", q->prefix, q->kind, q->user_id);
     snprintf(rate, sizeof(rate), "%d", q->rate);
     snprintf(win, sizeof(win), "%lld", (long long)q->window_s * 1000);
     snprintf(daily, sizeof(daily), "%d", q->daily);
+    snprintf(cost, sizeof(cost), "%d", q->cost > 0 ? q->cost : 1);
     struct ulimit_ctx *c = mem_alloc(sizeof(*c));
     c->cb = cb;
     c->arg = arg;
-    const char *av[] = {"EVAL", check_lua, "2", rkey, dkey, rate, win, daily};
-    if (rds_cmd(r, on_reply, c, 8, av, NULL)) {
+    const char *av[] = {"EVAL", check_lua, "2", rkey, dkey, rate, win, daily, cost};
+    if (rds_cmd(r, on_reply, c, 9, av, NULL)) {
         mem_free(c);
         log_warn("user limits not checked (redis unavailable); allowing the request");
         cb(ULIMIT_OK, 0, arg);
     }
+}
+
+/* Give back what a request counted against the day (it failed before the
+ * user got anything). Best effort; never below zero. */
+static const char refund_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local day = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / 86400000)\n"
+    "local dkey = KEYS[1] .. ':' .. day\n"
+    "local v = tonumber(redis.call('GET', dkey) or '0')\n"
+    "if v > 0 then redis.call('DECRBY', dkey, math.min(v, tonumber(ARGV[1]))) end\n"
+    "return 0\n";
+
+static void on_refund(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    (void)status;
+    (void)reply;
+    (void)arg;
+}
+
+void ulimit_refund(struct rds *r, const struct ulimit_req *q)
+{
+    if (q->daily <= 0 || !q->user_id)
+        return;
+    char dkey[200], cost[16];
+    snprintf(dkey, sizeof(dkey), "%s:ulimit:%s:%s:day", q->prefix, q->kind, q->user_id);
+    snprintf(cost, sizeof(cost), "%d", q->cost > 0 ? q->cost : 1);
+    const char *av[] = {"EVAL", refund_lua, "1", dkey, cost};
+    rds_cmd(r, on_refund, NULL, 5, av, NULL);
 }

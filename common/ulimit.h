@@ -22,10 +22,16 @@ typedef void ulimit_cb(enum ulimit_verdict v, int64_t wait_ms, void *arg);
 struct ulimit_req {
     const char *prefix, *kind, *user_id;
     int rate, window_s, daily;
+    int cost; /* units this request takes of the daily limit; 0 = 1 */
 };
 
 /* cb runs exactly once (never from inside this call unless nothing needs
  * checking, then at once with ULIMIT_OK). */
 void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg);
+
+/* Give the day's units of q back (the request failed before the user got
+ * anything). Best effort, no callback. A refund across UTC midnight goes
+ * to the new day's counter, never below zero. */
+void ulimit_refund(struct rds *r, const struct ulimit_req *q);
 
 #endif

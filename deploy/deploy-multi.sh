@@ -34,6 +34,12 @@ SANDBOX_PORT=${SANDBOX_DISCORD_PORT:-58090}
 SANDBOX_AI_PORT=${SANDBOX_OPENAI_PORT:-58091}
 SANDBOX_AI_KEY=sandbox-openai-key
 SANDBOX_AI=0
+SANDBOX_MM_PORT=${SANDBOX_MINIMAX_PORT:-58092}
+SANDBOX_ST_PORT=${SANDBOX_STABILITY_PORT:-58093}
+SANDBOX_MM_KEY=sandbox-minimax-key
+SANDBOX_ST_KEY=sandbox-stability-key
+SANDBOX_MM=0
+SANDBOX_ST=0
 SANDBOX_TOKEN=sandbox-bot-token.local-simulator
 SANDBOX_APP=223456789012345678
 SANDBOX_GUILD=400000000000000001
@@ -177,9 +183,21 @@ start_sandbox() {
             {"id": "500000000000000006", "name": "일반", "type": 0}]}' ||
             die "cannot set up the sandbox server"
     fi
-    # the model too, unless a real key is configured
+    # the providers too, unless real keys are configured
     if [ -z "$(setting OPENAI_API_KEY_1)" ] && [ -z "$(setting OPENAI_API_KEY_1_FILE)" ]; then
-        start_sandbox_ai
+        start_provider_sim openai-sim openai_sim.py "$SANDBOX_AI_PORT" "$SANDBOX_AI_KEY"
+        SANDBOX_AI=1
+        say "sandbox: OpenAI-compatible simulator on port $SANDBOX_AI_PORT (answers echo the question)"
+    fi
+    if [ -z "$(setting MINIMAX_API_KEY_2)" ] && [ -z "$(setting MINIMAX_API_KEY_2_FILE)" ]; then
+        start_provider_sim minimax-sim minimax_sim.py "$SANDBOX_MM_PORT" "$SANDBOX_MM_KEY"
+        SANDBOX_MM=1
+        say "sandbox: MiniMax simulator on port $SANDBOX_MM_PORT (images and videos, generated locally)"
+    fi
+    if [ -z "$(setting STABILITY_API_KEY_2)" ] && [ -z "$(setting STABILITY_API_KEY_2_FILE)" ]; then
+        start_provider_sim stability-sim stability_sim.py "$SANDBOX_ST_PORT" "$SANDBOX_ST_KEY"
+        SANDBOX_ST=1
+        say "sandbox: Stability simulator on port $SANDBOX_ST_PORT"
     fi
     SANDBOX_KEY=$(curl -s "http://127.0.0.1:$SANDBOX_PORT/_sim/info" |
                   python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key_hex"])')
@@ -188,25 +206,24 @@ start_sandbox() {
     say "         이미지생성-1, 갤러리, 비디오생성-1, 일반); control API: http://127.0.0.1:$SANDBOX_PORT/_sim/info"
 }
 
-start_sandbox_ai() {
-    if ! alive "$RUN/openai-sim.pid"; then
-        : >"$RUN/openai-sim.out"
-        nohup /usr/bin/python3 "$ROOT/tests/sim/openai_sim.py" --port "$SANDBOX_AI_PORT" --key "$SANDBOX_AI_KEY" \
-            >"$RUN/openai-sim.out" 2>>"$LOGS/openai-sim.log" </dev/null &
-        echo $! >"$RUN/openai-sim.pid"
-        for _ in $(seq 100); do
-            grep -q "SIM READY" "$RUN/openai-sim.out" 2>/dev/null && break
-            alive "$RUN/openai-sim.pid" || die "the OpenAI simulator did not start (see logs/openai-sim.log)"
-            sleep 0.1
-        done
-        grep -q "SIM READY" "$RUN/openai-sim.out" || die "the OpenAI simulator did not start in 10 s"
-    fi
-    SANDBOX_AI=1
-    say "sandbox: OpenAI-compatible simulator on port $SANDBOX_AI_PORT (answers echo the question)"
+# start_provider_sim NAME SCRIPT PORT KEY: a provider simulator from tests/sim
+start_provider_sim() {
+    local name=$1 script=$2 port=$3 key=$4
+    alive "$RUN/$name.pid" && return 0
+    : >"$RUN/$name.out"
+    nohup /usr/bin/python3 "$ROOT/tests/sim/$script" --port "$port" --key "$key" \
+        >"$RUN/$name.out" 2>>"$LOGS/$name.log" </dev/null &
+    echo $! >"$RUN/$name.pid"
+    for _ in $(seq 100); do
+        grep -q "SIM READY" "$RUN/$name.out" 2>/dev/null && return 0
+        alive "$RUN/$name.pid" || die "the $name simulator did not start (see logs/$name.log)"
+        sleep 0.1
+    done
+    die "the $name simulator did not start in 10 s"
 }
 
 stop_sandbox() {
-    for sim in discord-sim openai-sim; do
+    for sim in discord-sim openai-sim minimax-sim stability-sim; do
         alive "$RUN/$sim.pid" || continue
         kill -TERM "$(cat "$RUN/$sim.pid")" 2>/dev/null || true
         rm -f "$RUN/$sim.pid"
@@ -230,10 +247,25 @@ start_instance() {
                      DISCORD_GUILD_ID="$SANDBOX_GUILD" DISCORD_PUBLIC_KEY="$SANDBOX_KEY"
                      DISCORD_API_BASE="http://127.0.0.1:$SANDBOX_PORT/api/v10")
     fi
+    # every instance gets the simulators' keys under its own index (admin's is 4)
+    local n
     if [ "$SANDBOX_AI" = 1 ]; then
-        sandbox_env+=(OPENAI_BASE_URL="http://127.0.0.1:$SANDBOX_AI_PORT/v1" OPENAI_API_KEY_1="$SANDBOX_AI_KEY")
+        sandbox_env+=(OPENAI_BASE_URL="http://127.0.0.1:$SANDBOX_AI_PORT/v1")
+        for n in 1 2 3 4; do sandbox_env+=(OPENAI_API_KEY_$n="$SANDBOX_AI_KEY"); done
     fi
-    env REDIS_URL="$REDIS_URL_EFF" DATABASE_URL="$DATABASE_URL_EFF" HEALTH_PORT="$port" "${sandbox_env[@]}" \
+    if [ "$SANDBOX_MM" = 1 ]; then
+        sandbox_env+=(MINIMAX_BASE_URL="http://127.0.0.1:$SANDBOX_MM_PORT")
+        for n in 1 2 3 4; do sandbox_env+=(MINIMAX_API_KEY_$n="$SANDBOX_MM_KEY"); done
+    fi
+    if [ "$SANDBOX_ST" = 1 ]; then
+        sandbox_env+=(STABILITY_BASE_URL="http://127.0.0.1:$SANDBOX_ST_PORT")
+        for n in 1 2 3 4; do sandbox_env+=(STABILITY_API_KEY_$n="$SANDBOX_ST_KEY"); done
+    fi
+    local video_dir
+    video_dir=$(setting VIDEO_DIR)
+    [ -n "$video_dir" ] || video_dir=$DATA/videos
+    env REDIS_URL="$REDIS_URL_EFF" DATABASE_URL="$DATABASE_URL_EFF" HEALTH_PORT="$port" VIDEO_DIR="$video_dir" \
+        "${sandbox_env[@]}" \
         nohup "$(bin_of "$role")" "${args[@]}" >>"$LOGS/$role.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
 }

@@ -1,10 +1,8 @@
-/* image-instance: the image role. Its job handlers arrive with the issues that
- * build them; until then its stream is consumed by the core, jobs of
- * unknown types are dead-lettered with a reason, and DIAG_JOBS=on enables
- * the pipeline probes. */
+/* image-instance: the image role (/이미지 with MiniMax, /img with Stability). */
 #include "core.h"
+#include "imgjob.h"
 
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_IMAGE, NULL);
+    return core_main(argc, argv, envp, ROLE_IMAGE, imgjob_setup);
 }

@@ -1,10 +1,8 @@
-/* video-instance: the video role. Its job handlers arrive with the issues that
- * build them; until then its stream is consumed by the core, jobs of
- * unknown types are dead-lettered with a reason, and DIAG_JOBS=on enables
- * the pipeline probes. */
+/* video-instance: the video role (/비디오 with MiniMax, durable jobs). */
 #include "core.h"
+#include "vidjob.h"
 
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_VIDEO, NULL);
+    return core_main(argc, argv, envp, ROLE_VIDEO, vidjob_setup);
 }

@@ -23,7 +23,8 @@ def test_deploy_start_status_health_stop(t):
         return  # the script runs the release binaries; one run of it is enough
     env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": t.path("none.env"),
            "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port()),
-           "SANDBOX_DISCORD_PORT": str(t.free_port()), "SANDBOX_OPENAI_PORT": str(t.free_port())}
+           "SANDBOX_DISCORD_PORT": str(t.free_port()), "SANDBOX_OPENAI_PORT": str(t.free_port()),
+           "SANDBOX_MINIMAX_PORT": str(t.free_port()), "SANDBOX_STABILITY_PORT": str(t.free_port())}
     for role in ("CHAT", "IMAGE", "VIDEO", "ADMIN"):
         env[role + "_HEALTH_PORT"] = str(t.free_port())
     t.cleanup(lambda: run(t, env, "stop", timeout=120))
@@ -59,6 +60,17 @@ def test_deploy_start_status_health_stop(t):
         d = json.loads(simclient.http("GET", sim_api + "/_sim/interactions/" + iid)[2])
         return d.get("original") and "sandbox hello" in (d["original"].get("content") or "")
     wait_until(answered, 20, "the sandbox answers /chat")
+    # /이미지 draws through the sandbox's MiniMax simulator
+    st, _h, body = simclient.http("POST", sim_api + "/_sim/interactions", {
+        "name": "이미지", "guild_id": "400000000000000001", "channel_id": "500000000000000003",
+        "user": {"id": "600000000000000001", "username": "you"}, "locale": "ko",
+        "options": [{"name": "설명", "type": 3, "value": "sandbox cat"}]})
+    iid = json.loads(body)["id"]
+
+    def drawn():
+        d = json.loads(simclient.http("GET", sim_api + "/_sim/interactions/" + iid)[2])
+        return d.get("original") and d["original"].get("attachments")
+    wait_until(drawn, 20, "the sandbox answers /이미지 with an image")
 
     r = run(t, env, "stop", timeout=120)
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)

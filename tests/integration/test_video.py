@@ -1,0 +1,178 @@
+"""Videos, black-box: /비디오 through the real video-instance, the Discord and
+MiniMax simulators, a real redis-server and PostgreSQL. The simulator's task
+clock is wall time, so a restarted instance finds its task further along."""
+
+import harness
+import minimaxclient
+import simclient
+from harness import check, wait_until
+
+GUILD = "400000000000000001"
+CH_VID = "500000000000000005"
+USER = {"id": "600000000000000001", "username": "민수"}
+OTHER = {"id": "600000000000000002", "username": "지민"}
+
+
+def setup(t, keys=None, steps=(300, 300, 300), **env_extra):
+    redis = t.redis()
+    sim = simclient.start(t)
+    sim.add_guild(GUILD, channels=[{"id": CH_VID, "name": "비디오생성-1", "type": 0}])
+    mm = minimaxclient.start(t, keys=keys or {"mm-video-key": "ok"})
+    mm.config(video_steps_ms={"Preparing": steps[0], "Queueing": steps[1], "Processing": steps[2]})
+    db = t.postgres()
+    env = {"REDIS_URL": redis.url, "HEALTH_PORT": t.free_port(), "GATEWAY_LEASE_MS": "2000",
+           "MINIMAX_BASE_URL": mm.base_url, "MINIMAX_API_KEY_3": ",".join(keys or {"mm-video-key": "ok"}),
+           "DATABASE_URL": db.create_database("bot"), "VIDEO_POLL_SEC": "1", "VIDEO_DIR": t.path("videos")}
+    env.update(sim.bot_env())
+    env.update({k: str(v) for k, v in env_extra.items()})
+    inst = t.instance("video", env=env)
+    inst.pg = db
+    inst.wait_healthy(15)
+    wait_until(lambda: inst.health()[1]["postgres"]["ok"], 30, "postgres up")
+    sim.wait_session()
+    return redis, sim, mm, inst
+
+
+def video(sim, prompt, user=USER, locale="en-US", length=None, resolution=None):
+    opts = [{"name": "설명", "type": 3, "value": prompt}]
+    if length:
+        opts.append({"name": "길이", "type": 3, "value": length})
+    if resolution:
+        opts.append({"name": "해상도", "type": 3, "value": resolution})
+    return sim.interaction(name="비디오", guild_id=GUILD, channel_id=CH_VID, user=user, locale=locale, options=opts)
+
+
+def content(o):
+    return (o or {}).get("content") or ""
+
+
+def jobs(inst):
+    return inst.pg.psql("SELECT idempotency_key, state, provider_task_id, error FROM jobs ORDER BY id", db="bot")
+
+
+def submits(mm):
+    return [e for e in mm.log() if e.get("path", "").startswith("/v1/video_generation")]
+
+
+@harness.timeout(120)
+def test_video_progress_then_attached(t):
+    redis, sim, mm, inst = setup(t, steps=(1200, 1200, 1500))
+    ix = video(sim, "a cat surfing a wave", length="6", resolution="1080P")
+    st = sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    o = st["original"]
+    check(o["attachments"][0]["filename"] == "video.mp4" and o["attachments"][0]["size"] == 200 * 1024,
+          o["attachments"])
+    texts = [e["content"] or "" for e in o["edits"]]
+    check(any("Making your video" in x and "elapsed" in x for x in texts), "progress was shown: %r" % texts)
+    check(any("[■■□□]" in x or "[■■■□]" in x for x in texts), "with a progress bar: %r" % texts)
+    rows = wait_until(lambda: [r for r in jobs(inst) if r[1] == "done"], 10, "the row is done")
+    check(rows[0][0] == ix["id"] and rows[0][2], rows)
+    check(len(submits(mm)) == 1, "one submit")
+    body = submits(mm)[0].get("body") or submits(mm)[0]
+    check(body.get("duration") == 6 and body.get("resolution") == "1080P", "options honoured: %r" % body)
+    token = inst.pg.psql("SELECT interaction_token FROM jobs", db="bot")
+    check(token == [(None,)], "the token is cleared when done")
+    check(sim.stats()["spec_violation_count"] == 0, "well-formed: %r" % sim.stats()["spec_violations"][:2])
+
+
+@harness.timeout(180)
+def test_kill9_while_processing_resumes_the_same_task(t):
+    redis, sim, mm, inst = setup(t, steps=(500, 500, 9000))
+    ix = video(sim, "a slow sunset timelapse")
+    task = wait_until(lambda: [x for x in mm.tasks() if x["status"] == "Processing"], 20, "task processing")[0]
+    wait_until(lambda: jobs(inst) and jobs(inst)[0][1] in ("submitted", "polling"), 10, "task id recorded")
+    inst.kill()
+    inst.start()
+    inst.wait_healthy(15)
+    st = sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    check(len(submits(mm)) == 1, "exactly one submit reached MiniMax: %r" % submits(mm))
+    tasks = mm.tasks()
+    check(len(tasks) == 1 and tasks[0]["task_id"] == task["task_id"], "the same task: %r" % tasks)
+    check(inst.find_records(msg="video resumed"), "resumed from PostgreSQL")
+    check(len(st["original"]["attachments"]) == 1 and not st["followups"], "one video, once")
+    check(not [m for m in sim.channel_messages(CH_VID) if m["attachments"] and m["source"] != "interaction_original"],
+          "and not again in the channel")
+    rows = jobs(inst)
+    check(len(rows) == 1 and rows[0][1] == "done", rows)
+
+
+@harness.timeout(120)
+def test_oversized_video_is_linked(t):
+    redis, sim, mm, inst = setup(t)
+    mm.config(video_bytes=3 * 1024 * 1024)
+    sim.config(attachment_size_limit=1024 * 1024)
+    ix = video(sim, "too big to attach")
+    st = sim.wait_interaction(ix["id"], lambda i: "too big to attach, so here is a link" in content(i.get("original")),
+                              timeout=60)
+    check("http://" in content(st["original"]) and not st["original"]["attachments"], st["original"])
+    check(not [e for e in mm.log() if e.get("path", "").startswith("/_files")], "not downloaded at all")
+
+
+@harness.timeout(150)
+def test_expired_token_moves_to_a_channel_message(t):
+    redis, sim, mm, inst = setup(t, steps=(2500, 2500, 2500))
+    sim.config(token_ttl_s=3)
+    ix = video(sim, "after the token died")
+    msgs = wait_until(lambda: [m for m in sim.channel_messages(CH_VID)
+                               if m["attachments"] and m["source"] != "interaction_original"], 60,
+                      "the video in the channel")
+    m = msgs[0]
+    check(("<@%s>" % USER["id"]) in content(m), "mentions the user: %r" % content(m))
+    check(m["message"].get("allowed_mentions", {}).get("users", [USER["id"]]) == [USER["id"]]
+          if "allowed_mentions" in m["message"] else True, "pings only the user")
+    rows = wait_until(lambda: [r for r in jobs(inst) if r[1] == "done"], 10, "done")
+    check(inst.find_records(msg="interaction token no longer usable; video continues in the channel"), "logged")
+
+
+@harness.timeout(120)
+def test_one_video_per_user_and_refusals(t):
+    redis, sim, mm, inst = setup(t, steps=(3000, 3000, 3000))
+    first = video(sim, "the first one")
+    wait_until(lambda: submits(mm), 10, "first submitted")
+    second = video(sim, "the second one")
+    sim.wait_interaction(second["id"], lambda i: "already have a video in progress" in content(i.get("original")))
+    other = video(sim, "someone else's", user=OTHER)
+    wait_until(lambda: len(submits(mm)) == 2, 10, "another user is not blocked")
+    bad = video(sim, "x", length="10", resolution="1080P", user={"id": "600000000000000003", "username": "c"})
+    sim.wait_interaction(bad["id"], lambda i: "6-second videos only" in content(i.get("original")))
+    refused = video(sim, "SENSITIVE scene", user={"id": "600000000000000004", "username": "d"})
+    sim.wait_interaction(refused["id"], lambda i: "safety policy" in content(i.get("original")))
+    rows = {r[0]: r for r in jobs(inst)}
+    check(rows[refused["id"]][1] == "failed" and rows[refused["id"]][3] == "sensitive input", rows)
+    check(second["id"] not in rows, "the refused second video left no row")
+    del first, other
+
+
+@harness.timeout(120)
+def test_row_stuck_in_submitting_is_reconciled_not_resubmitted(t):
+    redis, sim, mm, inst = setup(t)
+    inst.stop()
+    ix = video(sim, "never reached the bot")  # only to get a real interaction token and id
+    inst.pg.psql("DELETE FROM jobs", db="bot")
+    inst.pg.psql("INSERT INTO jobs (idempotency_key, kind, state, owner, user_id, guild_id, channel_id, "
+                 "application_id, interaction_token, token_expires_at, provider, request) VALUES "
+                 "('%s', 'video', 'submitting', 'video-3', '%s', '%s', '%s', '%s', '%s', now() + interval '10 minutes', "
+                 "'minimax', '{\"prompt\": \"crashed\", \"model\": \"MiniMax-Hailuo-02\", \"duration\": 6, "
+                 "\"resolution\": \"768P\", \"locale\": \"en\"}')"
+                 % (ix["id"], USER["id"], GUILD, CH_VID, sim.get("/_sim/info")["application_id"], ix["token"]),
+                 db="bot")
+    redis.client().cmd("DEL", "discordbot:jobs:video")
+    inst.start()
+    inst.wait_healthy(15)
+    rows = wait_until(lambda: [r for r in jobs(inst) if r[1] == "failed"], 40, "reconciled")
+    check(rows[0][3] == "interrupted while submitting", rows)
+    # the interaction was never acknowledged (nobody ran), so the user hears it in the channel
+    wait_until(lambda: [m for m in sim.channel_messages(CH_VID) if "not sent again" in content(m)] or
+               "not sent again" in content(sim.interaction_state(ix["id"]).get("original")), 20, "the user is told")
+    check(not submits(mm), "never resubmitted")
+
+
+@harness.timeout(120)
+def test_video_key_rotation_on_rate_limit_and_balance(t):
+    redis, sim, mm, inst = setup(t, keys={"mm-v-rate": "1002", "mm-v-broke": "1008", "mm-v-good": "ok"})
+    ix = video(sim, "rotate the keys")
+    sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    codes = sorted(str(e.get("base_code")) for e in submits(mm))
+    check(codes == ["0", "1002", "1008"], "each key tried once: %r" % codes)
+    for k in ("mm-v-rate", "mm-v-broke", "mm-v-good"):
+        check(k not in inst.logs(), "a key value in the log")

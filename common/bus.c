@@ -20,6 +20,8 @@ struct job {
     struct bus *bus;
     struct job *prev, *next; /* in-flight list */
     int stream;              /* index into bus->streams */
+    int handler;             /* index into bus->handlers */
+    uint64_t started_ms;     /* loop time when it was handed out */
     char data[];             /* id, type, payload copies */
 };
 
@@ -39,6 +41,7 @@ struct stream {
     char role[16];
     char key[128];
     int group_ok;
+    int paused;          /* handed back: not read, not reclaimed; its jobs finish */
     char pel_cursor[48]; /* last id re-read from our own pending list */
 };
 
@@ -49,11 +52,17 @@ struct bus {
     struct rds *cmd, *rd;
     char *prefix, *consumer;
     char maxlen[16];
-    int max_inflight, block_ms, claim_idle_ms;
+    int max_inflight, block_ms, claim_idle_ms, renew_ms;
+    int resetup;          /* streams changed while a read was blocked */
+    uint64_t last_renew_ms;
+    unsigned stall_epoch; /* bumped each time the process is found to have stood still */
+    void (*on_finish)(const char *role, const char *type, enum bus_result r, uint64_t ms, void *arg);
+    void *finish_arg;
     struct stream streams[BUS_MAX_STREAMS];
     int nstreams;
     struct {
         char *type;
+        char role[16]; /* "" = any role */
         bus_handler *fn;
         void *arg;
     } handlers[BUS_MAX_HANDLERS];
@@ -80,6 +89,10 @@ struct bus {
 };
 
 static void reader_next(struct bus *b);
+static void job_unlink(struct bus *b, struct job *j);
+static int cmd_send(struct bus *b, rds_reply_cb *cb, void *arg, int argc, const char **argv);
+static int cmd_done(struct bus *b);
+static void on_unblock(struct rds *r, int status, const redisReply *reply, void *arg);
 static void on_read(struct rds *r, int status, const redisReply *reply, void *arg);
 static void maybe_drained(struct bus *b);
 static void start_setup(struct bus *b);
@@ -276,12 +289,58 @@ static const redisReply *field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-static int find_handler(const struct bus *b, const char *type)
+/* The handler for type on role's stream: a role's own first, then one for any role. */
+static int find_handler(const struct bus *b, const char *role, const char *type)
 {
-    for (int i = 0; i < b->nhandlers; i++)
-        if (!strcmp(b->handlers[i].type, type))
+    int any = -1;
+    for (int i = 0; i < b->nhandlers; i++) {
+        if (strcmp(b->handlers[i].type, type))
+            continue;
+        if (role && !strcmp(b->handlers[i].role, role))
             return i;
-    return -1;
+        if (!b->handlers[i].role[0])
+            any = i;
+    }
+    return any;
+}
+
+static void run_job(struct bus *b, struct job *j)
+{
+    log_debug("job started", LF_STR("id", j->pub.id), LF_STR("type", j->pub.type),
+              LF_BOOL("redelivered", j->pub.redelivered));
+    b->handlers[j->handler].fn(b, &j->pub, b->handlers[j->handler].arg);
+}
+
+static void done_key(const struct bus *b, const struct job *j, char *out, size_t len)
+{
+    snprintf(out, len, "%s:done:%s:%s", b->prefix, b->streams[j->stream].role, j->pub.id);
+}
+
+struct check_ctx {
+    struct bus *b;
+    int stream;
+    char id[48];
+};
+
+static void on_done_check(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct check_ctx *c = arg;
+    struct bus *b = c->b;
+    struct job *j = NULL;
+    if (!cmd_done(b) && !b->closing)
+        j = find_inflight(b, c->stream, c->id); /* gone if the bus closed meanwhile */
+    mem_free(c);
+    if (!j)
+        return;
+    if (!status && reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        /* answered before, by us or a consumer that died before its ack */
+        log_info("job was already answered; acked without running it again", LF_STR("id", j->pub.id),
+                 LF_STR("type", j->pub.type));
+        bus_finish(&j->pub, BUS_DONE, NULL);
+        return;
+    }
+    run_job(b, j);
 }
 
 /* One stream entry [id, [k, v, ...]] read for us. */
@@ -306,7 +365,7 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
         dead_letter(b, stream, id, NULL, payload ? payload->str : NULL, "entry has no type field");
         return;
     }
-    int h = find_handler(b, type->str);
+    int h = find_handler(b, b->streams[stream].role, type->str);
     if (h < 0) {
         dead_letter(b, stream, id, type->str, payload ? payload->str : NULL, "no handler for this job type");
         return;
@@ -337,14 +396,27 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
     j->pub.redelivered = redelivered;
     j->bus = b;
     j->stream = stream;
+    j->handler = h;
+    j->started_ms = uv_now(b->loop);
     j->next = b->inflight;
     if (b->inflight)
         b->inflight->prev = j;
     b->inflight = j;
     b->st.inflight++;
-    log_debug("job started", LF_STR("id", j->pub.id), LF_STR("type", j->pub.type),
-              LF_BOOL("redelivered", redelivered));
-    b->handlers[h].fn(b, &j->pub, b->handlers[h].arg);
+    if (redelivered) {
+        /* it may have been answered already: look for its done marker */
+        char key[256];
+        done_key(b, j, key, sizeof(key));
+        const char *av[2] = {"EXISTS", key};
+        struct check_ctx *c = mem_alloc(sizeof(*c));
+        c->b = b;
+        c->stream = stream;
+        snprintf(c->id, sizeof(c->id), "%s", j->pub.id);
+        if (cmd_send(b, on_done_check, c, 2, av) == 0)
+            return;
+        mem_free(c);
+    }
+    run_job(b, j);
 }
 
 static void job_unlink(struct bus *b, struct job *j)
@@ -381,6 +453,8 @@ void bus_finish(struct bus_job *pub, enum bus_result r, const char *reason)
         if (!pub->lease_lost)
             ack(b, j->stream, pub->id);
     }
+    if (b->on_finish && r != BUS_RETRY)
+        b->on_finish(b->streams[j->stream].role, pub->type, r, uv_now(b->loop) - j->started_ms, b->finish_arg);
     mem_free(j);
     if (b->draining)
         maybe_drained(b);
@@ -430,7 +504,7 @@ static void send_read(struct bus *b, int pel)
     char count[16], block[16];
     snprintf(count, sizeof(count), "%u", pel ? (cap < BUS_PEL_BATCH ? cap : BUS_PEL_BATCH) : cap);
     snprintf(block, sizeof(block), "%d", b->block_ms);
-    const char *av[8 + 2 * BUS_MAX_STREAMS];
+    const char *av[9 + 2 * BUS_MAX_STREAMS];
     int n = 0;
     av[n++] = "XREADGROUP";
     av[n++] = "GROUP";
@@ -444,9 +518,11 @@ static void send_read(struct bus *b, int pel)
     }
     av[n++] = "STREAMS";
     for (int i = 0; i < b->nstreams; i++)
-        av[n++] = b->streams[i].key;
+        if (!b->streams[i].paused)
+            av[n++] = b->streams[i].key;
     for (int i = 0; i < b->nstreams; i++)
-        av[n++] = pel ? b->streams[i].pel_cursor : ">";
+        if (!b->streams[i].paused)
+            av[n++] = pel ? b->streams[i].pel_cursor : ">";
     if (rds_cmd(b->rd, on_read, b, n, av, NULL) == 0)
         b->read_outstanding = 1;
     else
@@ -480,6 +556,15 @@ static void on_read(struct rds *r, int status, const redisReply *reply, void *ar
         maybe_drained(b);
         return;
     }
+    if (b->resetup) {
+        /* the set of streams changed while we were blocked: groups first,
+         * then our pending entries of every stream, then new ones */
+        b->resetup = 0;
+        handle_read_reply(b, reply, b->pel_phase);
+        if (!b->draining)
+            start_setup(b);
+        return;
+    }
     size_t seen = handle_read_reply(b, reply, b->pel_phase);
     if (b->pel_phase && seen == 0) {
         log_debug("own pending entries re-read");
@@ -492,13 +577,21 @@ static void on_read(struct rds *r, int status, const redisReply *reply, void *ar
     reader_next(b);
 }
 
+static int bus_nactive(const struct bus *b)
+{
+    int n = 0;
+    for (int i = 0; i < b->nstreams; i++)
+        n += !b->streams[i].paused;
+    return n;
+}
+
 /* Issue the next read if there is room; a finishing job calls us again. */
 static void reader_next(struct bus *b)
 {
     /* No job is taken while the command connection is down: its handler
      * could neither answer through Redis nor have it acked. */
     if (b->closing || b->draining || b->read_outstanding || b->rstate != RD_READY || !rds_up(b->rd) ||
-        !rds_up(b->cmd) || b->nstreams == 0 || capacity(b) == 0)
+        !rds_up(b->cmd) || !bus_nactive(b) || capacity(b) == 0)
         return;
     send_read(b, b->pel_phase);
 }
@@ -603,6 +696,7 @@ static const char renew_lua[] =
 struct renew_ctx {
     struct bus *b;
     int stream;
+    unsigned epoch; /* b->stall_epoch when the renewal was sent */
 };
 
 static void on_renew(struct rds *r, int status, const redisReply *reply, void *arg)
@@ -611,6 +705,7 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
     struct renew_ctx *c = arg;
     struct bus *b = c->b;
     int stream = c->stream;
+    unsigned epoch = c->epoch;
     mem_free(c);
     if (cmd_done(b) || status || b->closing || !reply || reply->type != REDIS_REPLY_ARRAY)
         return;
@@ -622,11 +717,33 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
             log_warn("job lease lost to another consumer", LF_STR("id", j->pub.id), LF_STR("type", j->pub.type));
         }
     }
+    /* The others are confirmed ours, unless the process stood still after
+     * this renewal was sent: Redis answered it before the stall ended, so
+     * another consumer may have taken them since. Only a renewal sent
+     * after the stall may clear its marks. */
+    if (epoch != b->stall_epoch)
+        return;
+    for (struct job *j = b->inflight; j; j = j->next)
+        if (j->stream == stream && !j->pub.lease_lost)
+            j->pub.lease_unsure = 0;
 }
 
 static void on_renew_timer(uv_timer_t *t)
 {
     struct bus *b = t->data;
+    uint64_t now = uv_now(b->loop);
+    if (b->last_renew_ms && now - b->last_renew_ms > (uint64_t)(2 * b->renew_ms + 500)) {
+        /* the process stood still (stopped, starved): another consumer may
+         * own our jobs by now; none may answer until Redis confirms */
+        int n = 0;
+        b->stall_epoch++;
+        for (struct job *j = b->inflight; j; j = j->next, n++)
+            j->pub.lease_unsure = 1;
+        if (n)
+            log_warn("the process stood still; jobs hold their answers until their leases are confirmed",
+                     LF_INT("stalled_ms", now - b->last_renew_ms), LF_INT("jobs", n));
+    }
+    b->last_renew_ms = now;
     if (!b->inflight || !rds_up(b->cmd))
         return;
     for (int s = 0; s < b->nstreams; s++) {
@@ -649,6 +766,7 @@ static void on_renew_timer(uv_timer_t *t)
         struct renew_ctx *c = mem_alloc(sizeof(*c));
         c->b = b;
         c->stream = s;
+        c->epoch = b->stall_epoch;
         if (cmd_send(b, on_renew, c, k, av))
             mem_free(c);
         mem_free(av);
@@ -683,6 +801,8 @@ static void on_claim_timer(uv_timer_t *t)
         unsigned cap = capacity(b);
         if (!cap)
             return;
+        if (b->streams[s].paused)
+            continue;
         char idle[16], count[16];
         snprintf(idle, sizeof(idle), "%d", b->claim_idle_ms);
         snprintf(count, sizeof(count), "%u", cap);
@@ -709,6 +829,11 @@ int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct b
     b->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
     b->block_ms = o->block_ms;
     b->claim_idle_ms = o->claim_idle_ms;
+    b->renew_ms = o->renew_ms > 0 && o->renew_ms < o->claim_idle_ms / 3 ? o->renew_ms : o->claim_idle_ms / 3;
+    if (b->renew_ms < 100)
+        b->renew_ms = 100;
+    b->on_finish = o->on_finish;
+    b->finish_arg = o->finish_arg;
     b->rstate = RD_DOWN;
     struct rds_opts ro = {.url = o->redis_url, .name = "jobs", .stall_timeout_ms = o->block_ms + 5000};
     int rc = rds_new(loop, &ro, on_reader_state, b, &b->rd, err, errlen);
@@ -723,7 +848,7 @@ int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct b
     uv_timer_init(loop, &b->claim_timer);
     b->renew_timer.data = b->claim_timer.data = b;
     b->handles_open = 2;
-    uint64_t renew = (uint64_t)(b->claim_idle_ms / 3), claim = (uint64_t)(b->claim_idle_ms / 2);
+    uint64_t renew = (uint64_t)b->renew_ms, claim = (uint64_t)(b->claim_idle_ms / 2);
     uv_timer_start(&b->renew_timer, on_renew_timer, renew, renew);
     uv_timer_start(&b->claim_timer, on_claim_timer, claim, claim);
     *out = b;
@@ -732,23 +857,56 @@ int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct b
 
 int bus_register(struct bus *b, const char *type, bus_handler *fn, void *arg)
 {
-    if (find_handler(b, type) >= 0)
-        return -EEXIST;
+    return bus_register_role(b, NULL, type, fn, arg);
+}
+
+int bus_register_role(struct bus *b, const char *role, const char *type, bus_handler *fn, void *arg)
+{
+    for (int i = 0; i < b->nhandlers; i++)
+        if (!strcmp(b->handlers[i].type, type) && !strcmp(b->handlers[i].role, role ? role : ""))
+            return -EEXIST;
     if (b->nhandlers == BUS_MAX_HANDLERS)
         return -ENOSPC;
     b->handlers[b->nhandlers].type = mem_strdup(type);
+    snprintf(b->handlers[b->nhandlers].role, sizeof(b->handlers[0].role), "%s", role ? role : "");
     b->handlers[b->nhandlers].fn = fn;
     b->handlers[b->nhandlers].arg = arg;
     b->nhandlers++;
     return 0;
 }
 
+/* The streams changed: set up the groups again and re-read our pending
+ * entries, now or as soon as the blocked read returns. */
+static void streams_changed(struct bus *b)
+{
+    if (b->closing || b->draining || !rds_up(b->rd))
+        return;
+    if (b->read_outstanding) {
+        b->resetup = 1;
+        if (b->client_id) {
+            char id[24];
+            snprintf(id, sizeof(id), "%lld", b->client_id);
+            const char *av[3] = {"CLIENT", "UNBLOCK", id};
+            rds_cmd(b->cmd, on_unblock, NULL, 3, av, NULL);
+        }
+        return;
+    }
+    if (b->rstate != RD_SETUP)
+        start_setup(b);
+}
+
 int bus_consume(struct bus *b, const char *role)
 {
     char key[128];
     bus_stream_key(b, role, key, sizeof(key));
-    if (stream_index(b, key, strlen(key)) >= 0)
-        return -EEXIST;
+    int i = stream_index(b, key, strlen(key));
+    if (i >= 0) {
+        if (!b->streams[i].paused)
+            return -EEXIST;
+        b->streams[i].paused = 0; /* taken again after a handback */
+        streams_changed(b);
+        return 0;
+    }
     if (b->nstreams == BUS_MAX_STREAMS)
         return -ENOSPC;
     struct stream *s = &b->streams[b->nstreams++];
@@ -756,9 +914,114 @@ int bus_consume(struct bus *b, const char *role)
     s->bus = b;
     snprintf(s->role, sizeof(s->role), "%s", role);
     snprintf(s->key, sizeof(s->key), "%s", key);
-    if (rds_up(b->rd) && !b->read_outstanding && b->rstate != RD_SETUP)
-        start_setup(b);
+    streams_changed(b);
     return 0;
+}
+
+int bus_release(struct bus *b, const char *role)
+{
+    char key[128];
+    bus_stream_key(b, role, key, sizeof(key));
+    int i = stream_index(b, key, strlen(key));
+    if (i < 0 || b->streams[i].paused)
+        return -ENOENT;
+    b->streams[i].paused = 1;
+    streams_changed(b);
+    return 0;
+}
+
+int bus_consuming(const struct bus *b, const char *role)
+{
+    for (int i = 0; i < b->nstreams; i++)
+        if (!b->streams[i].paused && !strcmp(b->streams[i].role, role))
+            return 1;
+    return 0;
+}
+
+void bus_roles(const struct bus *b, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < b->nstreams && n < len; i++)
+        if (!b->streams[i].paused)
+            n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "," : "", b->streams[i].role);
+}
+
+/* ---- claiming a dead consumer's jobs -------------------------------------- */
+
+/* KEYS: stream. ARGV: group, dead consumer, us, min idle, count. The dead
+ * consumer's entries idle at least min idle become ours; returns them as
+ * XCLAIM does. */
+static const char claim_from_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], '-', '+', ARGV[5], ARGV[2])\n"
+    "if #p == 0 then return {} end\n"
+    "local ids = {}\n"
+    "for i = 1, #p do ids[#ids + 1] = p[i][1] end\n"
+    "return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], ARGV[4], unpack(ids))\n";
+
+static void on_claim_from(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct renew_ctx *c = arg;
+    struct bus *b = c->b;
+    int s = c->stream;
+    mem_free(c);
+    if (cmd_done(b) || b->closing)
+        return;
+    const char *e = rds_reply_error(reply);
+    if (status || e || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        if (e)
+            log_warn("claiming a dead consumer's jobs failed", LF_STR("error", e));
+        return;
+    }
+    if (reply->elements)
+        log_info("claimed the jobs of a dead consumer", LF_STR("stream", b->streams[s].key),
+                 LF_INT("count", reply->elements));
+    b->st.reclaimed += reply->elements;
+    for (size_t i = 0; i < reply->elements; i++)
+        dispatch(b, s, reply->element[i], 1);
+}
+
+int bus_claim_from(struct bus *b, const char *role, const char *dead, int min_idle_ms)
+{
+    char key[128], idle[16], count[16];
+    bus_stream_key(b, role, key, sizeof(key));
+    int s = stream_index(b, key, strlen(key));
+    if (s < 0 || b->streams[s].paused || b->draining || b->closing)
+        return -ENOENT;
+    unsigned cap = capacity(b);
+    if (!cap)
+        return -EBUSY; /* what stays pending is reclaimed later */
+    snprintf(idle, sizeof(idle), "%d", min_idle_ms);
+    snprintf(count, sizeof(count), "%u", cap);
+    const char *av[] = {"EVAL", claim_from_lua, "1", key, BUS_GROUP, dead, b->consumer, idle, count};
+    struct renew_ctx *c = mem_alloc(sizeof(*c));
+    c->b = b;
+    c->stream = s;
+    int rc = cmd_send(b, on_claim_from, c, 9, av);
+    if (rc)
+        mem_free(c);
+    return rc;
+}
+
+static void on_mark(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    (void)status;
+    (void)reply;
+    cmd_done(arg);
+}
+
+void bus_mark_done(struct bus_job *pub)
+{
+    struct job *j = (struct job *)pub;
+    struct bus *b = j->bus;
+    if (b->closing)
+        return;
+    char key[256];
+    done_key(b, j, key, sizeof(key));
+    const char *av[5] = {"SET", key, "1", "EX", "86400"};
+    cmd_send(b, on_mark, b, 5, av);
 }
 
 struct add_ctx {

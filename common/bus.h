@@ -44,6 +44,8 @@ struct bus_job {
     int64_t queued_ms;     /* wall clock when queued (0 if unknown) */
     int redelivered;       /* read from a pending list: it may have run before */
     int lease_lost;        /* another consumer owns it now: do not answer */
+    int lease_unsure;      /* the process stood still: hold any answer until
+                            * the next renewal confirms (clears) or loses it */
     /* Set by a handler that holds resources (timers, transfers) for the job:
      * bus_close calls cancel(job, cancel_arg) for each job still running, and
      * the handler releases them there and must never touch the job again: the
@@ -72,6 +74,10 @@ struct bus_opts {
     int max_inflight;
     int block_ms;
     int claim_idle_ms;
+    int renew_ms;             /* lease renewal period; 0 or more than claim_idle_ms/3: claim_idle_ms/3 */
+    /* every finished job (not retries): its role, type, result and run time */
+    void (*on_finish)(const char *role, const char *type, enum bus_result r, uint64_t ms, void *arg);
+    void *finish_arg;
 };
 
 struct bus_stats {
@@ -87,10 +93,33 @@ struct bus_stats {
  * opens its own connection for blocking reads. Strings in o are copied. */
 int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct bus **out, char *err,
             size_t errlen);
-/* Register fn for jobs of this type (copied). -EEXIST if taken. */
+/* Register fn for jobs of this type (copied), from any role's stream.
+ * -EEXIST if taken. */
 int bus_register(struct bus *b, const char *type, bus_handler *fn, void *arg);
-/* Start consuming role's stream (creates the group if needed). */
+/* The same for one role's stream only; it wins over a handler for any role
+ * (an instance serving several roles has one handler per role). */
+int bus_register_role(struct bus *b, const char *role, const char *type, bus_handler *fn, void *arg);
+/* Start consuming role's stream (creates the group if needed), or resume
+ * one handed back. Takes effect at once, also while a read is blocked.
+ * -EEXIST when already consuming it. */
 int bus_consume(struct bus *b, const char *role);
+/* Stop reading role's stream (hand it back): no new entries are taken and
+ * none reclaimed; jobs of it already running finish and are acked.
+ * -ENOENT when not consuming it. */
+int bus_release(struct bus *b, const char *role);
+/* 1 when role's stream is being read. */
+int bus_consuming(const struct bus *b, const char *role);
+/* The roles being read, comma-separated ("admin,chat"), into out. */
+void bus_roles(const struct bus *b, char *out, size_t len);
+/* Take the entries pending on consumer dead in role's stream that were idle
+ * at least min_idle_ms, and run them (as redelivered), as many as there is
+ * room for. Returns 0 or an error (-ENOENT not consuming, -EBUSY no room). */
+int bus_claim_from(struct bus *b, const char *role, const char *dead, int min_idle_ms);
+/* The job's answer reached the user: remember it (24 h) so that if the
+ * process dies before the ack, the redelivered entry is acked without
+ * being run again. Redelivered entries are checked before their handler
+ * runs. */
+void bus_mark_done(struct bus_job *job);
 /* Queue a job on role's stream (XADD with approximate MAXLEN). cb may be
  * NULL; if it returns an error cb never runs. */
 int bus_add(struct bus *b, const char *role, const char *type, const char *payload, size_t len,

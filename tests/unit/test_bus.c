@@ -1009,6 +1009,778 @@ static void test_close_from_handler(void)
     env_teardown();
 }
 
+/* ---- helpers for the cases of several streams ------------------------------ */
+
+/* Key of role's stream in this case: "<prefix>:jobs:<role>". */
+static void role_key(const char *role, char *out, size_t len)
+{
+    snprintf(out, len, "%s:jobs:%s", prefix, role);
+}
+
+/* pending() for any stream: entries pending in its group, or those of
+ * consumer when given. */
+static long long pending_in(const char *key, const char *consumer)
+{
+    redisReply *r = RAW("XPENDING", key, BUS_GROUP);
+    long long n = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+        if (!consumer) {
+            n = r->element[0]->integer;
+        } else if (r->element[3]->type == REDIS_REPLY_ARRAY) {
+            for (size_t i = 0; i < r->element[3]->elements; i++) {
+                const redisReply *c = r->element[3]->element[i];
+                if (!strcmp(c->element[0]->str, consumer))
+                    n = strtoll(c->element[1]->str, NULL, 10);
+            }
+        }
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* The consumer entry id of key is pending on ("" when not pending) and
+ * for how long it has been idle (ms; -1 when not pending). */
+static long long pending_entry(const char *key, const char *id, char *owner, size_t len)
+{
+    redisReply *r = RAW("XPENDING", key, BUS_GROUP, id, id, "1");
+    long long idle = -1;
+    snprintf(owner, len, "%s", "");
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        const redisReply *e = r->element[0];
+        snprintf(owner, len, "%s", e->element[1]->str);
+        idle = e->element[2]->integer;
+    }
+    freeReplyObject(r);
+    return idle;
+}
+
+/* raw_add for any stream. */
+static void raw_add_to(const char *key, const char *type, const char *payload, char *out, size_t len)
+{
+    char ts[24];
+    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    redisReply *r = RAW("XADD", key, "*", "type", type, "payload", payload, "ts", ts);
+    UT_ASSERT(r->type == REDIS_REPLY_STRING);
+    snprintf(out, len, "%s", r->str);
+    freeReplyObject(r);
+}
+
+/* XADD an entry and read it as consumer in one MULTI/EXEC, so that a bus
+ * blocked on key never sees it as new: it is pending on consumer at once
+ * (a consumer that takes a job and dies). The group must exist. */
+static void raw_add_taken(const char *key, const char *consumer, char *out, size_t len)
+{
+    char ts[24];
+    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    raw_void(RAW("MULTI"));
+    raw_void(RAW("XADD", key, "*", "type", "t.job", "payload", "{}", "ts", ts));
+    raw_void(RAW("XREADGROUP", "GROUP", BUS_GROUP, consumer, "COUNT", "1", "STREAMS", key, ">"));
+    redisReply *r = RAW("EXEC");
+    UT_ASSERT(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+    UT_ASSERT(r->element[0]->type == REDIS_REPLY_STRING);
+    snprintf(out, len, "%s", r->element[0]->str);
+    /* the read got exactly that entry */
+    const redisReply *rd = r->element[1];
+    UT_ASSERT(rd->type == REDIS_REPLY_ARRAY && rd->elements == 1);
+    UT_EQ_INT(rd->element[0]->element[1]->elements, 1);
+    UT_EQ_STR(rd->element[0]->element[1]->element[0]->element[0]->str, out);
+    freeReplyObject(r);
+}
+
+/* Field name of the group "workers" of key, from XINFO GROUPS, into out
+ * ("" when missing). */
+static void group_field(const char *key, const char *name, char *out, size_t len)
+{
+    redisReply *r = RAW("XINFO", "GROUPS", key);
+    snprintf(out, len, "%s", "");
+    UT_ASSERT(r->type == REDIS_REPLY_ARRAY);
+    for (size_t g = 0; g < r->elements; g++) {
+        const redisReply *kv = r->element[g];
+        if (strcmp(fieldv(kv, "name"), BUS_GROUP))
+            continue;
+        for (size_t i = 0; i + 1 < kv->elements; i += 2)
+            if (!strcmp(kv->element[i]->str, name)) {
+                const redisReply *v = kv->element[i + 1];
+                if (v->type == REDIS_REPLY_INTEGER)
+                    snprintf(out, len, "%lld", v->integer);
+                else if (v->type == REDIS_REPLY_STRING)
+                    snprintf(out, len, "%s", v->str);
+            }
+    }
+    freeReplyObject(r);
+}
+
+/* Open the command connection and the bus only: the case registers its
+ * handlers and consumes its streams, then calls tb_wait_up. */
+static void tb_start(struct tb *t, const struct bus_opts *o)
+{
+    memset(t, 0, sizeof(*t));
+    char err[200] = "";
+    struct rds_opts ro = {.url = o->redis_url, .name = "cmd", .connect_timeout_ms = 500,
+                          .stall_timeout_ms = cmd_stall_ms};
+    UT_EQ_INT(rds_new(&loop, &ro, on_cmd_state, t, &t->cmd, err, sizeof(err)), 0);
+    int rc = bus_new(&loop, t->cmd, o, &t->bus, err, sizeof(err));
+    if (rc)
+        UT_FAIL("bus_new: %s: %s", bc_strerror(rc), err);
+}
+
+static void tb_wait_up(struct tb *t)
+{
+    WAIT_FOR(t->cmd_ups >= 1 && bus_reader_up(t->bus), 10000);
+}
+
+/* Index of the last call that ran entry id of role's stream (-1 if none):
+ * entry ids are per stream, two streams can have the same one. */
+static int call_of(const struct rec *r, const char *role, const char *id)
+{
+    int at = -1;
+    for (int i = 0; i < r->calls; i++)
+        if (!strcmp(r->c[i].role, role) && !strcmp(r->c[i].id, id))
+            at = i;
+    return at;
+}
+
+static int runs_of(const struct rec *r, const char *role, const char *id)
+{
+    int n = 0;
+    for (int i = 0; i < r->calls; i++)
+        n += !strcmp(r->c[i].role, role) && !strcmp(r->c[i].id, id);
+    return n;
+}
+
+/* Finish the held job of entry id of role's stream. */
+static void finish_id(struct rec *r, const char *role, const char *id, enum bus_result res)
+{
+    int i = call_of(r, role, id);
+    UT_ASSERT(i >= 0);
+    finish_call(r, i, res);
+}
+
+/* ---- cases: roles, handback, claiming, done markers, stalls ----------------- */
+
+static void test_role_handlers(void)
+{
+    env_setup("roles");
+    /* One instance serving two roles: a handler for one role gets only
+     * that role's jobs of its type, a handler for any role the rest, and
+     * which one was registered first does not matter. */
+    struct rec chat = {.mode = H_DONE}, any = {.mode = H_DONE};
+    struct bus_opts o = default_opts();
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.job", on_job, &chat), 0); /* role first */
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &any), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.two", on_job, &any), 0); /* any role first */
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.two", on_job, &chat), 0);
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.only", on_job, &chat), 0);
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.job", on_job, &any), -EEXIST);
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.two", on_job, &chat), -EEXIST);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &chat), -EEXIST);
+    UT_EQ_INT(bus_register_role(t.bus, "image", "t.job", on_job, &chat), 0); /* another role is free */
+    UT_EQ_INT(bus_register_role(t.bus, "image", "t.job", on_job, &chat), -EEXIST);
+    UT_EQ_INT(bus_consume(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_consume(t.bus, "admin"), 0);
+    tb_wait_up(&t);
+
+    char ck[128], ak[128], c1[48], c2[48], a1[48], a2[48], only[48];
+    role_key("chat", ck, sizeof(ck));
+    role_key("admin", ak, sizeof(ak));
+    raw_add_to(ck, "t.job", "{\"c\":1}", c1, sizeof(c1));
+    raw_add_to(ak, "t.job", "{\"a\":1}", a1, sizeof(a1));
+    raw_add_to(ck, "t.two", "{\"c\":2}", c2, sizeof(c2));
+    raw_add_to(ak, "t.two", "{\"a\":2}", a2, sizeof(a2));
+    raw_add_to(ak, "t.only", "{\"a\":3}", only, sizeof(only)); /* chat's type on admin's stream */
+    WAIT_FOR(chat.calls == 2 && any.calls == 2 && stats(&t).dead == 1 && pending_in(ck, NULL) == 0 &&
+                 pending_in(ak, NULL) == 0,
+             5000);
+    UT_EQ_INT(runs_of(&chat, "chat", c1), 1);
+    UT_EQ_INT(runs_of(&chat, "chat", c2), 1);
+    UT_EQ_INT(runs_of(&any, "admin", a1), 1);
+    UT_EQ_INT(runs_of(&any, "admin", a2), 1);
+    for (int i = 0; i < 2; i++) {
+        UT_EQ_STR(chat.c[i].role, "chat");
+        UT_EQ_STR(any.c[i].role, "admin");
+    }
+    /* a type registered for one role only is unknown on another's stream */
+    redisReply *d = RAW("XRANGE", dead_key, "-", "+");
+    UT_EQ_INT(d->elements, 1);
+    UT_EQ_STR(fieldv(d->element[0]->element[1], "id"), only);
+    UT_EQ_STR(fieldv(d->element[0]->element[1], "stream"), ak);
+    UT_EQ_STR(fieldv(d->element[0]->element[1], "reason"), "no handler for this job type");
+    freeReplyObject(d);
+    run_for(1500); /* past claim_idle_ms: nothing runs again */
+    UT_EQ_INT(chat.calls, 2);
+    UT_EQ_INT(any.calls, 2);
+    tb_close(&t);
+    env_teardown();
+}
+
+static void test_consume_release_while_blocked(void)
+{
+    env_setup("handback");
+    struct rec r = {.mode = H_HOLD};
+    struct bus_opts o = default_opts();
+    o.block_ms = 5000; /* the read blocks far longer than any wait below */
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &r), 0);
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    tb_wait_up(&t);
+    run_for(500); /* the pending re-read came back empty: a BLOCK read is on the wire now */
+    char roles[64], ck[128], val[64];
+    role_key("chat", ck, sizeof(ck));
+    bus_roles(t.bus, roles, sizeof(roles));
+    UT_EQ_STR(roles, ROLE);
+    UT_EQ_INT(bus_consuming(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_release(t.bus, "chat"), -ENOENT);
+
+    /* consuming a new stream interrupts the blocked read */
+    uint64_t t0 = utsys_mono_ms();
+    UT_EQ_INT(bus_consume(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_consume(t.bus, "chat"), -EEXIST);
+    UT_EQ_INT(bus_consuming(t.bus, "chat"), 1);
+    bus_roles(t.bus, roles, sizeof(roles));
+    UT_EQ_STR(roles, ROLE ",chat");
+    char j1[48];
+    raw_add_to(ck, "t.job", "{\"j\":1}", j1, sizeof(j1));
+    WAIT_FOR(r.calls == 1, 5000);
+    UT_EQ_STR(r.c[0].id, j1);
+    UT_EQ_STR(r.c[0].role, "chat");
+    UT_ASSERT(r.c[0].at_ms - t0 < 1000); /* not after block_ms */
+
+    /* hand chat back while its job j1 runs and a read is blocked again */
+    run_for(300);
+    UT_EQ_INT(bus_release(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_release(t.bus, "chat"), -ENOENT);
+    UT_EQ_INT(bus_consuming(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_consuming(t.bus, ROLE), 1);
+    bus_roles(t.bus, roles, sizeof(roles));
+    UT_EQ_STR(roles, ROLE);
+    run_for(300); /* the blocked read was interrupted and sent again without chat */
+    char ghost[48], j2[48], j3[48];
+    raw_add_taken(ck, "ghost-9", ghost, sizeof(ghost)); /* a dead consumer's, idle from now on */
+    raw_add_to(ck, "t.job", "{\"j\":2}", j2, sizeof(j2));
+    raw_add("t.job", "{\"j\":3}", j3, sizeof(j3)); /* the other stream still flows */
+    WAIT_FOR(r.calls == 2, 5000);
+    UT_EQ_STR(r.c[1].id, j3);
+    UT_EQ_STR(r.c[1].role, ROLE);
+    finish_id(&r, ROLE, j3, BUS_DONE);
+    run_for(1500); /* past claim_idle_ms: the ghost's entry is idle enough to be reclaimed */
+    UT_EQ_INT(r.calls, 2);
+    UT_EQ_INT(runs_of(&r, "chat", j2), 0);
+    /* j2 was never delivered to anyone: chat's group stopped at the ghost's entry */
+    group_field(ck, "last-delivered-id", val, sizeof(val));
+    UT_EQ_STR(val, ghost);
+    UT_EQ_INT(raw_int(RAW("XLEN", ck)), 3);
+    char owner[64];
+    UT_EQ_INT(pending_entry(ck, j2, owner, sizeof(owner)), -1);
+    /* nothing of a released stream is reclaimed */
+    UT_ASSERT(pending_entry(ck, ghost, owner, sizeof(owner)) >= 1000);
+    UT_EQ_STR(owner, "ghost-9");
+    /* j1 still runs, and its lease is still renewed */
+    long long idle = pending_entry(ck, j1, owner, sizeof(owner));
+    UT_EQ_STR(owner, "role-1");
+    UT_ASSERT(idle >= 0 && idle < 1000);
+    UT_EQ_INT(pending_in(ck, NULL), 2);
+    /* and it is acked when it finishes */
+    finish_id(&r, "chat", j1, BUS_DONE);
+    WAIT_FOR(pending_in(ck, "role-1") == 0, 5000);
+    UT_EQ_INT(r.running, 0);
+
+    /* taking chat again resumes it at once, reclaim included */
+    t0 = utsys_mono_ms();
+    UT_EQ_INT(bus_consume(t.bus, "chat"), 0);
+    UT_EQ_INT(bus_consuming(t.bus, "chat"), 1);
+    bus_roles(t.bus, roles, sizeof(roles));
+    UT_EQ_STR(roles, ROLE ",chat");
+    WAIT_FOR(runs_of(&r, "chat", j2) == 1, 5000);
+    UT_ASSERT(r.c[call_of(&r, "chat", j2)].at_ms - t0 < 1000);
+    UT_EQ_INT(r.c[call_of(&r, "chat", j2)].redelivered, 0);
+    WAIT_FOR(runs_of(&r, "chat", ghost) == 1, 5000);
+    UT_EQ_INT(r.c[call_of(&r, "chat", ghost)].redelivered, 1);
+    finish_id(&r, "chat", j2, BUS_DONE);
+    finish_id(&r, "chat", ghost, BUS_DONE);
+    WAIT_FOR(pending_in(ck, NULL) == 0 && pending(NULL) == 0, 5000);
+    UT_EQ_INT(r.calls, 4);
+    tb_close(&t);
+    env_teardown();
+}
+
+static void test_claim_from_dead_consumer(void)
+{
+    env_setup("claimfrom");
+    /* Entries of a consumer that died (failover) are taken over on
+     * request: only that consumer's, and only those idle long enough. */
+    struct rec r = {.mode = H_HOLD};
+    raw_group();
+    char old[48], other[48], fresh[48];
+    raw_add("t.job", "{\"old\":1}", old, sizeof(old));
+    UT_EQ_INT(raw_take("dead-1"), 1);
+    raw_add("t.job", "{\"other\":1}", other, sizeof(other));
+    UT_EQ_INT(raw_take("other-2"), 1); /* a live one's: never ours */
+
+    struct bus_opts o = default_opts();
+    o.max_inflight = 2;
+    o.claim_idle_ms = 30000; /* our own XAUTOCLAIM stays out of the way */
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &r), 0);
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 0), -ENOENT); /* not consuming it yet */
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    tb_wait_up(&t);
+    UT_EQ_INT(bus_claim_from(t.bus, "chat", "dead-1", 0), -ENOENT);
+    run_for(1500); /* old and other are idle at least 1500 ms now */
+    raw_add_taken(stream, "dead-1", fresh, sizeof(fresh)); /* idle ~0 */
+    UT_EQ_INT(pending("dead-1"), 2);
+
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 1000), 0);
+    WAIT_FOR(r.calls >= 1, 5000);
+    run_for(300);
+    UT_EQ_INT(rec_count_id(&r, other), 0); /* another consumer's */
+    UT_EQ_INT(rec_count_id(&r, fresh), 0); /* not idle long enough */
+    UT_EQ_INT(r.calls, 1);
+    UT_EQ_STR(r.c[0].id, old);
+    UT_EQ_STR(r.c[0].payload, "{\"old\":1}");
+    UT_EQ_INT(r.c[0].redelivered, 1);
+    UT_EQ_INT(pending("role-1"), 1);
+    UT_EQ_INT(pending("dead-1"), 1);
+    UT_EQ_INT(pending("other-2"), 1);
+
+    run_for(1200); /* now it is */
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 1000), 0);
+    WAIT_FOR(r.calls >= 2, 5000);
+    UT_EQ_INT(r.calls, 2);
+    UT_EQ_STR(r.c[1].id, fresh);
+    UT_EQ_INT(r.c[1].redelivered, 1);
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 0), -EBUSY); /* max_inflight jobs run */
+    UT_EQ_INT(pending("role-1"), 2);
+    UT_EQ_INT(pending("dead-1"), 0);
+    finish_id(&r, ROLE, old, BUS_DONE);
+    finish_id(&r, ROLE, fresh, BUS_DONE);
+    WAIT_FOR(pending("role-1") == 0, 5000);
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 0), 0); /* nothing left of it */
+    run_for(300);
+    UT_EQ_INT(r.calls, 2);
+    UT_EQ_INT(rec_count_id(&r, other), 0);
+    UT_EQ_INT(pending("other-2"), 1);
+    UT_EQ_INT(stats(&t).reclaimed, 2);
+    UT_EQ_INT(bus_release(t.bus, ROLE), 0);
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "other-2", 0), -ENOENT); /* handed back */
+    tb_close(&t);
+    env_teardown();
+}
+
+/* A handler that answers the user: it marks the job done, then finishes. */
+static void on_job_mark(struct bus *b, struct bus_job *job, void *arg)
+{
+    bus_mark_done(job);
+    on_job(b, job, arg);
+}
+
+static void done_marker(const char *role, const char *id, char *out, size_t len)
+{
+    snprintf(out, len, "%s:done:%s:%s", prefix, role, id);
+}
+
+static void test_mark_done_sets_marker(void)
+{
+    env_setup("markdone");
+    struct rec marks = {.mode = H_DONE}, plain = {.mode = H_DONE};
+    struct bus_opts o = default_opts();
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.mark", on_job_mark, &marks), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &plain), 0);
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    tb_wait_up(&t);
+    struct added a, b;
+    add_wait(&t, "t.mark", "{}", 2, &a);
+    add_wait(&t, "t.job", "{}", 2, &b);
+    WAIT_FOR(marks.calls == 1 && plain.calls == 1 && pending(NULL) == 0, 5000);
+    char key[256];
+    done_marker(ROLE, a.id, key, sizeof(key));
+    redisReply *v = RAW("GET", key);
+    UT_ASSERT(v->type == REDIS_REPLY_STRING);
+    freeReplyObject(v);
+    long long ttl = raw_int(RAW("TTL", key));
+    UT_ASSERT(ttl > 86000 && ttl <= 86400); /* kept for a day */
+    done_marker(ROLE, b.id, key, sizeof(key));
+    UT_EQ_INT(raw_int(RAW("EXISTS", key)), 0); /* only a handler that answered marks */
+    tb_close(&t);
+    env_teardown();
+}
+
+static void test_done_marker_skips_answered_job(void)
+{
+    env_setup("donemarker");
+    /* The process answered a job, marked it done and died before its ack:
+     * after the restart the entry is acked without running it again. One
+     * without a marker runs again, as before. A dead consumer's answered
+     * entry, claimed on failover, is treated the same. */
+    utlog_start("test", "bus", NULL);
+    struct rec r = {.mode = H_DONE};
+    raw_group();
+    char answered[48], unanswered[48], theirs[48], key[256];
+    raw_add("t.job", "{\"answered\":1}", answered, sizeof(answered));
+    raw_add("t.job", "{\"answered\":0}", unanswered, sizeof(unanswered));
+    UT_EQ_INT(raw_take("role-1"), 2); /* ours, before the crash */
+    raw_add("t.job", "{\"theirs\":1}", theirs, sizeof(theirs));
+    UT_EQ_INT(raw_take("dead-1"), 1);
+    done_marker(ROLE, answered, key, sizeof(key));
+    raw_void(RAW("SET", key, "1", "EX", "600"));
+    done_marker(ROLE, theirs, key, sizeof(key));
+    raw_void(RAW("SET", key, "1", "EX", "600"));
+
+    struct bus_opts o = default_opts();
+    o.claim_idle_ms = 30000; /* only the pending re-read and the claim bring them back */
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &r), 0);
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    tb_wait_up(&t);
+    WAIT_FOR(r.calls == 1 && pending("role-1") == 0, 5000);
+    UT_EQ_STR(r.c[0].id, unanswered);
+    UT_EQ_INT(r.c[0].redelivered, 1);
+    UT_EQ_INT(bus_claim_from(t.bus, ROLE, "dead-1", 0), 0);
+    WAIT_FOR(pending(NULL) == 0, 5000);
+    run_for(300);
+    UT_EQ_INT(r.calls, 1);
+    UT_EQ_INT(rec_count_id(&r, answered), 0);
+    UT_EQ_INT(rec_count_id(&r, theirs), 0);
+    UT_EQ_INT(stats(&t).inflight, 0);
+    tb_close(&t);
+    UT_EQ_INT(utlog_count("job was already answered"), 2);
+    const char *text = utlog_text();
+    UT_CONTAINS(text, answered);
+    UT_CONTAINS(text, theirs);
+    env_teardown();
+}
+
+#define MAXFIN 16
+
+/* What on_finish reported. */
+struct fin {
+    int n;
+    struct {
+        char role[16], type[32];
+        enum bus_result r;
+        uint64_t ms;
+    } f[MAXFIN];
+};
+
+static void on_fin(const char *role, const char *type, enum bus_result r, uint64_t ms, void *arg)
+{
+    struct fin *f = arg;
+    if (f->n == MAXFIN)
+        UT_FAIL("on_finish called more than %d times", MAXFIN);
+    snprintf(f->f[f->n].role, sizeof(f->f[0].role), "%s", role);
+    snprintf(f->f[f->n].type, sizeof(f->f[0].type), "%s", type);
+    f->f[f->n].r = r;
+    f->f[f->n].ms = ms;
+    f->n++;
+}
+
+/* The one on_finish report of type (fails unless exactly one). */
+static int fin_of(const struct fin *f, const char *type)
+{
+    int at = -1, n = 0;
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->f[i].type, type)) {
+            at = i;
+            n++;
+        }
+    if (n != 1)
+        UT_FAIL("on_finish reported %s %d times, not once", type, n);
+    return at;
+}
+
+static int fin_count(const struct fin *f, const char *type)
+{
+    int n = 0;
+    for (int i = 0; i < f->n; i++)
+        n += !strcmp(f->f[i].type, type);
+    return n;
+}
+
+static void test_on_finish_hook(void)
+{
+    env_setup("onfinish");
+    struct rec done = {.mode = H_DONE}, failed = {.mode = H_FAILED}, retry = {.mode = H_RETRY_ONCE},
+               timed = {.mode = H_TIMED, .run_ms = 300}, hold = {.mode = H_HOLD}, chat = {.mode = H_DONE};
+    struct fin f = {0};
+    struct bus_opts o = default_opts();
+    o.claim_idle_ms = 3000; /* the retried job stays away while the first ones are checked */
+    o.on_finish = on_fin;
+    o.finish_arg = &f;
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.done", on_job, &done), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.failed", on_job, &failed), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.retry", on_job, &retry), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.timed", on_job, &timed), 0);
+    UT_EQ_INT(bus_register(t.bus, "t.hold", on_job, &hold), 0);
+    UT_EQ_INT(bus_register_role(t.bus, "chat", "t.chat", on_job, &chat), 0);
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    UT_EQ_INT(bus_consume(t.bus, "chat"), 0);
+    tb_wait_up(&t);
+    char ck[128], cid[48];
+    role_key("chat", ck, sizeof(ck));
+    struct added a[5];
+    add_wait(&t, "t.done", "{}", 2, &a[0]);
+    add_wait(&t, "t.failed", "{}", 2, &a[1]);
+    add_wait(&t, "t.retry", "{}", 2, &a[2]);
+    add_wait(&t, "t.timed", "{}", 2, &a[3]);
+    add_wait(&t, "t.hold", "{}", 2, &a[4]);
+    raw_add_to(ck, "t.chat", "{}", cid, sizeof(cid));
+    WAIT_FOR(done.calls == 1 && failed.calls == 1 && retry.calls == 1 && timed.calls == 1 && hold.calls == 1 &&
+                 chat.calls == 1,
+             5000);
+    WAIT_FOR(timed.running == 0, 5000);
+    run_for(200);
+    UT_EQ_INT(stats(&t).retried, 1);
+    UT_EQ_INT(fin_count(&f, "t.retry"), 0); /* left pending: not finished */
+    UT_EQ_INT(f.n, 4);
+
+    int i = fin_of(&f, "t.done");
+    UT_EQ_STR(f.f[i].role, ROLE);
+    UT_EQ_INT(f.f[i].r, BUS_DONE);
+    UT_ASSERT(f.f[i].ms < 1000);
+    i = fin_of(&f, "t.failed");
+    UT_EQ_STR(f.f[i].role, ROLE);
+    UT_EQ_INT(f.f[i].r, BUS_FAILED);
+    UT_ASSERT(f.f[i].ms < 1000);
+    i = fin_of(&f, "t.timed");
+    UT_EQ_STR(f.f[i].role, ROLE);
+    UT_EQ_INT(f.f[i].r, BUS_DONE);
+    UT_ASSERT(f.f[i].ms >= 250 && f.f[i].ms < 5000); /* it ran 300 ms */
+    i = fin_of(&f, "t.chat");
+    UT_EQ_STR(f.f[i].role, "chat");
+    UT_EQ_INT(f.f[i].r, BUS_DONE);
+
+    /* the retried job comes back after claim_idle_ms and finishes: once */
+    WAIT_FOR(retry.calls == 2 && retry.running == 0, 10000);
+    UT_EQ_INT(retry.c[1].redelivered, 1);
+    i = fin_of(&f, "t.retry");
+    UT_EQ_STR(f.f[i].role, ROLE);
+    UT_EQ_INT(f.f[i].r, BUS_DONE);
+    UT_ASSERT(f.f[i].ms < 1000); /* the run that finished, not the wait before it */
+    UT_EQ_INT(f.n, 5);
+    tb_close(&t); /* the held job is abandoned, not finished */
+    UT_EQ_INT(hold.cancels, 1);
+    UT_EQ_INT(f.n, 5);
+    UT_EQ_INT(fin_count(&f, "t.hold"), 0);
+    rec_release(&timed);
+    env_teardown();
+}
+
+/* Stall detection. The handler itself stands the loop still (a sleep) as
+ * soon as it takes the job: no renewal of ours is on the wire then (none
+ * ran before this first job), so the first renewal reply after the stall
+ * is the one the stall detection sent. A uv_prepare_t watches the job
+ * flags on every turn of the loop, after the timers (where the renewal
+ * timer marks the job unsure) and before the poll (where the renewal
+ * reply clears it): a timer could run before the renewal timer in the
+ * same turn and miss the short time the mark stands. */
+struct stall {
+    struct rec rec;
+    int ms;      /* how long the handler blocks */
+    int steal;   /* a thief XCLAIMs the entry while we stand still */
+    uv_prepare_t watch;
+    int unsure_seen, cleared, lost_seen; /* after the stall */
+    int stalled;
+};
+
+static void on_job_stall(struct bus *b, struct bus_job *job, void *arg)
+{
+    struct stall *s = arg;
+    on_job(b, job, &s->rec); /* H_HOLD */
+    if (s->stalled++)
+        return;
+    UT_EQ_INT(job->lease_unsure, 0);
+    if (s->steal) {
+        redisReply *x = RAW("XCLAIM", stream, BUS_GROUP, "thief", "0", job->id, "JUSTID");
+        UT_EQ_INT(x->elements, 1);
+        freeReplyObject(x);
+    }
+    utsys_sleep_ms(s->ms);
+}
+
+static void on_watch(uv_prepare_t *p)
+{
+    struct stall *s = p->data;
+    const struct bus_job *job = s->rec.calls ? s->rec.c[0].job : NULL;
+    if (!job)
+        return;
+    if (job->lease_unsure)
+        s->unsure_seen = 1;
+    else if (s->unsure_seen)
+        s->cleared = 1;
+    if (job->lease_lost)
+        s->lost_seen = 1;
+}
+
+static void stall_open(struct stall *s, struct tb *t)
+{
+    struct bus_opts o = default_opts();
+    o.renew_ms = 200;        /* a stall is what exceeds 2 x 200 + 500 ms */
+    o.claim_idle_ms = 30000; /* our own XAUTOCLAIM stays out of the way */
+    tb_start(t, &o);
+    UT_EQ_INT(bus_register(t->bus, "t.job", on_job_stall, s), 0);
+    UT_EQ_INT(bus_consume(t->bus, ROLE), 0);
+    tb_wait_up(t);
+    UT_EQ_INT(uv_prepare_init(&loop, &s->watch), 0);
+    s->watch.data = s;
+    UT_EQ_INT(uv_prepare_start(&s->watch, on_watch), 0);
+    run_for(500); /* the renewal timer ran: it knows when it last ran */
+    raw_conn();   /* connected before the stall */
+}
+
+static void test_stall_marks_lease_unsure(void)
+{
+    env_setup("stall");
+    utlog_start("test", "bus", NULL);
+    struct stall s = {.rec = {.mode = H_HOLD}, .ms = 1500};
+    struct tb t;
+    stall_open(&s, &t);
+    struct added a;
+    add_wait(&t, "t.job", "{}", 2, &a);
+    WAIT_FOR(s.stalled && s.unsure_seen, 5000); /* the first renewal after the stall marks it */
+    WAIT_FOR(s.cleared, 3000);                  /* and the reply to it confirms the lease */
+    run_for(600); /* renewals go on confirming it */
+    const struct bus_job *job = s.rec.c[0].job;
+    UT_EQ_INT(job->lease_unsure, 0);
+    UT_EQ_INT(job->lease_lost, 0);
+    UT_EQ_INT(s.lost_seen, 0);
+    UT_EQ_INT(s.rec.calls, 1);
+    finish_call(&s.rec, 0, BUS_DONE);
+    WAIT_FOR(pending(NULL) == 0, 5000);
+    UT_CONTAINS(utlog_text(), "the process stood still");
+    uv_close((uv_handle_t *)&s.watch, NULL);
+    tb_close(&t);
+    env_teardown();
+}
+
+static void test_stall_with_lease_stolen(void)
+{
+    env_setup("stallstolen");
+    utlog_start("test", "bus", NULL);
+    struct stall s = {.rec = {.mode = H_HOLD}, .ms = 1500, .steal = 1};
+    struct tb t;
+    stall_open(&s, &t);
+    struct added a;
+    add_wait(&t, "t.job", "{}", 2, &a);
+    WAIT_FOR(s.stalled && s.lost_seen, 5000);
+    UT_EQ_INT(s.unsure_seen, 1);
+    run_for(600); /* later renewals never confirm it either */
+    const struct bus_job *job = s.rec.c[0].job;
+    UT_EQ_INT(job->lease_lost, 1);
+    UT_EQ_INT(s.cleared, 0);
+    UT_EQ_INT(s.rec.calls, 1);
+    finish_call(&s.rec, 0, BUS_DONE);
+    UT_EQ_INT(s.rec.c[0].lease_lost_at_finish, 1);
+    WAIT_FOR(stats(&t).inflight == 0, 1000);
+    run_for(300);
+    UT_EQ_INT(pending("thief"), 1); /* not acked: the thief's to finish */
+    UT_EQ_INT(pending("role-1"), 0);
+    const char *text = utlog_text();
+    UT_CONTAINS(text, "the process stood still");
+    UT_CONTAINS(text, "job lease lost to another consumer");
+    uv_close((uv_handle_t *)&s.watch, NULL);
+    tb_close(&t);
+    env_teardown();
+}
+
+/* The stall as above, but with renewals of ours on the wire: their
+ * answers were given before the stall ended and must not confirm a lease
+ * the stall made unsure. A private Redis is stopped so that renewals queue
+ * in it; then the loop stands still in a check callback (after the poll
+ * phase, so nothing is read meanwhile): Redis is let go and answers them
+ * ("ours"), and only then a thief XCLAIMs the entry. The turn after, the
+ * renewal timer marks the job unsure before the poll reads those old
+ * answers; only the answer to a renewal sent after the stall may decide. */
+struct stale {
+    struct stall s; /* its rec, watch and flags; s.ms the stall */
+    uv_check_t check;
+    redisContext *raw; /* to the private server */
+    char key[128];
+    const char *id;
+    int armed;
+};
+
+static void on_stale_check(uv_check_t *c)
+{
+    struct stale *st = c->data;
+    if (!st->armed)
+        return;
+    st->armed = 0;
+    st->s.stalled = 1;
+    utredis_signal(own, SIGCONT);
+    utsys_sleep_ms(300); /* Redis answers the queued renewals: still ours */
+    redisReply *x = utredis_cmd(st->raw, "XCLAIM", st->key, BUS_GROUP, "thief", "0", st->id, "JUSTID",
+                                (const char *)NULL);
+    UT_EQ_INT(x->elements, 1);
+    freeReplyObject(x);
+    utsys_sleep_ms(st->s.ms);
+}
+
+static long long own_pending(struct stale *st, const char *consumer)
+{
+    redisReply *r = utredis_cmd(st->raw, "XPENDING", st->key, BUS_GROUP, "-", "+", "10", consumer,
+                                (const char *)NULL);
+    long long n = r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_stall_old_renewal_does_not_confirm(void)
+{
+    env_setup("stallold");
+    utlog_start("test", "bus", NULL);
+    own = utredis_start(prefix, NULL);
+    char url[128];
+    utredis_url(own, NULL, 0, url, sizeof(url));
+    struct stale st = {.s = {.rec = {.mode = H_HOLD}, .ms = 1200}};
+    st.raw = utredis_connect("127.0.0.1", own->port, 5000);
+    snprintf(st.key, sizeof(st.key), "%s", stream);
+    struct bus_opts o = default_opts();
+    o.redis_url = url;
+    o.renew_ms = 200;
+    o.claim_idle_ms = 30000;
+    struct tb t;
+    tb_start(&t, &o);
+    UT_EQ_INT(bus_register(t.bus, "t.job", on_job, &st.s.rec), 0);
+    UT_EQ_INT(bus_consume(t.bus, ROLE), 0);
+    tb_wait_up(&t);
+    UT_EQ_INT(uv_prepare_init(&loop, &st.s.watch), 0);
+    st.s.watch.data = &st.s;
+    UT_EQ_INT(uv_prepare_start(&st.s.watch, on_watch), 0);
+    UT_EQ_INT(uv_check_init(&loop, &st.check), 0);
+    st.check.data = &st;
+    UT_EQ_INT(uv_check_start(&st.check, on_stale_check), 0);
+    struct added a;
+    add_wait(&t, "t.job", "{}", 2, &a);
+    WAIT_FOR(st.s.rec.calls == 1, 5000);
+    st.id = a.id;
+    run_for(500); /* renewed and confirmed a few times */
+    UT_EQ_INT(st.s.rec.c[0].job->lease_unsure, 0);
+
+    utredis_signal(own, SIGSTOP);
+    run_for(500); /* renewals are sent and wait in the stopped Redis */
+    st.armed = 1;
+    WAIT_FOR(st.s.stalled && st.s.lost_seen, 5000);
+    UT_EQ_INT(st.s.unsure_seen, 1);
+    UT_EQ_INT(st.s.cleared, 0); /* no answer from before the stall confirmed it */
+    finish_call(&st.s.rec, 0, BUS_DONE);
+    UT_EQ_INT(st.s.rec.c[0].lease_lost_at_finish, 1);
+    run_for(300);
+    UT_EQ_INT(own_pending(&st, "thief"), 1);
+    uv_close((uv_handle_t *)&st.s.watch, NULL);
+    uv_close((uv_handle_t *)&st.check, NULL);
+    tb_close(&t);
+    redisFree(st.raw);
+    env_teardown();
+}
+
 static const struct ut_case cases[] = {
     UT_CASE(test_dispatch_fields_then_ack),
     UT_CASE(test_max_inflight),
@@ -1026,6 +1798,15 @@ static const struct ut_case cases[] = {
     UT_CASE(test_acks_kept_while_redis_away),
     UT_CASE(test_close_with_ack_on_the_wire),
     UT_CASE(test_close_from_handler),
+    UT_CASE(test_role_handlers),
+    UT_CASE(test_consume_release_while_blocked),
+    UT_CASE(test_claim_from_dead_consumer),
+    UT_CASE(test_mark_done_sets_marker),
+    UT_CASE(test_done_marker_skips_answered_job),
+    UT_CASE(test_on_finish_hook),
+    UT_CASE(test_stall_marks_lease_unsure),
+    UT_CASE(test_stall_with_lease_stolen),
+    UT_CASE(test_stall_old_renewal_does_not_confirm),
     {NULL, NULL},
 };
 

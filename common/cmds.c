@@ -88,9 +88,9 @@ static const struct cmd_def cmd_table[] = {
     {"비디오", NULL, ROLE_VIDEO, "Generate a video (MiniMax)", "영상을 만듭니다 (MiniMax)", opt_video, 0, 0, 0, 1},
     {"핑", "ping", ROLE_ADMIN, "Latency of the gateway, REST and Redis", "게이트웨이, REST, Redis 지연 시간", NULL, 0, 1,
      1, 1},
-    {"상태", "status", ROLE_ADMIN, "Cluster status", "클러스터 상태", NULL, 1, 1, 1, 0},
+    {"상태", "status", ROLE_ADMIN, "Cluster status", "클러스터 상태", NULL, 1, 1, 1, 1},
     {"인스턴스", "instances", ROLE_ADMIN, "Which instance serves which role", "어느 인스턴스가 어떤 역할을 맡는지", NULL, 1,
-     1, 1, 0},
+     1, 1, 1},
 };
 #define CMD_COUNT (sizeof(cmd_table) / sizeof(cmd_table[0]))
 

@@ -19,8 +19,11 @@
 #define CFG_SECRET_MAX (64 << 10) /* NAME_FILE content */
 
 /* CT_NUM is a decimal number (double) within [min, max]; with CF_OPTIONAL an
- * empty value means "not set", recorded in the int at has_off. */
-enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, CT_ENUM, CT_ID, CT_HEX32, CT_NUM };
+ * empty value means "not set", recorded in the int at has_off. CT_IDS is a
+ * comma-separated list of Discord ids (a string, blanks around ids
+ * dropped). */
+enum cfg_type { CT_INT, CT_BOOL, CT_STR, CT_NAME, CT_URL, CT_LEVEL, CT_SECRET, CT_ENUM, CT_ID, CT_HEX32, CT_NUM,
+                CT_IDS };
 
 /* Choices of CT_ENUM settings, '|'-separated, in enum order. */
 static const char gateway_choices[] = "auto|on|off";
@@ -75,6 +78,8 @@ static const struct cfg_def cfg_defs[] = {
      "How long one XREADGROUP waits for new jobs."},
     {"CLAIM_IDLE_MS", CT_INT, "15000", F(claim_idle_ms), 1000, 3600000, 0,
      "A job pending this long on a silent consumer of the same role is reclaimed."},
+    {"FAILOVER_AFTER_MS", CT_INT, "3000", F(failover_after_ms), 500, 60000, 0,
+     "An instance silent this long is down: another instance takes over its role and its pending jobs."},
     {"QUEUE_WAIT_MAX_SEC", CT_INT, "600", F(queue_wait_max_sec), 1, 840, 0,
      "A command that waited longer than this for a worker gets a \"busy, try again\" reply instead of a late answer."},
     {"DRAIN_TIMEOUT_SEC", CT_INT, "30", F(drain_timeout_sec), 0, 3600, 0,
@@ -112,6 +117,8 @@ static const struct cfg_def cfg_defs[] = {
      "Channel name globs owned by the video role."},
     {"ENFORCE_CHANNELS", CT_BOOL, "on", F(enforce_channels), 0, 0, 0,
      "A command used outside its role's channels gets a reply naming the right ones."},
+    {"ADMIN_ROLE_IDS", CT_IDS, "", F(admin_role_ids), 0, 0, CF_OPTIONAL,
+     "Discord role ids (comma-separated) whose members may use /상태 and /인스턴스, besides administrators."},
     {"OPENAI_BASE_URL", CT_URL, "https://api.openai.com/v1", F(openai_base_url), 0, 0, 0,
      "OpenAI-compatible API base (Groq https://api.groq.com/openai/v1, Ollama http://localhost:11434/v1 ...)."},
     {"OPENAI_MODEL", CT_STR, "gpt-4o-mini", F(openai_model), 0, 0, 0, "Chat model name."},
@@ -553,6 +560,29 @@ static int is_snowflake(const char *v)
     return !v[n] && n >= 17 && n <= 20;
 }
 
+/* "id,id , id": every entry a snowflake; into out (blanks dropped). */
+static int ids_list(const char *v, struct buf *out)
+{
+    for (const char *p = v;;) {
+        size_t n = strcspn(p, ",");
+        char one[32];
+        const char *s = p, *e = p + n;
+        while (s < e && isspace((unsigned char)*s))
+            s++;
+        while (e > s && isspace((unsigned char)e[-1]))
+            e--;
+        if ((size_t)(e - s) >= sizeof(one))
+            return -EINVAL;
+        snprintf(one, sizeof(one), "%.*s", (int)(e - s), s);
+        if (!is_snowflake(one))
+            return -EINVAL;
+        buf_printf(out, "%s%s", out->len ? "," : "", one);
+        if (!p[n])
+            return 0;
+        p += n + 1;
+    }
+}
+
 static int is_hex32(const char *v)
 {
     return strspn(v, "0123456789abcdefABCDEF") == 64 && !v[64];
@@ -666,6 +696,19 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
         mem_free(*(char **)field);
         *(char **)field = mem_strdup(v);
         break;
+    case CT_IDS: {
+        struct buf ids;
+        buf_init(&ids, 64 << 10);
+        if (*v && ids_list(v, &ids)) {
+            buf_free(&ids);
+            problem(c, key, "must be Discord ids (17 to 20 digits), comma-separated");
+            return;
+        }
+        mem_free(*(char **)field);
+        *(char **)field = mem_strdup(buf_str(&ids));
+        buf_free(&ids);
+        break;
+    }
     case CT_SECRET:
         if (*v && secret_problem(v)) {
             problem(c, key, "%s", secret_problem(v));
@@ -849,6 +892,7 @@ void cfg_dump(const struct config *c, struct buf *out)
         case CT_STR:
         case CT_NAME:
         case CT_ID:
+        case CT_IDS:
         case CT_HEX32:
             buf_printf(out, "%s=%s\n", key, *(char *const *)field ? *(char *const *)field : "");
             break;
@@ -876,7 +920,7 @@ void cfg_free(struct config *c)
         const struct cfg_def *d = &cfg_defs[i];
         void *field = (char *)c + d->off;
         if (d->type == CT_STR || d->type == CT_NAME || d->type == CT_URL || d->type == CT_ID ||
-            d->type == CT_HEX32) {
+            d->type == CT_IDS || d->type == CT_HEX32) {
             mem_free(*(char **)field);
             *(char **)field = NULL;
         } else if (d->type == CT_SECRET) {

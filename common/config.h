@@ -43,6 +43,7 @@ struct config {
     int max_inflight;
     int job_block_ms;
     int claim_idle_ms;
+    int failover_after_ms;   /* a peer silent this long is down (failover.h) */
     int queue_wait_max_sec;  /* an interaction job older than this when a worker
                                 could start it gets a "busy" reply instead */
     int drain_timeout_sec;
@@ -65,6 +66,8 @@ struct config {
     char *image_channels;
     char *video_channels;
     int enforce_channels;
+    char *admin_role_ids;         /* comma-separated role ids allowed the admin
+                                     commands besides ADMINISTRATOR; "" = none */
     int register_commands;        /* --register-commands: register and exit */
 
     /* LLM (chat) */

@@ -10,6 +10,7 @@
 
 #include "cmds.h"
 #include "diag.h"
+#include "failover.h"
 #include "drest.h"
 #include "err.h"
 #include "gwhold.h"
@@ -18,11 +19,13 @@
 #include "ingress.h"
 #include "log.h"
 #include "mem.h"
+#include "perf.h"
 #include "rds.h"
 #include "store.h"
 
 #define CORE_HEARTBEAT_KEY "heartbeats"
 #define CORE_LAG_TICK_MS 50
+#define CORE_PERF_LOG_MS 60000
 
 enum core_state { CS_RUNNING, CS_DRAINING, CS_CLOSING };
 
@@ -38,6 +41,7 @@ struct core {
     struct drest *rest;
     struct ingress *ingress;
     struct gwhold *gwhold;
+    struct failover *failover;
     uv_timer_t reg_timer;   /* slash-command registration retries */
     int reg_done;
     struct {
@@ -51,6 +55,8 @@ struct core {
     } hooks[4]; /* the roles' */
     int nhooks;
     uv_timer_t beat_timer, drain_timer, lag_timer;
+    struct perf *perf;      /* jobs and provider requests, for operators */
+    uv_timer_t perf_timer;  /* the "performance" log line every 60 s */
     /* loop lag: how late a 50 ms timer fires; the worst of the current and
      * of the last heartbeat window. Proof that nothing blocks the loop. */
     uint64_t lag_expected_ns;
@@ -98,6 +104,23 @@ struct drest *core_rest(struct core *c)
 struct hcl *core_http(struct core *c)
 {
     return c->http;
+}
+
+struct perf *core_perf(struct core *c)
+{
+    return c->perf;
+}
+
+struct failover *core_failover(struct core *c)
+{
+    return c->failover;
+}
+
+void core_notify_takeover(struct core *c, enum role r, int on, const char *dead)
+{
+    for (int i = 0; i < c->nhooks; i++)
+        if (c->hooks[i].h.takeover)
+            c->hooks[i].h.takeover(r, on, dead, c->hooks[i].arg);
 }
 
 int core_add_hooks(struct core *c, const struct core_hooks *h, void *arg)
@@ -166,9 +189,11 @@ static void send_beat(struct core *c)
     const char *av[] = {"XADD", key, "MAXLEN", "~", maxlen, "*", "name", c->cfg.name, "role",
                         role_name(c->cfg.role), "pid", pid, "version", BC_VERSION, "uptime_s", up,
                         "inflight", inflight, "processed", processed, "failed", failed, "state", state,
-                        "health_port", NULL};
-    char port[8];
+                        "serving", NULL, "health_port", NULL};
+    char port[8], serving[64];
     snprintf(port, sizeof(port), "%d", c->cfg.health_port);
+    bus_roles(c->bus, serving, sizeof(serving));
+    av[sizeof(av) / sizeof(av[0]) - 3] = serving;
     av[sizeof(av) / sizeof(av[0]) - 1] = port;
     c->beat_sent_ms = uv_hrtime() / 1000;
     if (rds_cmd(c->cmd, on_beat, c, (int)(sizeof(av) / sizeof(av[0])), av, NULL) == 0)
@@ -405,8 +430,42 @@ static void on_metrics(struct httpd_req *req, void *arg)
                redis_ok(c), c->redis_latency_ms / 1000.0, pg_ok(c), (unsigned long long)c->beats_sent,
                (unsigned long long)c->beats_failed, loop_lag_ms(c) / 1000.0);
     metrics_discord(c, &b);
+    perf_metrics(c->perf, &b);
+    if (c->failover)
+        failover_metrics(c->failover, &b);
     httpd_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
     buf_free(&b);
+}
+
+/* ---- /performance and the performance log line ---------------------------- */
+
+static void on_job_finished(const char *role, const char *type, enum bus_result r, uint64_t ms, void *arg)
+{
+    perf_job(arg, role, type, (int)r, ms);
+}
+
+static void on_performance(struct httpd_req *req, void *arg)
+{
+    struct core *c = arg;
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    struct buf b;
+    buf_init(&b, 16 << 10);
+    perf_json(c->perf, st.inflight, uptime_s(c), &b);
+    httpd_respond(req, 200, "application/json", b.p, b.len);
+    buf_free(&b);
+}
+
+static void log_perf(struct core *c)
+{
+    struct bus_stats st;
+    bus_stats(c->bus, &st);
+    perf_log(c->perf, st.inflight);
+}
+
+static void on_perf_timer(uv_timer_t *t)
+{
+    log_perf(t->data);
 }
 
 /* ---- shutdown -------------------------------------------------------------- */
@@ -436,6 +495,7 @@ static void begin_drain(struct core *c, const char *why)
     c->state = CS_DRAINING;
     log_info("shutdown requested: draining", LF_STR("signal", why), LF_INT("timeout_s", c->cfg.drain_timeout_sec));
     send_beat(c); /* tell the cluster this is a planned stop */
+    log_perf(c); /* the totals of this run, whenever it ends */
     if (c->gwhold)
         gwhold_stop(c->gwhold); /* another instance resumes the session now */
     uv_timer_start(&c->drain_timer, on_drain_timeout, (uint64_t)c->cfg.drain_timeout_sec * 1000, 0);
@@ -462,9 +522,12 @@ static void close_all(struct core *c)
     uv_close((uv_handle_t *)&c->beat_timer, NULL);
     uv_close((uv_handle_t *)&c->drain_timer, NULL);
     uv_close((uv_handle_t *)&c->lag_timer, NULL);
+    uv_close((uv_handle_t *)&c->perf_timer, NULL);
     uv_close((uv_handle_t *)&c->sigterm, NULL);
     uv_close((uv_handle_t *)&c->sigint, NULL);
     uv_close((uv_handle_t *)&c->reg_timer, NULL);
+    if (c->failover)
+        failover_close(c->failover);
     if (c->gwhold)
         gwhold_stop(c->gwhold);
     if (c->httpd)
@@ -553,6 +616,7 @@ static int start_http(struct core *c)
     }
     httpd_route(c->httpd, "GET", "/health", on_health, c);
     httpd_route(c->httpd, "GET", "/metrics", on_metrics, c);
+    httpd_route(c->httpd, "GET", "/performance", on_performance, c);
     return 0;
 }
 
@@ -581,7 +645,12 @@ static int start_redis(struct core *c)
                               .stream_maxlen = c->cfg.stream_maxlen,
                               .max_inflight = c->cfg.max_inflight,
                               .block_ms = c->cfg.job_block_ms,
-                              .claim_idle_ms = c->cfg.claim_idle_ms};
+                              .claim_idle_ms = c->cfg.claim_idle_ms,
+                              /* renewed well within the failover delay, so a
+                               * live consumer's jobs never look abandoned */
+                              .renew_ms = c->cfg.failover_after_ms / 3};
+        bo.on_finish = on_job_finished;
+        bo.finish_arg = c->perf;
         rc = bus_new(c->loop, c->cmd, &bo, &c->bus, err, sizeof(err));
     }
     if (rc)
@@ -777,6 +846,9 @@ static int start(struct core *c, core_setup_fn *setup)
     uv_timer_init(c->loop, &c->beat_timer);
     uv_timer_init(c->loop, &c->drain_timer);
     uv_timer_init(c->loop, &c->lag_timer);
+    uv_timer_init(c->loop, &c->perf_timer);
+    c->perf_timer.data = c;
+    c->perf = perf_new();
     uv_timer_init(c->loop, &c->reg_timer);
     c->lag_timer.data = c->reg_timer.data = c;
     uv_signal_init(c->loop, &c->sigterm);
@@ -799,11 +871,13 @@ static int start(struct core *c, core_setup_fn *setup)
     if (c->cfg.register_commands) /* one-shot: register and exit */
         return start_discord(c);
     if ((rc = bus_consume(c->bus, role_name(c->cfg.role))) || (rc = start_store(c)) || (rc = start_http(c)) ||
-        (rc = start_discord(c)))
+        (rc = start_discord(c)) || (rc = failover_new(c, &c->failover)))
         return rc;
     uv_timer_start(&c->beat_timer, on_beat_timer, (uint64_t)c->cfg.heartbeat_interval_ms,
                    (uint64_t)c->cfg.heartbeat_interval_ms);
     uv_timer_start(&c->lag_timer, on_lag_timer, CORE_LAG_TICK_MS, CORE_LAG_TICK_MS);
+    uv_timer_start(&c->perf_timer, on_perf_timer, CORE_PERF_LOG_MS, CORE_PERF_LOG_MS);
+    uv_unref((uv_handle_t *)&c->perf_timer);
     uv_signal_start(&c->sigterm, on_signal, SIGTERM);
     uv_signal_start(&c->sigint, on_signal, SIGINT);
     return 0;
@@ -829,6 +903,7 @@ int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn 
         code = 1;
     log_info("stopped", LF_INT("exit_code", code));
     uv_loop_close(c->loop);
+    perf_free(c->perf); /* last: a transfer cancelled at close may still count */
     cfg_free(&c->cfg);
     mem_free(c);
     return code;

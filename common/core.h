@@ -39,6 +39,11 @@ struct store *core_store(struct core *c);
 struct drest *core_rest(struct core *c);
 /* The process's HTTP client (providers). */
 struct hcl *core_http(struct core *c);
+/* The process's performance counters (perf.h): a provider module reports
+ * each request with perf_provider(core_perf(c), ...). Never NULL once the
+ * role's setup runs; owned by the core, valid until core_main returns. */
+struct perf;
+struct perf *core_perf(struct core *c);
 /* What a role adds to the instance; any member may be NULL. Called only
  * while the instance runs (not while draining or closing). */
 struct json_object;
@@ -49,10 +54,18 @@ struct core_hooks {
     void (*redis_up)(void *arg);
     /* PostgreSQL is connected and migrated (again) */
     void (*store_up)(void *arg);
+    /* this instance took role r over (on) or handed it back; dead lists the
+     * instances of r seen down, comma-separated */
+    void (*takeover)(enum role r, int on, const char *dead, void *arg);
 };
 /* Up to 4 sets per instance (a role may be served by more than one
  * module); -ENOSPC beyond. */
 int core_add_hooks(struct core *c, const struct core_hooks *h, void *arg);
+
+/* The cluster picture (peers, takeovers); NULL before start completes. */
+struct failover *core_failover(struct core *c);
+/* For failover: tell the roles' takeover hooks. */
+void core_notify_takeover(struct core *c, enum role r, int on, const char *dead);
 
 /* fn(arg) runs at shutdown, after in-flight jobs were cancelled and before
  * the HTTP client and the store close (last registered runs first). */

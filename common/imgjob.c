@@ -15,6 +15,7 @@
 #include "keypool.h"
 #include "log.h"
 #include "mem.h"
+#include "perf.h"
 #include "minimax.h"
 #include "stability.h"
 #include "store.h"
@@ -266,6 +267,8 @@ static void delivered(struct pic *p)
         pic_end(p, BUS_FAILED, "images not delivered");
         return;
     }
+    if (p->job)
+        bus_mark_done(p->job);
     gallery(p);
     record(p);
     pic_end(p, BUS_DONE, NULL);
@@ -367,6 +370,11 @@ static void on_upload(int status, int code, void *arg)
 
 static void deliver(struct pic *p)
 {
+    if (p->job && p->job->lease_lost) {
+        log_warn("image job taken over by another consumer; not answering", LF_STR("id", p->job->id));
+        pic_end(p, BUS_DONE, NULL);
+        return;
+    }
     if (!p->nout) {
         tell(p, "no image arrived", "이미지를 받아오지 못했습니다. 잠시 후 다시 시도해 주세요.",
              "The images could not be fetched; please try again shortly.");
@@ -453,6 +461,8 @@ static void provider_failed(struct pic *p, int status, const char *message)
 
 static void report(struct pic *p, int status, long retry_after_ms)
 {
+    if (status != PROV_CANCELLED)
+        perf_provider(core_perf(p->g->core), p->prov == P_MINIMAX ? "minimax" : "stability", prov_status_name(status));
     if (status != PROV_CANCELLED)
         keypool_report(pool(p), uv_now(core_loop(p->g->core)), p->key_index, prov_keypool_outcome(status),
                        retry_after_ms > 0 ? (int)retry_after_ms : 0);
@@ -849,5 +859,5 @@ int imgjob_setup(struct core *c)
     core_at_close(c, imgjob_close, g);
     struct core_hooks hooks = {.health = imgjob_health, .redis_up = imgjob_redis_up};
     core_add_hooks(c, &hooks, g);
-    return bus_register(core_bus(c), "discord.interaction", on_interaction, g);
+    return bus_register_role(core_bus(c), "image", "discord.interaction", on_interaction, g);
 }

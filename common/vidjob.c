@@ -20,6 +20,7 @@
 #include "keypool.h"
 #include "log.h"
 #include "mem.h"
+#include "perf.h"
 #include "minimax.h"
 #include "store.h"
 #include "ulimit.h"
@@ -740,6 +741,8 @@ static void on_submitted(const struct mm_result *r, void *arg)
         return;
     struct keypool_pick pk;
     int idx = v->g->mm && !keypool_by_fp(v->g->mm, v->key_fp, &pk) ? pk.index : -1;
+    if (r->status != PROV_CANCELLED)
+        perf_provider(core_perf(v->g->core), "minimax", prov_status_name(r->status));
     if (r->status != PROV_CANCELLED && idx >= 0)
         keypool_report(v->g->mm, uv_now(core_loop(v->g->core)), idx, prov_keypool_outcome(r->status),
                        r->retry_after_ms > 0 ? (int)r->retry_after_ms : 0);
@@ -1164,6 +1167,38 @@ static void vidjob_health(struct json_object *health, void *arg)
     json_object_object_add(health, "videos_in_progress", json_object_new_int(n));
 }
 
+static void on_adopted(struct video *probe, int status, const PGresult *res)
+{
+    struct vidjob *g = probe->g;
+    probe->closing = 1;
+    maybe_free(probe);
+    if (status || g->closing)
+        return;
+    log_info("routing: video jobs of dead instances adopted", LF_STR("owner", core_config(g->core)->name),
+             LF_STR("count", PQcmdTuples((PGresult *)res)));
+    scan(g);
+}
+
+/* Taking the video role over: the rows the dead video instances owned
+ * become ours, and are resumed like our own after a restart. */
+static void vidjob_takeover(enum role r, int on, const char *dead, void *arg)
+{
+    struct vidjob *g = arg;
+    struct store *s = core_store(g->core);
+    if (r != ROLE_VIDEO || !on || !dead || !*dead || g->closing || !s || !store_up(s))
+        return;
+    struct video *probe = video_new(g);
+    snprintf(probe->iid, sizeof(probe->iid), "-adopt-");
+    const char *p[] = {core_config(g->core)->name, dead};
+    if (vq(probe,
+           "UPDATE jobs SET owner = $1, updated_at = now() WHERE kind = 'video' AND owner = ANY "
+           "(string_to_array($2, ',')) AND state NOT IN ('done', 'failed')",
+           2, p, on_adopted)) {
+        probe->closing = 1;
+        maybe_free(probe);
+    }
+}
+
 static void vidjob_redis_up(void *arg)
 {
     struct vidjob *g = arg;
@@ -1195,7 +1230,8 @@ int vidjob_setup(struct core *c)
     log_info("video ready", LF_STR("minimax", cfg->minimax_base_url), LF_STR("model", cfg->minimax_video_model),
              LF_INT("keys", g->mm ? keypool_size(g->mm) : 0), LF_INT("timeout_min", cfg->video_timeout_min));
     core_at_close(c, vidjob_close, g);
-    struct core_hooks hooks = {.health = vidjob_health, .redis_up = vidjob_redis_up, .store_up = vidjob_store_up};
+    struct core_hooks hooks = {.health = vidjob_health, .redis_up = vidjob_redis_up, .store_up = vidjob_store_up,
+                               .takeover = vidjob_takeover};
     core_add_hooks(c, &hooks, g);
-    return bus_register(core_bus(c), "discord.interaction", on_interaction, g);
+    return bus_register_role(core_bus(c), "video", "discord.interaction", on_interaction, g);
 }

@@ -1,8 +1,16 @@
-/* video-instance: the video role (/비디오 with MiniMax, durable jobs). */
+/* video-instance: the video role. Like every instance it can also answer the
+ * admin commands while no admin instance is alive. */
+#include "admincmd.h"
 #include "core.h"
 #include "vidjob.h"
 
+static int setup(struct core *c)
+{
+    int rc = vidjob_setup(c);
+    return rc ? rc : admincmd_setup(c);
+}
+
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_VIDEO, vidjob_setup);
+    return core_main(argc, argv, envp, ROLE_VIDEO, setup);
 }

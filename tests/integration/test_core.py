@@ -3,6 +3,7 @@ and a real PostgreSQL, each started for the test on 127.0.0.1."""
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -272,3 +273,231 @@ def test_health_port_in_use_fails_clearly(t):
     code = b.wait(10)
     check(code == 1, "second instance on the same port exits 1, got %r" % code)
     check(b.find_records(msg="cannot start the health server"), "clear error")
+
+
+# ---- observability: /performance, Prometheus text, the performance line ----
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def _prom_value(text, where):
+    if text in ("+Inf", "-Inf", "NaN"):
+        return float(text.replace("Inf", "inf").replace("NaN", "nan"))
+    check(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text), "%s: bad value %r" % (where, text))
+    return float(text)
+
+
+def _prom_labels(s, i, where):
+    """Parse '{a="x",b="y"}' from s[i] == '{'; return (dict, index after '}')."""
+    labels = {}
+    i += 1
+    while True:
+        if s[i:i + 1] == "}":
+            return labels, i + 1
+        m = _LABEL_NAME.match(s, i)
+        check(m, "%s: bad label name at %d" % (where, i))
+        name, i = m.group(0), m.end()
+        check(s[i:i + 2] == '="', "%s: expected =\" after %s" % (where, name))
+        i += 2
+        val = []
+        while s[i:i + 1] != '"':
+            check(i < len(s), "%s: unterminated label value" % where)
+            if s[i] == "\\":
+                esc = s[i + 1:i + 2]
+                check(esc in ("\\", '"', "n"), "%s: bad escape \\%s" % (where, esc))
+                val.append("\n" if esc == "n" else esc)
+                i += 2
+            else:
+                val.append(s[i])
+                i += 1
+        i += 1
+        check(name not in labels, "%s: label %s twice" % (where, name))
+        labels[name] = "".join(val)
+        if s[i:i + 1] == ",":
+            i += 1
+        else:
+            check(s[i:i + 1] == "}", "%s: expected , or } at %d" % (where, i))
+
+
+def _family_of(name, types):
+    if name in types:
+        return name
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name[: -len(suffix)] if name.endswith(suffix) else None
+        if base and types.get(base) in ("histogram", "summary"):
+            return base
+    return name
+
+
+def parse_prometheus(text):
+    """Strict parse of the text exposition format 0.0.4. Returns
+    {family: {"type", "samples": [(name, labels, value)]}}; fails the test on
+    anything Prometheus would reject or misread."""
+    check(text.endswith("\n"), "metrics end with a newline")
+    types, helps, fams, done, seen = {}, set(), {}, set(), set()
+    current = None
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        where = "line %d %r" % (n, line)
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                check(_METRIC_NAME.fullmatch(name), "%s: bad metric name" % where)
+                if parts[1] == "HELP":
+                    check(name not in helps, "%s: second HELP for %s" % (where, name))
+                    helps.add(name)
+                else:
+                    check(len(parts) == 4 and parts[3] in _TYPES, "%s: bad TYPE" % where)
+                    check(name not in types, "%s: second TYPE for %s" % (where, name))
+                    check(name not in fams, "%s: TYPE after samples of %s" % (where, name))
+                    types[name] = parts[3]
+            continue
+        m = _METRIC_NAME.match(line)
+        check(m, "%s: bad metric name" % where)
+        name, i = m.group(0), m.end()
+        labels = {}
+        if i < len(line) and line[i] == "{":
+            labels, i = _prom_labels(line, i, where)
+        check(line[i:i + 1] == " ", "%s: expected a space before the value" % where)
+        rest = line[i + 1:].split(" ")
+        check(1 <= len(rest) <= 2, "%s: expected value [timestamp]" % where)
+        value = _prom_value(rest[0], where)
+        fam = _family_of(name, types)
+        check(fam in types, "%s: sample of %s without a TYPE line" % (where, fam))
+        if fam != current:
+            check(fam not in done, "%s: samples of %s are not in one group" % (where, fam))
+            if current:
+                done.add(current)
+            current = fam
+        key = (name, tuple(sorted(labels.items())))
+        check(key not in seen, "%s: duplicate sample" % where)
+        seen.add(key)
+        if types[fam] == "counter":
+            check(value >= 0, "%s: negative counter" % where)
+        fams.setdefault(fam, {"type": types[fam], "samples": []})["samples"].append((name, labels, value))
+    for fam, f in fams.items():
+        if f["type"] == "histogram":
+            _check_histogram(fam, f["samples"])
+    return fams
+
+
+def _check_histogram(fam, samples):
+    series = {}
+    for name, labels, value in samples:
+        rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+        s = series.setdefault(rest, {"buckets": [], "sum": None, "count": None})
+        if name == fam + "_bucket":
+            check("le" in labels, "%s bucket without le" % fam)
+            s["buckets"].append((_prom_value(labels["le"], fam + " le"), value))
+        elif name == fam + "_sum":
+            s["sum"] = value
+        elif name == fam + "_count":
+            s["count"] = value
+        else:
+            check(False, "%s: stray sample %s" % (fam, name))
+    for rest, s in series.items():
+        where = "%s%r" % (fam, dict(rest))
+        b = s["buckets"]
+        check(b and s["sum"] is not None and s["count"] is not None, "%s: buckets, _sum and _count" % where)
+        check([le for le, _v in b] == sorted(le for le, _v in b), "%s: buckets in order of le" % where)
+        check(b[-1][0] == float("inf"), "%s: last bucket is +Inf" % where)
+        check(all(b[k][1] <= b[k + 1][1] for k in range(len(b) - 1)), "%s: buckets cumulative: %r" % (where, b))
+        check(b[-1][1] == s["count"], "%s: +Inf bucket %r != _count %r" % (where, b[-1][1], s["count"]))
+
+
+def prom_value(fams, name, **labels):
+    fam = _family_of(name, {k: v["type"] for k, v in fams.items()})
+    hits = [v for n, lab, v in fams.get(fam, {"samples": []})["samples"] if n == name and lab == labels]
+    check(len(hits) == 1, "one sample %s%r, got %r" % (name, labels, hits))
+    return hits[0]
+
+
+def performance(inst):
+    st, text = inst.get("/performance")
+    check(st == 200, "/performance answers 200: %r %r" % (st, text))
+    return json.loads(text)
+
+
+@harness.timeout(60)
+def test_performance_counts_jobs_by_result(t):
+    redis = t.redis()
+    inst = t.instance("image", env=env_for(t, redis))
+    inst.wait_healthy(15)
+    perf = performance(inst)
+    check(perf["commands_processed"] == 0 and perf["active_requests"] == 0, perf)
+    check(perf["success_rate"] is None and perf["avg_response_ms"] is None, "no rate before any job: %r" % perf)
+    check(set(perf["by_role"]) == set(ROLES), perf)
+    r = redis.client()
+    for n in range(3):
+        add_job(r, "image", "diag.echo", {"n": n})
+    add_job(r, "image", "diag.fail", {})
+    wait_until(lambda: performance(inst)["commands_processed"] == 4, 10, "four jobs finished")
+    perf = performance(inst)
+    check(perf["succeeded"] == 3 and perf["failed"] == 1, perf)
+    check(perf["success_rate"] == 0.75, perf)
+    check(isinstance(perf["avg_response_ms"], (int, float)) and perf["avg_response_ms"] >= 0, perf)
+    check(perf["by_role"]["image"]["processed"] == 4 and perf["by_role"]["image"]["failed"] == 1, perf)
+    check(perf["by_role"]["chat"]["processed"] == 0, perf)
+    check(perf["uptime_s"] >= 0 and perf["active_requests"] == 0, perf)
+    add_job(r, "image", "diag.sleep", {"ms": 3000})
+    wait_until(lambda: performance(inst)["active_requests"] == 1, 10, "a job in flight")
+    check(performance(inst)["commands_processed"] == 4, "a running job is not counted yet")
+    check(not inst.find_records(msg="performance"), "the first performance line comes 60 s after start")
+
+
+@harness.timeout(60)
+def test_metrics_are_valid_prometheus_text(t):
+    redis = t.redis()
+    # a public key alone adds the Discord REST and interaction families
+    inst = t.instance("chat", env=env_for(t, redis, DISCORD_PUBLIC_KEY="11" * 32))
+    inst.wait_healthy(15)
+    r = redis.client()
+    add_job(r, "chat", "diag.echo", {"text": 'quote " and \\ backslash'})
+    add_job(r, "chat", "diag.echo", {"n": 2})
+    add_job(r, "chat", "diag.fail", {})
+    wait_until(lambda: performance(inst)["commands_processed"] == 3, 10, "three jobs finished")
+    st, text = inst.get("/metrics")
+    check(st == 200, st)
+    fams = parse_prometheus(text)
+    for fam in fams:
+        check(fam.startswith("discordbot_"), "every name prefixed discordbot_: %s" % fam)
+    check(prom_value(fams, "discordbot_job_results_total", role="chat", result="done") == 2, "done by role")
+    check(prom_value(fams, "discordbot_job_results_total", role="chat", result="failed") == 1, "failed by role")
+    check(prom_value(fams, "discordbot_job_results_total", role="video", result="done") == 0, "other roles at 0")
+    check(fams["discordbot_job_duration_seconds"]["type"] == "histogram", fams["discordbot_job_duration_seconds"])
+    check(prom_value(fams, "discordbot_job_duration_seconds_count", role="chat") == 3, "histogram count")
+    check(prom_value(fams, "discordbot_job_duration_seconds_bucket", role="chat", le="+Inf") == 3, "+Inf")
+    check(prom_value(fams, "discordbot_provider_requests_total", provider="openai", status="ok") == 0,
+          "provider requests exported")
+    # what was there before is still there
+    check(prom_value(fams, "discordbot_jobs_total", result="done") == 2, "jobs_total by result")
+    for fam in ("discordbot_jobs_inflight", "discordbot_loop_lag_seconds", "discordbot_discord_requests_total",
+                "discordbot_discord_ratelimit_waits_total", "discordbot_interactions_total", "discordbot_info"):
+        check(fam in fams, "metrics lack %s" % fam)
+
+
+@harness.timeout(60)
+def test_performance_logged_when_draining(t):
+    redis = t.redis()
+    inst = t.instance("video", env=env_for(t, redis))
+    inst.wait_healthy(15)
+    r = redis.client()
+    add_job(r, "video", "diag.echo", {"n": 1})
+    add_job(r, "video", "diag.fail", {})
+    wait_until(lambda: performance(inst)["commands_processed"] == 2, 10, "two jobs finished")
+    add_job(r, "video", "diag.sleep", {"ms": 1500})
+    wait_until(lambda: performance(inst)["active_requests"] == 1, 10, "a job in flight")
+    check(not inst.find_records(msg="performance"), "no performance line before 60 s")
+    inst.sigterm()
+    rec = inst.wait_record(msg="performance", timeout=5)
+    check(rec["level"] == "info", rec)
+    check(rec["commands_processed"] == 2 and rec["succeeded"] == 1 and rec["failed"] == 1, rec)
+    check(rec["success_rate"] == 0.5 and rec["avg_response_ms"] >= 0, rec)
+    check(rec["active_requests"] == 1, "the job still running is active: %r" % rec)
+    check(inst.wait(15) == 0, "exit 0 after the drain")
+    check(len(inst.find_records(msg="performance")) == 1, "logged once at the drain")
+    check('"commands_processed":2' in inst.logs(), "operators grep for commands_processed")

@@ -1,4 +1,4 @@
-#include "chat.h"
+#include "chatjob.h"
 
 #include <errno.h>
 #include <json.h>
@@ -17,6 +17,7 @@
 #include "llm.h"
 #include "log.h"
 #include "mem.h"
+#include "perf.h"
 #include "rds.h"
 #include "reply.h"
 #include "store.h"
@@ -58,6 +59,11 @@ struct answer {
     struct llm_usage usage;
     int model_ok;             /* the model answered in full: remember it */
     const char *failure;      /* why the job failed, when it did */
+    /* while the bus is unsure the job is still ours, the final answer waits */
+    uv_timer_t lease_timer;
+    int lease_timer_on;
+    char held_note[600];
+    int held_told;
 };
 
 static void answer_model(struct answer *a);
@@ -102,7 +108,7 @@ static int has_hangul(const char *s)
 
 /* ---- lifetime ------------------------------------------------------------ */
 
-static void answer_free(struct answer *a)
+static void answer_release(struct answer *a)
 {
     buf_free(&a->text);
     for (size_t i = 0; i < a->nhistory; i++)
@@ -112,6 +118,21 @@ static void answer_free(struct answer *a)
     ixjob_free(&a->ix);
     json_object_put(a->msg);
     mem_free(a);
+}
+
+static void on_lease_timer_closed(uv_handle_t *h)
+{
+    answer_release(h->data);
+}
+
+static void answer_free(struct answer *a)
+{
+    if (a->lease_timer_on) {
+        a->lease_timer_on = 0;
+        uv_close((uv_handle_t *)&a->lease_timer, on_lease_timer_closed);
+        return;
+    }
+    answer_release(a);
 }
 
 static void answer_end(struct answer *a, enum bus_result r, const char *why)
@@ -191,6 +212,8 @@ static void on_delivered(int status, int code, void *arg)
         answer_end(a, BUS_FAILED, "answer not delivered");
         return;
     }
+    if (a->job)
+        bus_mark_done(a->job);
     if (a->model_ok)
         remember(a);
     answer_end(a, a->failure ? BUS_FAILED : BUS_DONE, a->failure);
@@ -199,14 +222,48 @@ static void on_delivered(int status, int code, void *arg)
 /* Deliver what there is, with a note (the reason when there is no
  * answer). told: the note is a deliberate answer (limits, refusals), not a
  * failure of the job. */
+static void on_lease_wait(uv_timer_t *t);
+
 static void finish_with(struct answer *a, const char *note, int told)
 {
+    if (a->job && a->job->lease_lost) {
+        /* another consumer took the job over while we worked: it answers */
+        log_warn("chat job taken over by another consumer; not answering", LF_STR("id", a->job->id));
+        if (a->reply) {
+            reply_cancel(a->reply);
+            a->reply = NULL;
+        }
+        answer_end(a, BUS_DONE, NULL);
+        return;
+    }
+    if (a->job && a->job->lease_unsure) {
+        /* wait for the bus to confirm the lease (or lose it) */
+        snprintf(a->held_note, sizeof(a->held_note), "%s", note);
+        a->held_told = told;
+        if (!a->lease_timer_on) {
+            uv_timer_init(core_loop(a->chat->core), &a->lease_timer);
+            a->lease_timer.data = a;
+            a->lease_timer_on = 1;
+        }
+        uv_timer_start(&a->lease_timer, on_lease_wait, 100, 0);
+        return;
+    }
     if (!a->text.len && !note[0])
         note = say(a, "(AI가 빈 답을 보냈습니다)", "(the AI sent an empty answer)");
     a->failure = a->text.len || told ? NULL : "the model gave no answer";
     if (!a->reply)
         a->reply = answer_reply(a);
     reply_finish(a->reply, note, on_delivered, a);
+}
+
+static void on_lease_wait(uv_timer_t *t)
+{
+    struct answer *a = t->data;
+    if (!a->job)
+        return;
+    char note[sizeof(a->held_note)];
+    snprintf(note, sizeof(note), "%s", a->held_note);
+    finish_with(a, note, a->held_told);
 }
 
 static void tell(struct answer *a, const char *ko, const char *en)
@@ -263,6 +320,8 @@ static void on_delta(const char *text, size_t len, void *arg)
     struct answer *a = arg;
     if (!a->job || buf_append(&a->text, text, len))
         return; /* past the cap: the rest is dropped, the answer ends at the cap */
+    if (a->job->lease_lost || a->job->lease_unsure)
+        return; /* not ours to show (yet): kept for the final answer */
     if (!a->reply)
         a->reply = answer_reply(a);
     reply_changed(a->reply);
@@ -294,6 +353,8 @@ static void on_done(const struct llm_result *r, void *arg)
     if (!back(a))
         return;
     struct chat *ch = a->chat;
+    if (r->status != LLM_ERR_CANCELLED)
+        perf_provider(core_perf(ch->core), "openai", llm_status_name(r->status));
     if (ch->keys && r->status != LLM_ERR_CANCELLED)
         keypool_report(ch->keys, uv_now(core_loop(ch->core)), a->key_index, outcome_of(r->status),
                        (int)r->retry_after_ms);
@@ -845,7 +906,7 @@ static void chat_close(void *arg)
     uv_close((uv_handle_t *)&ch->sweep, on_sweep_closed);
 }
 
-int chat_setup(struct core *c)
+int chatjob_setup(struct core *c)
 {
     const struct config *cfg = core_config(c);
     struct chat *ch = mem_calloc(1, sizeof(*ch));
@@ -873,10 +934,10 @@ int chat_setup(struct core *c)
     core_at_close(c, chat_close, ch);
     struct core_hooks hooks = {.health = chat_health, .redis_up = chat_redis_up};
     core_add_hooks(c, &hooks, ch);
-    int rc = bus_register(core_bus(c), "discord.interaction", on_interaction, ch);
+    int rc = bus_register_role(core_bus(c), "chat", "discord.interaction", on_interaction, ch);
     if (!rc)
-        rc = bus_register(core_bus(c), "discord.message", on_message, ch);
+        rc = bus_register_role(core_bus(c), "chat", "discord.message", on_message, ch);
     if (!rc)
-        rc = bus_register(core_bus(c), "discord.mention", on_message, ch);
+        rc = bus_register_role(core_bus(c), "chat", "discord.mention", on_message, ch);
     return rc;
 }

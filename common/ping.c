@@ -15,42 +15,63 @@
 
 struct ping {
     struct core *c;
-    struct bus_job *job;
+    struct bus_job *job; /* NULL once cancelled or finished */
     struct ixjob ix;
     uint64_t t_redis, t_rest;
     double redis_ms, rest_ms, gw_ms;
     char holder[64];
-    int waiting;
+    int waiting;         /* Redis and REST replies still owed to us */
     struct ixjob_edit *edit;
 };
 
-/* The bus is closing with this job in flight: let go of everything. The
- * Redis and REST replies still owed to us come back as BC_ESHUTDOWN and
- * touch nothing. */
+/* The struct lives until the job is over and every reply owed to it came
+ * back (each one does, at the latest with BC_ESHUTDOWN at close). */
+static void maybe_free(struct ping *p)
+{
+    if (!p->job && !p->waiting && !p->edit) {
+        ixjob_free(&p->ix);
+        mem_free(p);
+    }
+}
+
+static void ping_end(struct ping *p, enum bus_result r, const char *why)
+{
+    p->job->cancel = NULL;
+    bus_finish(p->job, r, why);
+    p->job = NULL;
+    maybe_free(p);
+}
+
+/* The bus is closing with this job in flight: never touch the job again;
+ * the replies still owed to us find p->job NULL. */
 static void ping_cancel(struct bus_job *job, void *arg)
 {
     (void)job;
     struct ping *p = arg;
-    if (p->edit)
+    p->job = NULL;
+    if (p->edit) {
         ixjob_edit_cancel(p->edit);
-    ixjob_free(&p->ix);
-    mem_free(p);
+        p->edit = NULL;
+    }
+    maybe_free(p);
 }
 
 static void ping_answer(struct ping *p);
 
 static void step_done(struct ping *p)
 {
-    if (--p->waiting == 0)
+    if (--p->waiting)
+        return;
+    if (p->job)
         ping_answer(p);
+    else
+        maybe_free(p);
 }
 
 static void on_redis(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
     struct ping *p = arg;
-    if (status == BC_ESHUTDOWN)
-        return; /* the bus abandons the job at shutdown */
     if (!status && reply && !rds_reply_error(reply))
         p->redis_ms = (double)(uv_hrtime() - p->t_redis) / 1e6;
     else
@@ -62,8 +83,6 @@ static void on_session(struct rds *r, int status, const redisReply *reply, void 
 {
     (void)r;
     struct ping *p = arg;
-    if (status == BC_ESHUTDOWN)
-        return;
     if (!status && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
         if (reply->element[0]->type == REDIS_REPLY_STRING)
             p->gw_ms = strtod(reply->element[0]->str, NULL);
@@ -76,8 +95,6 @@ static void on_session(struct rds *r, int status, const redisReply *reply, void 
 static void on_rest(const struct drest_resp *r, void *arg)
 {
     struct ping *p = arg;
-    if (r->err == BC_ESHUTDOWN)
-        return;
     p->rest_ms = (!r->err && r->status < 300) ? (double)(uv_hrtime() - p->t_rest) / 1e6 : -1;
     step_done(p);
 }
@@ -86,14 +103,13 @@ static void on_edited(int status, int code, void *arg)
 {
     struct ping *p = arg;
     p->edit = NULL;
-    if (status == BC_ESHUTDOWN)
+    if (!p->job) {
+        maybe_free(p);
         return;
+    }
     if (status)
         log_warn("/ping answer not delivered", LF_INT("status", status), LF_INT("code", code));
-    p->job->cancel = NULL;
-    bus_finish(p->job, status ? BUS_FAILED : BUS_DONE, status ? "answer not delivered" : NULL);
-    ixjob_free(&p->ix);
-    mem_free(p);
+    ping_end(p, status ? BUS_FAILED : BUS_DONE, status ? "answer not delivered" : NULL);
 }
 
 static void fmt_ms(char *out, size_t n, double ms, int ko)
@@ -125,17 +141,18 @@ static void ping_answer(struct ping *p)
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "content", json_object_new_string(text));
     const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (p->job->lease_lost) {
-        /* another consumer owns the job now: it answers, not us */
+    if (p->job->lease_lost || !core_rest(p->c)) {
+        /* another consumer owns the job now: it answers, not us (and
+         * without a REST client there is nobody to answer to) */
         json_object_put(o);
-        p->job->cancel = NULL;
-        bus_finish(p->job, BUS_DONE, NULL);
-        ixjob_free(&p->ix);
-        mem_free(p);
+        ping_end(p, BUS_DONE, NULL);
         return;
     }
-    p->edit = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
+    /* on_edited may run (and free p) before this returns: then e is NULL */
+    struct ixjob_edit *e = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
     json_object_put(o);
+    if (e)
+        p->edit = e;
 }
 
 void ping_run(struct core *c, struct bus_job *job, struct ixjob *ix)

@@ -1,4 +1,4 @@
-/* chat: the chat role — streamed answers from an OpenAI-compatible model.
+/* chatjob: the chat role — streamed answers from an OpenAI-compatible model.
  *
  * Jobs it serves (see docs/chat.md):
  *  - discord.interaction: /채팅 /chat (a streamed answer in the deferred
@@ -13,12 +13,12 @@
  * PostgreSQL is away), then the model with a key from the key pool; the
  * answer streams through reply.h; a complete answer is remembered and its
  * usage recorded. */
-#ifndef CHAT_CHAT_H
-#define CHAT_CHAT_H
+#ifndef BC_CHATJOB_H
+#define BC_CHATJOB_H
 
 struct core;
 
-/* Register the chat role's job handlers. */
-int chat_setup(struct core *c);
+/* Register the chat role's job handlers (for the chat stream only). */
+int chatjob_setup(struct core *c);
 
 #endif

@@ -1,0 +1,196 @@
+"""Failover, black-box: real chat/image/video/admin binaries, a real
+redis-server (and PostgreSQL for videos), the Discord and provider
+simulators. Instances beat every 500 ms and are declared down after 2 s of
+silence here (FAILOVER_AFTER_MS), so the tests run in seconds."""
+
+import hashlib
+import signal
+import time
+
+import harness
+import minimaxclient
+import openaiclient
+import simclient
+from harness import check, wait_until
+
+GUILD = "400000000000000001"
+CH_CHAT = "500000000000000001"
+CH_IMG = "500000000000000003"
+CH_VID = "500000000000000005"
+CHANNELS = [{"id": CH_CHAT, "name": "채팅방-1", "type": 0}, {"id": CH_IMG, "name": "이미지생성-1", "type": 0},
+            {"id": CH_VID, "name": "비디오생성-1", "type": 0}]
+KEY_CHAT, KEY_ADMIN = "sk-chat-instance-key", "sk-admin-instance-key"
+FAST = {"HEARTBEAT_INTERVAL_MS": "500", "FAILOVER_AFTER_MS": "2000", "GATEWAY_LEASE_MS": "2000",
+        "EDIT_INTERVAL_MS": "300", "USER_RATE_LIMIT": "0", "USER_DAILY_LIMIT": "0"}
+
+
+def fp(key):
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class Cluster:
+    def __init__(self, t, pg=False, ai_delay_ms=20):
+        self.t = t
+        self.redis = t.redis()
+        self.sim = simclient.start(t)
+        self.sim.add_guild(GUILD, channels=CHANNELS)
+        self.ai = openaiclient.start(t, keys={KEY_CHAT: "ok", KEY_ADMIN: "ok"})
+        self.ai.config(chunk_chars=12, delay_ms=ai_delay_ms)
+        self.db = t.postgres().create_database("bot") if pg else None
+        self.insts = {}
+
+    def env(self, **extra):
+        e = {"REDIS_URL": self.redis.url, "HEALTH_PORT": self.t.free_port(), "OPENAI_BASE_URL": self.ai.base_url,
+             "OPENAI_API_KEY_1": KEY_CHAT, "OPENAI_API_KEY_4": KEY_ADMIN}
+        e.update(FAST)
+        e.update(self.sim.bot_env())
+        if self.db:
+            e["DATABASE_URL"] = self.db
+        e.update({k: str(v) for k, v in extra.items()})
+        return e
+
+    def start(self, role, name=None, **extra):
+        inst = self.t.instance(role, env=self.env(**extra))
+        inst.wait_healthy(15)
+        self.insts[name or role] = inst
+        return inst
+
+    def ask(self, text, user="600000000000000001"):
+        return self.sim.interaction(name="chat", guild_id=GUILD, channel_id=CH_CHAT, locale="en-US",
+                                    user={"id": user, "username": "u" + user[-3:]},
+                                    options=[{"name": "question", "type": 3, "value": text}])
+
+    def answer(self, iid):
+        st = self.sim.interaction_state(iid)
+        return st, (st.get("original") or {}).get("content") or ""
+
+
+def answered_once(c, ixs, timeout=90):
+    """Wait until every interaction holds its own final answer; check that
+    none was answered twice (no follow-ups, no foreign text)."""
+    def all_done():
+        return all(("Answer: %s" % q) == c.answer(ix["id"])[1] for q, ix in ixs.items())
+    wait_until(all_done, timeout, lambda: "all %d answered: missing %r" % (len(ixs), [
+        q for q, ix in ixs.items() if c.answer(ix["id"])[1] != "Answer: %s" % q][:5]))
+    for q, ix in ixs.items():
+        st, text = c.answer(ix["id"])
+        check(not st["followups"], "a second answer for %s: %r" % (q, st["followups"]))
+        for e in st["original"]["edits"]:
+            check(("Answer: " + q).startswith(e["content"] or ""),
+                  "an edit of %s shows something else: %r" % (q, e["content"]))
+
+
+@harness.timeout(240)
+def test_chat_killed_with_200_jobs_admin_takes_over_and_hands_back(t):
+    c = Cluster(t, ai_delay_ms=30)
+    admin = c.start("admin")
+    c.sim.wait_session()
+    chat = c.start("chat", GATEWAY="off", MAX_INFLIGHT="16")
+    time.sleep(1.5)  # admin sees chat beat
+    ixs = {}
+    for n in range(200):
+        q = "question %03d" % n
+        ixs[q] = c.ask(q)
+    wait_until(lambda: chat.health()[1]["processed"] >= 20, 60, "chat answered some")
+    chat.kill()
+    t0 = time.monotonic()
+    admin.wait_log("routing: taking over the role", timeout=10)
+    took = time.monotonic() - t0
+    check(took < 5, "taken over %.1f s after kill -9" % took)
+    answered_once(c, ixs, timeout=150)
+    keys = {e.get("key_fingerprint") for e in c.ai.log() if e.get("path", "").endswith("/chat/completions")}
+    check(fp(KEY_ADMIN) in keys, "admin used its own key: %r" % keys)
+    events = c.redis.client().cmd("XRANGE", "discordbot:events", "-", "+")
+    check(any("takeover" in e[1] and "chat" in e[1] for e in events), "takeover in the events stream: %r" % events)
+    # the chat instance returns: admin hands the role back
+    chat.start()
+    chat.wait_healthy(15)
+    admin.wait_log("routing: handing the role back", timeout=15)
+    ix = c.ask("after handback")
+    wait_until(lambda: c.answer(ix["id"])[1] == "Answer: after handback", 30, "answered after handback")
+    check(admin.alive() and chat.alive(), "both alive")
+
+
+@harness.timeout(180)
+def test_paused_chat_is_taken_over_and_nobody_answers_twice(t):
+    c = Cluster(t, ai_delay_ms=250)
+    admin = c.start("admin")
+    c.sim.wait_session()
+    chat = c.start("chat", GATEWAY="off")
+    time.sleep(1.5)
+    ixs = {}
+    for n in range(6):
+        q = "paused %d" % n
+        ixs[q] = c.ask(q)
+    wait_until(lambda: chat.health()[1]["inflight"] >= 3, 20, "chat working on them")
+    chat.send_signal(signal.SIGSTOP)
+    try:
+        admin.wait_log("routing: taking over the role", timeout=10)
+        answered_once(c, ixs, timeout=60)
+    finally:
+        chat.send_signal(signal.SIGCONT)
+    time.sleep(3)  # the woken chat instance must not answer again
+    answered_once(c, ixs, timeout=10)
+    check(chat.alive(), "chat woke up")
+    check(chat.find_records(msg="the process stood still; jobs hold their answers until their leases are confirmed"),
+          "chat noticed it stood still")
+
+
+@harness.timeout(180)
+def test_two_chat_replicas_share_and_reclaim(t):
+    c = Cluster(t, ai_delay_ms=40)
+    one = c.start("chat", name="chat-1")
+    c.sim.wait_session()
+    two = c.start("chat", name="chat-5", INSTANCE_NUMBER="5", KEY_INDEX="1", GATEWAY="off")
+    ixs = {}
+    for n in range(40):
+        q = "shared %02d" % n
+        ixs[q] = c.ask(q)
+    wait_until(lambda: two.health()[1]["inflight"] + two.health()[1]["processed"] > 0 and
+               one.health()[1]["processed"] > 0, 30, "both replicas took jobs")
+    two.kill()
+    answered_once(c, ixs, timeout=90)
+    check(one.find_records(msg="claimed the jobs of a dead consumer") or one.health()[1]["processed"] >= 20,
+          "the live replica took over the dead one's jobs")
+
+
+@harness.timeout(180)
+def test_image_killed_admin_draws_with_its_own_key(t):
+    c = Cluster(t)
+    mm = minimaxclient.start(t, keys={"mm-image-key": "ok", "mm-admin-key": "ok"})
+    extra = {"MINIMAX_BASE_URL": mm.base_url, "MINIMAX_API_KEY_2": "mm-image-key", "MINIMAX_API_KEY_4": "mm-admin-key"}
+    admin = c.start("admin", **extra)
+    c.sim.wait_session()
+    image = c.start("image", GATEWAY="off", **extra)
+    time.sleep(1.5)
+    image.kill()
+    admin.wait_log("routing: taking over the role", timeout=10)
+    ix = c.sim.interaction(name="이미지", guild_id=GUILD, channel_id=CH_IMG, locale="en-US",
+                           user={"id": "600000000000000001", "username": "u"},
+                           options=[{"name": "설명", "type": 3, "value": "served by admin"}])
+    c.sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=30)
+    keys = {e.get("key_fingerprint") for e in mm.log() if e.get("path", "").startswith("/v1/image_generation")}
+    check(keys == {fp("mm-admin-key")}, "admin's own MiniMax key: %r" % keys)
+
+
+@harness.timeout(240)
+def test_video_killed_in_flight_admin_finishes_it(t):
+    c = Cluster(t, pg=True)
+    mm = minimaxclient.start(t, keys={"mm-shared-account": "ok"})
+    mm.config(video_steps_ms={"Preparing": 500, "Queueing": 500, "Processing": 6000})
+    extra = {"MINIMAX_BASE_URL": mm.base_url, "MINIMAX_API_KEY_3": "mm-shared-account",
+             "MINIMAX_API_KEY_4": "mm-shared-account", "VIDEO_POLL_SEC": "1", "VIDEO_DIR": t.path("videos")}
+    admin = c.start("admin", **extra)
+    c.sim.wait_session()
+    video = c.start("video", GATEWAY="off", **extra)
+    wait_until(lambda: video.health()[1]["postgres"]["ok"], 20, "video has postgres")
+    ix = c.sim.interaction(name="비디오", guild_id=GUILD, channel_id=CH_VID, locale="en-US",
+                           user={"id": "600000000000000001", "username": "u"},
+                           options=[{"name": "설명", "type": 3, "value": "finished by admin"}])
+    wait_until(lambda: [x for x in mm.tasks() if x["status"] == "Processing"], 20, "processing")
+    video.kill()
+    admin.wait_log("routing: taking over the role", timeout=10)
+    st = c.sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    check(len([e for e in mm.log() if e.get("path", "").startswith("/v1/video_generation")]) == 1, "one submit")
+    check(admin.find_records(msg="video resumed"), "admin resumed the row")
+    check(len(st["original"]["attachments"]) == 1, "one video")

@@ -567,17 +567,9 @@ static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
         answer_moderation(a);
         return;
     }
-    char ko[200], en[200];
-    long secs = (long)((wait_ms + 999) / 1000);
-    if (v == ULIMIT_RATE) {
-        snprintf(ko, sizeof(ko), "요청이 너무 많습니다. %ld초 후에 다시 시도해 주세요.", secs);
-        snprintf(en, sizeof(en), "Too many requests; please try again in %ld s.", secs);
-    } else {
-        long h = secs / 3600, m = (secs % 3600 + 59) / 60;
-        snprintf(ko, sizeof(ko), "오늘 사용할 수 있는 횟수를 모두 썼습니다. %ld시간 %ld분 후에 초기화됩니다.", h, m);
-        snprintf(en, sizeof(en), "You have used today's requests; they reset in %ldh %ldm (UTC midnight).", h, m);
-    }
-    tell(a, ko, en);
+    char text[300];
+    ulimit_say(v, wait_ms, core_config(a->chat->core)->user_daily_limit, a->ko, "요청", "requests", text, sizeof(text));
+    finish_with(a, text, 1);
 }
 
 static void answer_begin(struct answer *a)

@@ -714,19 +714,9 @@ static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
         start_work(p);
         return;
     }
-    char ko[200], en[200];
-    long secs = (long)((wait_ms + 999) / 1000);
-    if (v == ULIMIT_RATE) {
-        snprintf(ko, sizeof(ko), "요청이 너무 많습니다. %ld초 후에 다시 시도해 주세요.", secs);
-        snprintf(en, sizeof(en), "Too many requests; please try again in %ld s.", secs);
-    } else {
-        long h = secs / 3600, m = (secs % 3600 + 59) / 60;
-        snprintf(ko, sizeof(ko), "오늘 만들 수 있는 이미지를 모두 만들었습니다 (하루 %d장). %ld시간 %ld분 후에 초기화됩니다.",
-                 p->lim.daily, h, m);
-        snprintf(en, sizeof(en), "You have made today's images (%d a day); they reset in %ldh %ldm (UTC midnight).",
-                 p->lim.daily, h, m);
-    }
-    tell(p, NULL, ko, en);
+    char text[300];
+    ulimit_say(v, wait_ms, p->lim.daily, p->ix.ko, "이미지", "images", text, sizeof(text));
+    tell(p, NULL, text, text);
 }
 
 static void on_interaction(struct bus *b, struct bus_job *job, void *arg)

@@ -114,3 +114,22 @@ void ulimit_refund(struct rds *r, const struct ulimit_req *q)
     const char *av[] = {"EVAL", refund_lua, "1", dkey, cost};
     rds_cmd(r, on_refund, NULL, 5, av, NULL);
 }
+
+void ulimit_say(enum ulimit_verdict v, int64_t wait_ms, int daily, int ko, const char *what_ko, const char *what_en,
+                char *out, size_t len)
+{
+    long secs = (long)((wait_ms + 999) / 1000);
+    if (v == ULIMIT_RATE) {
+        if (ko)
+            snprintf(out, len, "요청이 너무 많습니다. %ld초 후에 다시 시도해 주세요.", secs);
+        else
+            snprintf(out, len, "Too many requests; please try again in %ld s.", secs);
+        return;
+    }
+    long h = secs / 3600, m = (secs % 3600 + 59) / 60;
+    if (ko)
+        snprintf(out, len, "오늘의 %s 한도(하루 %d)를 모두 썼습니다. %ld시간 %ld분 후에 초기화됩니다.", what_ko, daily, h, m);
+    else
+        snprintf(out, len, "You have used today's %s (%d a day); they reset in %ldh %ldm (UTC midnight).", what_en,
+                 daily, h, m);
+}

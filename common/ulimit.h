@@ -10,6 +10,7 @@
 #ifndef BC_ULIMIT_H
 #define BC_ULIMIT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct rds;
@@ -28,6 +29,12 @@ struct ulimit_req {
 /* cb runs exactly once (never from inside this call unless nothing needs
  * checking, then at once with ULIMIT_OK). */
 void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg);
+
+/* The sentence for a refusal: how long to wait (rate) or until when
+ * (daily, with the limit), in Korean or English. what names the unit
+ * ("요청"/"requests", "이미지"/"images" ...). Into out. */
+void ulimit_say(enum ulimit_verdict v, int64_t wait_ms, int daily, int ko, const char *what_ko, const char *what_en,
+                char *out, size_t len);
 
 /* Give the day's units of q back (the request failed before the user got
  * anything). Best effort, no callback. A refund across UTC midnight goes

@@ -1029,19 +1029,9 @@ static void on_limits(enum ulimit_verdict verdict, int64_t wait_ms, void *arg)
         insert_row(v);
         return;
     }
-    char ko[300], en[300];
-    long secs = (long)((wait_ms + 999) / 1000);
-    if (verdict == ULIMIT_RATE) {
-        snprintf(ko, sizeof(ko), "요청이 너무 많습니다. %ld초 후에 다시 시도해 주세요.", secs);
-        snprintf(en, sizeof(en), "Too many requests; please try again in %ld s.", secs);
-    } else {
-        long h = secs / 3600, m = (secs % 3600 + 59) / 60;
-        snprintf(ko, sizeof(ko), "오늘 만들 수 있는 영상을 모두 만들었습니다 (하루 %d개). %ld시간 %ld분 후에 초기화됩니다.",
-                 v->lim.daily, h, m);
-        snprintf(en, sizeof(en), "You have made today's videos (%d a day); they reset in %ldh %ldm (UTC midnight).",
-                 v->lim.daily, h, m);
-    }
-    finish_told(v, ko, en);
+    char text[300];
+    ulimit_say(verdict, wait_ms, v->lim.daily, v->ko, "영상", "videos", text, sizeof(text));
+    finish_told(v, text, text);
 }
 
 static int valid_combo(const char *model, int duration, const char *res)

@@ -213,13 +213,13 @@ static void take_over(struct failover *f, enum role r, const char *why)
 {
     int rc = bus_consume(core_bus(f->c), role_name(r));
     if (rc && rc != -EEXIST) {
-        log_error("routing: cannot take over the role", LF_STR("role", role_name(r)), LF_ERR(rc));
+        log_error("routing: cannot take over the role", LF_STR("for_role", role_name(r)), LF_ERR(rc));
         return;
     }
     f->taken[r] = 1;
     char dead[256];
     dead_names(f, r, dead, sizeof(dead));
-    log_warn("routing: taking over the role", LF_STR("role", role_name(r)), LF_STR("by", core_config(f->c)->name),
+    log_warn("routing: taking over the role", LF_STR("for_role", role_name(r)), LF_STR("by", core_config(f->c)->name),
              LF_STR("dead", dead), LF_STR("reason", why));
     event(f, "takeover", r, why);
     core_notify_takeover(f->c, r, 1, dead);
@@ -232,7 +232,7 @@ static void hand_back(struct failover *f, enum role r, const char *why)
 {
     bus_release(core_bus(f->c), role_name(r));
     f->taken[r] = 0;
-    log_warn("routing: handing the role back", LF_STR("role", role_name(r)), LF_STR("by", core_config(f->c)->name),
+    log_warn("routing: handing the role back", LF_STR("for_role", role_name(r)), LF_STR("by", core_config(f->c)->name),
              LF_STR("reason", why));
     event(f, "handback", r, why);
     core_notify_takeover(f->c, r, 0, "");

@@ -194,3 +194,22 @@ def test_video_killed_in_flight_admin_finishes_it(t):
     check(len([e for e in mm.log() if e.get("path", "").startswith("/v1/video_generation")]) == 1, "one submit")
     check(admin.find_records(msg="video resumed"), "admin resumed the row")
     check(len(st["original"]["attachments"]) == 1, "one video")
+
+
+@harness.timeout(180)
+def test_admin_killed_others_keep_serving_and_answer_status(t):
+    c = Cluster(t)
+    admin = c.start("admin")
+    c.sim.wait_session()
+    chat = c.start("chat")
+    time.sleep(1.5)
+    admin.kill()  # it held the gateway: another instance resumes the session
+    chat.wait_log("routing: taking over the role", timeout=15)
+    ix = c.ask("still here?")
+    wait_until(lambda: c.answer(ix["id"])[1] == "Answer: still here?", 30, "chat keeps answering")
+    ix = c.sim.interaction(name="상태", guild_id=GUILD, channel_id=CH_CHAT, locale="en-US", permissions="8",
+                           user={"id": "600000000000000001", "username": "boss"})
+    st = c.sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"].get("embeds"), timeout=30)
+    text = str(st["original"]["embeds"])
+    check("chat-1" in text and "admin-4" in text, "the status lists both: %s" % text[:500])
+    check(chat.find_records(msg="routing: taking over the role", for_role="admin"), "chat-1 took the admin role")

@@ -123,8 +123,11 @@ def test_sigterm_finishes_job_in_flight(t):
     jid = add_job(r, "video", "diag.sleep", {"ms": 1500})
     wait_until(lambda: inst.health()[1]["inflight"] == 1, 5, "job in flight")
     inst.sigterm()
-    st, body = inst.health()
-    check(st == 503 and body["status"] == "draining", "draining shows in /health: %r" % body)
+    # the signal reaches the loop asynchronously: a /health answered just
+    # before it may still say running
+    st, body = wait_until(lambda: (lambda h: h if h[1]["status"] == "draining" else None)(inst.health()), 5,
+                          "draining shows in /health")
+    check(st == 503, "draining answers 503: %r" % st)
     code = inst.wait(15)
     check(code == 0, "exit 0 after drain, got %r" % code)
     check([x for x in results(r) if x["job"] == jid], "the job finished")

@@ -9,18 +9,30 @@ harness TestContext, stops it at teardown and prints the tail of its log
 SimProcess is the part of a client object that is about the process and
 the plumbing of its control API, send() the HTTP request underneath;
 simclient.Sim and openaiclient.OpenAISim build on them. Python 3 standard library only; every wait has a timeout.
+
+The provider simulators (minimax_sim.py, stability_sim.py, openai_sim.py)
+share more: ProviderSim is their common control API (/_sim/info, keys,
+config, log, stats, reset), start_provider() starts one of them with keys
+and config, fingerprint() names a key as they do, json_http() sends a JSON
+body, Answer with ask() is one request made as the bot would make it, and
+png_rgb() reads back the PNGs the image simulators draw.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import random
 import select
+import socket
 import subprocess
 import sys
+import struct
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -157,3 +169,148 @@ def print_tail(sim, label):
     state = "running" if sim.alive() else "exited with %s" % sim.proc.returncode
     sys.stdout.write("--- %s (%s): last lines of %s ---\n%s\n" % (label, state, sim.log_path, sim.log_tail(12)))
     sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------
+# What the provider simulators' clients share
+
+
+def fingerprint(key):
+    """How the provider simulators name a key in their logs, tasks and
+    stats: the first 8 hex digits of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def json_http(method, url, body=None, headers=None, timeout=10.0):
+    """send() with body as JSON (bytes are sent as they are, with whatever
+    Content-Type headers name): (status, headers dict with lowercase names,
+    body bytes); HTTP errors are returned."""
+    hdrs = dict(headers or {})
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    return send(method, url, data, hdrs, timeout)
+
+
+class Answer:
+    """One answer to a request made as the bot (ask): status (None when
+    none came), headers (lowercase names), body bytes, json (for JSON
+    answers) and error (None, "timeout" or "closed"). Clients subclass it
+    to read their provider's error bodies."""
+
+    def __init__(self):
+        self.status, self.headers, self.body, self.json, self.error = None, {}, b"", None, None
+
+
+def ask(res, method, url, key=None, body=None, headers=None, timeout=10.0):
+    """Send one request as the bot would (key as a Bearer token, body as for
+    json_http) and fill res, an Answer, which is returned. Never raises on
+    an HTTP error, a timeout or a closed connection: res.error says which."""
+    hdrs = dict(headers or {})
+    if key is not None:
+        hdrs["Authorization"] = "Bearer %s" % key
+    try:
+        res.status, res.headers, res.body = json_http(method, url, body, hdrs, timeout)
+    except (socket.timeout, TimeoutError):
+        res.error = "timeout"
+        return res
+    except OSError as e:
+        res.error = "timeout" if "timed out" in str(e) else "closed"
+        return res
+    if res.headers.get("content-type", "").startswith("application/json"):
+        try:
+            res.json = json.loads(res.body)
+        except ValueError:
+            pass
+    return res
+
+
+class ProviderSim(SimProcess):
+    """A provider simulator's process plus the control API they all have
+    (tests/sim/README-*.md). base_url is where the bot points its client;
+    a subclass sets error and adds what its provider has besides."""
+
+    http = staticmethod(json_http)
+
+    def __init__(self, proc, port, log_path):
+        SimProcess.__init__(self, proc, port, log_path)
+        self.info = self.get("/_sim/info")
+        self.base_url = self.info["base_url"]
+
+    def keys(self, key, behaviour="ok", **opts):
+        """Register a key (or change how it behaves; opts as the simulator's
+        README says); returns its info."""
+        return self.post("/_sim/keys", dict(opts, key=key, behaviour=behaviour))["keys"][0]
+
+    def remove_key(self, key):
+        return self.post("/_sim/keys", {"key": key, "remove": True})
+
+    def config(self, **kw):
+        return self.post("/_sim/config", kw)["config"]
+
+    def log(self, since=0, path=None):
+        """Every request since entry `since` (only those to `path`, if
+        given), with key fingerprints, never keys."""
+        q = {"since": since}
+        if path:
+            q["path"] = path
+        return self.get("/_sim/log?" + urllib.parse.urlencode(q))["entries"]
+
+    def stats(self):
+        return self.get("/_sim/stats")
+
+    def reset(self, **kw):
+        return self.post("/_sim/reset", kw)
+
+    def wait_stats(self, pred, timeout=10.0):
+        """Poll stats() until pred(stats) holds; AssertionError after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError("simulator stats: condition not met after %gs: %s" % (timeout, st))
+            time.sleep(0.02)
+
+
+def start_provider(cls, sim_path, name, what, t=None, keys=None, config=None, args=(), timeout=15.0,
+                   log_path=None):
+    """Start the simulator at sim_path on a free port as a cls (a
+    ProviderSim) and wait for `SIM READY` (start(): name and what name its
+    log and its errors, which are cls.error). With a harness TestContext t
+    it is stopped at teardown. Then keys ({key: behaviour}) are registered
+    and config applied."""
+    argv = [PYTHON, sim_path, "--port", "0"] + list(args)
+    proc, port, log_path = start(argv, name, what, t, timeout, log_path, cls.error)
+    sim = cls(proc, port, log_path)
+    stop_at_teardown(t, sim, name)
+    for k, b in (keys or {}).items():
+        sim.keys(k, b)
+    if config:
+        sim.config(**config)
+    return sim
+
+
+def png_rgb(data):
+    """(width, height, (r, g, b) of the first pixel) of an 8-bit RGB PNG;
+    raises ValueError if the bytes are not a valid one (signature, chunk
+    CRCs, IHDR first, IEND last, the inflated IDAT's size)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("PNG: no signature")
+    pos, chunks = 8, []
+    while pos < len(data):
+        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        payload = data[pos + 8:pos + 8 + n]
+        if zlib.crc32(tag + payload) & 0xffffffff != struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0]:
+            raise ValueError("PNG: bad CRC in %r" % tag)
+        chunks.append((tag, payload))
+        pos += 12 + n
+    if chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
+        raise ValueError("PNG: IHDR not first or IEND not last")
+    w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
+    raw = zlib.decompress(b"".join(p for t, p in chunks if t == b"IDAT"))
+    if depth != 8 or ctype != 2 or len(raw) != h * (1 + 3 * w):
+        raise ValueError("PNG: not 8-bit RGB %dx%d" % (w, h))
+    return w, h, tuple(raw[1:4])

@@ -15,14 +15,9 @@ tests/sim/README-stability.md; starting and stopping the process is
 simproc's.
 """
 
-import hashlib
-import json
 import os
 import secrets
-import socket
 import struct
-import time
-import urllib.parse
 import zlib
 
 import simproc
@@ -30,23 +25,12 @@ import simproc
 SIM_PATH = os.path.join(simproc.SIM_DIR, "stability_sim.py")
 PYTHON = simproc.PYTHON
 
+fingerprint = simproc.fingerprint  # how the simulator names a key in its log and stats
+http = simproc.json_http
+
 
 class SimError(Exception):
     pass
-
-
-def fingerprint(key):
-    """How the simulator names a key in its log and stats."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
-def http(method, url, body=None, headers=None, timeout=10.0):
-    hdrs = dict(headers or {})
-    data = None
-    if body is not None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    return simproc.send(method, url, data, hdrs, timeout)
 
 
 def multipart(fields=None, files=None, boundary=None):
@@ -81,21 +65,7 @@ def image_info(data):
     PNGs are checked fully (CRCs, IDAT inflated); JPEG and WebP by their
     headers (SOI..EOI and SOF0; RIFF sizes and the VP8L header)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        pos, chunks = 8, []
-        while pos < len(data):
-            n, tag = struct.unpack(">I4s", data[pos:pos + 8])
-            payload = data[pos + 8:pos + 8 + n]
-            if zlib.crc32(tag + payload) & 0xffffffff != struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0]:
-                raise ValueError("PNG: bad CRC in %r" % tag)
-            chunks.append((tag, payload))
-            pos += 12 + n
-        if chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
-            raise ValueError("PNG: IHDR not first or IEND not last")
-        w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
-        raw = zlib.decompress(b"".join(p for t, p in chunks if t == b"IDAT"))
-        if depth != 8 or ctype != 2 or len(raw) != h * (1 + 3 * w):
-            raise ValueError("PNG: not 8-bit RGB %dx%d" % (w, h))
-        return "png", w, h, tuple(raw[1:4])
+        return ("png",) + simproc.png_rgb(data)
     if data.startswith(b"\xff\xd8"):
         if not data.endswith(b"\xff\xd9"):
             raise ValueError("JPEG: no EOI")
@@ -120,13 +90,9 @@ def image_info(data):
     raise ValueError("not a PNG, JPEG or WebP: %r" % data[:12])
 
 
-class Result:
-    """One answer: status (None when none came), headers, body, json (for
-    JSON answers), error (None, "timeout" or "closed"), name / errors of a
-    Stability error body."""
-
-    def __init__(self):
-        self.status, self.headers, self.body, self.json, self.error = None, {}, b"", None, None
+class Result(simproc.Answer):
+    """One answer (simproc.Answer: status, headers, body, json, error);
+    name / errors of a Stability error body."""
 
     @property
     def name(self):
@@ -143,67 +109,18 @@ class Result:
 
 
 def request(base, method, path, key=None, body=None, headers=None, timeout=10.0):
-    res = Result()
-    hdrs = dict(headers or {})
-    if key is not None:
-        hdrs["Authorization"] = "Bearer %s" % key
-    try:
-        res.status, res.headers, res.body = http(method, base + path, body, hdrs, timeout)
-    except (socket.timeout, TimeoutError):
-        res.error = "timeout"
-        return res
-    except OSError as e:
-        res.error = "timeout" if "timed out" in str(e) else "closed"
-        return res
-    if res.headers.get("content-type", "").startswith("application/json"):
-        try:
-            res.json = json.loads(res.body)
-        except ValueError:
-            pass
-    return res
+    """One request as the bot would send it; returns a Result (never raises
+    on HTTP errors, timeouts or a closed connection)."""
+    return simproc.ask(Result(), method, base + path, key, body, headers, timeout)
 
 
-class StabilitySim(simproc.SimProcess):
-    """A running simulator process plus its control API."""
+class StabilitySim(simproc.ProviderSim):
+    """A running simulator process plus its control API (keys, config, log,
+    stats, reset, wait_stats: simproc.ProviderSim; keys(..., unblock=True)
+    also clears a key's rate limit). base_url has no /v2beta: the bot adds
+    the paths."""
 
     error = SimError
-    http = staticmethod(http)
-
-    def __init__(self, proc, port, log_path):
-        simproc.SimProcess.__init__(self, proc, port, log_path)
-        self.info = self.get("/_sim/info")
-        self.base_url = self.info["base_url"]   # no /v2beta: the bot adds the paths
-
-    # -- control API
-
-    def keys(self, key, behaviour="ok", **opts):
-        """Register a key (or change how it behaves; unblock=True also clears its rate limit)."""
-        return self.post("/_sim/keys", dict(opts, key=key, behaviour=behaviour))["keys"][0]
-
-    def remove_key(self, key):
-        return self.post("/_sim/keys", {"key": key, "remove": True})
-
-    def config(self, **kw):
-        return self.post("/_sim/config", kw)["config"]
-
-    def log(self, since=0):
-        return self.get("/_sim/log?" + urllib.parse.urlencode({"since": since}))["entries"]
-
-    def stats(self):
-        return self.get("/_sim/stats")
-
-    def reset(self, **kw):
-        return self.post("/_sim/reset", kw)
-
-    def wait_stats(self, pred, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.stats()
-            if pred(st):
-                return st
-            if time.monotonic() > deadline:
-                raise AssertionError("simulator stats: condition not met after %gs: %s" % (timeout, st))
-            time.sleep(0.02)
 
     # -- acting as the bot
 
@@ -230,13 +147,5 @@ def start(t=None, keys=None, config=None, args=(), timeout=15.0, log_path=None):
     """Start a simulator on a free port and wait for `SIM READY`. keys:
     {key: behaviour}. With a harness TestContext `t` it is stopped at
     teardown and its stderr goes to t.tmp/stability-sim-*.log."""
-    argv = [PYTHON, SIM_PATH, "--port", "0"] + list(args)
-    proc, port, log_path = simproc.start(argv, "stability-sim", "stability simulator", t, timeout, log_path,
-                                         SimError)
-    sim = StabilitySim(proc, port, log_path)
-    simproc.stop_at_teardown(t, sim, "stability-sim")
-    for k, b in (keys or {}).items():
-        sim.keys(k, b)
-    if config:
-        sim.config(**config)
-    return sim
+    return simproc.start_provider(StabilitySim, SIM_PATH, "stability-sim", "stability simulator", t, keys,
+                                  config, args, timeout, log_path)

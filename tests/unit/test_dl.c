@@ -1,6 +1,6 @@
-/* test_dl: the capped downloader (dl) against a file server built with our
- * httpd on 127.0.0.1, port 0, and dl_sniff_image. Each case gets its own
- * directory under the test's TMPDIR and checks what is left in it: the
+/* test_dl: the capped downloader (dl) against a file server (ut_fakehttp.h:
+ * our httpd on 127.0.0.1, port 0), and dl_sniff_image. Each case gets its
+ * own directory under the test's TMPDIR and checks what is left in it: the
  * finished file with mode 0600 and nothing else on success, nothing at all
  * after a failure or a cancel. Calls are waited for with ut_loop.h; at the
  * end client and server are closed and the loop finishes, so the sanitizers
@@ -17,24 +17,16 @@
 #include "buf.h"
 #include "dl.h"
 #include "err.h"
-#include "hcl.h"
-#include "httpd.h"
 #include "log.h"
 #include "mem.h"
 #include "ut.h"
+#include "ut_fakehttp.h"
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_sys.h"
 
 #define WAIT_MS 10000
-
-struct canned {
-    int status; /* 0 = 200 */
-    const char *ctype;
-    const unsigned char *body;
-    size_t len;
-    int hold;
-};
+#define FILE_URL "/files/a.bin?sig=SIGsecretQUERY" /* on the file server */
 
 struct got {
     int err;
@@ -46,47 +38,17 @@ struct got {
 };
 
 struct fx {
-    uv_loop_t loop;
-    struct utloop ul;
-    struct httpd *h;
-    struct hcl *c;
-    int port, shut;
-    struct canned cn;
-    struct httpd_req *held;
-    int nreq;
-    char auth[128];
+    struct utfake f; /* the file server: GET /files/a.bin answers f.cn */
     char dir[512], path[600];
     int calls, sync_calls;
     struct got g;
 };
 
-/* ---- the file server ------------------------------------------------------------- */
-
-static void h_file(struct httpd_req *r, void *arg)
-{
-    struct fx *fx = arg;
-    fx->nreq++;
-    const char *a = httpd_req_header(r, "Authorization");
-    snprintf(fx->auth, sizeof fx->auth, "%s", a ? a : "");
-    if (fx->cn.hold) {
-        fx->held = r;
-        return;
-    }
-    httpd_respond(r, fx->cn.status ? fx->cn.status : 200,
-                  fx->cn.ctype ? fx->cn.ctype : "application/octet-stream", fx->cn.body, fx->cn.len);
-}
-
 static void fx_init(struct fx *fx)
 {
     memset(fx, 0, sizeof *fx);
-    if (getenv("UT_DEBUG"))
-        log_set_level(LOG_DEBUG);
-    UT_EQ_INT(uv_loop_init(&fx->loop), 0);
-    utloop_init(&fx->ul, &fx->loop, 0);
-    UT_EQ_INT(httpd_start(&fx->loop, &(struct httpd_opts){.bind = "127.0.0.1"}, &fx->h), 0);
-    fx->port = httpd_port(fx->h);
-    UT_EQ_INT(httpd_route(fx->h, "GET", "/files/a.bin", h_file, fx), 0);
-    UT_EQ_INT(hcl_new(&fx->loop, &(struct hcl_opts){.user_agent = "test_dl"}, &fx->c), 0);
+    utfake_init(&fx->f, "test_dl", "application/octet-stream");
+    utfake_route(&fx->f, "GET", "/files/a.bin", NULL, NULL);
     snprintf(fx->dir, sizeof fx->dir, "%s/dl_XXXXXX", utsys_tmp_dir());
     UT_ASSERT(mkdtemp(fx->dir));
     snprintf(fx->path, sizeof fx->path, "%s/out.bin", fx->dir);
@@ -119,25 +81,11 @@ static void expect_dir_empty(const struct fx *fx)
 
 static void fx_end(struct fx *fx)
 {
-    if (!fx->shut) {
-        fx->shut = 1;
-        hcl_close(fx->c, NULL, NULL);
-        httpd_close(fx->h, NULL, NULL);
-    }
-    if (fx->held)
-        httpd_respond(fx->held, 200, "text/plain", "late", 4);
-    fx->held = NULL;
-    utloop_close(&fx->ul);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&fx->loop), 0);
+    utfake_end(&fx->f);
+    utfake_free(&fx->f);
     unlink(fx->path);
     UT_EQ_INT(rmdir(fx->dir), 0); /* fails when anything else is left */
     mem_free(fx->g.data);
-}
-
-static void url_of(const struct fx *fx, char *out, size_t n)
-{
-    snprintf(out, n, "http://127.0.0.1:%d/files/a.bin?sig=SIGsecretQUERY", fx->port);
 }
 
 static void on_dl(const struct dl_result *r, void *arg)
@@ -162,19 +110,18 @@ static void on_dl(const struct dl_result *r, void *arg)
 
 static void start(struct fx *fx, size_t max, const char *path, long timeout_ms, struct dl **out)
 {
-    char url[128];
-    url_of(fx, url, sizeof url);
+    const char *url = utfake_url(&fx->f, FILE_URL);
     static const char *const hdrs[] = {"Authorization: Bot DLsecretTOKEN", NULL};
     int before = fx->calls;
     struct dl_req rq = {.url = url, .headers = hdrs, .max_bytes = max, .timeout_ms = timeout_ms,
                         .path = path};
-    UT_EQ_INT(dl_get(fx->c, &rq, on_dl, fx, out), 0);
+    UT_EQ_INT(dl_get(fx->f.c, &rq, on_dl, fx, out), 0);
     UT_EQ_INT(fx->calls, before); /* never synchronously */
 }
 
 static void wait_calls(struct fx *fx, int n)
 {
-    UTLOOP_WAIT_FOR(&fx->ul, fx->calls >= n, WAIT_MS);
+    UTLOOP_WAIT_FOR(&fx->f.ul, fx->calls >= n, WAIT_MS);
     UT_EQ_INT(fx->calls, n);
 }
 
@@ -212,7 +159,7 @@ static void test_memory_target(void)
     unsigned char *body = pattern(n);
     struct fx fx;
     fx_init(&fx);
-    fx.cn = (struct canned){.ctype = "image/png", .body = body, .len = n};
+    fx.f.cn = (struct utfake_canned){.ctype = "image/png", .body = body, .len = n};
     start(&fx, 1 << 20, NULL, 0, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, 0);
@@ -222,7 +169,7 @@ static void test_memory_target(void)
     UT_EQ_INT(fx.g.len, n);
     UT_ASSERT(!memcmp(fx.g.data, body, n));
     UT_EQ_INT(fx.g.data[n], 0);
-    UT_EQ_STR(fx.auth, "Bot DLsecretTOKEN"); /* headers are sent */
+    UT_EQ_STR(fx.f.auth, "Bot DLsecretTOKEN"); /* headers are sent */
     expect_dir_empty(&fx);
     fx_end(&fx);
     mem_free(body);
@@ -238,7 +185,7 @@ static void test_file_target_renamed_0600(void)
     int fd = open(fx.path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     UT_ASSERT(fd >= 0 && write(fd, "old", 3) == 3);
     close(fd);
-    fx.cn = (struct canned){.body = body, .len = n};
+    fx.f.cn = (struct utfake_canned){.body = body, .len = n};
     start(&fx, 2 * n, fx.path, 0, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, 0);
@@ -255,7 +202,7 @@ static void test_exact_cap_and_empty_body(void)
     memset(body, 'x', sizeof body);
     struct fx fx;
     fx_init(&fx);
-    fx.cn = (struct canned){.body = body, .len = sizeof body};
+    fx.f.cn = (struct utfake_canned){.body = body, .len = sizeof body};
     start(&fx, sizeof body, fx.path, 0, NULL); /* exactly max_bytes is fine */
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, 0);
@@ -264,7 +211,7 @@ static void test_exact_cap_and_empty_body(void)
     wait_calls(&fx, 2);
     UT_EQ_INT(fx.g.err, BC_ETOOBIG);
     UT_EQ_INT(unlink(fx.path), 0);
-    fx.cn.len = 0;
+    fx.f.cn = (struct utfake_canned){0}; /* an empty body */
     start(&fx, 10, fx.path, 0, NULL);
     wait_calls(&fx, 3);
     UT_EQ_INT(fx.g.err, 0);
@@ -280,7 +227,7 @@ static void test_cap_exceeded_mid_stream(void)
     unsigned char *body = pattern(n);
     struct fx fx;
     fx_init(&fx);
-    fx.cn = (struct canned){.body = body, .len = n};
+    fx.f.cn = (struct utfake_canned){.body = body, .len = n};
     start(&fx, cap, fx.path, 0, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, BC_ETOOBIG);
@@ -302,7 +249,8 @@ static void test_non_2xx(void)
     static const unsigned char nf[] = "{\"message\":\"not here\"}";
     struct fx fx;
     fx_init(&fx);
-    fx.cn = (struct canned){.status = 404, .ctype = "application/json", .body = nf, .len = sizeof nf - 1};
+    fx.f.cn = (struct utfake_canned){.status = 404, .ctype = "application/json", .body = nf,
+                                     .len = sizeof nf - 1};
     start(&fx, 1 << 20, fx.path, 0, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, BC_EHTTP);
@@ -316,7 +264,7 @@ static void test_non_2xx(void)
     /* An error body over the cap is still reported as the status it is. */
     size_t n = 512 * 1024;
     unsigned char *big = pattern(n);
-    fx.cn = (struct canned){.status = 503, .body = big, .len = n};
+    fx.f.cn = (struct utfake_canned){.status = 503, .body = big, .len = n};
     start(&fx, 1024, fx.path, 0, NULL);
     wait_calls(&fx, 3);
     UT_EQ_INT(fx.g.err, BC_EHTTP);
@@ -330,11 +278,11 @@ static void test_cancel(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.hold = 1;
+    fx.f.cn.hold = 1;
     struct dl *d = NULL;
     start(&fx, 1 << 20, fx.path, 0, &d);
     UT_ASSERT(d);
-    UTLOOP_WAIT_FOR(&fx.ul, fx.held != NULL, WAIT_MS);
+    UTLOOP_WAIT_FOR(&fx.f.ul, fx.f.held != NULL, WAIT_MS);
     /* While it runs, only the temporary file exists, private to us. */
     char names[1024], tmp[1200];
     UT_EQ_INT(dir_list(&fx, names, sizeof names), 1);
@@ -357,7 +305,7 @@ static void test_timeout(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.hold = 1;
+    fx.f.cn.hold = 1;
     start(&fx, 1 << 20, fx.path, 300, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, -ETIMEDOUT);
@@ -369,12 +317,10 @@ static void test_shutdown(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.hold = 1;
+    fx.f.cn.hold = 1;
     start(&fx, 1 << 20, fx.path, 0, NULL);
-    UTLOOP_WAIT_FOR(&fx.ul, fx.held != NULL, WAIT_MS);
-    fx.shut = 1;
-    hcl_close(fx.c, NULL, NULL);
-    httpd_close(fx.h, NULL, NULL);
+    UTLOOP_WAIT_FOR(&fx.f.ul, fx.f.held != NULL, WAIT_MS);
+    utfake_shutdown(&fx.f);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, BC_ESHUTDOWN);
     expect_dir_empty(&fx);
@@ -387,7 +333,7 @@ static void test_network_error(void)
     fx_init(&fx);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/x", utsys_free_port());
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 10, .path = fx.path}, on_dl, &fx,
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.url = url, .max_bytes = 10, .path = fx.path}, on_dl, &fx,
                      NULL),
               0);
     wait_calls(&fx, 1);
@@ -401,23 +347,23 @@ static void test_bad_args(void)
 {
     struct fx fx;
     fx_init(&fx);
-    char url[128], path[700];
-    url_of(&fx, url, sizeof url);
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url}, on_dl, &fx, NULL), -EINVAL);
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.max_bytes = 1}, on_dl, &fx, NULL), -EINVAL);
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1}, NULL, &fx, NULL), -EINVAL);
+    const char *url = utfake_url(&fx.f, FILE_URL);
+    char path[700];
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.url = url}, on_dl, &fx, NULL), -EINVAL);
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.max_bytes = 1}, on_dl, &fx, NULL), -EINVAL);
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.url = url, .max_bytes = 1}, NULL, &fx, NULL), -EINVAL);
     snprintf(path, sizeof path, "%s/no/such/dir/f", fx.dir);
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = path}, on_dl, &fx, NULL),
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = path}, on_dl, &fx, NULL),
               -ENOENT);
     static const char *const bad_hdr[] = {"X-Evil: a\r\nInjected: b", NULL};
-    UT_EQ_INT(dl_get(fx.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = fx.path,
+    UT_EQ_INT(dl_get(fx.f.c, &(struct dl_req){.url = url, .max_bytes = 1, .path = fx.path,
                                             .headers = bad_hdr},
                      on_dl, &fx, NULL),
               -EINVAL);
     expect_dir_empty(&fx); /* the temporary file of a refused call is gone too */
-    utloop_run_for(&fx.ul, 50);
+    utloop_run_for(&fx.f.ul, 50);
     UT_EQ_INT(fx.calls, 0);
-    UT_EQ_INT(fx.nreq, 0);
+    UT_EQ_INT(fx.f.nreq, 0);
     fx_end(&fx);
 }
 
@@ -427,11 +373,11 @@ static void test_secrets_not_logged(void)
     static const unsigned char body[] = "data";
     struct fx fx;
     fx_init(&fx);
-    fx.cn = (struct canned){.body = body, .len = 4};
+    fx.f.cn = (struct utfake_canned){.body = body, .len = 4};
     start(&fx, 100, fx.path, 0, NULL);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.err, 0);
-    fx.cn.status = 403;
+    fx.f.cn.status = 403;
     start(&fx, 100, NULL, 0, NULL);
     wait_calls(&fx, 2);
     UT_EQ_INT(fx.g.err, BC_EHTTP);

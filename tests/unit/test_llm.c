@@ -1,8 +1,9 @@
-/* test_llm: the chat-completions client (llm) against a fake provider built
- * with our httpd on 127.0.0.1, port 0. The fake answers canned statuses,
- * headers and whole SSE bodies; TCP still delivers them in pieces, and the
- * parser's own split tests live in test_sse. Each case makes one call and
- * shuts everything down from its callback; a guard timer fails a hung case. */
+/* test_llm: the chat-completions client (llm) against a fake provider
+ * (ut_fakehttp.h: our httpd on 127.0.0.1, port 0). The fake answers canned
+ * statuses, headers and whole SSE bodies; TCP still delivers them in pieces,
+ * and the parser's own split tests live in test_sse. Each case makes one
+ * call and shuts everything down from its callback; a guard timer fails a
+ * hung case. */
 #include <errno.h>
 #include <fcntl.h>
 #include <json.h>
@@ -13,36 +14,23 @@
 
 #include "buf.h"
 #include "err.h"
-#include "hcl.h"
 #include "httpd.h"
 #include "llm.h"
 #include "log.h"
 #include "mem.h"
-#include "secret.h"
 #include "ut.h"
+#include "ut_fakehttp.h"
 #include "ut_log.h"
+#include "ut_loop.h"
 #include "ut_sys.h"
 
 #define GUARD_MS 15000
 #define KEY "sk-test-Zq9SECRETkey0123456789"
 
-struct canned {
-    int status;
-    const char *ctype; /* NULL = text/event-stream */
-    const char *body;
-    const char *hname, *hval; /* one extra response header, optional */
-    int hold;                 /* never answer */
-};
-
 struct fx {
-    uv_loop_t loop;
-    struct httpd *h;
-    struct hcl *c;
-    uv_timer_t guard, later;
-    int port, shut;
-    struct canned chat, mod;
-    struct httpd_req *held;
-    char *req_body, *req_auth, *req_path;
+    struct utfake f; /* the fake provider; routes answer chat and mod */
+    uv_timer_t later;
+    struct utfake_canned chat, mod;
     /* chat outcome */
     struct buf text;
     int deltas, done_calls, cancel_on_delta;
@@ -54,102 +42,61 @@ struct fx {
     char cats[256];
 };
 
-static void on_guard(uv_timer_t *t)
-{
-    (void)t;
-    UT_FAIL("guard timer fired: the case hung");
-}
-
+/* Close client, server and timer, once; safe from a callback. */
 static void fx_shutdown(struct fx *fx)
 {
-    if (fx->shut)
-        return;
-    fx->shut = 1;
-    hcl_close(fx->c, NULL, NULL);
-    httpd_close(fx->h, NULL, NULL);
-    if (fx->held)
-        httpd_respond(fx->held, 200, "text/plain", "late", 4);
-    fx->held = NULL;
-    uv_close((uv_handle_t *)&fx->guard, NULL);
-    uv_close((uv_handle_t *)&fx->later, NULL);
+    if (!fx->f.shut)
+        uv_close((uv_handle_t *)&fx->later, NULL);
+    utfake_shutdown(&fx->f);
 }
 
-static void record_req(struct fx *fx, struct httpd_req *r)
+/* Every answer carries a request id, as the real provider's do. */
+static void answer(struct fx *fx, struct httpd_req *r, struct utfake_canned cn)
 {
-    mem_free(fx->req_body);
-    mem_free(fx->req_auth);
-    mem_free(fx->req_path);
-    const char *a = httpd_req_header(r, "Authorization");
-    fx->req_auth = a ? mem_strdup(a) : NULL;
-    fx->req_body = mem_strdup(httpd_req_body(r, NULL));
-    fx->req_path = mem_strdup(httpd_req_path(r));
-}
-
-static void answer(struct fx *fx, struct httpd_req *r, const struct canned *cn)
-{
-    record_req(fx, r);
-    if (cn->hold) {
-        UT_ASSERT(!fx->held);
-        fx->held = r;
-        return;
-    }
-    if (cn->hname)
-        httpd_req_add_header(r, cn->hname, cn->hval);
-    httpd_req_add_header(r, "x-request-id", "req_123");
-    const char *b = cn->body ? cn->body : "";
-    httpd_respond(r, cn->status ? cn->status : 200, cn->ctype ? cn->ctype : "text/event-stream", b,
-                  strlen(b));
+    cn.hname2 = "x-request-id";
+    cn.hval2 = "req_123";
+    utfake_answer(&fx->f, r, &cn);
 }
 
 static void h_chat(struct httpd_req *r, void *arg)
 {
     struct fx *fx = arg;
-    answer(fx, r, &fx->chat);
+    answer(fx, r, fx->chat);
 }
 
 static void h_mod(struct httpd_req *r, void *arg)
 {
     struct fx *fx = arg;
-    answer(fx, r, &fx->mod);
+    answer(fx, r, fx->mod);
 }
 
 static void fx_init(struct fx *fx)
 {
     memset(fx, 0, sizeof *fx);
-    if (getenv("UT_DEBUG"))
-        log_set_level(LOG_DEBUG);
-    UT_EQ_INT(uv_loop_init(&fx->loop), 0);
-    UT_EQ_INT(httpd_start(&fx->loop, &(struct httpd_opts){.bind = "127.0.0.1"}, &fx->h), 0);
-    fx->port = httpd_port(fx->h);
-    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/chat/completions", h_chat, fx), 0);
-    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/moderations", h_mod, fx), 0);
-    UT_EQ_INT(hcl_new(&fx->loop, &(struct hcl_opts){.user_agent = "test_llm"}, &fx->c), 0);
-    uv_timer_init(&fx->loop, &fx->guard);
-    uv_timer_start(&fx->guard, on_guard, GUARD_MS, 0);
-    uv_timer_init(&fx->loop, &fx->later);
+    utfake_init(&fx->f, "test_llm", "text/event-stream");
+    utfake_route(&fx->f, "POST", "/v1/chat/completions", h_chat, fx);
+    utfake_route(&fx->f, "POST", "/v1/moderations", h_mod, fx);
+    UT_EQ_INT(uv_timer_init(&fx->f.loop, &fx->later), 0);
     buf_init(&fx->text, 1 << 22);
 }
 
+/* Turn the loop until the case has shut everything down and the loop is
+ * done (a case that hangs fails after GUARD_MS). */
 static void fx_run(struct fx *fx)
 {
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    UT_ASSERT(fx->shut);
-    UT_EQ_INT(uv_loop_close(&fx->loop), 0);
+    UTLOOP_WAIT_FOR(&fx->f.ul, fx->f.shut, GUARD_MS);
+    utfake_end(&fx->f);
 }
 
 static void fx_free(struct fx *fx)
 {
     buf_free(&fx->text);
-    mem_free(fx->req_body);
-    mem_free(fx->req_auth);
-    mem_free(fx->req_path);
+    utfake_free(&fx->f);
 }
 
 static const char *base_url(const struct fx *fx)
 {
-    static char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/", fx->port);
-    return url;
+    return utfake_url(&fx->f, "/v1/");
 }
 
 /* ---- chat ------------------------------------------------------------------ */
@@ -200,12 +147,12 @@ static void start_chat(struct fx *fx, const char *base, long timeout_ms)
         .user = "u-42",
         .timeout_ms = timeout_ms,
     };
-    UT_EQ_INT(llm_chat(fx->c, &rq, on_delta, on_done, fx, &fx->call), 0);
+    UT_EQ_INT(llm_chat(fx->f.c, &rq, on_delta, on_done, fx, &fx->call), 0);
     UT_EQ_INT(fx->done_calls, 0); /* never synchronously */
 }
 
 /* One call with the chat route answering cn; results are left in fx. */
-static void chat_case(struct fx *fx, struct canned cn)
+static void chat_case(struct fx *fx, struct utfake_canned cn)
 {
     fx_init(fx);
     fx->chat = cn;
@@ -234,7 +181,7 @@ static const char KOREAN_STREAM[] =
 static void test_stream_korean_usage_unknown_fields(void)
 {
     struct fx fx;
-    chat_case(&fx, (struct canned){.body = KOREAN_STREAM});
+    chat_case(&fx, (struct utfake_canned){.body = KOREAN_STREAM});
     UT_EQ_INT(fx.res.status, LLM_OK);
     UT_EQ_INT(fx.res.http_status, 200);
     UT_EQ_STR(buf_str(&fx.text), "안녕하세요, 세계 🌏\n\"따옴표\" 끝");
@@ -263,7 +210,7 @@ static void test_long_stream_reassembled(void)
     }
     buf_puts(&body, CHUNK("{\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}") CHUNK("[DONE]"));
     struct fx fx;
-    chat_case(&fx, (struct canned){.body = buf_str(&body)});
+    chat_case(&fx, (struct utfake_canned){.body = buf_str(&body)});
     UT_EQ_INT(fx.res.status, LLM_OK);
     UT_EQ_INT(fx.deltas, 4000);
     UT_ASSERT(fx.text.len == want.len && !memcmp(fx.text.p, want.p, want.len));
@@ -285,10 +232,10 @@ static struct json_object *jget(struct json_object *o, const char *k)
 static void test_request_shape(void)
 {
     struct fx fx;
-    chat_case(&fx, (struct canned){.body = KOREAN_STREAM});
-    UT_EQ_STR(fx.req_path, "/v1/chat/completions"); /* trailing '/' of base handled */
-    UT_EQ_STR(fx.req_auth, "Bearer " KEY);
-    struct json_object *o = json_tokener_parse(fx.req_body);
+    chat_case(&fx, (struct utfake_canned){.body = KOREAN_STREAM});
+    UT_EQ_STR(fx.f.path, "/v1/chat/completions"); /* trailing '/' of base handled */
+    UT_EQ_STR(fx.f.auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.f.body);
     UT_ASSERT(o);
     UT_EQ_STR(json_object_get_string(jget(o, "model")), "gpt-4o-mini");
     UT_ASSERT(json_object_get_boolean(jget(o, "stream")));
@@ -305,7 +252,7 @@ static void test_request_shape(void)
     fx_free(&fx);
 }
 
-static void check_err(struct canned cn, int kind, const char *code, long retry_ms)
+static void check_err(struct utfake_canned cn, int kind, const char *code, long retry_ms)
 {
     struct fx fx;
     chat_case(&fx, cn);
@@ -325,21 +272,21 @@ static void check_err(struct canned cn, int kind, const char *code, long retry_m
 
 static void test_err_auth(void)
 {
-    check_err((struct canned){401, EJSON, ERRBODY("Incorrect API key provided: sk-test-Zq9S***6789.",
+    check_err((struct utfake_canned){401, EJSON, ERRBODY("Incorrect API key provided: sk-test-Zq9S***6789.",
                                                   "invalid_request_error", "\"invalid_api_key\"")},
               LLM_ERR_AUTH, "invalid_api_key", -1);
 }
 
 static void test_err_quota(void)
 {
-    check_err((struct canned){429, EJSON, ERRBODY("You exceeded your current quota.",
+    check_err((struct utfake_canned){429, EJSON, ERRBODY("You exceeded your current quota.",
                                                   "insufficient_quota", "\"insufficient_quota\"")},
               LLM_ERR_QUOTA, "insufficient_quota", -1);
 }
 
 static void test_err_rate_retry_after_ms(void)
 {
-    check_err((struct canned){429, EJSON,
+    check_err((struct utfake_canned){429, EJSON,
                               ERRBODY("Rate limit reached", "requests", "\"rate_limit_exceeded\""),
                               "retry-after-ms", "1500"},
               LLM_ERR_RATE, "rate_limit_exceeded", 1500);
@@ -347,14 +294,14 @@ static void test_err_rate_retry_after_ms(void)
 
 static void test_err_rate_retry_after_seconds(void)
 {
-    check_err((struct canned){429, EJSON, ERRBODY("Rate limit reached", "tokens", "null"),
+    check_err((struct utfake_canned){429, EJSON, ERRBODY("Rate limit reached", "tokens", "null"),
                               "retry-after", "2"},
               LLM_ERR_RATE, "", 2000);
 }
 
 static void test_err_rate_reset_requests(void)
 {
-    check_err((struct canned){429, EJSON,
+    check_err((struct utfake_canned){429, EJSON,
                               ERRBODY("Rate limit reached", "requests", "\"rate_limit_exceeded\""),
                               "x-ratelimit-reset-requests", "1m30s"},
               LLM_ERR_RATE, "rate_limit_exceeded", 90000);
@@ -363,24 +310,24 @@ static void test_err_rate_reset_requests(void)
 static void test_err_rate_plain_text(void)
 {
     /* A proxy's 429 with no JSON at all is still a rate limit. */
-    check_err((struct canned){429, "text/plain", "Too Many Requests"}, LLM_ERR_RATE, "", -1);
+    check_err((struct utfake_canned){429, "text/plain", "Too Many Requests"}, LLM_ERR_RATE, "", -1);
 }
 
 static void test_err_server(void)
 {
-    check_err((struct canned){503, EJSON, ERRBODY("The engine is overloaded", "server_error", "null"),
+    check_err((struct utfake_canned){503, EJSON, ERRBODY("The engine is overloaded", "server_error", "null"),
                               "retry-after", "1"},
               LLM_ERR_SERVER, "", 1000);
-    check_err((struct canned){502, "text/html", "<html>Bad gateway</html>"}, LLM_ERR_SERVER, "", -1);
+    check_err((struct utfake_canned){502, "text/html", "<html>Bad gateway</html>"}, LLM_ERR_SERVER, "", -1);
 }
 
 static void test_err_bad_request(void)
 {
-    check_err((struct canned){400, EJSON,
+    check_err((struct utfake_canned){400, EJSON,
                               ERRBODY("This model's maximum context length is 128000 tokens.",
                                       "invalid_request_error", "\"context_length_exceeded\"")},
               LLM_ERR_BAD_REQUEST, "context_length_exceeded", -1);
-    check_err((struct canned){404, EJSON, ERRBODY("The model does not exist", "invalid_request_error",
+    check_err((struct utfake_canned){404, EJSON, ERRBODY("The model does not exist", "invalid_request_error",
                                                   "\"model_not_found\"")},
               LLM_ERR_BAD_REQUEST, "model_not_found", -1);
 }
@@ -388,14 +335,14 @@ static void test_err_bad_request(void)
 static void test_err_streamed_error_body(void)
 {
     /* An error body sent as SSE despite the status. */
-    check_err((struct canned){500, NULL, CHUNK(ERRBODY("boom", "server_error", "\"internal\""))},
+    check_err((struct utfake_canned){500, NULL, CHUNK(ERRBODY("boom", "server_error", "\"internal\""))},
               LLM_ERR_SERVER, "internal", -1);
 }
 
 static void test_err_in_stream_after_text(void)
 {
     struct fx fx;
-    chat_case(&fx, (struct canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"반\"}}]}")
+    chat_case(&fx, (struct utfake_canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"반\"}}]}")
                                        CHUNK(ERRBODY("overloaded mid-stream", "server_error", "null"))
                                            CHUNK("[DONE]")});
     UT_EQ_INT(fx.res.status, LLM_ERR_SERVER);
@@ -406,16 +353,16 @@ static void test_err_in_stream_after_text(void)
 
 static void test_err_protocol(void)
 {
-    check_err((struct canned){200, NULL, CHUNK("{\"choices\":[{\"delta\":") CHUNK("[DONE]")},
+    check_err((struct utfake_canned){200, NULL, CHUNK("{\"choices\":[{\"delta\":") CHUNK("[DONE]")},
               LLM_ERR_PROTOCOL, "", -1);
-    check_err((struct canned){200, NULL, ""}, LLM_ERR_PROTOCOL, "", -1);
-    check_err((struct canned){200, NULL, CHUNK("[1,2]")}, LLM_ERR_PROTOCOL, "", -1);
+    check_err((struct utfake_canned){200, NULL, ""}, LLM_ERR_PROTOCOL, "", -1);
+    check_err((struct utfake_canned){200, NULL, CHUNK("[1,2]")}, LLM_ERR_PROTOCOL, "", -1);
 }
 
 static void test_incomplete_stream_is_done(void)
 {
     struct fx fx;
-    chat_case(&fx, (struct canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"잘린 \"}}]}")
+    chat_case(&fx, (struct utfake_canned){.body = CHUNK("{\"choices\":[{\"delta\":{\"content\":\"잘린 \"}}]}")
                                        CHUNK("{\"choices\":[{\"delta\":{\"content\":\"답\"}}]}")});
     UT_EQ_INT(fx.res.status, LLM_OK);
     UT_EQ_STR(fx.finish, "incomplete");
@@ -426,7 +373,7 @@ static void test_incomplete_stream_is_done(void)
 static void test_plain_json_answer(void)
 {
     struct fx fx;
-    chat_case(&fx, (struct canned){200, EJSON,
+    chat_case(&fx, (struct utfake_canned){200, EJSON,
                                    "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                                    "\"content\":\"통째로\"},\"finish_reason\":\"stop\"}],"
                                    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
@@ -516,12 +463,12 @@ static void test_invalid_args_no_callback(void)
     struct fx fx;
     fx_init(&fx);
     struct llm_request rq = {.base_url = base_url(&fx), .model = "m", .messages = MSGS, .nmessages = 0};
-    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
+    UT_EQ_INT(llm_chat(fx.f.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
     rq.nmessages = 2;
     rq.model = NULL;
-    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
+    UT_EQ_INT(llm_chat(fx.f.c, &rq, on_delta, on_done, &fx, NULL), -EINVAL);
     rq.model = "m";
-    UT_EQ_INT(llm_chat(fx.c, &rq, on_delta, NULL, &fx, NULL), -EINVAL);
+    UT_EQ_INT(llm_chat(fx.f.c, &rq, on_delta, NULL, &fx, NULL), -EINVAL);
     fx_shutdown(&fx);
     fx_run(&fx);
     UT_EQ_INT(fx.done_calls, 0);
@@ -564,12 +511,12 @@ static void on_mod(int status, int flagged, const char *cats, void *arg)
     fx_shutdown(fx);
 }
 
-static void mod_case(struct fx *fx, struct canned cn)
+static void mod_case(struct fx *fx, struct utfake_canned cn)
 {
     fx_init(fx);
     fx->mod = cn;
     struct llm_moderation_request rq = {.base_url = base_url(fx), .api_key = KEY, .input = "너 정말"};
-    UT_EQ_INT(llm_moderate(fx->c, &rq, on_mod, fx), 0);
+    UT_EQ_INT(llm_moderate(fx->f.c, &rq, on_mod, fx), 0);
     UT_EQ_INT(fx->mod_calls, 0);
     fx_run(fx);
     UT_EQ_INT(fx->mod_calls, 1);
@@ -578,7 +525,7 @@ static void mod_case(struct fx *fx, struct canned cn)
 static void test_moderation_flagged(void)
 {
     struct fx fx;
-    mod_case(&fx, (struct canned){200, EJSON,
+    mod_case(&fx, (struct utfake_canned){200, EJSON,
                                   "{\"id\":\"modr-1\",\"model\":\"omni-moderation-latest\",\"results\":"
                                   "[{\"flagged\":true,\"categories\":{\"harassment\":true,\"hate\":false,"
                                   "\"violence\":true,\"sexual/minors\":false},\"category_scores\":"
@@ -586,9 +533,9 @@ static void test_moderation_flagged(void)
     UT_EQ_INT(fx.mod_status, LLM_OK);
     UT_EQ_INT(fx.mod_flagged, 1);
     UT_EQ_STR(fx.cats, "harassment,violence");
-    UT_EQ_STR(fx.req_path, "/v1/moderations");
-    UT_EQ_STR(fx.req_auth, "Bearer " KEY);
-    struct json_object *o = json_tokener_parse(fx.req_body);
+    UT_EQ_STR(fx.f.path, "/v1/moderations");
+    UT_EQ_STR(fx.f.auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.f.body);
     UT_EQ_STR(json_object_get_string(jget(o, "model")), "omni-moderation-latest");
     UT_EQ_STR(json_object_get_string(jget(o, "input")), "너 정말");
     json_object_put(o);
@@ -598,7 +545,7 @@ static void test_moderation_flagged(void)
 static void test_moderation_not_flagged(void)
 {
     struct fx fx;
-    mod_case(&fx, (struct canned){200, EJSON,
+    mod_case(&fx, (struct utfake_canned){200, EJSON,
                                   "{\"results\":[{\"flagged\":false,\"categories\":"
                                   "{\"harassment\":false,\"violence\":false}}]}"});
     UT_EQ_INT(fx.mod_status, LLM_OK);
@@ -610,7 +557,7 @@ static void test_moderation_not_flagged(void)
 static void test_moderation_error(void)
 {
     struct fx fx;
-    mod_case(&fx, (struct canned){401, EJSON, ERRBODY("bad key", "invalid_request_error",
+    mod_case(&fx, (struct utfake_canned){401, EJSON, ERRBODY("bad key", "invalid_request_error",
                                                       "\"invalid_api_key\"")});
     UT_EQ_INT(fx.mod_status, LLM_ERR_AUTH);
     UT_EQ_INT(fx.mod_flagged, 0);
@@ -624,17 +571,12 @@ static void test_key_never_logged(void)
     utlog_start("chat-1", "chat", NULL);
     struct fx fx;
     /* The provider echoes the whole key back: it must not come out anywhere. */
-    chat_case(&fx, (struct canned){401, EJSON, ERRBODY("Incorrect API key provided: " KEY ".",
+    chat_case(&fx, (struct utfake_canned){401, EJSON, ERRBODY("Incorrect API key provided: " KEY ".",
                                                        "invalid_request_error", "\"invalid_api_key\"")});
     UT_EQ_INT(fx.res.status, LLM_ERR_AUTH);
     UT_NOT_CONTAINS(fx.msg, "Zq9SECRET");
     UT_CONTAINS(fx.msg, "Incorrect API key provided");
-    const char *out = utlog_text();
-    UT_NOT_CONTAINS(out, "Zq9SECRET");
-    char fp[SECRET_FP_LEN];
-    secret_fingerprint(KEY, strlen(KEY), fp);
-    UT_CONTAINS(out, fp);
-    UT_CONTAINS(out, "\"kind\":\"auth\"");
+    utfake_expect_key_hidden(utlog_text(), KEY, "Zq9SECRET", NULL);
     fx_free(&fx);
     utlog_stop(LOG_INFO); /* the default level */
 }

@@ -1,6 +1,6 @@
 /* test_minimax: the MiniMax client (minimax) and the shared provider
- * vocabulary (prov) against a fake MiniMax built with our httpd on
- * 127.0.0.1, port 0. The fake serves every MiniMax route with one canned
+ * vocabulary (prov) against a fake MiniMax (ut_fakehttp.h: our httpd on
+ * 127.0.0.1, port 0). The fake serves every MiniMax route with one canned
  * answer and records the last request. A case makes its calls one after the
  * other, turning the loop until each callback ran (ut_loop.h fails a case
  * that waits too long), then closes client and server and lets the loop
@@ -13,7 +13,6 @@
 
 #include "buf.h"
 #include "err.h"
-#include "hcl.h"
 #include "httpd.h"
 #include "keypool.h"
 #include "log.h"
@@ -22,20 +21,13 @@
 #include "prov.h"
 #include "secret.h"
 #include "ut.h"
+#include "ut_fakehttp.h"
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_sys.h"
 
 #define WAIT_MS 10000
 #define KEY "eyJhbGciOiJSUzI1NiJ9.mmTESTsecretKEY.0123456789abcdef"
-
-struct canned {
-    int status; /* 0 = 200 */
-    const char *body;
-    size_t len; /* 0 = strlen(body) */
-    const char *hname, *hval;
-    int hold; /* never answer */
-};
 
 /* A copy of everything a callback got. */
 struct got {
@@ -53,16 +45,8 @@ struct got {
 };
 
 struct fx {
-    uv_loop_t loop;
-    struct utloop ul;
-    struct httpd *h;
-    struct hcl *c;
-    int port, shut;
-    struct canned cn;
-    struct httpd_req *held;
-    int nreq;
-    char method[8], path[64], query[256], auth[256];
-    char *body;
+    struct utfake f; /* the fake MiniMax: every route answers f.cn */
+    char query[256]; /* task_id or file_id of the last request */
     int calls;
     struct got g;
 };
@@ -72,43 +56,21 @@ struct fx {
 static void h_any(struct httpd_req *r, void *arg)
 {
     struct fx *fx = arg;
-    fx->nreq++;
-    snprintf(fx->method, sizeof fx->method, "%s", httpd_req_method(r));
-    snprintf(fx->path, sizeof fx->path, "%s", httpd_req_path(r));
     const char *q = httpd_req_query(r, "task_id");
     if (!q)
         q = httpd_req_query(r, "file_id");
     snprintf(fx->query, sizeof fx->query, "%s", q ? q : "");
-    const char *a = httpd_req_header(r, "Authorization");
-    snprintf(fx->auth, sizeof fx->auth, "%s", a ? a : "");
-    mem_free(fx->body);
-    fx->body = mem_strdup(httpd_req_body(r, NULL));
-    if (fx->cn.hold) {
-        UT_ASSERT(!fx->held);
-        fx->held = r;
-        return;
-    }
-    if (fx->cn.hname)
-        httpd_req_add_header(r, fx->cn.hname, fx->cn.hval);
-    const char *b = fx->cn.body ? fx->cn.body : "";
-    httpd_respond(r, fx->cn.status ? fx->cn.status : 200, "application/json", b,
-                  fx->cn.len ? fx->cn.len : strlen(b));
+    utfake_answer(&fx->f, r, &fx->f.cn);
 }
 
 static void fx_init(struct fx *fx)
 {
     memset(fx, 0, sizeof *fx);
-    if (getenv("UT_DEBUG"))
-        log_set_level(LOG_DEBUG);
-    UT_EQ_INT(uv_loop_init(&fx->loop), 0);
-    utloop_init(&fx->ul, &fx->loop, 0);
-    UT_EQ_INT(httpd_start(&fx->loop, &(struct httpd_opts){.bind = "127.0.0.1"}, &fx->h), 0);
-    fx->port = httpd_port(fx->h);
-    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/image_generation", h_any, fx), 0);
-    UT_EQ_INT(httpd_route(fx->h, "POST", "/v1/video_generation", h_any, fx), 0);
-    UT_EQ_INT(httpd_route(fx->h, "GET", "/v1/query/video_generation", h_any, fx), 0);
-    UT_EQ_INT(httpd_route(fx->h, "GET", "/v1/files/retrieve", h_any, fx), 0);
-    UT_EQ_INT(hcl_new(&fx->loop, &(struct hcl_opts){.user_agent = "test_minimax"}, &fx->c), 0);
+    utfake_init(&fx->f, "test_minimax", "application/json");
+    utfake_route(&fx->f, "POST", "/v1/image_generation", h_any, fx);
+    utfake_route(&fx->f, "POST", "/v1/video_generation", h_any, fx);
+    utfake_route(&fx->f, "GET", "/v1/query/video_generation", h_any, fx);
+    utfake_route(&fx->f, "GET", "/v1/files/retrieve", h_any, fx);
 }
 
 static void got_clear(struct got *g)
@@ -121,26 +83,14 @@ static void got_clear(struct got *g)
 /* Close everything, let the loop finish, check nothing is left. */
 static void fx_end(struct fx *fx)
 {
-    if (!fx->shut) {
-        fx->shut = 1;
-        hcl_close(fx->c, NULL, NULL);
-        httpd_close(fx->h, NULL, NULL);
-    }
-    if (fx->held)
-        httpd_respond(fx->held, 200, "text/plain", "late", 4);
-    fx->held = NULL;
-    utloop_close(&fx->ul);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&fx->loop), 0);
-    mem_free(fx->body);
+    utfake_end(&fx->f);
+    utfake_free(&fx->f);
     got_clear(&fx->g);
 }
 
 static const char *base_url(const struct fx *fx)
 {
-    static char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/", fx->port);
-    return url;
+    return utfake_url(&fx->f, "/");
 }
 
 static void cpy(char *dst, size_t n, const char *s)
@@ -187,7 +137,7 @@ static void on_mm(const struct mm_result *r, void *arg)
 /* Turn the loop until the callback ran n times in all. */
 static void wait_calls(struct fx *fx, int n)
 {
-    UTLOOP_WAIT_FOR(&fx->ul, fx->calls >= n, WAIT_MS);
+    UTLOOP_WAIT_FOR(&fx->f.ul, fx->calls >= n, WAIT_MS);
     UT_EQ_INT(fx->calls, n);
 }
 
@@ -201,24 +151,24 @@ static void start(struct fx *fx, enum op op, long timeout_ms)
     switch (op) {
     case IMAGE:
     case IMAGE_B64:
-        rc = mm_image(fx->c,
+        rc = mm_image(fx->f.c,
                       &(struct mm_image_req){.base_url = base_url(fx), .api_key = KEY,
                                              .prompt = "고양이 a cat", .n = 1,
                                              .base64 = op == IMAGE_B64, .timeout_ms = timeout_ms},
                       on_mm, fx);
         break;
     case SUBMIT:
-        rc = mm_video_submit(fx->c,
+        rc = mm_video_submit(fx->f.c,
                              &(struct mm_video_req){.base_url = base_url(fx), .api_key = KEY,
                                                     .model = "MiniMax-Hailuo-02", .prompt = "waves",
                                                     .timeout_ms = timeout_ms},
                              on_mm, fx);
         break;
     case QUERY:
-        rc = mm_video_query(fx->c, base_url(fx), KEY, "task-1", timeout_ms, on_mm, fx);
+        rc = mm_video_query(fx->f.c, base_url(fx), KEY, "task-1", timeout_ms, on_mm, fx);
         break;
     default:
-        rc = mm_file_retrieve(fx->c, base_url(fx), KEY, "file-1", timeout_ms, on_mm, fx);
+        rc = mm_file_retrieve(fx->f.c, base_url(fx), KEY, "file-1", timeout_ms, on_mm, fx);
         break;
     }
     UT_EQ_INT(rc, 0);
@@ -226,9 +176,9 @@ static void start(struct fx *fx, enum op op, long timeout_ms)
 }
 
 /* One call of op answered with cn; the result is left in fx->g. */
-static void one(struct fx *fx, enum op op, struct canned cn)
+static void one(struct fx *fx, enum op op, struct utfake_canned cn)
 {
-    fx->cn = cn;
+    fx->f.cn = cn;
     start(fx, op, 0);
     wait_calls(fx, fx->calls + 1);
 }
@@ -254,20 +204,21 @@ static void test_image_urls(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.body = "{\"id\":\"03ff3cd0\",\"data\":{\"image_urls\":[\"https://cdn.example/a.png?sig=1&x=2\","
-                 "\"HTTP://cdn.example/b.jpeg\"]},\"metadata\":{\"failed_count\":\"0\","
-                 "\"success_count\":\"2\"}," OK_RESP "}";
+    fx.f.cn.body =
+        "{\"id\":\"03ff3cd0\",\"data\":{\"image_urls\":[\"https://cdn.example/a.png?sig=1&x=2\","
+        "\"HTTP://cdn.example/b.jpeg\"]},\"metadata\":{\"failed_count\":\"0\","
+        "\"success_count\":\"2\"}," OK_RESP "}";
     const char *prompt = "한국어 프롬프트 \"quoted\" \\ /";
-    UT_EQ_INT(mm_image(fx.c,
+    UT_EQ_INT(mm_image(fx.f.c,
                        &(struct mm_image_req){.base_url = base_url(&fx), .api_key = KEY,
                                               .prompt = prompt, .aspect_ratio = "16:9", .n = 2},
                        on_mm, &fx),
               0);
     wait_calls(&fx, 1);
-    UT_EQ_STR(fx.method, "POST");
-    UT_EQ_STR(fx.path, "/v1/image_generation"); /* the base's trailing '/' is handled */
-    UT_EQ_STR(fx.auth, "Bearer " KEY);
-    struct json_object *o = json_tokener_parse(fx.body);
+    UT_EQ_STR(fx.f.method, "POST");
+    UT_EQ_STR(fx.f.path, "/v1/image_generation"); /* the base's trailing '/' is handled */
+    UT_EQ_STR(fx.f.auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.f.body);
     UT_ASSERT(o);
     UT_EQ_STR(json_object_get_string(jget(o, "model")), "image-01");
     UT_EQ_STR(json_object_get_string(jget(o, "prompt")), prompt);
@@ -295,10 +246,10 @@ static void test_image_defaults_sent(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.body = "{\"data\":{\"image_urls\":[\"https://x.example/1\"]}," OK_RESP "}";
+    fx.f.cn.body = "{\"data\":{\"image_urls\":[\"https://x.example/1\"]}," OK_RESP "}";
     start(&fx, IMAGE_B64, 0);
     wait_calls(&fx, 1);
-    struct json_object *o = json_tokener_parse(fx.body);
+    struct json_object *o = json_tokener_parse(fx.f.body);
     UT_EQ_STR(json_object_get_string(jget(o, "aspect_ratio")), "1:1");
     UT_EQ_INT(json_object_get_int(jget(o, "n")), 1);
     UT_EQ_STR(json_object_get_string(jget(o, "response_format")), "base64");
@@ -335,7 +286,7 @@ static void test_image_base64_decoded(void)
                a, b, c);
     struct fx fx;
     fx_init(&fx);
-    one(&fx, IMAGE_B64, (struct canned){.body = buf_str(&body)});
+    one(&fx, IMAGE_B64, (struct utfake_canned){.body = buf_str(&body)});
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_INT(fx.g.nimages, 3);
     UT_EQ_INT(fx.g.nurls, 0);
@@ -370,7 +321,7 @@ static void test_image_base64_nine_large(void)
     buf_puts(&body, "]}," OK_RESP "}");
     struct fx fx;
     fx_init(&fx);
-    one(&fx, IMAGE_B64, (struct canned){.body = buf_str(&body)});
+    one(&fx, IMAGE_B64, (struct utfake_canned){.body = buf_str(&body)});
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_INT(fx.g.nimages, MM_IMAGE_MAX);
     for (size_t i = 0; i < MM_IMAGE_MAX; i++)
@@ -386,17 +337,18 @@ static void test_image_invalid_urls_dropped(void)
     struct fx fx;
     fx_init(&fx);
     one(&fx, IMAGE,
-        (struct canned){.body = "{\"data\":{\"image_urls\":[\"ftp://x.example/a.png\",\"javascript:alert(1)\","
-                                "\"https://ok.example/c.png\",\"https:///nohost\",\"http://spa ce/x\","
-                                "\"http://tab\\t.example/\",42,null,\"//cdn.example/rel.png\"]}," OK_RESP
-                                "}"});
+        (struct utfake_canned){
+            .body = "{\"data\":{\"image_urls\":[\"ftp://x.example/a.png\",\"javascript:alert(1)\","
+                    "\"https://ok.example/c.png\",\"https:///nohost\",\"http://spa ce/x\","
+                    "\"http://tab\\t.example/\",42,null,\"//cdn.example/rel.png\"]}," OK_RESP "}"});
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_INT(fx.g.nurls, 1);
     UT_EQ_STR(fx.g.urls[0], "https://ok.example/c.png");
     /* Nothing valid at all: the answer is unusable. */
     one(&fx, IMAGE,
-        (struct canned){.body = "{\"data\":{\"image_urls\":[\"file:///etc/passwd\"]},"
-                                "\"metadata\":{\"success_count\":\"1\",\"failed_count\":\"0\"}," OK_RESP "}"});
+        (struct utfake_canned){
+            .body = "{\"data\":{\"image_urls\":[\"file:///etc/passwd\"]},"
+                    "\"metadata\":{\"success_count\":\"1\",\"failed_count\":\"0\"}," OK_RESP "}"});
     UT_EQ_INT(fx.g.status, PROV_PROTOCOL);
     UT_EQ_INT(fx.g.nurls, 0);
     UT_ASSERT(fx.g.msg[0]);
@@ -419,7 +371,7 @@ static void test_image_unreadable_answers(void)
     struct fx fx;
     fx_init(&fx);
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        one(&fx, IMAGE_B64, (struct canned){.body = bodies[i]});
+        one(&fx, IMAGE_B64, (struct utfake_canned){.body = bodies[i]});
         if (fx.g.status != PROV_PROTOCOL)
             UT_FAIL("body %zu: status %s, want protocol", i, prov_status_name(fx.g.status));
         UT_EQ_INT(fx.g.http, 200);
@@ -440,7 +392,7 @@ static void test_answer_over_cap(void)
     buf_puts(&body, "\"," OK_RESP "}");
     struct fx fx;
     fx_init(&fx);
-    one(&fx, IMAGE, (struct canned){.body = buf_str(&body)});
+    one(&fx, IMAGE, (struct utfake_canned){.body = buf_str(&body)});
     UT_EQ_INT(fx.g.status, PROV_PROTOCOL);
     fx_end(&fx);
     buf_free(&body);
@@ -473,7 +425,7 @@ static void test_base_resp_codes(void)
                  "[\"https://x.example/a\"]},\"base_resp\":{\"status_code\":%d,\"status_msg\":"
                  "\"msg %d 한글\"}}",
                  CODES[i].code, CODES[i].code);
-        one(&fx, op, (struct canned){.body = body});
+        one(&fx, op, (struct utfake_canned){.body = body});
         if (fx.g.status != CODES[i].status)
             UT_FAIL("code %d (op %d): %s, want %s", CODES[i].code, (int)op,
                     prov_status_name(fx.g.status), prov_status_name(CODES[i].status));
@@ -488,12 +440,16 @@ static void test_base_resp_codes(void)
         UT_EQ_INT(fx.g.retry, -1);
     }
     /* A code sent as a string counts the same. */
-    one(&fx, IMAGE, (struct canned){.body = "{\"base_resp\":{\"status_code\":\"1008\",\"status_msg\":\"x\"}}"});
+    one(&fx, IMAGE,
+        (struct utfake_canned){
+            .body = "{\"base_resp\":{\"status_code\":\"1008\",\"status_msg\":\"x\"}}"});
     UT_EQ_INT(fx.g.status, PROV_QUOTA);
     /* A rate limit reported in base_resp takes a Retry-After header along. */
     one(&fx, SUBMIT,
-        (struct canned){.body = "{\"base_resp\":{\"status_code\":1002,\"status_msg\":\"rate limit\"}}",
-                        .hname = "Retry-After", .hval = "3"});
+        (struct utfake_canned){
+            .body = "{\"base_resp\":{\"status_code\":1002,\"status_msg\":\"rate limit\"}}",
+            .hname = "Retry-After",
+            .hval = "3"});
     UT_EQ_INT(fx.g.status, PROV_RATE);
     UT_EQ_INT(fx.g.retry, 3000);
     fx_end(&fx);
@@ -501,13 +457,7 @@ static void test_base_resp_codes(void)
 
 static void test_http_errors(void)
 {
-    static const struct {
-        int http;
-        const char *body, *hname, *hval;
-        int status;
-        long retry;
-        const char *msg;
-    } T[] = {
+    static const struct utfake_err T[] = {
         {401, "{\"base_resp\":{\"status_code\":1004,\"status_msg\":\"login fail\"}}", NULL, NULL,
          PROV_AUTH, -1, "login fail"},
         {429, "", "Retry-After", "7", PROV_RATE, 7000, "HTTP 429"},
@@ -525,15 +475,8 @@ static void test_http_errors(void)
     struct fx fx;
     fx_init(&fx);
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
-        one(&fx, i % 2 ? QUERY : IMAGE,
-            (struct canned){.status = T[i].http, .body = T[i].body, .hname = T[i].hname,
-                            .hval = T[i].hval});
-        if (fx.g.status != T[i].status)
-            UT_FAIL("HTTP %d: %s, want %s", T[i].http, prov_status_name(fx.g.status),
-                    prov_status_name(T[i].status));
-        UT_EQ_INT(fx.g.http, T[i].http);
-        UT_EQ_INT(fx.g.retry, T[i].retry);
-        UT_EQ_STR(fx.g.msg, T[i].msg);
+        one(&fx, i % 2 ? QUERY : IMAGE, utfake_err_answer(&T[i], NULL));
+        utfake_expect_err(&T[i], prov_status_name, fx.g.status, fx.g.http, fx.g.retry, fx.g.msg);
     }
     fx_end(&fx);
 }
@@ -542,7 +485,7 @@ static void test_timeout(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.hold = 1;
+    fx.f.cn.hold = 1;
     start(&fx, SUBMIT, 300);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.status, PROV_TIMEOUT);
@@ -557,7 +500,7 @@ static void test_network_error(void)
     fx_init(&fx);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", utsys_free_port());
-    UT_EQ_INT(mm_video_query(fx.c, url, KEY, "t", 0, on_mm, &fx), 0);
+    UT_EQ_INT(mm_video_query(fx.f.c, url, KEY, "t", 0, on_mm, &fx), 0);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.status, PROV_NETWORK);
     UT_EQ_INT(fx.g.http, 0);
@@ -569,12 +512,10 @@ static void test_shutdown_is_cancelled(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.hold = 1;
+    fx.f.cn.hold = 1;
     start(&fx, IMAGE, 0);
-    UTLOOP_WAIT_FOR(&fx.ul, fx.held != NULL, WAIT_MS);
-    fx.shut = 1;
-    hcl_close(fx.c, NULL, NULL);
-    httpd_close(fx.h, NULL, NULL);
+    UTLOOP_WAIT_FOR(&fx.f.ul, fx.f.held != NULL, WAIT_MS);
+    utfake_shutdown(&fx.f);
     UT_EQ_INT(fx.calls, 0);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.status, PROV_CANCELLED);
@@ -599,48 +540,49 @@ static void test_prompt_limits_and_args(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.body = "{\"task_id\":\"t1\",\"data\":{\"image_urls\":[\"https://x.example/a\"]}," OK_RESP "}";
+    fx.f.cn.body =
+        "{\"task_id\":\"t1\",\"data\":{\"image_urls\":[\"https://x.example/a\"]}," OK_RESP "}";
     char *p1500 = repeat("가", MM_IMAGE_PROMPT_MAX), *p1501 = repeat("가", MM_IMAGE_PROMPT_MAX + 1);
     char *e1500 = repeat("🌏", MM_IMAGE_PROMPT_MAX);
     char *p2000 = repeat("é", MM_VIDEO_PROMPT_MAX), *p2001 = repeat("a", MM_VIDEO_PROMPT_MAX + 1);
     struct mm_image_req ir = {.base_url = base_url(&fx), .api_key = KEY, .prompt = p1501, .n = 1};
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
     ir.prompt = p1500; /* 4500 bytes, 1500 characters */
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), 0);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), 0);
     wait_calls(&fx, 1);
     UT_EQ_INT(fx.g.status, PROV_OK);
     ir.prompt = e1500; /* 6000 bytes */
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), 0);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), 0);
     wait_calls(&fx, 2);
     ir.n = 0;
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
     ir.n = MM_IMAGE_MAX + 1;
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
     ir.n = 1;
     ir.api_key = "";
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
     ir.api_key = KEY;
     ir.prompt = "";
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
     ir.prompt = "x";
-    UT_EQ_INT(mm_image(fx.c, &ir, NULL, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, NULL, &fx), -EINVAL);
     ir.base_url = NULL;
-    UT_EQ_INT(mm_image(fx.c, &ir, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_image(fx.f.c, &ir, on_mm, &fx), -EINVAL);
 
     struct mm_video_req vr = {.base_url = base_url(&fx), .api_key = KEY, .model = "T2V-01",
                               .prompt = p2001};
-    UT_EQ_INT(mm_video_submit(fx.c, &vr, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_video_submit(fx.f.c, &vr, on_mm, &fx), -EINVAL);
     vr.prompt = p2000;
-    UT_EQ_INT(mm_video_submit(fx.c, &vr, on_mm, &fx), 0);
+    UT_EQ_INT(mm_video_submit(fx.f.c, &vr, on_mm, &fx), 0);
     wait_calls(&fx, 3);
     UT_EQ_STR(fx.g.task_id, "t1");
     vr.model = NULL;
-    UT_EQ_INT(mm_video_submit(fx.c, &vr, on_mm, &fx), -EINVAL);
-    UT_EQ_INT(mm_video_query(fx.c, base_url(&fx), KEY, "", 0, on_mm, &fx), -EINVAL);
-    UT_EQ_INT(mm_video_query(fx.c, base_url(&fx), NULL, "t", 0, on_mm, &fx), -EINVAL);
-    UT_EQ_INT(mm_file_retrieve(fx.c, base_url(&fx), KEY, NULL, 0, on_mm, &fx), -EINVAL);
-    UT_EQ_INT(fx.nreq, 3); /* nothing refused was sent */
-    utloop_run_for(&fx.ul, 50);
+    UT_EQ_INT(mm_video_submit(fx.f.c, &vr, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_video_query(fx.f.c, base_url(&fx), KEY, "", 0, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_video_query(fx.f.c, base_url(&fx), NULL, "t", 0, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(mm_file_retrieve(fx.f.c, base_url(&fx), KEY, NULL, 0, on_mm, &fx), -EINVAL);
+    UT_EQ_INT(fx.f.nreq, 3); /* nothing refused was sent */
+    utloop_run_for(&fx.f.ul, 50);
     UT_EQ_INT(fx.calls, 3); /* and nothing refused called back */
     fx_end(&fx);
     mem_free(p1500);
@@ -656,16 +598,16 @@ static void test_video_submit(void)
 {
     struct fx fx;
     fx_init(&fx);
-    fx.cn.body = "{\"task_id\":\"106916112212032\"," OK_RESP "}";
+    fx.f.cn.body = "{\"task_id\":\"106916112212032\"," OK_RESP "}";
     struct mm_video_req vr = {.base_url = base_url(&fx), .api_key = KEY, .model = "MiniMax-Hailuo-02",
                               .prompt = "파도가 치는 해변", .duration = 6, .resolution = "768P",
                               .first_frame_image = "https://img.example/first.png"};
-    UT_EQ_INT(mm_video_submit(fx.c, &vr, on_mm, &fx), 0);
+    UT_EQ_INT(mm_video_submit(fx.f.c, &vr, on_mm, &fx), 0);
     wait_calls(&fx, 1);
-    UT_EQ_STR(fx.method, "POST");
-    UT_EQ_STR(fx.path, "/v1/video_generation");
-    UT_EQ_STR(fx.auth, "Bearer " KEY);
-    struct json_object *o = json_tokener_parse(fx.body);
+    UT_EQ_STR(fx.f.method, "POST");
+    UT_EQ_STR(fx.f.path, "/v1/video_generation");
+    UT_EQ_STR(fx.f.auth, "Bearer " KEY);
+    struct json_object *o = json_tokener_parse(fx.f.body);
     UT_ASSERT(o);
     UT_EQ_STR(json_object_get_string(jget(o, "model")), "MiniMax-Hailuo-02");
     UT_EQ_STR(json_object_get_string(jget(o, "prompt")), "파도가 치는 해변");
@@ -680,10 +622,10 @@ static void test_video_submit(void)
     vr.duration = 0;
     vr.resolution = NULL;
     vr.first_frame_image = NULL;
-    fx.cn.body = "{\"task_id\":106916112212033," OK_RESP "}";
-    UT_EQ_INT(mm_video_submit(fx.c, &vr, on_mm, &fx), 0);
+    fx.f.cn.body = "{\"task_id\":106916112212033," OK_RESP "}";
+    UT_EQ_INT(mm_video_submit(fx.f.c, &vr, on_mm, &fx), 0);
     wait_calls(&fx, 2);
-    o = json_tokener_parse(fx.body);
+    o = json_tokener_parse(fx.f.body);
     UT_ASSERT(!jhas(o, "duration") && !jhas(o, "resolution") && !jhas(o, "first_frame_image"));
     json_object_put(o);
     UT_EQ_STR(fx.g.task_id, "106916112212033");
@@ -692,7 +634,7 @@ static void test_video_submit(void)
     static const char *const bad[] = {"{" OK_RESP "}", "{\"task_id\":\"\"," OK_RESP "}",
                                       "{\"task_id\":{\"a\":1}," OK_RESP "}"};
     for (size_t i = 0; i < 3; i++) {
-        one(&fx, SUBMIT, (struct canned){.body = bad[i]});
+        one(&fx, SUBMIT, (struct utfake_canned){.body = bad[i]});
         UT_EQ_INT(fx.g.status, PROV_PROTOCOL);
         UT_EQ_STR(fx.g.task_id, "");
     }
@@ -704,13 +646,14 @@ static void test_video_query(void)
     struct fx fx;
     fx_init(&fx);
     /* The task id goes out percent-encoded and arrives intact. */
-    fx.cn.body = "{\"task_id\":\"t/1 2&x=é\",\"status\":\"Processing\",\"file_id\":\"\"," OK_RESP "}";
-    UT_EQ_INT(mm_video_query(fx.c, base_url(&fx), KEY, "t/1 2&x=é", 0, on_mm, &fx), 0);
+    fx.f.cn.body =
+        "{\"task_id\":\"t/1 2&x=é\",\"status\":\"Processing\",\"file_id\":\"\"," OK_RESP "}";
+    UT_EQ_INT(mm_video_query(fx.f.c, base_url(&fx), KEY, "t/1 2&x=é", 0, on_mm, &fx), 0);
     wait_calls(&fx, 1);
-    UT_EQ_STR(fx.method, "GET");
-    UT_EQ_STR(fx.path, "/v1/query/video_generation");
+    UT_EQ_STR(fx.f.method, "GET");
+    UT_EQ_STR(fx.f.path, "/v1/query/video_generation");
     UT_EQ_STR(fx.query, "t/1 2&x=é");
-    UT_EQ_STR(fx.auth, "Bearer " KEY);
+    UT_EQ_STR(fx.f.auth, "Bearer " KEY);
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_STR(fx.g.state, "Processing");
     UT_EQ_STR(fx.g.file_id, "");
@@ -738,7 +681,7 @@ static void test_video_query(void)
          PROV_REFUSED, "", "", 0, 0},
     };
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
-        one(&fx, QUERY, (struct canned){.body = T[i].body});
+        one(&fx, QUERY, (struct utfake_canned){.body = T[i].body});
         if (fx.g.status != T[i].status)
             UT_FAIL("answer %zu: %s, want %s", i, prov_status_name(fx.g.status),
                     prov_status_name(T[i].status));
@@ -756,13 +699,14 @@ static void test_file_retrieve(void)
     struct fx fx;
     fx_init(&fx);
     one(&fx, RETRIEVE,
-        (struct canned){.body = "{\"file\":{\"file_id\":205258526306433,\"bytes\":5896337,"
-                                "\"created_at\":1700469398,\"filename\":\"output.mp4\",\"purpose\":"
-                                "\"video_generation\",\"download_url\":"
-                                "\"https://public-cdn.example/v/output.mp4?Expires=1&Signature=abc\"},"
-                                OK_RESP "}"});
-    UT_EQ_STR(fx.method, "GET");
-    UT_EQ_STR(fx.path, "/v1/files/retrieve");
+        (struct utfake_canned){
+            .body = "{\"file\":{\"file_id\":205258526306433,\"bytes\":5896337,"
+                    "\"created_at\":1700469398,\"filename\":\"output.mp4\",\"purpose\":"
+                    "\"video_generation\",\"download_url\":"
+                    "\"https://public-cdn.example/v/output.mp4?Expires=1&Signature=abc\"}," OK_RESP
+                    "}"});
+    UT_EQ_STR(fx.f.method, "GET");
+    UT_EQ_STR(fx.f.path, "/v1/files/retrieve");
     UT_EQ_STR(fx.query, "file-1");
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_STR(fx.g.file_id, "205258526306433");
@@ -771,7 +715,9 @@ static void test_file_retrieve(void)
     UT_EQ_STR(fx.g.dl_url, "https://public-cdn.example/v/output.mp4?Expires=1&Signature=abc");
 
     /* Only the URL is required. */
-    one(&fx, RETRIEVE, (struct canned){.body = "{\"file\":{\"download_url\":\"http://x.example/f\"}," OK_RESP "}"});
+    one(&fx, RETRIEVE,
+        (struct utfake_canned){
+            .body = "{\"file\":{\"download_url\":\"http://x.example/f\"}," OK_RESP "}"});
     UT_EQ_INT(fx.g.status, PROV_OK);
     UT_EQ_INT(fx.g.bytes, 0);
     UT_EQ_STR(fx.g.filename, "");
@@ -786,7 +732,7 @@ static void test_file_retrieve(void)
         "{\"file\":{\"download_url\":7}," OK_RESP "}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        one(&fx, RETRIEVE, (struct canned){.body = bad[i]});
+        one(&fx, RETRIEVE, (struct utfake_canned){.body = bad[i]});
         if (fx.g.status != PROV_PROTOCOL)
             UT_FAIL("answer %zu: %s, want protocol", i, prov_status_name(fx.g.status));
         UT_EQ_STR(fx.g.dl_url, "");
@@ -819,7 +765,7 @@ static void test_message_cut_and_cleaned(void)
     buf_printf(&body, "{\"base_resp\":{\"status_code\":2013,\"status_msg\":\"bad\\r\\nline %s\"}}", long_ko);
     struct fx fx;
     fx_init(&fx);
-    one(&fx, IMAGE, (struct canned){.body = buf_str(&body)});
+    one(&fx, IMAGE, (struct utfake_canned){.body = buf_str(&body)});
     UT_EQ_INT(fx.g.status, PROV_BAD_REQUEST);
     UT_ASSERT(strlen(fx.g.msg) < PROV_MAX_MESSAGE);
     UT_ASSERT(strlen(fx.g.msg) > PROV_MAX_MESSAGE - 8);
@@ -837,26 +783,23 @@ static void test_key_never_logged(void)
     fx_init(&fx);
     /* The provider echoes the key back: it must come out nowhere. */
     one(&fx, IMAGE,
-        (struct canned){.status = 401,
-                        .body = "{\"base_resp\":{\"status_code\":1004,\"status_msg\":\"invalid key " KEY
-                                " (Bearer " KEY ")\"}}"});
+        (struct utfake_canned){
+            .status = 401,
+            .body = "{\"base_resp\":{\"status_code\":1004,\"status_msg\":\"invalid key " KEY
+                    " (Bearer " KEY ")\"}}"});
     UT_EQ_INT(fx.g.status, PROV_AUTH);
     UT_EQ_INT(prov_keypool_outcome(fx.g.status), KEYPOOL_AUTH);
     UT_NOT_CONTAINS(fx.g.msg, "mmTESTsecretKEY");
     UT_EQ_STR(fx.g.msg, "invalid key [redacted] (Bearer [redacted])");
-    one(&fx, IMAGE, (struct canned){.body = "{\"base_resp\":{\"status_code\":2049,\"status_msg\":\"" KEY "\"}}"});
+    one(&fx, IMAGE,
+        (struct utfake_canned){.body = "{\"base_resp\":{\"status_code\":2049,\"status_msg\":\"" KEY
+                                       "\"}}"});
     UT_EQ_INT(fx.g.status, PROV_AUTH);
     UT_EQ_STR(fx.g.msg, "[redacted]");
-    one(&fx, QUERY, (struct canned){.body = "{\"status\":\"Processing\"," OK_RESP "}"});
+    one(&fx, QUERY, (struct utfake_canned){.body = "{\"status\":\"Processing\"," OK_RESP "}"});
     UT_EQ_INT(fx.g.status, PROV_OK);
     fx_end(&fx);
-    const char *out = utlog_text();
-    UT_NOT_CONTAINS(out, "mmTESTsecretKEY");
-    char fp[SECRET_FP_LEN];
-    secret_fingerprint(KEY, strlen(KEY), fp);
-    UT_CONTAINS(out, fp);
-    UT_CONTAINS(out, "\"kind\":\"auth\"");
-    UT_CONTAINS(out, "minimax request");
+    utfake_expect_key_hidden(utlog_text(), KEY, "mmTESTsecretKEY", "minimax request");
     utlog_stop(LOG_INFO);
 }
 

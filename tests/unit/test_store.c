@@ -3,12 +3,12 @@
  * TEST_PG_ADMIN_URL names a superuser connection (tests/run.py exports it).
  * Each case that needs a database creates a fresh one (ut_pg.h), points the
  * store at it and drops it at the end, also when the case fails (atexit). The
- * loop is driven with uv_run and a guard timer, so a case that waits for
- * something that never happens fails instead of hanging. */
+ * loop is driven by ut_loop.h, whose guard timer fails a case that waits for
+ * something that never happens instead of letting it hang; ut_log.h captures
+ * the log for the cases that check it. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,98 +19,36 @@
 #include "log.h"
 #include "store.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
 #include "ut_pg.h"
 
 static uv_loop_t loop;
-static uv_timer_t guard;
-static int guard_expired;
-static int log_fd = -1; /* >= 0 while a case captures the log */
+static struct utloop lp;
 
-/* ---- the loop ----------------------------------------------------------- */
-
-static void on_guard(uv_timer_t *t)
-{
-    (void)t;
-    guard_expired = 1;
-}
-
-static void guard_start(int ms)
-{
-    guard_expired = 0;
-    uv_timer_start(&guard, on_guard, (uint64_t)ms, 0);
-}
-
-/* Run the loop until cond holds or ms pass; fail in the latter case. */
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        guard_start(ms);                                                                           \
-        while (!(cond) && !guard_expired)                                                          \
-            uv_run(&loop, UV_RUN_ONCE);                                                            \
-        uv_timer_stop(&guard);                                                                     \
-        if (!(cond))                                                                               \
-            UT_FAIL("timed out after %d ms waiting for %s", (ms), #cond);                          \
-    } while (0)
+#define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
 
 static void run_for(int ms)
 {
-    guard_start(ms);
-    while (!guard_expired)
-        uv_run(&loop, UV_RUN_ONCE);
+    utloop_run_for(&lp, ms);
 }
 
 /* ---- per-case environment ---------------------------------------------- */
 
 static void env_setup(int need_db)
 {
-    const char *lv = getenv("TEST_LOG_LEVEL"); /* e.g. debug, when chasing a failure */
-    int level = lv ? log_level_parse(lv) : -1;
-    log_setup("test", "store", level >= 0 ? (enum log_level)level : LOG_INFO, -1);
+    utlog_setup("test", "store", LOG_INFO); /* TEST_LOG_LEVEL=debug when chasing a failure */
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &guard);
+    utloop_init(&lp, &loop, 0);
     if (need_db)
         utpg_create_db("store");
 }
 
 static void env_teardown(void)
 {
-    if (log_fd >= 0) {
-        log_setup("test", "store", LOG_INFO, STDERR_FILENO);
-        close(log_fd);
-        log_fd = -1;
-    }
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0); /* every handle of every store was released */
+    utlog_stop(LOG_INFO); /* a case may have captured the log (utlog_start) */
+    utloop_shutdown(&lp); /* every handle of every store was released */
     utpg_drop_db();
-}
-
-/* Send the log to a temporary file so a case can check what was logged. */
-
-static void log_capture(void)
-{
-    char path[] = "/tmp/test_store_log_XXXXXX";
-    log_fd = mkstemp(path);
-    UT_ASSERT(log_fd >= 0);
-    unlink(path);
-    log_setup("test", "store", LOG_DEBUG, log_fd);
-}
-
-/* Everything logged since log_capture, NUL-terminated (static buffer). */
-static const char *log_captured(void)
-{
-    static char text[64 * 1024];
-    ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
-    UT_ASSERT(n >= 0);
-    text[n] = '\0';
-    return text;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-        n++;
-    return n;
 }
 
 /* ---- store helpers -------------------------------------------------------- */
@@ -587,16 +525,17 @@ static void test_socket_change_during_connect(void)
 static void test_outage_logged_once_redacted(void)
 {
     env_setup(0);
-    log_capture();
+    utlog_start("test", "store", NULL);
     char ci[256];
     snprintf(ci, sizeof(ci), "postgresql://bot:sekrit-pw@127.0.0.1:%d/nowhere", closed_port());
     struct tstate st = {0};
     struct store *s = open_store(ci, NULL, &st);
     run_for(1000); /* several attempts */
     close_wait(s);
-    const char *text = log_captured();
-    UT_ASSERT(count_of(text, "postgres connect attempt failed") >= 2); /* retries: debug only */
-    UT_EQ_INT(count_of(text, "\"level\":\"warn\""), 1);                /* the outage: once */
+    const char *text = utlog_text();
+    /* The retries are logged at debug level only; the outage once, as a warning. */
+    UT_ASSERT(utlog_count_in(text, "postgres connect attempt failed") >= 2);
+    UT_EQ_INT(utlog_count_in(text, "\"level\":\"warn\""), 1);
     UT_CONTAINS(text, "postgres unavailable");
     UT_CONTAINS(text, "bot:***@127.0.0.1");
     UT_NOT_CONTAINS(text, "sekrit");
@@ -832,7 +771,7 @@ static void test_close_from_callback(void)
 static void test_backend_terminated_reconnects(void)
 {
     env_setup(1);
-    log_capture();
+    utlog_start("test", "store", NULL);
     struct tstate st = {0};
     struct store *s = open_store(utpg.kv, NULL, &st);
     wait_up(s, &st, 1);
@@ -863,9 +802,9 @@ static void test_backend_terminated_reconnects(void)
     struct qres pid2 = query_ok(s, "SELECT pg_backend_pid()", 0, NULL);
     UT_ASSERT(strcmp(pid1.val, pid2.val) != 0);
     close_wait(s);
-    const char *text = log_captured();
-    UT_EQ_INT(count_of(text, "postgres connection lost"), 1);
-    UT_EQ_INT(count_of(text, "postgres connection recovered"), 1);
+    const char *text = utlog_text();
+    UT_EQ_INT(utlog_count_in(text, "postgres connection lost"), 1);
+    UT_EQ_INT(utlog_count_in(text, "postgres connection recovered"), 1);
     env_teardown();
 }
 

@@ -1,14 +1,10 @@
 /* Unit tests for usage, against a real PostgreSQL.
  *
  * Each case gets its own database (ut_pg.h) and a store on a private loop,
- * driven with uv_run and a guard timer so a callback that never comes fails
- * the case instead of hanging it. */
-#include <arpa/inet.h>
+ * driven by ut_loop.h, whose guard timer fails a case whose callback never
+ * comes instead of letting it hang. */
 #include <errno.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <uv.h>
 
@@ -17,56 +13,30 @@
 #include "store.h"
 #include "usage.h"
 #include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
 #include "ut_pg.h"
+#include "ut_sys.h"
 
 #define MAXR 16
 
 static uv_loop_t loop;
-static uv_timer_t guard;
-static int guard_expired;
+static struct utloop lp;
 
-/* ---- the loop ------------------------------------------------------------- */
-
-static void on_guard(uv_timer_t *t)
-{
-    (void)t;
-    guard_expired = 1;
-}
-
-/* Run the loop until cond holds or ms pass; fail in the latter case. */
-#define WAIT_FOR(cond, ms)                                                                         \
-    do {                                                                                           \
-        guard_expired = 0;                                                                         \
-        uv_timer_start(&guard, on_guard, (ms), 0);                                                 \
-        while (!(cond) && !guard_expired)                                                          \
-            uv_run(&loop, UV_RUN_ONCE);                                                            \
-        uv_timer_stop(&guard);                                                                     \
-        if (!(cond))                                                                               \
-            UT_FAIL("timed out after %d ms waiting for %s", (ms), #cond);                          \
-    } while (0)
-
-static void run_for(int ms)
-{
-    guard_expired = 0;
-    uv_timer_start(&guard, on_guard, (uint64_t)ms, 0);
-    while (!guard_expired)
-        uv_run(&loop, UV_RUN_ONCE);
-}
+#define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
 
 static void env_setup(int need_db)
 {
-    log_setup("test", "usage", LOG_INFO, -1);
+    utlog_setup("test", "usage", LOG_INFO);
     UT_EQ_INT(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &guard);
+    utloop_init(&lp, &loop, 0);
     if (need_db)
         utpg_create_db("usage");
 }
 
 static void env_teardown(void)
 {
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    UT_EQ_INT(uv_loop_close(&loop), 0);
+    utloop_shutdown(&lp); /* every handle of every store was released */
     utpg_drop_db();
 }
 
@@ -319,7 +289,7 @@ static void test_rejects(void)
     UT_EQ_INT(usage_today(NULL, "42", on_today, &t), -EINVAL);
     UT_EQ_INT(usage_today(s, NULL, on_today, &t), -EINVAL);
     UT_EQ_INT(usage_today(s, "42", NULL, &t), -EINVAL);
-    run_for(50);
+    utloop_run_for(&lp, 50);
     UT_EQ_INT(a.called + t.called, 0);
 
     /* What the schema refuses comes back as a query error. */
@@ -338,25 +308,14 @@ static void test_rejects(void)
     env_teardown();
 }
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    UT_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    UT_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd); /* nothing listens there now */
-    return ntohs(a.sin_port);
-}
-
 static void test_store_down(void)
 {
     env_setup(0);
-    char ci[128];
-    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", closed_port());
+    char ci[128]; /* a port where nothing listens */
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", utsys_free_port());
     int never = 0;
     struct store *s = store_open(ci, &never);
-    run_for(300);
+    utloop_run_for(&lp, 300);
     UT_EQ_INT(store_up(s), 0);
     struct added a = {0};
     struct today t = {0};
@@ -364,7 +323,7 @@ static void test_store_down(void)
     UT_EQ_INT(usage_add(s, &r, on_added, &a), -ENOTCONN);
     UT_EQ_INT(usage_add(s, &r, NULL, NULL), -ENOTCONN);
     UT_EQ_INT(usage_today(s, "42", on_today, &t), -ENOTCONN);
-    run_for(100);
+    utloop_run_for(&lp, 100);
     store_close_wait(s);
     UT_EQ_INT(a.called, 0); /* refused means never called back */
     UT_EQ_INT(t.called, 0);
@@ -389,7 +348,7 @@ static void test_close_calls_back(void)
     UT_EQ_INT(t.status, BC_ESHUTDOWN);
     UT_EQ_INT(t.n, 0);
     WAIT_FOR(done, 5000);
-    run_for(50);
+    utloop_run_for(&lp, 50);
     UT_EQ_INT(a.called + t.called, 2);
     env_teardown();
 }

@@ -6,7 +6,7 @@ set -eu
 
 PKGS="build-essential pkg-config ca-certificates curl procps util-linux python3 \
  libuv1-dev libcurl4-openssl-dev libwebsockets-dev libwebsockets-evlib-uv libjson-c-dev \
- libhiredis-dev python3-nacl \
+ libhiredis-dev python3-nacl python3-yaml \
  libpq-dev libmicrohttpd-dev libopus-dev libsodium-dev zlib1g-dev \
  redis-server redis-tools postgresql postgresql-client openssl"
 

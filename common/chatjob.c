@@ -914,7 +914,7 @@ int chatjob_setup(struct core *c)
         log_warn("no OPENAI_API_KEY for this instance: requests go without a key (fine for local servers)",
                  LF_INT("key_index", cfg->key_index));
     }
-    if (!core_store(c))
+    if (!cfg->database_url[0])
         log_warn("DATABASE_URL not set: chat runs without conversation memory and usage records");
     uv_timer_init(core_loop(c), &ch->sweep);
     ch->sweep.data = ch;

@@ -1211,7 +1211,7 @@ int vidjob_setup(struct core *c)
     if (mkdir(cfg->video_dir, 0700) && errno != EEXIST)
         log_warn("VIDEO_DIR cannot be created: finished videos will be linked, not attached",
                  LF_STR("dir", cfg->video_dir), LF_ERR(-errno));
-    if (!core_store(c))
+    if (!cfg->database_url[0])
         log_warn("DATABASE_URL not set: /비디오 refuses to start videos it could not resume");
     uv_timer_init(core_loop(c), &g->scan);
     g->scan.data = g;

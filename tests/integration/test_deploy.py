@@ -1,38 +1,75 @@
-"""deploy/deploy-multi.sh, black-box: start, status, health, stop."""
-
-import os
-import subprocess
+"""deploy/deploy-multi.sh, black-box: start, status, health, try, chaos,
+update, backup/restore, stop, and the .env.multi checks. Native mode, the
+sandbox, a state directory and ports of the test's own."""
 
 import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import threading
+import time
 
 import harness
 import simclient
 from harness import check, wait_until
+
+GUILD = "400000000000000001"
+CHAT_CHANNEL = "500000000000000001"
+ROLES = ("chat", "image", "video", "admin")
 
 
 def run(t, env, *args, timeout=180):
     full = dict(os.environ)
     full.update(env)
     return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full,
-                          capture_output=True, text=True, timeout=timeout)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+def deploy_env(t, env_file=None):
+    """The environment of a cluster of this test's own: state in t.tmp,
+    free ports, native mode."""
+    env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": env_file or t.path("none.env"), "DEPLOY_MODE": "native",
+           "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port()),
+           "SANDBOX_DISCORD_PORT": str(t.free_port()), "SANDBOX_OPENAI_PORT": str(t.free_port()),
+           "SANDBOX_MINIMAX_PORT": str(t.free_port()), "SANDBOX_STABILITY_PORT": str(t.free_port())}
+    for role in ROLES:
+        env[role.upper() + "_HEALTH_PORT"] = str(t.free_port())
+    return env
+
+
+def status_rows(out):
+    """The rows of status's table (up to the blank line), split."""
+    rows = []
+    for line in out.splitlines()[1:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def serving(out):
+    """{role: text after the arrow} from status's "who serves" section."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(chat|image|video|admin)\s+→ (.*)$", out, re.M)}
+
+
+def ok(r, what):
+    check(r.returncode == 0, "%s failed (%d):\n%s\n%s" % (what, r.returncode, r.stdout, r.stderr))
+    return r.stdout
 
 
 @harness.timeout(300)
 def test_deploy_start_status_health_stop(t):
     if t.variant != "release":
         return  # the script runs the release binaries; one run of it is enough
-    env = {"DEPLOY_STATE_DIR": t.tmp, "ENV_FILE": t.path("none.env"),
-           "LOCAL_REDIS_PORT": str(t.free_port()), "LOCAL_PG_PORT": str(t.free_port()),
-           "SANDBOX_DISCORD_PORT": str(t.free_port()), "SANDBOX_OPENAI_PORT": str(t.free_port()),
-           "SANDBOX_MINIMAX_PORT": str(t.free_port()), "SANDBOX_STABILITY_PORT": str(t.free_port())}
-    for role in ("CHAT", "IMAGE", "VIDEO", "ADMIN"):
-        env[role + "_HEALTH_PORT"] = str(t.free_port())
+    env = deploy_env(t)
     t.cleanup(lambda: run(t, env, "stop", timeout=120))
     r = run(t, env, "start")
     check(r.returncode == 0, "start failed:\n%s\n%s" % (r.stdout, r.stderr))
     check("sandbox: Discord simulator" in r.stdout, "start says the sandbox runs:\n" + r.stdout)
     r = run(t, env, "status")
-    rows = [l.split() for l in r.stdout.splitlines()[1:]]
+    rows = status_rows(r.stdout)
     check(len(rows) == 4 and all(row[4] == "ok" for row in rows), "status:\n" + r.stdout)
     check([row[0] for row in rows] == ["chat-1", "image-2", "video-3", "admin-4"], r.stdout)
     r = run(t, env, "health")
@@ -51,7 +88,7 @@ def test_deploy_start_status_health_stop(t):
     # /chat answers through the sandbox's model simulator
     sim_api = "http://127.0.0.1:%s" % env["SANDBOX_DISCORD_PORT"]
     st, _h, body = simclient.http("POST", sim_api + "/_sim/interactions", {
-        "name": "chat", "guild_id": "400000000000000001", "channel_id": "500000000000000001",
+        "name": "chat", "guild_id": GUILD, "channel_id": CHAT_CHANNEL,
         "user": {"id": "600000000000000001", "username": "you"}, "locale": "en-US",
         "options": [{"name": "question", "type": 3, "value": "sandbox hello"}]})
     iid = json.loads(body)["id"]
@@ -62,7 +99,7 @@ def test_deploy_start_status_health_stop(t):
     wait_until(answered, 20, "the sandbox answers /chat")
     # /이미지 draws through the sandbox's MiniMax simulator
     st, _h, body = simclient.http("POST", sim_api + "/_sim/interactions", {
-        "name": "이미지", "guild_id": "400000000000000001", "channel_id": "500000000000000003",
+        "name": "이미지", "guild_id": GUILD, "channel_id": "500000000000000003",
         "user": {"id": "600000000000000001", "username": "you"}, "locale": "ko",
         "options": [{"name": "설명", "type": 3, "value": "sandbox cat"}]})
     iid = json.loads(body)["id"]
@@ -76,6 +113,239 @@ def test_deploy_start_status_health_stop(t):
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)
     r = run(t, env, "health")
     check(r.returncode != 0, "health fails once stopped")
-    for role in ("chat", "image", "video", "admin"):
+    for role in ROLES:
         log = open(os.path.join(t.tmp, "logs", role + ".log")).read()
         check('"msg":"drained: every job taken was finished and acked"' in log, "%s drained on stop" % role)
+
+
+@harness.timeout(120)
+def test_deploy_refuses_example_values_and_bad_settings(t):
+    if t.variant != "release":
+        return
+    secrets = ["your-discord-bot-token-here", "sk-your-openai-key-here", "your_minimax_key", "notanumber4711",
+               "chatty-level-99"]
+    env_file = t.path("env.multi")
+    with open(env_file, "w") as f:
+        f.write("# placeholders straight from the example, and two bad settings\n"
+                "DISCORD_TOKEN=%s\nOPENAI_API_KEY_1=%s\nMINIMAX_API_KEY_2=\"%s\"\n"
+                "HEARTBEAT_INTERVAL_MS=%s\nLOG_LEVEL=%s\n" % tuple(secrets))
+    env = deploy_env(t, env_file)
+    t.cleanup(lambda: run(t, env, "stop", timeout=120))
+    r = run(t, env, "start")
+    out = r.stdout + r.stderr
+    check(r.returncode == 2, "start refuses a bad configuration with status 2 (%d):\n%s" % (r.returncode, out))
+    for key in ("DISCORD_TOKEN", "OPENAI_API_KEY_1", "MINIMAX_API_KEY_2", "HEARTBEAT_INTERVAL_MS", "LOG_LEVEL"):
+        check(key in out, "%s is named:\n%s" % (key, out))
+    check(re.search(r"still the example value.*DISCORD_TOKEN.*OPENAI_API_KEY_1.*MINIMAX_API_KEY_2", out),
+          "the placeholders are named as such:\n" + out)
+    check(re.search(r"HEARTBEAT_INTERVAL_MS: must be an integer", out), "the bad setting and why:\n" + out)
+    check("missing: " in out and "OPENAI_API_KEY_4" in out, "missing keys are named:\n" + out)
+    for s in secrets:
+        check(s not in out, "the value %r is never printed:\n%s" % (s, out))
+    run_dir = os.path.join(t.tmp, "data", "run")
+    check(not os.path.isdir(run_dir) or not [f for f in os.listdir(run_dir) if f.endswith(".pid")],
+          "nothing was started: %s" % (os.listdir(run_dir) if os.path.isdir(run_dir) else []))
+    # without a terminal: no menu, usage and status 2; cleanup does not delete without --yes
+    r = run(t, env)
+    check(r.returncode == 2 and "usage:" in r.stderr, "no arguments, no terminal: usage (%d)\n%s" % (r.returncode, r.stderr))
+    marker = os.path.join(t.tmp, "data", "keep-me")
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    open(marker, "w").close()
+    r = run(t, env, "cleanup")
+    check(r.returncode != 0 and os.path.exists(marker), "cleanup without --yes and no terminal deletes nothing")
+    r = run(t, env, "try", "#채팅방-1", "/채팅 hi")
+    check(r.returncode != 0 and "sandbox" in r.stderr, "try without a sandbox says so:\n" + r.stderr)
+    r = run(t, env, "restore", t.path("no-such-backup"))
+    check(r.returncode != 0 and "no backup" in r.stderr, "restore of nothing:\n" + r.stderr)
+
+
+def pids_of(run_dir, pg_dir):
+    """Every pid the script started: its pidfiles and PostgreSQL's."""
+    pids = {}
+    for f in os.listdir(run_dir):
+        if f.endswith(".pid"):
+            pids[f] = int(open(os.path.join(run_dir, f)).read().split()[0])
+    pm = os.path.join(pg_dir, "postmaster.pid")
+    if os.path.exists(pm):
+        pids["postgres"] = int(open(pm).read().split()[0])
+    return pids
+
+
+def running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def listening(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", int(port))) == 0
+
+
+class ChatFlow:
+    """/chat interactions sent straight to the sandbox's Discord simulator
+    every `gap` seconds until stopped; each must get its own answer."""
+
+    def __init__(self, sim_api, gap=0.3):
+        self.api, self.gap = sim_api, gap
+        self.sent, self.errors = [], []
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        n = 0
+        while not self.stop_flag.is_set():
+            q = "update flow %d" % n
+            try:
+                st, _h, body = simclient.http("POST", self.api + "/_sim/interactions", {
+                    "name": "chat", "guild_id": GUILD, "channel_id": CHAT_CHANNEL, "locale": "en-US",
+                    "user": {"id": str(610000000000000000 + n), "username": "flow%d" % n},
+                    "options": [{"name": "question", "type": 3, "value": q}]}, timeout=20)
+                self.sent.append((json.loads(body)["id"], q))
+            except (OSError, ValueError, KeyError) as e:
+                self.errors.append(repr(e))
+            n += 1
+            self.stop_flag.wait(self.gap)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(30)
+
+    def unanswered(self):
+        left = []
+        for iid, q in self.sent:
+            d = json.loads(simclient.http("GET", self.api + "/_sim/interactions/" + iid)[2])
+            if q not in ((d.get("original") or {}).get("content") or ""):
+                left.append((q, d.get("acked"), d.get("errors")))
+        return left
+
+
+@harness.timeout(420)
+def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
+    if t.variant != "release":
+        return
+    env_file = t.path("env.multi")
+    with open(env_file, "w") as f:
+        # quick failover for the test; no per-user limits (the flow is many requests)
+        f.write("FAILOVER_AFTER_MS=1500\nHEARTBEAT_INTERVAL_MS=300\nGATEWAY_LEASE_MS=2000\n"
+                "DRAIN_TIMEOUT_SEC=15\nUSER_RATE_LIMIT=0\nUSER_DAILY_LIMIT=0\n")
+    os.chmod(env_file, 0o600)
+    env = deploy_env(t, env_file)
+    sim_api = "http://127.0.0.1:%s" % env["SANDBOX_DISCORD_PORT"]
+    t.cleanup(lambda: run(t, env, "stop", timeout=120))
+
+    def psql(sql):
+        r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", env["LOCAL_PG_PORT"], "-U", "discordbot", "-d",
+                            "discordbot", "-Atqc", sql], capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0, "psql: " + r.stderr)
+        return r.stdout.strip()
+
+    def status():
+        return ok(run(t, env, "status"), "status")
+
+    # start: every instance healthy, each serving its own role
+    out = ok(run(t, env, "start"), "start")
+    check("features:" in out and "OPENAI_API_KEY_1 missing → sandbox" in out, "start reports the features:\n" + out)
+    out = status()
+    rows = status_rows(out)
+    check([(row[0], row[4]) for row in rows] == [("chat-1", "ok"), ("image-2", "ok"), ("video-3", "ok"),
+                                                  ("admin-4", "ok")], "four healthy instances:\n" + out)
+    wait_until(lambda: serving(status()).get("chat") == "chat-1", 10, "status says chat-1 serves chat")
+
+    # try: a chat answer, an image file, the /상태 embed
+    out = ok(run(t, env, "try", "#채팅방-1", "/채팅 안녕 샌드박스"), "try /채팅")
+    check("안녕 샌드박스" in out.split("\n", 1)[1] and "answered in" in out, "the chat answer is printed:\n" + out)
+    out = ok(run(t, env, "try", "#이미지생성-1", "/이미지 고양이 개수:2"), "try /이미지")
+    files = re.findall(r"^\[file\] (\S+) \((\d+) bytes", out, re.M)
+    check(len(files) == 2, "two images saved:\n" + out)
+    for path, size in files:
+        check(path.startswith(os.path.join(t.tmp, "try-output")) and os.path.getsize(path) == int(size),
+              "saved under try-output: " + path)
+        check(open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", "a PNG: " + path)
+    check("[embed] " in out, "the image embed is printed:\n" + out)
+    out = ok(run(t, env, "try", "#일반", "/상태"), "try /상태")
+    check("[embed] 클러스터 상태" in out and "chat-1" in out, "the /상태 embed as text:\n" + out)
+    r = run(t, env, "try", "#없는-채널", "/채팅 hi")
+    check(r.returncode != 0 and "채팅방-1" in r.stderr, "an unknown channel lists the real ones:\n" + r.stderr)
+
+    # chaos: chat is killed, admin answers in its place
+    out = ok(run(t, env, "chaos", "chat"), "chaos chat")
+    check("SIGKILL" in out and "status" in out and "logs | grep routing" in out, "chaos says what to watch:\n" + out)
+    chat_pid = int(re.search(r"\(pid (\d+)\)", out).group(1))
+    check(not running(chat_pid), "chat-1 is dead")
+    out = ok(run(t, env, "try", "#채팅방-1", "/채팅 아직 거기 있어?"), "try /채팅 after chaos")
+    check("아직 거기 있어?" in out and "admin-4 (takeover)" in out, "admin answered for chat:\n" + out)
+    out = status()
+    check(serving(out).get("chat", "").startswith("admin-4 (takeover"), "status shows the takeover:\n" + out)
+    check(status_rows(out)[0][4] == "down", "chat-1 is down:\n" + out)
+    r = run(t, env, "logs")  # not a terminal: prints what is there and exits
+    routing = [l for l in r.stdout.splitlines() if "routing" in l]
+    check(any(l.startswith("[admin-4] ") and "taking over the role" in l for l in routing),
+          "logs | grep routing shows the takeover:\n" + "\n".join(routing))
+
+    # start again: only chat is started, and gets its role back
+    out = ok(run(t, env, "start"), "start after chaos")
+    check("admin-instance already running" in out, "start only starts what is not running:\n" + out)
+    wait_until(lambda: serving(status()).get("chat") == "chat-1", 15, "chat-1 serves chat again")
+
+    # update: a rolling restart while /chat jobs flow; every one is answered
+    before = {row[0]: row[2] for row in status_rows(status())}
+    flow = ChatFlow(sim_api).start()
+    time.sleep(1.0)
+    try:
+        out = ok(run(t, env, "update", "--no-pull", timeout=240), "update")
+        time.sleep(1.0)
+    finally:
+        flow.stop()
+    check(out.index("chat-1: draining") < out.index("image-2: draining") < out.index("video-3: draining")
+          < out.index("admin-4: draining"), "one at a time, admin last:\n" + out)
+    after = {row[0]: row[2] for row in status_rows(status())}
+    check(all(before[n] != after[n] for n in before), "every instance restarted: %s -> %s" % (before, after))
+    check(len(flow.sent) >= 10 and not flow.errors, "the flow ran: %d sent, %s" % (len(flow.sent), flow.errors))
+    wait_until(lambda: not flow.unanswered(), 60, lambda: "every flow job answered: %s" % flow.unanswered()[:5])
+    r = run(t, env, "logs")
+    check(re.search(r"^\[chat-1\] .*commands_processed", r.stdout, re.M), "logs | grep commands_processed")
+    r = run(t, env, "logs", "image-2", "-n", "3")
+    check(len(r.stdout.splitlines()) == 3 and all(l.startswith("[image-2] ") for l in r.stdout.splitlines()),
+          "logs of one instance:\n" + r.stdout)
+
+    # backup, /초기화 forgets the conversation, restore brings it back
+    user = "600000000000000077"
+    ok(run(t, env, "try", "--user", user, "#채팅방-1", "/채팅 내 이름은 철수야"), "try /채팅 before the backup")
+    count = "SELECT count(*) FROM conversations WHERE user_id = '%s'" % user
+    check(psql(count) == "1", "the conversation is stored")
+    out = ok(run(t, env, "backup"), "backup")
+    bdir = os.path.join(t.tmp, "backups", os.readlink(os.path.join(t.tmp, "backups", "latest")))
+    check(bdir.rstrip("/") in out, "backup names its directory:\n" + out)
+    check(stat.S_IMODE(os.stat(bdir).st_mode) == 0o700, "the backup directory is 0700")
+    for name in ("postgres.dump", "redis.rdb", "env.multi", "MANIFEST"):
+        p = os.path.join(bdir, name)
+        check(os.path.exists(p) and stat.S_IMODE(os.stat(p).st_mode) == 0o600, "%s is there, 0600" % name)
+    check(open(os.path.join(bdir, "postgres.dump"), "rb").read(5) == b"PGDMP", "pg_dump custom format")
+    check(open(os.path.join(bdir, "redis.rdb"), "rb").read(5) == b"REDIS", "a Redis RDB snapshot")
+    out = ok(run(t, env, "try", "--user", user, "#채팅방-1", "/초기화"), "try /초기화")
+    check(psql(count) == "0", "/초기화 deleted the conversation")
+    out = ok(run(t, env, "restore", "latest", timeout=240), "restore")
+    check("postgresql: restored" in out and "redis: restored" in out, "restore says what it did:\n" + out)
+    check("the backup's copy is" in out, "the existing .env.multi is kept:\n" + out)
+    time.sleep(2)  # nothing replays the /초기화 given after the backup
+    check(psql(count) == "1", "the conversation is back after restore")
+    out = ok(run(t, env, "try", "--user", user, "#채팅방-1", "/채팅 내 이름이 뭐지?"), "try /채팅 after restore")
+    check(re.search(r"context: [1-9]", out), "the bot remembers the conversation:\n" + out)
+
+    # stop: nothing of ours is left running or listening
+    pids = pids_of(os.path.join(t.tmp, "data", "run"), os.path.join(t.tmp, "data", "pg", "db"))
+    check({"chat.pid", "image.pid", "video.pid", "admin.pid", "redis.pid", "discord-sim.pid", "postgres"}
+          <= set(pids), "pids: %s" % pids)
+    ok(run(t, env, "stop", timeout=120), "stop")
+    check(not [n for n, p in pids.items() if running(p)], "no process left: %s" %
+          [(n, p) for n, p in pids.items() if running(p)])
+    ports = [v for k, v in env.items() if k.endswith("_PORT")]
+    check(not [p for p in ports if listening(p)], "no port left listening: %s" % [p for p in ports if listening(p)])

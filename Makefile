@@ -61,7 +61,7 @@ BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps
+.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -108,6 +108,10 @@ ci:
 	$(MAKE) test
 	$(MAKE) -j2 VARIANT=asan all
 	$(MAKE) test-asan
+
+# Figures, not pass/fail: printed with their ratio to the budget.
+bench: all
+	$(PYTHON) tests/bench/bench_ops.py
 
 docs-config: all
 	$(PYTHON) tests/tools/docs_config.py --write

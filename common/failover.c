@@ -387,11 +387,6 @@ void failover_servers(const struct failover *f, enum role r, char *out, size_t l
     }
 }
 
-int failover_taken_over(const struct failover *f, enum role r)
-{
-    return r >= ROLE_CHAT && r <= ROLE_ADMIN && f->taken[r];
-}
-
 void failover_metrics(const struct failover *f, struct buf *out)
 {
     buf_puts(out, "# HELP discordbot_peer_heartbeat_age_seconds Time since each instance's last heartbeat.\n"

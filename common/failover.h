@@ -61,9 +61,6 @@ const char *failover_state_name(enum peer_state s);
  * into out ("" when nobody serves it). */
 void failover_servers(const struct failover *f, enum role r, char *out, size_t len);
 
-/* 1 when this instance reads role's stream as a taker (not its own role). */
-int failover_taken_over(const struct failover *f, enum role r);
-
 /* Prometheus lines: heartbeat age per peer, peer state, takeover per role. */
 void failover_metrics(const struct failover *f, struct buf *out);
 

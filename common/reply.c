@@ -26,7 +26,6 @@ struct reply {
     char posted_id[SNOWFLAKE_MAX]; /* our reply message (message target), once created */
     int ko;
     const struct buf *text;
-    struct buf own; /* reply_once's text */
     uv_timer_t timer, typing;
     uint64_t last_edit_ms;
     int busy;       /* one request of ours is out; then runs when it is back */
@@ -58,7 +57,6 @@ static void on_closed(uv_handle_t *h)
     mem_free(r->note);
     mem_free(r->file);
     split_free(r->parts, r->nparts);
-    buf_free(&r->own);
     mem_free(r);
 }
 
@@ -389,7 +387,6 @@ struct reply *reply_new(struct core *c, const struct reply_target *t, const stru
     r->core = c;
     r->ko = t->ko;
     r->text = text;
-    buf_init(&r->own, 1);
     if (t->token) {
         snprintf(r->app_id, sizeof(r->app_id), "%s", t->app_id ? t->app_id : "");
         r->token = mem_strdup(t->token);
@@ -403,17 +400,4 @@ struct reply *reply_new(struct core *c, const struct reply_target *t, const stru
     if (!r->token)
         uv_timer_start(&r->typing, on_typing_timer, 0, 0);
     return r;
-}
-
-void reply_once(struct core *c, const struct reply_target *t, const char *text, reply_done_cb *done, void *arg,
-                struct reply **out)
-{
-    struct reply *r = reply_new(c, t, NULL);
-    buf_init(&r->own, strlen(text) + 1);
-    buf_puts(&r->own, text);
-    r->text = &r->own;
-    uv_timer_stop(&r->typing);
-    reply_finish(r, "", done, arg);
-    if (out)
-        *out = r;
 }

@@ -58,9 +58,4 @@ void reply_finish(struct reply *r, const char *note, reply_done_cb *done, void *
 /* The caller goes away (shutdown): nothing more is sent, done never runs. */
 void reply_cancel(struct reply *r);
 
-/* Convenience: one short message to an interaction's deferred response
- * (same done contract as reply_finish). */
-void reply_once(struct core *c, const struct reply_target *t, const char *text, reply_done_cb *done, void *arg,
-                struct reply **out);
-
 #endif

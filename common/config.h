@@ -61,6 +61,7 @@ struct config {
     int gateway_mode;             /* enum gateway_mode */
     int gateway_intents;
     int gateway_lease_ms;
+    int interaction_max_skew_sec;
     int gateway_compress;
     char *chat_channels;          /* comma-separated globs */
     char *image_channels;

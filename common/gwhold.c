@@ -126,9 +126,10 @@ static void on_trouble(enum ingress_trouble t, void *arg)
         set_state(h, HS_CANDIDATE);
         return;
     }
-    /* RESYNC: resume from what Redis has, so Discord replays the rest. While
-     * Redis is away the connection stays: interactions still get a clear
-     * error reply, and the lease decides when to give up. */
+    /* RESYNC: a batch was lost; resume from what Redis has, so Discord
+     * replays the rest. While Redis is away the connection stays (the
+     * ingress holds events and acknowledges interactions meanwhile), and
+     * the resync waits for it. */
     if (h->state != HS_CONNECTED && h->state != HS_CONNECTING)
         return;
     if (!rds_up(h->redis)) {

@@ -17,13 +17,23 @@
 #include "mem.h"
 #include "rds.h"
 
-#define BATCH_MAX 256
+/* A batch is one script call: at most this many events or bytes. The
+ * queue of batches not yet stored (Redis away, acknowledgements owed) is
+ * capped in bytes; past it the holder resyncs instead. */
+#define BATCH_EVENTS 1024
+#define BATCH_BYTES ((size_t)8 << 20)
+#define QUEUE_BYTES ((size_t)64 << 20)
+#define INFLIGHT_MAX 4
+#define HTTP_QUEUE_MAX 10000 /* POST /interactions jobs held while Redis is away */
+/* Discord allows 3 s to acknowledge: an answer after that is useless, and
+ * the batch behind it should not wait longer. */
+#define ACK_TIMEOUT_MS 2500
 #define CHAN_MAX 200000            /* cached channels */
 #define TOKEN_TTL_MS (15 * 60 * 1000)
 #define SEEN_TTL_S "900"
-/* An interaction older than this (by its snowflake) cannot be acknowledged
- * any more (Discord allows 3 s): it is not routed. The margin covers clock
- * skew between Discord and us. */
+/* A POST /interactions request for an interaction older than this (by its
+ * snowflake) is a replay, not a delivery: Discord sends each one at once.
+ * The margin covers clock skew between Discord and us. */
 #define STALE_INTERACTION_MS 10000
 #define DISCORD_EPOCH_MS 1420070400000LL
 
@@ -121,12 +131,7 @@ static void chan_free(struct chan_table *t)
 
 /* ---- the ingress ---------------------------------------------------------- */
 
-struct ack {
-    char id[24];
-    char token[512];
-    int ephemeral;
-    int ko;
-};
+struct batch;
 
 struct ingress {
     uv_loop_t *loop;
@@ -143,15 +148,23 @@ struct ingress {
     ingress_trouble_cb *trouble;
     void *trouble_arg;
 
-    /* the batch being collected: Lua argv kept as offsets into one buffer */
-    struct buf args;
-    size_t offs[4 + 4 * BATCH_MAX], lens[4 + 4 * BATCH_MAX];
-    int nargs, nevents;
-    struct ack *acks;
-    int nacks;
+    /* gateway batches, oldest first; open is the tail while collecting */
+    struct batch *head, *tail, *open;
+    size_t queued_bytes, queued_batches;
+    int inflight;
+    size_t batch_events, batch_bytes, queue_bytes; /* limits */
     uv_check_t flush;
+    uv_timer_t retry; /* Redis away: try again */
+    int handles;      /* closed handles, for ingress_close */
     int closing;
-    int broken; /* a batch was not stored: store nothing until the holder resyncs */
+    int broken;      /* a batch was not stored: store nothing until the holder resyncs */
+    int warned_down; /* said that Redis is away */
+    unsigned requeued;
+
+    /* POST /interactions jobs not stored yet (Redis away) */
+    struct http_job *hj_head, **hj_tail;
+    size_t hj_count;
+    int hj_inflight;
 
     unsigned public_key_ok;
     unsigned char public_key[crypto_sign_PUBLICKEYBYTES];
@@ -163,6 +176,12 @@ static int64_t wall_ms(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* How long ago Discord created the snowflake id (negative: in our future). */
+static int64_t snowflake_age_ms(const char *id)
+{
+    return wall_ms() - ((int64_t)(strtoull(id, NULL, 10) >> 22) + DISCORD_EPOCH_MS);
 }
 
 static const char *jstr(struct json_object *o, const char *key)
@@ -458,16 +477,30 @@ static char *interaction_payload(struct ingress *in, struct json_object *ix, con
 
 /* ---- gateway batches ----------------------------------------------------- */
 
+/* Every event in a batch is ARGS_PER_EVENT script arguments (seq, stream,
+ * type, payload, ts) after BATCH_HEAD fixed ones; both the script and the
+ * arrays below are sized from these two definitions. */
+#define ARGS_PER_EVENT 5
+#define BATCH_HEAD 9 /* EVAL script 2 lease session token count maxlen ttl */
+
 /* Returns the number of jobs added, -1 when the fencing token is not the
  * lease holder's, -2 when the batch does not continue the stored sequence
  * (an earlier batch was lost: nothing is written, the holder resyncs).
  * Sequences are checked first and applied after, so a batch is all or
- * nothing and the stored sequence never jumps over a hole. */
+ * nothing and the stored sequence never jumps over a hole. A lease key
+ * that is gone (expired while Redis was away, or Redis restarted) is set
+ * again for the token: nobody else holds it, and the sequence check keeps
+ * a stale holder from skipping anything. Replaying a batch is harmless:
+ * sequences already stored are skipped. */
 static const char route_lua[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
+    "local holder = redis.call('GET', KEYS[1])\n"
+    "if holder ~= ARGV[1] then\n"
+    "  if holder then return -1 end\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])\n"
+    "end\n"
     "local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')\n"
     "local expect = last\n"
-    "for i = 4, 3 + 5 * tonumber(ARGV[2]), 5 do\n"
+    "for i = 5, 4 + 5 * tonumber(ARGV[2]), 5 do\n"
     "  local seq = tonumber(ARGV[i])\n"
     "  if seq > expect then\n"
     "    if expect > 0 and seq ~= expect + 1 then return -2 end\n"
@@ -475,7 +508,7 @@ static const char route_lua[] =
     "  end\n"
     "end\n"
     "local routed = 0\n"
-    "local i = 4\n"
+    "local i = 5\n"
     "for n = 1, tonumber(ARGV[2]) do\n"
     "  local seq = tonumber(ARGV[i])\n"
     "  if seq > last then\n"
@@ -491,44 +524,143 @@ static const char route_lua[] =
     "redis.call('HSET', KEYS[2], 'seq', last)\n"
     "return routed\n";
 
-static void batch_arg(struct ingress *in, const char *s, size_t n)
-{
-    in->offs[in->nargs] = in->args.len;
-    in->lens[in->nargs] = n;
-    buf_append(&in->args, s, n);
-    in->nargs++;
-}
+enum batch_state { B_OPEN, B_SEALED, B_SENT };
 
-struct batch_ctx {
+/* A batch of gateway events on its way to Redis. Batches form one FIFO:
+ * they are sent in order, several at once on the one connection, and a
+ * batch waits until the acknowledgements of its interactions are answered
+ * (so a worker can never edit a reply Discord does not know yet), which
+ * also holds back every batch after it. Arguments are kept as offsets into
+ * one capped buffer until the reply: a batch whose connection dropped is
+ * sent again (the script skips what was stored). */
+struct batch {
+    struct batch *next;
     struct ingress *in;
-    int nevents;
-    struct ack *acks;
-    int nacks;
+    enum batch_state state;
+    int nevents, nargs, cap_args;
+    int failed;       /* an argument did not fit: the batch cannot be stored */
+    int dropped;      /* left the queue while acknowledgements were owed */
+    int acks_pending; /* acknowledgements sent and not yet answered */
+    size_t *offs, *lens;
+    struct buf args;
+    char token[160];  /* the fencing token it was collected under */
 };
 
-#define REDIS_DOWN_KO "일시적인 문제로 요청을 처리하지 못했습니다. 잠시 후 다시 시도해 주세요."
-#define REDIS_DOWN_EN "Temporary problem: your request could not be taken. Please try again shortly."
+/* An interaction acknowledged from a batch: which argument to blank when
+ * it turns out it cannot be answered any more. */
+struct ack_ctx {
+    struct batch *b;
+    int stream_arg;
+    char id[24];
+};
 
-/* The jobs of these interactions could not be stored: tell the users now
- * rather than leave them "thinking". */
-static void reply_unstored(struct ingress *in, const struct ack *acks, int n)
+static void batch_free(struct batch *b)
 {
-    for (int i = 0; i < n; i++) {
-        char *json = reply_json(acks[i].ko ? REDIS_DOWN_KO : REDIS_DOWN_EN);
-        send_callback(in, acks[i].id, acks[i].token, json, "error");
-        mem_free(json);
-        in->st.replied++;
+    buf_free(&b->args);
+    mem_free(b->offs);
+    mem_free(b->lens);
+    mem_free(b);
+}
+
+static struct batch *batch_new(struct ingress *in)
+{
+    struct batch *b = mem_calloc(1, sizeof(*b));
+    b->in = in;
+    b->cap_args = ARGS_PER_EVENT * in->batch_events;
+    b->offs = mem_alloc(sizeof(size_t) * (size_t)b->cap_args);
+    b->lens = mem_alloc(sizeof(size_t) * (size_t)b->cap_args);
+    buf_init(&b->args, in->batch_bytes);
+    snprintf(b->token, sizeof(b->token), "%s", in->token ? in->token : "");
+    return b;
+}
+
+/* Take b out of the queue (it is at the head or was never sent). It is
+ * freed now, or by its last acknowledgement when some are still owed. */
+static void batch_unlink(struct ingress *in, struct batch *b)
+{
+    struct batch **pp = &in->head;
+    while (*pp && *pp != b)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = b->next;
+        if (in->tail == b) {
+            in->tail = NULL;
+            for (struct batch *x = in->head; x; x = x->next)
+                in->tail = x;
+        }
+    }
+    if (in->open == b)
+        in->open = NULL;
+    in->queued_bytes -= b->args.len;
+    in->queued_batches--;
+    b->next = NULL;
+    if (b->acks_pending)
+        b->dropped = 1;
+    else
+        batch_free(b);
+}
+
+/* Drop every batch not on the wire (a resync or a new holder: Discord
+ * replays them to whoever resumes the session). Sent ones finish alone. */
+static void drop_unsent(struct ingress *in)
+{
+    struct batch *b = in->head;
+    while (b) {
+        struct batch *next = b->next;
+        if (b->state != B_SENT)
+            batch_unlink(in, b);
+        b = next;
     }
 }
 
-/* A batch could not be stored: answer its interactions, store nothing more
- * (a later batch would move the stored sequence past the lost events), and
- * ask the holder to resume from the stored sequence. Frees b. */
-static void batch_failed(struct ingress *in, struct batch_ctx *b)
+static void batch_seal(struct ingress *in)
 {
-    reply_unstored(in, b->acks, b->nacks);
-    mem_free(b->acks);
-    mem_free(b);
+    if (in->open) {
+        in->open->state = B_SEALED;
+        in->open = NULL;
+    }
+}
+
+static void pump(struct ingress *in);
+static void http_pump(struct ingress *in);
+static void on_retry_timer(uv_timer_t *t);
+
+/* Redis cannot take what we have: say so once, and try again shortly. */
+static void redis_away(struct ingress *in)
+{
+    if (!in->warned_down) {
+        in->warned_down = 1;
+        log_warn("redis away: gateway events and interaction jobs are held in memory and stored when it returns",
+                 LF_INT("held_bytes", in->queued_bytes), LF_INT("held_http", in->hj_count));
+    }
+    uv_timer_start(&in->retry, on_retry_timer, 100, 100);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct ingress *in = t->data;
+    uv_timer_stop(t); /* pump and http_pump start it again while needed */
+    pump(in);
+    http_pump(in);
+}
+
+/* Something held was stored: once nothing is held any more, say so. */
+static void redis_back(struct ingress *in)
+{
+    if (in->warned_down && !in->head && !in->hj_head) {
+        in->warned_down = 0;
+        log_info("redis back: held gateway events stored", LF_INT("requeued_batches", in->requeued));
+        in->requeued = 0;
+    }
+}
+
+/* A batch could not be stored: store nothing more (a later batch would
+ * move the stored sequence past the lost events), and ask the holder to
+ * resume from the stored sequence; Discord replays the events, and their
+ * interactions (acknowledged already) are routed then. */
+static void batch_failed(struct ingress *in)
+{
+    drop_unsent(in);
     int first = !in->broken;
     in->broken = 1;
     if (first && in->trouble)
@@ -538,109 +670,266 @@ static void batch_failed(struct ingress *in, struct batch_ctx *b)
 static void on_batch(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    struct batch_ctx *b = arg;
+    struct batch *b = arg;
     struct ingress *in = b->in;
+    in->inflight--;
     if (status == BC_ESHUTDOWN || in->closing) {
-        mem_free(b->acks);
-        mem_free(b);
+        batch_unlink(in, b);
+        return;
+    }
+    if (status == -ENOTCONN || status == BC_EREDIS) {
+        /* The connection dropped with the batch outstanding: whether it ran
+         * is unknown, and running it twice is harmless. Send it again, in
+         * order, once Redis is back. */
+        if (!in->broken && !strcmp(b->token, in->token ? in->token : "")) {
+            b->state = B_SEALED;
+            in->requeued++;
+            redis_away(in);
+        } else {
+            batch_unlink(in, b);
+        }
         return;
     }
     const char *e = rds_reply_error(reply);
     if (status || e) {
-        /* Not stored: the holder must resume from the stored sequence so
-         * Discord replays these events. */
         log_warn("gateway batch not stored; resyncing from the stored sequence", LF_INT("events", b->nevents),
                  LF_STR("error", e ? e : bc_strerror(status)));
-        batch_failed(in, b); /* frees b */
+        batch_unlink(in, b);
+        batch_failed(in);
         return;
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -2) {
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -2) {
         log_warn("gateway batch does not follow the stored sequence (an earlier one was lost); resyncing",
                  LF_INT("events", b->nevents));
-        batch_failed(in, b); /* frees b */
+        batch_unlink(in, b);
+        batch_failed(in);
         return;
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
         log_warn("gateway batch refused: another instance holds the gateway lease", LF_INT("events", b->nevents));
+        batch_unlink(in, b);
+        drop_unsent(in);
         if (in->trouble)
             in->trouble(INGRESS_FENCED, in->trouble_arg);
-    } else {
-        long long routed = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-        in->st.batches++;
-        in->st.routed += (uint64_t)routed;
-        /* acknowledge interactions now that their jobs are stored (a
-         * replayed duplicate gets a harmless 40060) */
-        for (int i = 0; i < b->nacks; i++)
-            send_callback(in, b->acks[i].id, b->acks[i].token, defer_json(b->acks[i].ephemeral), "defer");
+        return;
     }
-    mem_free(b->acks);
-    mem_free(b);
+    long long routed = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+    in->st.batches++;
+    in->st.routed += (uint64_t)routed;
+    batch_unlink(in, b);
+    redis_back(in);
+    pump(in);
 }
 
-static void flush_batch(struct ingress *in)
+static int batch_send(struct ingress *in, struct batch *b)
 {
-    if (!in->nevents)
-        return;
-    char count[16];
-    snprintf(count, sizeof(count), "%d", in->nevents);
-    /* fixed head: EVAL script 2 lease session token count maxlen */
-    const char *argv[4 + 3 + 5 * BATCH_MAX];
-    size_t lens[4 + 3 + 5 * BATCH_MAX];
+    if (b->failed) {
+        log_warn("gateway batch too large to store; resyncing from the stored sequence",
+                 LF_INT("events", b->nevents));
+        batch_unlink(in, b);
+        batch_failed(in);
+        return -1;
+    }
+    char count[16], ttl[16];
+    snprintf(count, sizeof(count), "%d", b->nevents);
+    snprintf(ttl, sizeof(ttl), "%d", in->cfg->gateway_lease_ms);
+    int argc = BATCH_HEAD + b->nargs;
+    const char **argv = mem_alloc(sizeof(char *) * (size_t)argc);
+    size_t *lens = mem_alloc(sizeof(size_t) * (size_t)argc);
     int n = 0;
     argv[n] = "EVAL", lens[n++] = 4;
     argv[n] = route_lua, lens[n++] = sizeof(route_lua) - 1;
     argv[n] = "2", lens[n++] = 1;
     argv[n] = in->lease_key, lens[n++] = strlen(in->lease_key);
     argv[n] = in->session_key, lens[n++] = strlen(in->session_key);
-    argv[n] = in->token, lens[n++] = strlen(in->token);
+    argv[n] = b->token, lens[n++] = strlen(b->token);
     argv[n] = count, lens[n++] = strlen(count);
     argv[n] = in->maxlen, lens[n++] = strlen(in->maxlen);
-    for (int i = 0; i < in->nargs; i++) {
-        argv[n] = in->args.p + in->offs[i];
-        lens[n++] = in->lens[i];
+    argv[n] = ttl, lens[n++] = strlen(ttl);
+    for (int i = 0; i < b->nargs; i++) {
+        argv[n] = b->args.p + b->offs[i];
+        lens[n++] = b->lens[i];
     }
-    struct batch_ctx *b = mem_calloc(1, sizeof(*b));
-    b->in = in;
-    b->nevents = in->nevents;
-    b->acks = in->acks;
-    b->nacks = in->nacks;
-    in->acks = NULL;
-    in->nacks = 0;
+    /* hiredis copies the arguments into its output buffer */
     int rc = rds_cmd(in->redis, on_batch, b, n, argv, lens);
-    buf_reset(&in->args);
-    in->nargs = 0;
-    in->nevents = 0;
-    if (rc) {
-        log_warn("redis unavailable: gateway events not stored; resyncing", LF_INT("events", b->nevents));
-        batch_failed(in, b);
+    mem_free(argv);
+    mem_free(lens);
+    if (rc)
+        return rc;
+    b->state = B_SENT;
+    in->inflight++;
+    return 0;
+}
+
+/* Send what may go: sealed batches in order, up to INFLIGHT_MAX on the
+ * wire, stopping at the first one still waiting for acknowledgements. */
+static void pump(struct ingress *in)
+{
+    if (in->closing || !in->token || !in->head)
+        return;
+    if (!rds_up(in->redis)) {
+        redis_away(in);
+        return;
+    }
+    for (struct batch *b = in->head, *next; b && in->inflight < INFLIGHT_MAX; b = next) {
+        next = b->next;
+        if (b->state == B_SENT)
+            continue;
+        if (b->state == B_OPEN || b->acks_pending)
+            break;
+        if (batch_send(in, b)) {
+            if (!in->broken && !in->closing)
+                uv_timer_start(&in->retry, on_retry_timer, 100, 100);
+            return;
+        }
     }
 }
 
-/* Flushed once per loop iteration, after all network input was read. */
-static void on_flush(uv_check_t *h)
+/* The open batch, sealing a full one first; NULL when the queue is at its
+ * cap (Redis has been away for long: the holder resyncs instead). */
+static struct batch *open_batch(struct ingress *in, size_t need)
 {
-    flush_batch(h->data);
+    struct batch *b = in->open;
+    if (b && (b->nargs + ARGS_PER_EVENT > b->cap_args || (b->nevents && b->args.len + need > in->batch_bytes)))
+        batch_seal(in);
+    if (in->open)
+        return in->open;
+    if (in->queued_bytes + need > in->queue_bytes) {
+        log_error("gateway events held in memory reached their cap; resyncing from the stored sequence",
+                  LF_INT("held_bytes", in->queued_bytes));
+        batch_failed(in);
+        return NULL;
+    }
+    b = batch_new(in);
+    if (in->tail)
+        in->tail->next = b;
+    else
+        in->head = b;
+    in->tail = b;
+    in->open = b;
+    in->queued_batches++;
+    return b;
 }
 
-static void batch_add(struct ingress *in, int64_t seq, const char *stream, const char *type, const char *payload,
-                      size_t plen)
+static void batch_arg(struct batch *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->nargs >= b->cap_args || buf_append(&b->args, s, n)) {
+        b->failed = 1;
+        return;
+    }
+    b->offs[b->nargs] = b->args.len - n;
+    b->lens[b->nargs] = n;
+    b->nargs++;
+}
+
+/* Add one event; returns its batch (for an acknowledgement to hold it) or
+ * NULL when nothing is being stored (broken: the resync replays it). */
+static struct batch *batch_add(struct ingress *in, int64_t seq, const char *stream, const char *type,
+                               const char *payload, size_t plen, int *stream_arg)
 {
     if (in->broken)
-        return; /* replayed after the resync */
+        return NULL; /* replayed after the resync */
     char s[24], ts[24];
+    size_t sl = strlen(stream), tl = strlen(type);
     snprintf(s, sizeof(s), "%lld", (long long)seq);
     snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
-    batch_arg(in, s, strlen(s));
-    batch_arg(in, stream, strlen(stream));
-    batch_arg(in, type, strlen(type));
-    batch_arg(in, payload, plen);
-    batch_arg(in, ts, strlen(ts));
-    in->nevents++;
-    if (in->nevents == BATCH_MAX)
-        flush_batch(in);
+    struct batch *b = open_batch(in, plen + sl + tl + 48);
+    if (!b)
+        return NULL;
+    size_t before = b->args.len;
+    batch_arg(b, s, strlen(s));
+    if (stream_arg)
+        *stream_arg = b->nargs;
+    batch_arg(b, stream, sl);
+    batch_arg(b, type, tl);
+    batch_arg(b, payload, plen);
+    batch_arg(b, ts, strlen(ts));
+    b->nevents++;
+    in->queued_bytes += b->args.len - before;
+    if (b->nargs + ARGS_PER_EVENT > b->cap_args)
+        batch_seal(in);
+    return b;
+}
+
+/* Sealed once per loop iteration, after all network input was read. */
+static void on_flush(uv_check_t *h)
+{
+    struct ingress *in = h->data;
+    batch_seal(in);
+    pump(in);
+    http_pump(in);
+    if (!in->token && !in->hj_head)
+        uv_check_stop(h);
 }
 
 static void stream_key(const struct ingress *in, enum role r, char *out, size_t len)
 {
     snprintf(out, len, "%s:jobs:%s", in->cfg->redis_prefix, role_name(r));
+}
+
+/* ---- acknowledging gateway interactions ---------------------------------- */
+
+/* Discord answered the deferral. Acknowledged (or acknowledged before, by
+ * a holder that died: 40060): the job goes. The interaction is unknown
+ * (10062: too late, nobody acknowledged it in time): its job is blanked,
+ * since no answer could reach the user. Anything else: the job goes, and
+ * the worker finds out. */
+static void on_ack_done(const struct drest_resp *r, void *arg)
+{
+    struct ack_ctx *c = arg;
+    struct batch *b = c->b;
+    struct ingress *in = b->in;
+    if (r->err != BC_ESHUTDOWN) {
+        if (r->err && r->code == 10062) {
+            if (c->stream_arg >= 0 && c->stream_arg < b->nargs)
+                b->lens[c->stream_arg] = 0;
+            in->st.ack_failed++;
+            log_info("interaction expired before it was acknowledged; not routed", LF_STR("interaction", c->id));
+        } else if (r->err && r->code != 40060) {
+            in->st.ack_failed++;
+            log_warn("interaction acknowledgement failed", LF_STR("interaction", c->id),
+                     LF_INT("status", r->status), LF_INT("code", r->code),
+                     LF_STR("error", r->message && *r->message ? r->message : r->errstr));
+        } else {
+            in->st.acked++;
+        }
+    }
+    mem_free(c);
+    b->acks_pending--;
+    if (b->dropped) {
+        if (!b->acks_pending)
+            batch_free(b);
+        return;
+    }
+    if (!b->acks_pending && !in->closing)
+        pump(in);
+}
+
+/* Defer the interaction now: it needs no Redis, and Discord allows 3 s.
+ * Its batch waits for the answer. */
+static void ack_now(struct ingress *in, struct batch *b, int stream_arg, const char *id, const char *token,
+                    int ephemeral)
+{
+    if (!in->rest)
+        return;
+    char path[700];
+    snprintf(path, sizeof(path), "/interactions/%s/%s/callback", id, token);
+    const char *json = defer_json(ephemeral);
+    struct ack_ctx *c = mem_calloc(1, sizeof(*c));
+    c->b = b;
+    c->stream_arg = stream_arg;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    struct drest_req rq = {
+        .method = "POST", .path = path, .json = json, .json_len = strlen(json), .timeout_ms = ACK_TIMEOUT_MS};
+    if (drest_request(in->rest, &rq, on_ack_done, c)) {
+        in->st.ack_failed++;
+        log_warn("interaction acknowledgement not sent", LF_STR("interaction", id));
+        mem_free(c);
+        return;
+    }
+    b->acks_pending++;
 }
 
 static void gateway_interaction(struct ingress *in, int64_t seq, struct json_object *ix)
@@ -649,28 +938,19 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
     decide(in, ix, &dc);
     const char *id = jstr(ix, "id"), *token = jstr(ix, "token");
     in->st.interactions++;
-    if (id && (wall_ms() - ((int64_t)(strtoull(id, NULL, 10) >> 22) + DISCORD_EPOCH_MS)) > STALE_INTERACTION_MS) {
-        /* a replay long after the fact: it can no longer be acknowledged */
-        log_info("interaction too old to acknowledge; not routed", LF_STR("interaction", id));
-        batch_add(in, seq, "", "", "", 0);
-        return;
-    }
-    if (in->broken && id && token && dc.cmd) {
-        /* Redis is away: nothing can be stored, but the user hears why */
-        struct ack a = {.ko = korean(ix)};
-        snprintf(a.id, sizeof(a.id), "%s", id);
-        snprintf(a.token, sizeof(a.token), "%s", token);
-        reply_unstored(in, &a, 1);
-        return;
-    }
-    if (!id || !token || strlen(id) >= sizeof(((struct ack *)0)->id) ||
-        strlen(token) >= sizeof(((struct ack *)0)->token)) {
+    if (!id || !token || strlen(id) >= 24 || strlen(token) >= 512) {
         log_warn("interaction without a usable id or token ignored");
-        batch_add(in, seq, "", "", "", 0);
+        batch_add(in, seq, "", "", "", 0, NULL);
+        return;
+    }
+    if (snowflake_age_ms(id) > TOKEN_TTL_MS) {
+        /* a replay after the token died: nothing can answer it */
+        log_info("interaction older than its token; not routed", LF_STR("interaction", id));
+        batch_add(in, seq, "", "", "", 0, NULL);
         return;
     }
     if (!dc.cmd) {
-        batch_add(in, seq, "", "", "", 0);
+        batch_add(in, seq, "", "", "", 0, NULL);
         if (!dc.ignore) {
             char *json = reply_json(dc.reply);
             send_callback(in, id, token, json, "reply");
@@ -681,16 +961,17 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
     }
     char key[160];
     stream_key(in, dc.cmd->role, key, sizeof(key));
-    /* the ack joins the batch that stores its job (batch_add may flush) */
-    in->acks = mem_realloc(in->acks, sizeof(struct ack) * (size_t)(in->nacks + 1));
-    struct ack *a = &in->acks[in->nacks++];
-    snprintf(a->id, sizeof(a->id), "%s", id);
-    snprintf(a->token, sizeof(a->token), "%s", token);
-    a->ephemeral = dc.cmd->ephemeral;
-    a->ko = korean(ix);
     char *payload = interaction_payload(in, ix, dc.cmd);
-    batch_add(in, seq, key, "discord.interaction", payload, strlen(payload));
+    int stream_arg = -1;
+    struct batch *b = batch_add(in, seq, key, "discord.interaction", payload, strlen(payload), &stream_arg);
     mem_free(payload);
+    if (!b) {
+        /* Not stored now (a resync is under way and Discord replays it):
+         * acknowledge it anyway, so the replay finds it acknowledged. */
+        send_callback(in, id, token, defer_json(dc.cmd->ephemeral), "defer");
+        return;
+    }
+    ack_now(in, b, stream_arg, id, token, dc.cmd->ephemeral);
 }
 
 /* Whether the message's mentions name the bot user. Before READY taught
@@ -743,7 +1024,7 @@ void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, st
     if (job) {
         char key[160];
         stream_key(in, ROLE_CHAT, key, sizeof(key));
-        batch_add(in, seq, key, job, raw, raw_len);
+        batch_add(in, seq, key, job, raw, raw_len, NULL);
         return;
     }
     if (!strcmp(type, "GUILD_CREATE")) {
@@ -757,7 +1038,7 @@ void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, st
     } else if (!strcmp(type, "THREAD_LIST_SYNC")) {
         remember_list(in, jobj(d, "threads"));
     }
-    batch_add(in, seq, "", "", "", 0); /* not routed, but its sequence is */
+    batch_add(in, seq, "", "", "", 0, NULL); /* not routed, but its sequence is */
 }
 
 /* ---- POST /interactions (HTTP delivery) ---------------------------------- */
@@ -798,6 +1079,22 @@ static int signature_ok(struct ingress *in, struct httpd_req *req, const char *b
     return ok;
 }
 
+/* The signed timestamp (Unix seconds) is within the allowed skew of our
+ * clock: a request captured once cannot be sent again later. */
+static int timestamp_fresh(struct ingress *in, struct httpd_req *req)
+{
+    const char *ts = httpd_req_header(req, "X-Signature-Timestamp");
+    char *end;
+    errno = 0;
+    long long t = ts ? strtoll(ts, &end, 10) : 0;
+    if (!ts || end == ts || *end || errno)
+        return 0;
+    long long skew = t - wall_ms() / 1000;
+    return skew <= in->cfg->interaction_max_skew_sec && -skew <= in->cfg->interaction_max_skew_sec;
+}
+
+/* Stored at most once per interaction id (the seen key lives longer than
+ * any request can be fresh), so a replay inside the window costs nothing. */
 static const char http_route_lua[] =
     "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
     "  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'discord.interaction',\n"
@@ -805,11 +1102,68 @@ static const char http_route_lua[] =
     "end\n"
     "return 0\n";
 
-struct http_ix {
-    struct httpd_req *req;
-    int ephemeral;
-    int ko;
+/* A job from POST /interactions, acknowledged already (the HTTP answer is
+ * the acknowledgement), on its way to Redis. */
+struct http_job {
+    struct http_job *next, **pprev;
+    struct ingress *in;
+    int sent;
+    char seen[160], key[160], ts[24];
+    char *payload;
 };
+
+static void http_job_free(struct http_job *j)
+{
+    struct ingress *in = j->in;
+    if (j->next)
+        j->next->pprev = j->pprev;
+    else
+        in->hj_tail = j->pprev;
+    *j->pprev = j->next;
+    in->hj_count--;
+    mem_free(j->payload);
+    mem_free(j);
+}
+
+static void on_http_stored(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct http_job *j = arg;
+    struct ingress *in = j->in;
+    in->hj_inflight--;
+    if (status == -ENOTCONN && !in->closing) {
+        j->sent = 0; /* SET NX makes a second try harmless */
+        redis_away(in);
+        return;
+    }
+    const char *e = rds_reply_error(reply);
+    if (status != BC_ESHUTDOWN && (status || e))
+        log_error("interaction acknowledged but its job could not be stored", LF_STR("key", j->seen),
+                  LF_STR("error", e ? e : bc_strerror(status)));
+    http_job_free(j);
+    redis_back(in);
+}
+
+static void http_pump(struct ingress *in)
+{
+    if (in->closing || !in->hj_head)
+        return;
+    if (!rds_up(in->redis)) {
+        redis_away(in);
+        return;
+    }
+    for (struct http_job *j = in->hj_head; j; j = j->next) {
+        if (j->sent)
+            continue;
+        const char *av[] = {"EVAL", http_route_lua, "2", j->seen, j->key, SEEN_TTL_S, in->maxlen, j->payload, j->ts};
+        if (rds_cmd(in->redis, on_http_stored, j, 9, av, NULL)) {
+            uv_timer_start(&in->retry, on_retry_timer, 100, 100);
+            return;
+        }
+        j->sent = 1;
+        in->hj_inflight++;
+    }
+}
 
 static void http_reply(struct httpd_req *req, const char *text)
 {
@@ -818,18 +1172,40 @@ static void http_reply(struct httpd_req *req, const char *text)
     mem_free(json);
 }
 
-static void on_http_stored(struct rds *r, int status, const redisReply *reply, void *arg)
+static void http_error(struct httpd_req *req, int status, const char *json)
 {
-    (void)r;
-    struct http_ix *h = arg;
-    if (status || rds_reply_error(reply)) {
-        /* the request must still be answered (httpd's contract) */
-        http_reply(h->req, h->ko ? REDIS_DOWN_KO : REDIS_DOWN_EN);
-    } else {
-        const char *json = defer_json(h->ephemeral);
-        httpd_respond(h->req, 200, "application/json", json, strlen(json));
+    httpd_respond(req, status, "application/json", json, strlen(json));
+}
+
+#define QUEUE_FULL_KO "요청이 많아 지금은 처리할 수 없습니다. 잠시 후 다시 시도해 주세요."
+#define QUEUE_FULL_EN "Too many requests are waiting right now. Please try again shortly."
+
+/* Answer a command: defer it at once and queue its job (stored when Redis
+ * can take it), or, when too many wait already, say so. */
+static void http_route(struct ingress *in, struct httpd_req *req, struct json_object *ix, const char *id,
+                       const struct cmd_def *cmd)
+{
+    if (in->hj_count >= HTTP_QUEUE_MAX) {
+        http_reply(req, korean(ix) ? QUEUE_FULL_KO : QUEUE_FULL_EN);
+        in->st.replied++;
+        return;
     }
-    mem_free(h);
+    struct http_job *j = mem_calloc(1, sizeof(*j));
+    j->in = in;
+    snprintf(j->seen, sizeof(j->seen), "%s:ix:seen:%s", in->cfg->redis_prefix, id);
+    stream_key(in, cmd->role, j->key, sizeof(j->key));
+    snprintf(j->ts, sizeof(j->ts), "%lld", (long long)wall_ms());
+    j->payload = interaction_payload(in, ix, cmd);
+    j->pprev = in->hj_tail;
+    *in->hj_tail = j;
+    in->hj_tail = &j->next;
+    in->hj_count++;
+    const char *json = defer_json(cmd->ephemeral);
+    httpd_respond(req, 200, "application/json", json, strlen(json));
+    in->st.acked++;
+    /* stored after this loop iteration sent the answer (on_flush) */
+    if (!uv_is_active((uv_handle_t *)&in->flush))
+        uv_check_start(&in->flush, on_flush);
 }
 
 static void on_interactions(struct httpd_req *req, void *arg)
@@ -838,59 +1214,55 @@ static void on_interactions(struct httpd_req *req, void *arg)
     size_t len;
     const char *body = httpd_req_body(req, &len);
     if (!signature_ok(in, req, body, len)) {
-        static const char bad[] = "{\"error\":\"invalid request signature\"}";
-        httpd_respond(req, 401, "application/json", bad, sizeof(bad) - 1);
+        http_error(req, 401, "{\"error\":\"invalid request signature\"}");
+        return;
+    }
+    if (!timestamp_fresh(in, req)) {
+        in->st.refused_stale++;
+        log_warn("signed interaction refused: its timestamp is outside the allowed skew (a replay?)",
+                 LF_INT("max_skew_sec", in->cfg->interaction_max_skew_sec));
+        http_error(req, 401, "{\"error\":\"request timestamp too old or in the future\"}");
         return;
     }
     struct json_object *ix = json_tokener_parse(body);
     struct json_object *type = jobj(ix, "type");
     if (!ix || !json_object_is_type(ix, json_type_object) || !type) {
-        static const char bad[] = "{\"error\":\"malformed interaction\"}";
-        httpd_respond(req, 400, "application/json", bad, sizeof(bad) - 1);
+        http_error(req, 400, "{\"error\":\"malformed interaction\"}");
         json_object_put(ix);
         return;
     }
     if (json_object_get_int(type) == 1) {
-        static const char pong[] = "{\"type\":1}";
-        httpd_respond(req, 200, "application/json", pong, sizeof(pong) - 1);
+        http_error(req, 200, "{\"type\":1}");
         json_object_put(ix);
         return;
     }
     const char *id = jstr(ix, "id");
-    if (!id || strlen(id) > 20) {
-        static const char bad[] = "{\"error\":\"interaction without a valid id\"}";
-        httpd_respond(req, 400, "application/json", bad, sizeof(bad) - 1);
+    if (!id || !*id || strlen(id) > 20 || strspn(id, "0123456789") != strlen(id)) {
+        http_error(req, 400, "{\"error\":\"interaction without a valid id\"}");
+        json_object_put(ix);
+        return;
+    }
+    int64_t age = snowflake_age_ms(id);
+    if (age > STALE_INTERACTION_MS || age < -STALE_INTERACTION_MS) {
+        in->st.refused_stale++;
+        log_warn("signed interaction refused: the interaction is too old to be a delivery (a replay?)",
+                 LF_STR("interaction", id), LF_INT("age_ms", age));
+        http_error(req, 401, "{\"error\":\"interaction too old\"}");
         json_object_put(ix);
         return;
     }
     in->st.interactions++;
     struct decision dc;
     decide(in, ix, &dc);
-    if (!dc.cmd) {
-        static const char no_choices[] = "{\"type\":8,\"data\":{\"choices\":[]}}";
+    if (dc.cmd) {
+        http_route(in, req, ix, id, dc.cmd);
+    } else {
         if (dc.ignore)
-            httpd_respond(req, 200, "application/json", no_choices, sizeof(no_choices) - 1);
+            http_error(req, 200, "{\"type\":8,\"data\":{\"choices\":[]}}");
         else
             http_reply(req, dc.reply);
         in->st.replied++;
-        json_object_put(ix);
-        return;
     }
-    char seen[160], key[160], maxlen[16], ts[24];
-    snprintf(seen, sizeof(seen), "%s:ix:seen:%s", in->cfg->redis_prefix, id);
-    stream_key(in, dc.cmd->role, key, sizeof(key));
-    snprintf(maxlen, sizeof(maxlen), "%d", in->cfg->stream_maxlen);
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
-    char *payload = interaction_payload(in, ix, dc.cmd);
-    struct http_ix *h = mem_alloc(sizeof(*h));
-    h->req = req;
-    h->ephemeral = dc.cmd->ephemeral;
-    h->ko = korean(ix);
-    const char *av[] = {"EVAL", http_route_lua, "2", seen, key, SEEN_TTL_S, maxlen, payload, ts};
-    if (rds_cmd(in->redis, on_http_stored, h, 9, av, NULL)) {
-        on_http_stored(in->redis, -ENOTCONN, NULL, h);
-    }
-    mem_free(payload);
     json_object_put(ix);
 }
 
@@ -916,26 +1288,42 @@ int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, st
     in->rest = rest;
     snprintf(in->chan_key, sizeof(in->chan_key), "%s:channels", cfg->redis_prefix);
     snprintf(in->maxlen, sizeof(in->maxlen), "%d", cfg->stream_maxlen);
-    buf_init(&in->args, (size_t)64 << 20);
+    in->batch_events = BATCH_EVENTS;
+    in->batch_bytes = BATCH_BYTES;
+    in->queue_bytes = QUEUE_BYTES;
+    in->hj_tail = &in->hj_head;
     uv_check_init(loop, &in->flush);
-    in->flush.data = in;
+    uv_timer_init(loop, &in->retry);
+    in->flush.data = in->retry.data = in;
     *out = in;
     return 0;
+}
+
+void ingress__set_limits(struct ingress *in, size_t batch_events, size_t batch_bytes, size_t queue_bytes)
+{
+    in->batch_events = batch_events ? batch_events : BATCH_EVENTS;
+    in->batch_bytes = batch_bytes ? batch_bytes : BATCH_BYTES;
+    in->queue_bytes = queue_bytes ? queue_bytes : QUEUE_BYTES;
 }
 
 void ingress_set_holder(struct ingress *in, const char *lease_key, const char *session_key, const char *token,
                         ingress_trouble_cb *cb, void *arg)
 {
-    flush_batch(in);
+    /* What was collected under the old token is dropped: whoever resumes
+     * the session gets those events replayed. Batches on the wire finish. */
+    batch_seal(in);
+    drop_unsent(in);
     mem_free(in->lease_key);
     mem_free(in->session_key);
     mem_free(in->token);
     in->lease_key = in->session_key = in->token = NULL;
     in->broken = 0;
+    in->warned_down = 0;
     in->trouble = cb;
     in->trouble_arg = arg;
     if (!token) {
-        uv_check_stop(&in->flush);
+        if (!in->hj_head)
+            uv_check_stop(&in->flush);
         return;
     }
     in->lease_key = mem_strdup(lease_key);
@@ -952,24 +1340,32 @@ void ingress_set_bot_user(struct ingress *in, const char *user_id)
 void ingress_stats(const struct ingress *in, struct ingress_stats *out)
 {
     *out = in->st;
+    out->held_batches = in->queued_batches;
+    out->held_bytes = in->queued_bytes;
+    out->held_http = in->hj_count;
 }
 
 static void on_closed(uv_handle_t *h)
 {
     struct ingress *in = h->data;
+    if (++in->handles < 2)
+        return;
+    while (in->head)
+        batch_unlink(in, in->head);
+    while (in->hj_head)
+        http_job_free(in->hj_head);
     chan_free(&in->chans);
-    buf_free(&in->args);
-    mem_free(in->acks);
     mem_free(in->lease_key);
     mem_free(in->session_key);
     mem_free(in->token);
     mem_free(in);
 }
 
-/* Call after the Redis connection was closed (its callbacks must not find
- * a freed ingress). */
+/* Call after the Redis connection and the REST client were closed (their
+ * callbacks must not find a freed ingress). */
 void ingress_close(struct ingress *in)
 {
     in->closing = 1;
     uv_close((uv_handle_t *)&in->flush, on_closed);
+    uv_close((uv_handle_t *)&in->retry, on_closed);
 }

@@ -20,8 +20,22 @@
  * Gateway events are routed in batches by one Lua script that checks the
  * holder's fencing token, skips sequences already routed (a resume replay),
  * adds the jobs and records the last sequence, atomically: so an event is
- * routed exactly once even when the holder dies mid-stream. Interactions are
- * acknowledged (deferred, type 5) only after their job is safely stored. */
+ * routed exactly once even when the holder dies mid-stream. Batches are
+ * collected per loop iteration (at most BATCH_EVENTS events or BATCH_BYTES
+ * each), several are on the wire at once, and while Redis is away they are
+ * held in memory (capped; past the cap the holder resyncs) and stored when
+ * it returns.
+ *
+ * Interactions are acknowledged (deferred, type 5) at once, before their
+ * job is stored: that needs no Redis, and Discord allows only 3 s. The
+ * batch holding the job (and every batch after it) is stored only once
+ * Discord has answered the acknowledgement, so a worker never edits a
+ * reply Discord does not know yet; a replayed interaction that another
+ * holder acknowledged (40060) is routed, one that nobody acknowledged in
+ * time (10062) is not. POST /interactions answers with the deferral and
+ * queues the job the same way; its signed timestamp must be within
+ * INTERACTION_MAX_SKEW_SEC of our clock and the interaction younger than
+ * 10 s, so a captured request cannot be replayed. */
 #ifndef BC_INGRESS_H
 #define BC_INGRESS_H
 
@@ -43,7 +57,8 @@ enum ingress_trouble { INGRESS_RESYNC, INGRESS_FENCED };
 typedef void ingress_trouble_cb(enum ingress_trouble t, void *arg);
 
 struct ingress_stats {
-    uint64_t events, routed, duplicates, interactions, replied, ack_failed, batches;
+    uint64_t events, routed, duplicates, interactions, replied, acked, ack_failed, batches, refused_stale;
+    size_t held_batches, held_bytes, held_http; /* not stored yet */
 };
 
 int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, struct drest *rest,
@@ -65,6 +80,8 @@ int ingress_load_channels(struct ingress *in, void (*done)(int status, void *arg
 void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, struct json_object *d,
                            const char *raw, size_t raw_len);
 void ingress_stats(const struct ingress *in, struct ingress_stats *out);
+/* Tests: smaller limits (0 keeps a default). */
+void ingress__set_limits(struct ingress *in, size_t batch_events, size_t batch_bytes, size_t queue_bytes);
 void ingress_close(struct ingress *in);
 
 #endif

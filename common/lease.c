@@ -15,11 +15,23 @@ static const char acquire_lua[] =
     "end\n"
     "return {err = 'HELD ' .. (redis.call('GET', KEYS[1]) or '')}\n";
 
+/* Renew; a key that is gone (it expired while Redis was away from us, or
+ * Redis restarted) is set again: nobody else holds it. 0: someone does. */
 static const char renew_lua[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v == ARGV[1] then\n"
     "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "elseif not v then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "  return 1\n"
     "end\n"
     "return 0\n";
+
+/* How long a holder keeps holding while it cannot reach Redis at all: no
+ * candidate can take the lease then either, and writes made under the
+ * token are fenced when Redis returns, so holding on is safe; it keeps the
+ * gateway (and interaction acknowledgements) alive through a Redis restart. */
+#define UNREACHABLE_GRACE_MS 30000
 
 static const char release_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
@@ -115,9 +127,13 @@ static void tick(struct lease *l)
 {
     char ttl[16];
     snprintf(ttl, sizeof(ttl), "%d", l->ttl_ms);
-    if (l->held && uv_now(l->loop) - l->last_ok_ms > (uint64_t)(l->ttl_ms * 2 / 3)) {
-        /* Redis unreachable for most of the ttl: another candidate may
-         * take it soon, so stop acting as holder before that can happen. */
+    uint64_t silent = l->held ? uv_now(l->loop) - l->last_ok_ms : 0;
+    if (l->held && rds_up(l->redis) && silent > (uint64_t)(l->ttl_ms * 2 / 3)) {
+        /* Redis answers others but our renewals did not go through for
+         * most of the ttl: another candidate may take it soon, so stop
+         * acting as holder before that can happen. */
+        set_held(l, 0);
+    } else if (l->held && silent > UNREACHABLE_GRACE_MS) {
         set_held(l, 0);
     }
     if (l->busy)

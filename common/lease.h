@@ -4,9 +4,13 @@
  * time-to-live, where fence comes from INCR <key>:fence, so every new holder
  * has a larger token than all before it. The holder renews every ttl/3;
  * writes made on its behalf carry the token and are refused (in Lua, by
- * comparing <key>) once another holder has it. If renewal fails or Redis
- * cannot be reached for 2/3 of the ttl, the holder considers the lease lost
- * before anyone else can take it. Candidates retry every ttl/5.
+ * comparing <key>) once another holder has it. If renewals are not
+ * confirmed for 2/3 of the ttl while Redis is reachable, the holder
+ * considers the lease lost before anyone else can take it. While Redis
+ * cannot be reached at all (nobody can take the lease then) it keeps
+ * holding for up to 30 s, and on return renews, setting the key again if it
+ * expired meanwhile (unless another holder has it). Candidates retry every
+ * ttl/5.
  * Callbacks run on the loop; lease_close never calls them. */
 #ifndef BC_LEASE_H
 #define BC_LEASE_H

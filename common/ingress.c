@@ -1350,6 +1350,9 @@ static void on_closed(uv_handle_t *h)
     struct ingress *in = h->data;
     if (++in->handles < 2)
         return;
+    if (in->hj_count)
+        log_error("shutting down with acknowledged interactions whose jobs Redis never took; they get no answer",
+                  LF_INT("interactions", in->hj_count));
     while (in->head)
         batch_unlink(in, in->head);
     while (in->hj_head)

@@ -366,6 +366,31 @@ static void test_event_beyond_the_cap_fails_cleanly(void)
     teardown();
 }
 
+/* Fencing: once another instance holds the lease, a batch collected under
+ * the old token writes nothing and the holder is told to step down. A
+ * lease key that is simply gone (Redis restarted) is set again for the
+ * token, and routing goes on. */
+static void test_fenced_holder_writes_nothing(void)
+{
+    setup("fence", NULL);
+    take_holder();
+    feed_guild(1);
+    feed_message(2, 10);
+    WAIT_FOR(stored_seq() == 2 && held() == 0, 5000);
+    freeReplyObject(RAW("DEL", lease_key));
+    feed_message(3, 10);
+    WAIT_FOR(stored_seq() == 3 && held() == 0, 5000);
+    redisReply *r = RAW("GET", lease_key);
+    UT_EQ_STR(r->str, TOKEN);
+    freeReplyObject(r);
+    freeReplyObject(RAW("SET", lease_key, "inst-2:8"));
+    feed_message(4, 10);
+    WAIT_FOR(troubles[INGRESS_FENCED] == 1, 5000);
+    UT_EQ_INT(stored_seq(), 3);
+    UT_EQ_INT(xlen(chat_stream), 2);
+    teardown();
+}
+
 /* ---- cases: interactions over the gateway ------------------------------------------ */
 
 /* Defect 16: the job of an interaction must not reach a worker before
@@ -605,6 +630,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_burst_of_10000_in_one_iteration),
     UT_CASE(test_burst_of_big_events_is_split),
     UT_CASE(test_event_beyond_the_cap_fails_cleanly),
+    UT_CASE(test_fenced_holder_writes_nothing),
     UT_CASE(test_job_waits_for_the_acknowledgement),
     UT_CASE(test_replayed_interactions),
     UT_CASE(test_redis_away_acks_and_holds),

@@ -18,7 +18,7 @@
 struct job {
     struct bus_job pub;
     struct bus *bus;
-    struct job *prev, *next; /* in-flight list */
+    struct job *prev, *next; /* in-flight list, or (next only) the queue */
     int stream;              /* index into bus->streams */
     int handler;             /* index into bus->handlers */
     uint64_t started_ms;     /* loop time when it was handed out */
@@ -76,11 +76,17 @@ struct bus {
     unsigned cmd_outstanding; /* our commands on the shared cmd connection */
     long long client_id;   /* of the reader connection, for CLIENT UNBLOCK */
     struct job *inflight;  /* list head */
+    /* Entries read (or claimed) for us when every slot was taken: a read
+     * and a reclaim can together bring more than the room there was. They
+     * start, in order, as slots free, on the next turn of the loop. */
+    struct job *queue, *queue_tail;
+    unsigned nqueued;
     struct pending_ack *acks;
     unsigned nacks;
     struct bus_stats st;
 
     uv_timer_t renew_timer, claim_timer;
+    uv_timer_t kick_timer; /* 0 ms: start queued jobs, then read, next turn */
     int draining, closing, handles_open, rd_open;
     void (*drain_done)(void *);
     void *drain_arg;
@@ -97,6 +103,8 @@ static void on_read(struct rds *r, int status, const redisReply *reply, void *ar
 static void maybe_drained(struct bus *b);
 static void start_setup(struct bus *b);
 static void bus_free(struct bus *b);
+static void start_job(struct bus *b, struct job *j);
+static void schedule_kick(struct bus *b);
 
 static int64_t wall_ms(void)
 {
@@ -121,6 +129,30 @@ static struct job *find_inflight(struct bus *b, int stream, const char *id)
         if (j->stream == stream && !strcmp(j->pub.id, id))
             return j;
     return NULL;
+}
+
+static struct job *find_queued(struct bus *b, int stream, const char *id)
+{
+    for (struct job *j = b->queue; j; j = j->next)
+        if (j->stream == stream && !strcmp(j->pub.id, id))
+            return j;
+    return NULL;
+}
+
+/* Drop j from the queue (another consumer owns it now). */
+static void queue_remove(struct bus *b, struct job *j)
+{
+    struct job **pp = &b->queue, *prev = NULL;
+    while (*pp && *pp != j) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = j->next;
+    if (b->queue_tail == j)
+        b->queue_tail = prev;
+    b->nqueued--;
 }
 
 static struct pending_ack *find_ack(struct bus *b, int stream, const char *id)
@@ -352,8 +384,8 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
         return; /* a handler of this same reply closed the bus: it stays pending */
     const char *id = entry->element[0]->str;
     const redisReply *fields = entry->element[1];
-    if (find_inflight(b, stream, id) || find_ack(b, stream, id))
-        return; /* already running here, or finished and its ack not confirmed */
+    if (find_inflight(b, stream, id) || find_queued(b, stream, id) || find_ack(b, stream, id))
+        return; /* already running or waiting here, or finished and its ack not confirmed */
     if (fields->type == REDIS_REPLY_NIL) {
         log_warn("pending job no longer in the stream (trimmed); acking it", LF_STR("id", id),
                  LF_STR("stream", b->streams[stream].key));
@@ -368,13 +400,6 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
     int h = find_handler(b, b->streams[stream].role, type->str);
     if (h < 0) {
         dead_letter(b, stream, id, type->str, payload ? payload->str : NULL, "no handler for this job type");
-        return;
-    }
-    if (!capacity(b)) {
-        /* A reclaim and a blocked read were each sized for the room there
-         * was when they were sent; together they can bring more. The entry
-         * stays pending on us and our reclaim takes it after claim_idle_ms. */
-        log_debug("no room for the job now; it stays pending", LF_STR("id", id));
         return;
     }
     size_t idl = strlen(id) + 1, tl = type->len + 1, pl = payload ? payload->len : 0;
@@ -397,20 +422,56 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
     j->bus = b;
     j->stream = stream;
     j->handler = h;
+    if (!capacity(b) || b->queue) {
+        /* A reclaim and a read were each sized for the room there was when
+         * they were sent; together they can bring more. The entry is ours
+         * now: it waits here (not in Redis for a reclaim) for a free slot. */
+        log_debug("no room for the job now; queued until a slot frees", LF_STR("id", j->pub.id));
+        if (b->queue_tail)
+            b->queue_tail->next = j;
+        else
+            b->queue = j;
+        b->queue_tail = j;
+        b->nqueued++;
+        if (capacity(b))
+            schedule_kick(b); /* room, but behind others queued: in order */
+        return;
+    }
+    start_job(b, j);
+}
+
+static struct job *queue_pop(struct bus *b)
+{
+    struct job *j = b->queue;
+    if (!j)
+        return NULL;
+    b->queue = j->next;
+    if (!b->queue)
+        b->queue_tail = NULL;
+    j->next = NULL;
+    b->nqueued--;
+    return j;
+}
+
+/* Take a slot and hand the job to its handler (after the done-marker check
+ * for a redelivered one). */
+static void start_job(struct bus *b, struct job *j)
+{
     j->started_ms = uv_now(b->loop);
+    j->prev = NULL;
     j->next = b->inflight;
     if (b->inflight)
         b->inflight->prev = j;
     b->inflight = j;
     b->st.inflight++;
-    if (redelivered) {
+    if (j->pub.redelivered) {
         /* it may have been answered already: look for its done marker */
         char key[256];
         done_key(b, j, key, sizeof(key));
         const char *av[2] = {"EXISTS", key};
         struct check_ctx *c = mem_alloc(sizeof(*c));
         c->b = b;
-        c->stream = stream;
+        c->stream = j->stream;
         snprintf(c->id, sizeof(c->id), "%s", j->pub.id);
         if (cmd_send(b, on_done_check, c, 2, av) == 0)
             return;
@@ -456,10 +517,32 @@ void bus_finish(struct bus_job *pub, enum bus_result r, const char *reason)
     if (b->on_finish && r != BUS_RETRY)
         b->on_finish(b->streams[j->stream].role, pub->type, r, uv_now(b->loop) - j->started_ms, b->finish_arg);
     mem_free(j);
+    /* A slot is free. Never start the next job or read from here: this may
+     * be a handler inside the dispatch of a batch (a read sent now would be
+     * sized for room the rest of the batch takes). The next turn does it. */
+    schedule_kick(b);
+    if (b->draining)
+        maybe_drained(b);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    struct bus *b = t->data;
+    /* a handler may close the bus: checked after every start */
+    while (!b->closing && b->queue && capacity(b))
+        start_job(b, queue_pop(b));
+    if (b->closing)
+        return;
     if (b->draining)
         maybe_drained(b);
     else
         reader_next(b);
+}
+
+static void schedule_kick(struct bus *b)
+{
+    if (!b->closing)
+        uv_timer_start(&b->kick_timer, on_kick, 0, 0);
 }
 
 /* ---- reading ------------------------------------------------------------- */
@@ -591,8 +674,8 @@ static void reader_next(struct bus *b)
     /* No job is taken while the command connection is down: its handler
      * could neither answer through Redis nor have it acked. */
     if (b->closing || b->draining || b->read_outstanding || b->rstate != RD_READY || !rds_up(b->rd) ||
-        !rds_up(b->cmd) || !bus_nactive(b) || capacity(b) == 0)
-        return;
+        !rds_up(b->cmd) || !bus_nactive(b) || capacity(b) == 0 || b->queue)
+        return; /* queued jobs take the free slots first (on_kick reads after them) */
     send_read(b, b->pel_phase);
 }
 
@@ -711,6 +794,14 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
         return;
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *id = reply->element[i];
+        struct job *q = id->type == REDIS_REPLY_STRING ? find_queued(b, stream, id->str) : NULL;
+        if (q) { /* not started yet: simply not ours to start any more */
+            log_warn("queued job taken by another consumer; not started here", LF_STR("id", q->pub.id),
+                     LF_STR("type", q->pub.type));
+            queue_remove(b, q);
+            mem_free(q);
+            continue;
+        }
         struct job *j = id->type == REDIS_REPLY_STRING ? find_inflight(b, stream, id->str) : NULL;
         if (j && !j->pub.lease_lost) {
             j->pub.lease_lost = 1;
@@ -726,6 +817,11 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
     for (struct job *j = b->inflight; j; j = j->next)
         if (j->stream == stream && !j->pub.lease_lost)
             j->pub.lease_unsure = 0;
+    for (struct job *j = b->queue; j; j = j->next)
+        if (j->stream == stream)
+            j->pub.lease_unsure = 0;
+    if (b->queue && capacity(b))
+        schedule_kick(b); /* (a lost queued job may have been in the way) */
 }
 
 static void on_renew_timer(uv_timer_t *t)
@@ -739,16 +835,21 @@ static void on_renew_timer(uv_timer_t *t)
         b->stall_epoch++;
         for (struct job *j = b->inflight; j; j = j->next, n++)
             j->pub.lease_unsure = 1;
+        for (struct job *j = b->queue; j; j = j->next)
+            j->pub.lease_unsure = 1;
         if (n)
             log_warn("the process stood still; jobs hold their answers until their leases are confirmed",
                      LF_INT("stalled_ms", now - b->last_renew_ms), LF_INT("jobs", n));
     }
     b->last_renew_ms = now;
-    if (!b->inflight || !rds_up(b->cmd))
+    if ((!b->inflight && !b->queue) || !rds_up(b->cmd))
         return;
+    /* queued jobs are ours too: renewed so no reclaim takes them meanwhile */
     for (int s = 0; s < b->nstreams; s++) {
         unsigned n = 0;
         for (struct job *j = b->inflight; j; j = j->next)
+            n += j->stream == s;
+        for (struct job *j = b->queue; j; j = j->next)
             n += j->stream == s;
         if (!n)
             continue;
@@ -761,6 +862,9 @@ static void on_renew_timer(uv_timer_t *t)
         av[k++] = BUS_GROUP;
         av[k++] = b->consumer;
         for (struct job *j = b->inflight; j; j = j->next)
+            if (j->stream == s)
+                av[k++] = j->pub.id;
+        for (struct job *j = b->queue; j; j = j->next)
             if (j->stream == s)
                 av[k++] = j->pub.id;
         struct renew_ctx *c = mem_alloc(sizeof(*c));
@@ -846,8 +950,9 @@ int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct b
     b->rd_open = 1;
     uv_timer_init(loop, &b->renew_timer);
     uv_timer_init(loop, &b->claim_timer);
-    b->renew_timer.data = b->claim_timer.data = b;
-    b->handles_open = 2;
+    uv_timer_init(loop, &b->kick_timer);
+    b->renew_timer.data = b->claim_timer.data = b->kick_timer.data = b;
+    b->handles_open = 3;
     uint64_t renew = (uint64_t)b->renew_ms, claim = (uint64_t)(b->claim_idle_ms / 2);
     uv_timer_start(&b->renew_timer, on_renew_timer, renew, renew);
     uv_timer_start(&b->claim_timer, on_claim_timer, claim, claim);
@@ -1071,7 +1176,7 @@ void bus_stats(const struct bus *b, struct bus_stats *out)
  * timeout). */
 static void maybe_drained(struct bus *b)
 {
-    if (!b->draining || b->st.inflight || b->nacks || b->dead_outstanding || !b->drain_done)
+    if (!b->draining || b->st.inflight || b->nqueued || b->nacks || b->dead_outstanding || !b->drain_done)
         return;
     if (b->read_outstanding && rds_up(b->rd))
         return; /* the unblocked read still has to come back */
@@ -1156,6 +1261,11 @@ void bus_close(struct bus *b, void (*done)(void *arg), void *arg)
             j->pub.cancel(&j->pub, j->pub.cancel_arg);
         mem_free(j);
     }
+    if (b->nqueued)
+        log_warn("jobs read but not started at shutdown; they stay pending for a later reclaim",
+                 LF_INT("count", b->nqueued));
+    while (b->queue)
+        mem_free(queue_pop(b));
     unsigned unsent = 0;
     for (struct pending_ack *a = b->acks; a; a = a->next)
         unsent += !a->sent;
@@ -1163,5 +1273,6 @@ void bus_close(struct bus *b, void (*done)(void *arg), void *arg)
         log_warn("acks not delivered at shutdown; those jobs may run again", LF_INT("count", unsent));
     uv_close((uv_handle_t *)&b->renew_timer, on_timer_closed);
     uv_close((uv_handle_t *)&b->claim_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&b->kick_timer, on_timer_closed);
     rds_close(b->rd, on_rd_closed, b);
 }

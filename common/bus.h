@@ -9,7 +9,14 @@
  * stays in the group's pending list. Promises:
  *  - at (re)connect it first re-reads its own pending entries (those it took
  *    before a crash or outage), then new ones;
- *  - at most max_inflight jobs run at once; the rest wait in the stream;
+ *  - at most max_inflight jobs run at once; the rest wait in the stream
+ *    (a read asks only for as many as there are free slots). Entries that
+ *    arrive beyond the room anyway (a reclaim and a read racing) wait in a
+ *    local queue, renewed like running jobs, and start in order as soon as
+ *    a slot frees, never after a reclaim timeout;
+ *  - a finishing job never starts the next one or reads from inside
+ *    bus_finish: that happens on the next turn of the loop, so a handler
+ *    may call bus_finish from inside its own call;
  *  - while a job runs its pending entry is renewed every claim_idle_ms/3, so
  *    only jobs of a consumer that went silent become idle; those (and jobs a
  *    handler asked to retry) are reclaimed with XAUTOCLAIM after
@@ -62,7 +69,8 @@ enum bus_result {
 };
 
 /* Called on the loop for each job; must eventually call bus_finish exactly
- * once (from inside or later). */
+ * once (from inside or later; from inside, the next job still starts only
+ * on the next turn of the loop). */
 typedef void bus_handler(struct bus *b, struct bus_job *job, void *arg);
 typedef void bus_add_cb(int status, const char *id, void *arg);
 

@@ -580,7 +580,7 @@ static void answer_begin(struct answer *a)
                            .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
                            .daily = cfg->user_daily_limit};
     a->waiting++;
-    ulimit_check(core_redis(a->chat->core), &q, on_limits, a);
+    ulimit_check(core_loop(a->chat->core), core_redis(a->chat->core), &q, on_limits, a);
 }
 
 /* ---- /초기화 /reset ------------------------------------------------------------------ */

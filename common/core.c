@@ -123,6 +123,18 @@ void core_notify_takeover(struct core *c, enum role r, int on, const char *dead)
             c->hooks[i].h.takeover(r, on, dead, c->hooks[i].arg);
 }
 
+static void on_takeover(enum role r, int on, const char *dead, void *arg)
+{
+    core_notify_takeover(arg, r, on, dead);
+}
+
+static int start_failover(struct core *c)
+{
+    struct failover_opts fo = {.loop = c->loop, .redis = c->cmd, .bus = c->bus, .cfg = &c->cfg,
+                               .takeover = on_takeover, .takeover_arg = c};
+    return failover_new(&fo, &c->failover);
+}
+
 int core_add_hooks(struct core *c, const struct core_hooks *h, void *arg)
 {
     if (c->nhooks == (int)(sizeof(c->hooks) / sizeof(c->hooks[0])))
@@ -871,7 +883,7 @@ static int start(struct core *c, core_setup_fn *setup)
     if (c->cfg.register_commands) /* one-shot: register and exit */
         return start_discord(c);
     if ((rc = bus_consume(c->bus, role_name(c->cfg.role))) || (rc = start_store(c)) || (rc = start_http(c)) ||
-        (rc = start_discord(c)) || (rc = failover_new(c, &c->failover)))
+        (rc = start_discord(c)) || (rc = start_failover(c)))
         return rc;
     uv_timer_start(&c->beat_timer, on_beat_timer, (uint64_t)c->cfg.heartbeat_interval_ms,
                    (uint64_t)c->cfg.heartbeat_interval_ms);

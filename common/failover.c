@@ -7,7 +7,6 @@
 #include <sys/time.h>
 
 #include "bus.h"
-#include "core.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
@@ -19,6 +18,7 @@
 #define FORGET_MS (3600 * 1000) /* a peer silent this long is dropped */
 #define RECLAIM_EVERY_MS 1000  /* claims from a dead consumer are repeated this often */
 #define EVENTS_MAXLEN "10000"
+#define READ_COUNT 1000
 
 struct pnode {
     struct peer p;
@@ -26,10 +26,18 @@ struct pnode {
     int64_t up_since_ms;  /* wall time it started beating again after being away */
     int draining;
     int64_t claimed_ms;   /* when we last claimed its entries */
+    int seen_live;        /* it was up or suspect while we watched */
 };
 
 struct failover {
-    struct core *c;
+    uv_loop_t *loop;
+    struct rds *redis;
+    struct bus *bus;
+    const struct config *cfg;
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
+    void (*takeover)(enum role r, int on, const char *dead, void *arg);
+    void *takeover_arg;
     uv_timer_t tick;
     char last_id[48];
     int reading;          /* an XRANGE is out */
@@ -37,14 +45,38 @@ struct failover {
     int n;
     int taken[ROLE_ADMIN + 1];   /* we read this role's stream as a taker */
     int64_t started_ms;
+    int64_t watching_ms;  /* when a read first reached the end of the stream; 0 before */
     int closing, stopping;
 };
 
-static int64_t wall_ms(void)
+static int64_t wall_ms(void *arg)
 {
+    (void)arg;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int64_t now_ms(const struct failover *f)
+{
+    return f->clock(f->clock_arg);
+}
+
+const char *failover_role_state_name(enum failover_role_state s)
+{
+    switch (s) {
+    case FO_ROLE_UNJUDGED:
+        return "unjudged";
+    case FO_ROLE_ALIVE:
+        return "alive";
+    case FO_ROLE_STARTING:
+        return "starting";
+    case FO_ROLE_DEAD:
+        return "dead";
+    case FO_ROLE_ABSENT:
+        return "absent";
+    }
+    return "unknown";
 }
 
 const char *failover_state_name(enum peer_state s)
@@ -115,7 +147,7 @@ static void take_beat(struct failover *f, const redisReply *e)
     if (!n)
         return;
     int64_t at = strtoll(id, NULL, 10);
-    int64_t every = core_config(f->c)->heartbeat_interval_ms;
+    int64_t every = f->cfg->heartbeat_interval_ms;
     if (!n->beat_ms || at - n->beat_ms > 2 * every + 500 || n->draining)
         n->up_since_ms = at; /* (back) after a gap */
     n->beat_ms = at > n->beat_ms ? at : n->beat_ms;
@@ -135,7 +167,7 @@ static void take_beat(struct failover *f, const redisReply *e)
 
 static void refresh_states(struct failover *f, int64_t now)
 {
-    const struct config *cfg = core_config(f->c);
+    const struct config *cfg = f->cfg;
     int64_t suspect = 2 * (int64_t)cfg->heartbeat_interval_ms + 300, down = cfg->failover_after_ms;
     for (int i = 0; i < f->n; i++) {
         struct pnode *n = &f->peers[i];
@@ -150,6 +182,8 @@ static void refresh_states(struct failover *f, int64_t now)
             n->p.state = PEER_SUSPECT;
         else
             n->p.state = PEER_UP;
+        if (n->p.state == PEER_UP || n->p.state == PEER_SUSPECT)
+            n->seen_live = 1;
     }
     /* forget the long gone */
     for (int i = 0; i < f->n;) {
@@ -178,10 +212,10 @@ static void on_event_added(struct rds *r, int status, const redisReply *reply, v
 static void event(struct failover *f, const char *what, enum role r, const char *why)
 {
     char key[160];
-    snprintf(key, sizeof(key), "%s:events", core_config(f->c)->redis_prefix);
+    snprintf(key, sizeof(key), "%s:events", f->cfg->redis_prefix);
     const char *av[] = {"XADD", key, "MAXLEN", "~", EVENTS_MAXLEN, "*", "type", what, "role", role_name(r),
-                        "by", core_config(f->c)->name, "reason", why};
-    rds_cmd(core_redis(f->c), on_event_added, NULL, (int)(sizeof(av) / sizeof(av[0])), av, NULL);
+                        "by", f->cfg->name, "reason", why};
+    rds_cmd(f->redis, on_event_added, NULL, (int)(sizeof(av) / sizeof(av[0])), av, NULL);
 }
 
 static void dead_names(struct failover *f, enum role r, char *out, size_t len)
@@ -197,7 +231,7 @@ static void dead_names(struct failover *f, enum role r, char *out, size_t len)
  * finish their own jobs), again every RECLAIM_EVERY_MS while they stay down. */
 static void claim_dead(struct failover *f, enum role r, int64_t now)
 {
-    const struct config *cfg = core_config(f->c);
+    const struct config *cfg = f->cfg;
     for (int i = 0; i < f->n; i++) {
         struct pnode *n = &f->peers[i];
         if (n->p.role != r || n->p.state != PEER_DOWN || !strcmp(n->p.name, cfg->name))
@@ -205,13 +239,13 @@ static void claim_dead(struct failover *f, enum role r, int64_t now)
         if (now - n->claimed_ms < RECLAIM_EVERY_MS)
             continue;
         n->claimed_ms = now;
-        bus_claim_from(core_bus(f->c), role_name(r), n->p.name, cfg->failover_after_ms);
+        bus_claim_from(f->bus, role_name(r), n->p.name, cfg->failover_after_ms);
     }
 }
 
 static void take_over(struct failover *f, enum role r, const char *why)
 {
-    int rc = bus_consume(core_bus(f->c), role_name(r));
+    int rc = bus_consume(f->bus, role_name(r));
     if (rc && rc != -EEXIST) {
         log_error("routing: cannot take over the role", LF_STR("for_role", role_name(r)), LF_ERR(rc));
         return;
@@ -219,34 +253,90 @@ static void take_over(struct failover *f, enum role r, const char *why)
     f->taken[r] = 1;
     char dead[256];
     dead_names(f, r, dead, sizeof(dead));
-    log_warn("routing: taking over the role", LF_STR("for_role", role_name(r)), LF_STR("by", core_config(f->c)->name),
+    log_warn("routing: taking over the role", LF_STR("for_role", role_name(r)), LF_STR("by", f->cfg->name),
              LF_STR("dead", dead), LF_STR("reason", why));
     event(f, "takeover", r, why);
-    core_notify_takeover(f->c, r, 1, dead);
+    if (f->takeover)
+        f->takeover(r, 1, dead, f->takeover_arg);
     for (int i = 0; i < f->n; i++)
         f->peers[i].claimed_ms = 0;
-    claim_dead(f, r, wall_ms());
+    claim_dead(f, r, now_ms(f));
 }
 
 static void hand_back(struct failover *f, enum role r, const char *why)
 {
-    bus_release(core_bus(f->c), role_name(r));
+    bus_release(f->bus, role_name(r));
     f->taken[r] = 0;
-    log_warn("routing: handing the role back", LF_STR("for_role", role_name(r)), LF_STR("by", core_config(f->c)->name),
+    log_warn("routing: handing the role back", LF_STR("for_role", role_name(r)), LF_STR("by", f->cfg->name),
              LF_STR("reason", why));
     event(f, "handback", r, why);
-    core_notify_takeover(f->c, r, 0, "");
+    if (f->takeover)
+        f->takeover(r, 0, "", f->takeover_arg);
+}
+
+/* Until it has watched the heartbeats for a full failover window, an
+ * instance judges nobody: a peer that is starting may not have beaten yet.
+ * The window counts from the first read that reached the end of the stream
+ * (not from the process start: Redis may have come up late). */
+static int judging(const struct failover *f, int64_t now)
+{
+    return f->watching_ms && now - f->watching_ms >= f->cfg->failover_after_ms &&
+           now - f->started_ms >= f->cfg->failover_after_ms;
+}
+
+/* The last time an instance joined the cluster (its first beat seen, or its
+ * first after a gap), or when we began watching. */
+static int64_t last_join(const struct failover *f)
+{
+    int64_t t = f->watching_ms;
+    for (int i = 0; i < f->n; i++)
+        if (f->peers[i].up_since_ms > t)
+            t = f->peers[i].up_since_ms;
+    return t;
+}
+
+static enum failover_role_state judge(const struct failover *f, enum role r, int64_t now)
+{
+    if (!judging(f, now))
+        return FO_ROLE_UNJUDGED;
+    int seen = 0;
+    for (int i = 0; i < f->n; i++) {
+        const struct pnode *n = &f->peers[i];
+        if (n->p.role != r || !strcmp(n->p.name, f->cfg->name))
+            continue;
+        if (live(n))
+            return FO_ROLE_ALIVE;
+        seen |= n->seen_live;
+    }
+    if (seen)
+        return FO_ROLE_DEAD; /* it was alive while we watched: it died */
+    /* Nobody of the role has beaten while we watched (at most the last
+     * beats of a former run, stopped before we came up). While instances
+     * are still joining, it is starting, not dead; once the cluster has
+     * been settled for a full failover window, nobody serves it. */
+    if (now - last_join(f) < f->cfg->failover_after_ms)
+        return FO_ROLE_STARTING;
+    return FO_ROLE_ABSENT;
+}
+
+enum failover_role_state failover_role_state(const struct failover *f, enum role r)
+{
+    if (r < ROLE_CHAT || r > ROLE_ADMIN)
+        return FO_ROLE_UNJUDGED;
+    if (r == f->cfg->role)
+        return FO_ROLE_ALIVE; /* ours: we are alive by definition */
+    return judge(f, r, now_ms(f));
 }
 
 static void decide(struct failover *f, int64_t now)
 {
-    const struct config *cfg = core_config(f->c);
+    const struct config *cfg = f->cfg;
     enum role me = cfg->role;
-    if (now - f->started_ms < cfg->failover_after_ms)
+    if (!judging(f, now))
         return; /* give the others time to be seen before judging them */
     int64_t back_after = (int64_t)HANDBACK_BEATS * cfg->heartbeat_interval_ms;
     for (int r = ROLE_CHAT; r <= ROLE_ADMIN; r++) {
-        int alive = 0, settled = 0;
+        int settled = 0;
         const struct pnode *lowest = NULL;
         for (int i = 0; i < f->n; i++) {
             const struct pnode *n = &f->peers[i];
@@ -254,9 +344,10 @@ static void decide(struct failover *f, int64_t now)
                 lowest = n;
             if (n->p.role != (enum role)r || !live(n) || !strcmp(n->p.name, cfg->name))
                 continue;
-            alive = 1;
             settled |= now - n->up_since_ms >= back_after;
         }
+        enum failover_role_state st = judge(f, (enum role)r, now);
+        int alive = st == FO_ROLE_ALIVE;
         if ((enum role)r == me) {
             claim_dead(f, (enum role)r, now); /* a dead replica's jobs */
             continue;
@@ -265,8 +356,9 @@ static void decide(struct failover *f, int64_t now)
          * lowest-numbered live instance for admin */
         int taker = (enum role)r == ROLE_ADMIN ? lowest && !strcmp(lowest->p.name, cfg->name) : me == ROLE_ADMIN;
         if (!f->taken[r]) {
-            if (!alive && taker)
-                take_over(f, (enum role)r, "no live instance of the role");
+            if ((st == FO_ROLE_DEAD || st == FO_ROLE_ABSENT) && taker)
+                take_over(f, (enum role)r,
+                          st == FO_ROLE_DEAD ? "no live instance of the role" : "the role has no instance");
         } else if (alive && settled) {
             hand_back(f, (enum role)r, "its own instance is back");
         } else if (!taker) {
@@ -290,41 +382,55 @@ static void on_beats(struct rds *r, int status, const redisReply *reply, void *a
     }
     if (status || f->stopping || !reply || reply->type != REDIS_REPLY_ARRAY)
         return;
+    int64_t now = now_ms(f);
     for (size_t i = 0; i < reply->elements; i++) {
         take_beat(f, reply->element[i]);
         const redisReply *e = reply->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements && e->element[0]->type == REDIS_REPLY_STRING)
             snprintf(f->last_id, sizeof(f->last_id), "(%s", e->element[0]->str);
     }
-    int64_t now = wall_ms();
+    if (!f->watching_ms && reply->elements < READ_COUNT)
+        f->watching_ms = now; /* the picture is complete from here on */
     refresh_states(f, now);
-    if (core_bus(f->c) && rds_up(core_redis(f->c)))
+    if (f->bus && rds_up(f->redis))
         decide(f, now);
 }
 
 static void on_tick(uv_timer_t *t)
 {
     struct failover *f = t->data;
-    if (f->reading || !rds_up(core_redis(f->c)))
+    if (f->reading || !rds_up(f->redis))
         return;
-    char key[160];
-    snprintf(key, sizeof(key), "%s:heartbeats", core_config(f->c)->redis_prefix);
-    const char *av[] = {"XRANGE", key, f->last_id, "+", "COUNT", "1000"};
-    if (!rds_cmd(core_redis(f->c), on_beats, f, 6, av, NULL))
+    char key[160], count[16];
+    snprintf(key, sizeof(key), "%s:heartbeats", f->cfg->redis_prefix);
+    snprintf(count, sizeof(count), "%d", READ_COUNT);
+    const char *av[] = {"XRANGE", key, f->last_id, "+", "COUNT", count};
+    if (!rds_cmd(f->redis, on_beats, f, 6, av, NULL))
         f->reading = 1;
 }
 
 /* ---- public ------------------------------------------------------------------ */
 
-int failover_new(struct core *c, struct failover **out)
+int failover_new(const struct failover_opts *o, struct failover **out)
 {
+    if (!o || !o->loop || !o->redis || !o->cfg || !o->cfg->redis_prefix || !o->cfg->name[0] ||
+        o->cfg->role < ROLE_CHAT || o->cfg->role > ROLE_ADMIN || o->tick_ms < 0)
+        return -EINVAL;
     struct failover *f = mem_calloc(1, sizeof(*f));
-    f->c = c;
-    f->started_ms = wall_ms();
+    f->loop = o->loop;
+    f->redis = o->redis;
+    f->bus = o->bus;
+    f->cfg = o->cfg;
+    f->clock = o->clock ? o->clock : wall_ms;
+    f->clock_arg = o->clock_arg;
+    f->takeover = o->takeover;
+    f->takeover_arg = o->takeover_arg;
+    f->started_ms = now_ms(f);
     snprintf(f->last_id, sizeof(f->last_id), "%lld", (long long)(f->started_ms - BOOT_WINDOW_MS));
-    uv_timer_init(core_loop(c), &f->tick);
+    uv_timer_init(f->loop, &f->tick);
     f->tick.data = f;
-    uv_timer_start(&f->tick, on_tick, 0, TICK_MS);
+    uint64_t tick = o->tick_ms ? (uint64_t)o->tick_ms : TICK_MS;
+    uv_timer_start(&f->tick, on_tick, 0, tick);
     uv_unref((uv_handle_t *)&f->tick);
     *out = f;
     return 0;

@@ -789,7 +789,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
                                  .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
                                  .daily = cfg->user_daily_images, .cost = p->count};
     p->waiting++;
-    ulimit_check(core_redis(g->core), &p->lim, on_limits, p);
+    ulimit_check(core_loop(g->core), core_redis(g->core), &p->lim, on_limits, p);
 }
 
 /* ---- the role ------------------------------------------------------------------------ */

@@ -126,9 +126,10 @@ struct ixjob_edit {
     void *arg;
     int in_flight; /* a drest request is out: it will call back */
     int finished;
+    int failed;    /* the first send failed: status delivered on the next turn */
 };
 
-static void edit_send(struct ixjob_edit *e);
+static int edit_send(struct ixjob_edit *e);
 
 static void on_edit_closed(uv_handle_t *h)
 {
@@ -148,7 +149,18 @@ static void edit_done(struct ixjob_edit *e, int status, int code)
 
 static void on_retry(uv_timer_t *t)
 {
-    edit_send(t->data);
+    struct ixjob_edit *e = t->data;
+    int rc = edit_send(e);
+    if (rc)
+        edit_done(e, rc, 0); /* from the loop: not inside any call of the caller's */
+}
+
+/* The first send could not even be queued: tell the caller now, from the
+ * loop, not from inside ixjob_edit_files. */
+static void on_failed(uv_timer_t *t)
+{
+    struct ixjob_edit *e = t->data;
+    edit_done(e, e->failed, 0);
 }
 
 static void on_edited(const struct drest_resp *r, void *arg)
@@ -172,14 +184,20 @@ static void on_edited(const struct drest_resp *r, void *arg)
     edit_done(e, r->err ? r->err : BC_EHTTP, r->code);
 }
 
-static void edit_send(struct ixjob_edit *e)
+/* 0 and the request is out, or why it could not be queued. */
+static int edit_send(struct ixjob_edit *e)
 {
+    if (!e->rest)
+        return -ENOTCONN;
     struct drest_req rq = {.method = "PATCH", .path = e->path, .json = e->json, .files = e->files,
                            .nfiles = e->nfiles, .bot_auth = 0};
-    if (drest_request(e->rest, &rq, on_edited, e))
-        edit_done(e, -ENOTCONN, 0);
-    else
-        e->in_flight = 1;
+    int rc = drest_request(e->rest, &rq, on_edited, e);
+    if (rc) {
+        log_warn("interaction edit not sent", LF_ERR(rc));
+        return rc;
+    }
+    e->in_flight = 1;
+    return 0;
 }
 
 void ixjob_edit_cancel(struct ixjob_edit *e)
@@ -200,10 +218,8 @@ struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, cons
 struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const struct ixjob *j, const char *json,
                                     const struct drest_file *files, int nfiles, ixjob_cb *cb, void *arg)
 {
-    if (!rest) {
-        cb(-ENOTCONN, 0, arg);
+    if (!loop || !j || !j->app_id || !j->token || !json || !cb || nfiles < 0 || (nfiles && !files))
         return NULL;
-    }
     struct ixjob_edit *e = mem_calloc(1, sizeof(*e));
     char path[700];
     snprintf(path, sizeof(path), "/webhooks/%s/%s/messages/@original", j->app_id, j->token);
@@ -218,6 +234,10 @@ struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const s
     e->arg = arg;
     uv_timer_init(loop, &e->timer);
     e->timer.data = e;
-    edit_send(e);
-    return e->finished ? NULL : e;
+    int rc = edit_send(e);
+    if (rc) {
+        e->failed = rc;
+        uv_timer_start(&e->timer, on_failed, 0, 0);
+    }
+    return e;
 }

@@ -8,8 +8,10 @@
  * After the token's 15 minutes the webhook is gone (50027); callers that
  * can run that long post to the channel instead.
  *
- * ixjob_edit_original calls cb exactly once (unless cancelled), possibly
- * before it returns (when the request cannot even be queued). */
+ * ixjob_edit_original and ixjob_edit_files call cb exactly once (unless
+ * cancelled), always later from the loop, never from inside the call: also
+ * when the request cannot even be queued (no REST client, drest refused
+ * it), then with that error on the next loop turn. */
 #ifndef BC_IXJOB_H
 #define BC_IXJOB_H
 
@@ -50,7 +52,10 @@ struct ixjob_edit;
 
 /* PATCH /webhooks/{app}/{token}/messages/@original with json. The job may
  * be freed once this returns (what is needed is copied). Returns a handle
- * valid until cb runs, or NULL when cb already ran. */
+ * valid until cb runs (or until ixjob_edit_cancel); cb runs exactly once,
+ * later (status -ENOTCONN when rest is NULL, drest_request's error when it
+ * refused the request). Returns NULL for bad arguments (no loop, job
+ * without app id or token, no json, no cb), and then cb never runs. */
 struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
                                        const char *json, ixjob_cb *cb, void *arg);
 /* The same with files attached (multipart; json must list them in its

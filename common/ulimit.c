@@ -1,5 +1,6 @@
 #include "ulimit.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,15 @@
 #include "rds.h"
 
 /* KEYS: rate log (zset), daily counter prefix. ARGV: rate, window ms,
- * daily, cost. Returns {0} or {1, wait_ms} (rate) or {2, wait_ms} (daily). */
+ * daily, cost, now (ms; 0 = Redis's clock). Returns {0} or {1, wait_ms}
+ * (rate) or {2, wait_ms} (daily). An entry exactly one window old no longer
+ * counts, so wait_ms is exactly the time until a request passes. */
 static const char check_lua[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local now = tonumber(ARGV[5])\n"
+    "if now <= 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "end\n"
     "local rate, win, daily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local day = math.floor(now / 86400000)\n"
     "local dkey = KEYS[2] .. ':' .. day\n"
@@ -42,6 +48,35 @@ struct ulimit_ctx {
     void *arg;
 };
 
+/* A verdict given without Redis, delivered on the next loop turn. */
+struct ulimit_later {
+    uv_timer_t timer;
+    ulimit_cb *cb;
+    void *arg;
+};
+
+static void on_later_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    struct ulimit_later *l = t->data;
+    l->cb(ULIMIT_OK, 0, l->arg);
+    uv_close((uv_handle_t *)&l->timer, on_later_closed);
+}
+
+static void allow_later(uv_loop_t *loop, ulimit_cb *cb, void *arg)
+{
+    struct ulimit_later *l = mem_alloc(sizeof(*l));
+    l->cb = cb;
+    l->arg = arg;
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, on_later, 0, 0);
+}
+
 static void on_reply(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
@@ -62,35 +97,44 @@ static void on_reply(struct rds *r, int status, const redisReply *reply, void *a
     cb(v == 1 ? ULIMIT_RATE : v == 2 ? ULIMIT_DAILY : ULIMIT_OK, wait < 0 ? 0 : wait, cb_arg);
 }
 
-void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg)
+int ulimit_check(uv_loop_t *loop, struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg)
 {
-    if ((q->rate <= 0 && q->daily <= 0) || !q->user_id) {
-        cb(ULIMIT_OK, 0, arg);
-        return;
+    if (!loop || !q || !cb || !q->prefix || !q->kind)
+        return -EINVAL;
+    if ((q->rate <= 0 && q->daily <= 0) || !q->user_id || !r) {
+        allow_later(loop, cb, arg);
+        return 0;
     }
-    char rkey[200], dkey[200], rate[16], win[24], daily[16], cost[16];
+    char rkey[200], dkey[200], rate[16], win[24], daily[16], cost[16], now[24];
     snprintf(rkey, sizeof(rkey), "%s:ulimit:%s:%s:rate", q->prefix, q->kind, q->user_id);
     snprintf(dkey, sizeof(dkey), "%s:ulimit:%s:%s:day", q->prefix, q->kind, q->user_id);
     snprintf(rate, sizeof(rate), "%d", q->rate);
     snprintf(win, sizeof(win), "%lld", (long long)q->window_s * 1000);
     snprintf(daily, sizeof(daily), "%d", q->daily);
     snprintf(cost, sizeof(cost), "%d", q->cost > 0 ? q->cost : 1);
+    snprintf(now, sizeof(now), "%lld", (long long)(q->now_ms > 0 ? q->now_ms : 0));
     struct ulimit_ctx *c = mem_alloc(sizeof(*c));
     c->cb = cb;
     c->arg = arg;
-    const char *av[] = {"EVAL", check_lua, "2", rkey, dkey, rate, win, daily, cost};
-    if (rds_cmd(r, on_reply, c, 9, av, NULL)) {
+    const char *av[] = {"EVAL", check_lua, "2", rkey, dkey, rate, win, daily, cost, now};
+    if (rds_cmd(r, on_reply, c, 10, av, NULL)) {
         mem_free(c);
         log_warn("user limits not checked (redis unavailable); allowing the request");
-        cb(ULIMIT_OK, 0, arg);
+        allow_later(loop, cb, arg);
     }
+    return 0;
 }
 
 /* Give back what a request counted against the day (it failed before the
- * user got anything). Best effort; never below zero. */
+ * user got anything). Best effort; never below zero. ARGV: cost, now (ms;
+ * 0 = Redis's clock). */
 static const char refund_lua[] =
-    "local t = redis.call('TIME')\n"
-    "local day = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / 86400000)\n"
+    "local now = tonumber(ARGV[2])\n"
+    "if now <= 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "end\n"
+    "local day = math.floor(now / 86400000)\n"
     "local dkey = KEYS[1] .. ':' .. day\n"
     "local v = tonumber(redis.call('GET', dkey) or '0')\n"
     "if v > 0 then redis.call('DECRBY', dkey, math.min(v, tonumber(ARGV[1]))) end\n"
@@ -108,11 +152,12 @@ void ulimit_refund(struct rds *r, const struct ulimit_req *q)
 {
     if (q->daily <= 0 || !q->user_id)
         return;
-    char dkey[200], cost[16];
+    char dkey[200], cost[16], now[24];
     snprintf(dkey, sizeof(dkey), "%s:ulimit:%s:%s:day", q->prefix, q->kind, q->user_id);
     snprintf(cost, sizeof(cost), "%d", q->cost > 0 ? q->cost : 1);
-    const char *av[] = {"EVAL", refund_lua, "1", dkey, cost};
-    rds_cmd(r, on_refund, NULL, 5, av, NULL);
+    snprintf(now, sizeof(now), "%lld", (long long)(q->now_ms > 0 ? q->now_ms : 0));
+    const char *av[] = {"EVAL", refund_lua, "1", dkey, cost, now};
+    rds_cmd(r, on_refund, NULL, 6, av, NULL);
 }
 
 void ulimit_say(enum ulimit_verdict v, int64_t wait_ms, int daily, int ko, const char *what_ko, const char *what_en,

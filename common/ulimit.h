@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct rds;
 
@@ -24,11 +25,18 @@ struct ulimit_req {
     const char *prefix, *kind, *user_id;
     int rate, window_s, daily;
     int cost; /* units this request takes of the daily limit; 0 = 1 */
+    /* The time the limits are judged at, ms since the epoch. 0 (always, in
+     * the roles) means Redis's own clock, so every instance agrees; tests
+     * pass a time to reach the edges of a window or of a UTC day exactly. */
+    int64_t now_ms;
 };
 
-/* cb runs exactly once (never from inside this call unless nothing needs
- * checking, then at once with ULIMIT_OK). */
-void ulimit_check(struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg);
+/* Returns -EINVAL (q, its kind or prefix, or cb missing) and cb never
+ * runs; otherwise 0, and cb runs exactly once, always later from the loop,
+ * never from inside this call: with the verdict, with ULIMIT_OK at once
+ * (next loop turn) when nothing needs checking, and with ULIMIT_OK (fail
+ * open, logged) when Redis cannot answer. q is copied. */
+int ulimit_check(uv_loop_t *loop, struct rds *r, const struct ulimit_req *q, ulimit_cb *cb, void *arg);
 
 /* The sentence for a refusal: how long to wait (rate) or until when
  * (daily, with the limit), in Korean or English. what names the unit

@@ -1104,7 +1104,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
         return;
     }
     v->waiting++;
-    ulimit_check(core_redis(g->core), &v->lim, on_limits, v);
+    ulimit_check(core_loop(g->core), core_redis(g->core), &v->lim, on_limits, v);
 }
 
 /* ---- the role ---------------------------------------------------------------------------- */

@@ -213,3 +213,26 @@ def test_admin_killed_others_keep_serving_and_answer_status(t):
     text = str(st["original"]["embeds"])
     check("chat-1" in text and "admin-4" in text, "the status lists both: %s" % text[:500])
     check(chat.find_records(msg="routing: taking over the role", for_role="admin"), "chat-1 took the admin role")
+
+
+@harness.timeout(120)
+def test_instances_started_one_after_another_take_nothing_over(t):
+    """Issue 17: the four instances started one after another, 1 s apart,
+    with the production timings (beats every 1000 ms, down after 3000 ms).
+    chat-1 once took the admin role over before admin-4 had beaten at all:
+    an instance that has not beaten yet is starting, not dead. Nobody may
+    take anything over, and every role is served by its own instance."""
+    c = Cluster(t, pg=True)
+    slow = {"HEARTBEAT_INTERVAL_MS": "1000", "FAILOVER_AFTER_MS": "3000"}
+    first = True
+    for role in ("chat", "image", "video", "admin"):
+        c.start(role, **slow, **({} if first else {"GATEWAY": "off"}))
+        first = False
+        time.sleep(1.0)  # the idle second between starts
+    # past a full failover window after the last start, plus handback time
+    time.sleep(4.5)
+    for role, inst in c.insts.items():
+        took = inst.find_records(msg="routing: taking over the role")
+        check(not took, "%s took a role over at start: %r" % (role, took))
+    events = c.redis.client().cmd("XRANGE", "discordbot:events", "-", "+")
+    check(not events, "no takeover events: %r" % events)

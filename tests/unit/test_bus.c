@@ -51,6 +51,14 @@ static void run_for(int ms)
     utloop_run_for(&lp, ms);
 }
 
+/* BOT_TIMEOUT_SCALE (a slow runner), else 1. */
+static double tscale(void)
+{
+    const char *s = getenv("BOT_TIMEOUT_SCALE");
+    double v = s ? atof(s) : 0;
+    return v > 0 ? v : 1.0;
+}
+
 static int64_t wall_ms(void)
 {
     struct timeval tv;
@@ -214,6 +222,7 @@ enum hmode {
     H_RETRY_ONCE, /* first delivery: BUS_RETRY; later ones: BUS_DONE */
     H_TIMED,      /* finish with BUS_DONE after run_ms */
     H_RETRY_HOLD, /* the very first call: BUS_RETRY; all later ones: hold */
+    H_ALTERNATE,  /* even calls finish at once, odd ones after run_ms */
 };
 
 struct call {
@@ -341,6 +350,12 @@ static void on_job(struct bus *b, struct bus_job *job, void *arg)
         if (i == 0)
             finish_call(r, i, BUS_RETRY);
         break;
+    case H_ALTERNATE:
+        if (i % 2 == 0) {
+            finish_call(r, i, BUS_DONE);
+            break;
+        }
+        /* fall through */
     case H_TIMED:
         if (!r->timers_init) {
             for (int k = 0; k < MAXCALLS; k++) {
@@ -581,6 +596,53 @@ static void test_max_inflight_with_reclaim(void)
     UT_EQ_INT(rec_count_id(&r, b), 1);
     UT_EQ_INT(rec_count_id(&r, c), 1);
     UT_ASSERT(r.max_running <= 2);
+    tb_close(&t);
+    env_teardown();
+}
+
+/* Back-pressure: with every slot taken, what was read beyond the room there
+ * was must start as soon as a slot frees, not after a reclaim. Handlers
+ * that finish from inside the dispatch (every other job here) used to make
+ * the bus send a new read in the middle of a batch; the entries it brought
+ * found no room and sat pending until XAUTOCLAIM, claim_idle_ms later. */
+static void test_back_pressure_never_waits_for_a_reclaim(void)
+{
+    env_setup("backpressure");
+    enum { N = 50, WORK_MS = 20 };
+    struct rec r = {.mode = H_ALTERNATE, .run_ms = WORK_MS};
+    struct bus_opts o = default_opts();
+    o.max_inflight = 2;
+    o.claim_idle_ms = 15000; /* a stall would show as a 7.5 s+ wait */
+    struct tb t;
+    tb_open(&t, &o, &r);
+    char ids[N][48];
+    for (int i = 0; i < N; i++) {
+        char p[32];
+        snprintf(p, sizeof(p), "{\"n\":%d}", i);
+        raw_add("t.job", p, ids[i], sizeof(ids[i]));
+    }
+    uint64_t t0 = utsys_mono_ms();
+    int slack = (int)(1000 * tscale());
+    /* all of them in about their work (25 jobs x 20 ms run one at a time),
+     * far below the reclaim period */
+    WAIT_FOR(r.calls == N && r.running == 0, (N / 2) * WORK_MS + 2 * slack);
+    UT_ASSERT(r.max_running <= 2);
+    /* none waited longer than the work of those before it */
+    int work_before = 0;
+    for (int i = 0; i < N; i++) {
+        int waited = (int)(r.c[i].at_ms - t0);
+        if (waited > work_before + slack)
+            UT_FAIL("job %d started %d ms after the start, its predecessors' work was %d ms", i, waited,
+                    work_before);
+        work_before += i % 2 ? WORK_MS : 0;
+    }
+    for (int i = 0; i < N; i++)
+        UT_EQ_INT(rec_count_id(&r, ids[i]), 1);
+    WAIT_FOR(pending(NULL) == 0, 5000);
+    struct bus_stats s = stats(&t);
+    UT_EQ_INT(s.processed, N);
+    UT_EQ_INT(s.reclaimed, 0);
+    rec_release(&r);
     tb_close(&t);
     env_teardown();
 }
@@ -1785,6 +1847,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_dispatch_fields_then_ack),
     UT_CASE(test_max_inflight),
     UT_CASE(test_max_inflight_with_reclaim),
+    UT_CASE(test_back_pressure_never_waits_for_a_reclaim),
     UT_CASE(test_failed_is_acked_and_counted),
     UT_CASE(test_retry_redelivered_after_claim_idle),
     UT_CASE(test_dead_letters),

@@ -173,11 +173,11 @@ static void adm_send(struct adm *a, struct json_object *msg)
     json_object_object_add(am, "parse", json_object_new_array());
     json_object_object_add(msg, "allowed_mentions", am);
     const char *json = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    /* on_edited may run (and free a) before this returns: then e is NULL */
-    struct ixjob_edit *e = ixjob_edit_original(core_loop(a->c), core_rest(a->c), &a->ix, json, on_edited, a);
+    /* NULL only for bad arguments: then on_edited never runs */
+    a->edit = ixjob_edit_original(core_loop(a->c), core_rest(a->c), &a->ix, json, on_edited, a);
     json_object_put(msg);
-    if (e)
-        a->edit = e;
+    if (!a->edit)
+        adm_end(a, BUS_FAILED, "job without an application id or token");
 }
 
 static void adm_say(struct adm *a, const char *text)

@@ -148,11 +148,11 @@ static void ping_answer(struct ping *p)
         ping_end(p, BUS_DONE, NULL);
         return;
     }
-    /* on_edited may run (and free p) before this returns: then e is NULL */
-    struct ixjob_edit *e = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
+    /* NULL only for bad arguments: then on_edited never runs */
+    p->edit = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
     json_object_put(o);
-    if (e)
-        p->edit = e;
+    if (!p->edit)
+        ping_end(p, BUS_FAILED, "job without an application id or token");
 }
 
 void ping_run(struct core *c, struct bus_job *job, struct ixjob *ix)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "jscan.h"
 #include "log.h"
 #include "mem.h"
 #include "zstream.h"
@@ -967,22 +968,18 @@ static void log_bad_message(struct gw *g, const char *what, size_t len)
                  LF_INT("suppressed", dropped), LF_INT("shard", g->shard_id));
 }
 
-static void op_dispatch(struct gw *g, struct json_object *o, struct json_object *d,
-                        const char *raw, size_t len)
+/* One dispatch, from either path: the scanned one (dobj NULL) or the
+ * parsed one (READY, RESUMED: dobj is d parsed). */
+static void op_dispatch(struct gw *g, const char *type, int has_s, int64_t s, const struct jscan_val *d,
+                        struct json_object *dobj, const char *raw, size_t len)
 {
-    struct json_object *t, *s;
-    if (!json_object_object_get_ex(o, "t", &t) || !json_object_is_type(t, json_type_string)) {
-        log_bad_message(g, "dispatch without a type", len);
-        return;
-    }
-    int has_s = json_object_object_get_ex(o, "s", &s) && s;
-    if (has_s && (!json_object_is_type(s, json_type_int) || json_object_get_int64(s) <= 0)) {
+    if (has_s && s <= 0) {
         log_bad_message(g, "dispatch with an invalid sequence", len);
         return;
     }
     /* Discord numbers every dispatch; one without a number is delivered
      * under the current one (routing then treats it as already seen). */
-    int64_t seq = has_s ? json_object_get_int64(s) : g->sess.seq;
+    int64_t seq = has_s ? s : g->sess.seq;
     if (g->sess.seq > 0 && seq > g->sess.seq + 1) {
         /* Sequences grow by one. A jump means events were lost on the way
          * (or the peer is confused): do not trust it, resume from the last
@@ -994,13 +991,21 @@ static void op_dispatch(struct gw *g, struct json_object *o, struct json_object 
     }
     if (seq > g->sess.seq)
         g->sess.seq = seq; /* an older one is a replay overlap: routing skips it */
-    const char *type = json_object_get_string(t);
-    if (g->phase == GW_IDENTIFY && !strcmp(type, "READY"))
-        on_ready(g, d);
+    if (g->phase == GW_IDENTIFY && !strcmp(type, "READY") && dobj)
+        on_ready(g, dobj);
     else if (g->phase == GW_RESUME && !strcmp(type, "RESUMED"))
         on_resumed(g);
-    if (g->cbs.dispatch && g->phase != GW_CLOSING && g->phase != GW_STOPPED)
-        g->cbs.dispatch(g, seq, type, d, raw, len, g->arg);
+    if (g->cbs.dispatch && g->phase != GW_CLOSING && g->phase != GW_STOPPED) {
+        int has_d = d->type != JSCAN_ABSENT && d->type != JSCAN_NULL;
+        struct gw_event ev = {.seq = seq,
+                              .type = type,
+                              .d = has_d ? d->p : "null",
+                              .d_len = has_d ? d->n : 4,
+                              .raw = raw,
+                              .raw_len = len,
+                              .dobj = dobj};
+        g->cbs.dispatch(g, &ev, g->arg);
+    }
 }
 
 static void op_invalid_session(struct gw *g, struct json_object *d)
@@ -1023,13 +1028,11 @@ static void op_heartbeat_ack(struct gw *g)
         g->latency_ms = (double)(uv_hrtime() - g->hb_sent_ns) / 1e6;
 }
 
-static void handle_op(struct gw *g, int op, struct json_object *o, struct json_object *d,
-                      const char *raw, size_t len)
+static void handle_op(struct gw *g, int op, struct json_object *d)
 {
     unsigned dropped;
     switch (op) {
-    case 0:
-        op_dispatch(g, o, d, raw, len);
+    case 0: /* handled in handle_message */
         break;
     case 1: /* the server wants a beat now; the timer keeps its rhythm */
         g->hb_due = 1;
@@ -1055,9 +1058,45 @@ static void handle_op(struct gw *g, int op, struct json_object *o, struct json_o
     }
 }
 
-/* One complete message: parsed once, handed on, freed. */
+static const char *const envelope_keys[] = {"op", "t", "s", "d"};
+
+/* The event type as a C string: short, plain (no escapes); else NULL. */
+static const char *event_type(const struct jscan_val *t, char *buf, size_t len)
+{
+    if (t->type != JSCAN_STRING || !t->n || t->n >= len || memchr(t->p, '\\', t->n))
+        return NULL;
+    memcpy(buf, t->p, t->n);
+    buf[t->n] = '\0';
+    return buf;
+}
+
+/* One complete message. Dispatches, which are nearly all of the traffic,
+ * are scanned, not parsed: the envelope's four members are found in place
+ * and d is handed on as bytes (see jscan.h). READY and RESUMED, which the
+ * client needs to read, and every other opcode are parsed with json-c. */
 static void handle_message(struct gw *g, const char *msg, size_t len)
 {
+    struct jscan_val env[4];
+    int scanned = jscan_object(msg, len, envelope_keys, 4, env) == 0;
+    int64_t op_num = -1, s = 0;
+    char tbuf[64];
+    const char *type = NULL;
+    if (scanned && !jscan_int64(&env[0], &op_num) && op_num == 0) {
+        type = event_type(&env[1], tbuf, sizeof(tbuf));
+        if (!type) {
+            log_bad_message(g, "dispatch without a type", len);
+            return;
+        }
+        int has_s = env[2].type != JSCAN_ABSENT && env[2].type != JSCAN_NULL;
+        if (has_s && jscan_int64(&env[2], &s)) {
+            log_bad_message(g, "dispatch with an invalid sequence", len);
+            return;
+        }
+        if (strcmp(type, "READY") && strcmp(type, "RESUMED")) {
+            op_dispatch(g, type, has_s, s, &env[3], NULL, msg, len);
+            return;
+        }
+    }
     json_tokener_reset(g->tok);
     struct json_object *o = json_tokener_parse_ex(g->tok, msg, (int)len);
     struct json_object *op, *d = NULL;
@@ -1084,7 +1123,18 @@ static void handle_message(struct gw *g, const char *msg, size_t len)
     json_object_object_get_ex(o, "d", &d);
     if (d && json_object_is_type(d, json_type_null))
         d = NULL;
-    handle_op(g, json_object_get_int(op), o, d, msg, len);
+    if (json_object_get_int(op) == 0) {
+        if (!type || !scanned) {
+            /* json-c accepts what the scanner refused (or the other way
+             * round): trust neither */
+            log_bad_message(g, "dispatch that cannot be read", len);
+        } else {
+            int has_s = env[2].type != JSCAN_ABSENT && env[2].type != JSCAN_NULL;
+            op_dispatch(g, type, has_s, s, &env[3], d, msg, len);
+        }
+    } else {
+        handle_op(g, json_object_get_int(op), d);
+    }
     json_object_put(o);
 }
 

@@ -77,14 +77,24 @@ struct gw_opts {
     int hello_timeout_ms;       /* no Hello this long after connecting -> reconnect; 0 = 20000 */
 };
 
+/* One dispatch. Dispatches are scanned, not parsed (see jscan.h): the
+ * payload d comes as the bytes Discord sent, and only READY and RESUMED
+ * come parsed as well. */
+struct gw_event {
+    int64_t seq;
+    const char *type;        /* NUL-terminated */
+    const char *d;           /* the JSON of "d" ("null" when absent); not NUL-terminated */
+    size_t d_len;
+    const char *raw;         /* the whole message as received (inflated), for forwarding */
+    size_t raw_len;          /* without re-serialising; not NUL-terminated */
+    struct json_object *dobj; /* d parsed: READY and RESUMED only, else NULL */
+};
+
 struct gw_cbs {
     /* Every op 0 event, READY and RESUMED included (after ready/resumed),
-     * replayed ones included, in order. type and d are borrowed from the
-     * parsed message (d may be NULL for "d":null); raw/raw_len is the whole
-     * message as received (inflated), for forwarding without re-serialising.
-     * raw is not NUL-terminated. May be NULL. */
-    void (*dispatch)(struct gw *g, int64_t seq, const char *type, struct json_object *d,
-                     const char *raw, size_t raw_len, void *arg);
+     * replayed ones included, in order. Everything in ev is borrowed for the
+     * call. May be NULL. */
+    void (*dispatch)(struct gw *g, const struct gw_event *ev, void *arg);
     /* READY: a new session. r holds session_id, resume_url and READY's seq;
      * d is READY's payload. May be NULL. */
     void (*ready)(struct gw *g, const struct gw_resume *r, struct json_object *d, void *arg);

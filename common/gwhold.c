@@ -148,11 +148,10 @@ static void on_trouble(enum ingress_trouble t, void *arg)
 
 /* ---- gateway callbacks ------------------------------------------------------ */
 
-static void on_dispatch(struct gw *g, int64_t seq, const char *type, struct json_object *d, const char *raw,
-                        size_t raw_len, void *arg)
+static void on_dispatch(struct gw *g, const struct gw_event *ev, void *arg)
 {
     (void)g;
-    ingress_gateway_event(((struct gwhold *)arg)->in, seq, type, d, raw, raw_len);
+    ingress_gateway_event(((struct gwhold *)arg)->in, ev);
 }
 
 static const char ready_lua[] =

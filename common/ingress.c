@@ -13,6 +13,7 @@
 #include "err.h"
 #include "glob.h"
 #include "httpd.h"
+#include "jscan.h"
 #include "log.h"
 #include "mem.h"
 #include "rds.h"
@@ -139,6 +140,7 @@ struct ingress {
     struct rds *redis;
     struct drest *rest;
     struct chan_table chans;
+    struct json_tokener *tok;
     char bot_user[24];
     char chan_key[128];
     char maxlen[16];
@@ -974,71 +976,115 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
     ack_now(in, b, stream_arg, id, token, dc.cmd->ephemeral);
 }
 
-/* Whether the message's mentions name the bot user. Before READY taught
- * us who we are, nothing counts as a mention. */
-static int mentions_bot(struct ingress *in, struct json_object *m)
+/* A string member as a C string into buf; "" when absent or unusable. */
+static const char *scan_str(const struct jscan_val *v, char *buf, size_t len)
 {
-    struct json_object *list = jobj(m, "mentions");
-    if (!in->bot_user[0] || !list || !json_object_is_type(list, json_type_array))
-        return 0;
-    size_t n = json_object_array_length(list);
-    for (size_t i = 0; i < n; i++) {
-        const char *id = jstr(json_object_array_get_idx(list, i), "id");
-        if (id && !strcmp(id, in->bot_user))
-            return 1;
+    buf[0] = '\0';
+    if (v->type == JSCAN_STRING && v->n < len && !memchr(v->p, '\\', v->n)) {
+        memcpy(buf, v->p, v->n);
+        buf[v->n] = '\0';
     }
+    return buf;
+}
+
+/* Whether the mentions array names the bot user. Before READY taught us
+ * who we are, nothing counts as a mention. */
+static int mentions_bot(struct ingress *in, const struct jscan_val *list)
+{
+    static const char *const id_key[] = {"id"};
+    if (!in->bot_user[0] || list->type != JSCAN_ARRAY)
+        return 0;
+    size_t pos = 0;
+    struct jscan_val el, id;
+    while (jscan_array_next(list, &pos, &el) == 1)
+        if (el.type == JSCAN_OBJECT && !jscan_object(el.p, el.n, id_key, 1, &id) && jscan_eq(&id, in->bot_user))
+            return 1;
     return 0;
 }
 
-/* The job type of a message for the chat stream: "discord.mention" when it
- * speaks to the bot (a DM, or it mentions the bot), "discord.message" for
- * other messages in chat channels, NULL when it is not the chat role's. */
-static const char *message_for_chat(struct ingress *in, struct json_object *m)
+/* The job type of a message (d as sent) for the chat stream:
+ * "discord.mention" when it speaks to the bot (a DM, or it mentions the
+ * bot), "discord.message" for other messages in chat channels, NULL when
+ * it is not the chat role's. Scanned, not parsed: this runs for every
+ * message the bot can see. */
+static const char *message_for_chat(struct ingress *in, const char *d, size_t len)
 {
-    struct json_object *author = jobj(m, "author"), *bot = jobj(author, "bot");
-    if (!author || (bot && json_object_get_boolean(bot)) || jobj(m, "webhook_id"))
+    static const char *const keys[] = {"author", "webhook_id", "guild_id", "channel_id", "mentions"};
+    static const char *const author_keys[] = {"id", "bot"};
+    struct jscan_val v[5], a[2];
+    if (jscan_object(d, len, keys, 5, v) || v[0].type != JSCAN_OBJECT ||
+        jscan_object(v[0].p, v[0].n, author_keys, 2, a))
         return NULL;
-    const char *uid = jstr(author, "id");
-    if (uid && in->bot_user[0] && !strcmp(uid, in->bot_user))
+    if (a[1].type == JSCAN_TRUE || (v[1].type != JSCAN_ABSENT && v[1].type != JSCAN_NULL))
+        return NULL; /* a bot or a webhook */
+    if (in->bot_user[0] && jscan_eq(&a[0], in->bot_user))
         return NULL;
-    if (!jstr(m, "guild_id"))
+    if (v[2].type != JSCAN_STRING)
         return "discord.mention"; /* direct message */
+    char cid[32];
     const char *cname, *pname;
-    channel_names(in, jstr(m, "channel_id"), NULL, &cname, &pname);
+    channel_names(in, scan_str(&v[3], cid, sizeof(cid)), NULL, &cname, &pname);
     if (!channel_allowed(in->cfg->chat_channels, cname, pname))
         return NULL;
-    return mentions_bot(in, m) ? "discord.mention" : "discord.message";
+    return mentions_bot(in, &v[4]) ? "discord.mention" : "discord.message";
 }
 
-void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, struct json_object *d,
-                           const char *raw, size_t raw_len)
+/* d parsed, for the few events whose content the ingress reads; NULL when
+ * it is not JSON (the handlers treat that as an event without content). */
+static struct json_object *parse_d(struct ingress *in, const struct gw_event *ev)
 {
-    if (!in->token || !type)
+    if (ev->dobj)
+        return json_object_get(ev->dobj);
+    json_tokener_reset(in->tok);
+    struct json_object *d = json_tokener_parse_ex(in->tok, ev->d, (int)ev->d_len);
+    if (d && json_tokener_get_parse_end(in->tok) != ev->d_len) {
+        json_object_put(d);
+        d = NULL;
+    }
+    return d;
+}
+
+static int is_channel_event(const char *type)
+{
+    return !strcmp(type, "GUILD_CREATE") || !strncmp(type, "CHANNEL_", 8) || !strncmp(type, "THREAD_", 7);
+}
+
+void ingress_gateway_event(struct ingress *in, const struct gw_event *ev)
+{
+    if (!in->token || !ev->type)
         return;
     in->st.events++;
+    const char *type = ev->type;
+    if (!strcmp(type, "MESSAGE_CREATE")) {
+        const char *job = message_for_chat(in, ev->d, ev->d_len);
+        char key[160] = "";
+        if (job)
+            stream_key(in, ROLE_CHAT, key, sizeof(key));
+        batch_add(in, ev->seq, key, job ? job : "", job ? ev->raw : "", job ? ev->raw_len : 0, NULL);
+        return;
+    }
     if (!strcmp(type, "INTERACTION_CREATE")) {
-        gateway_interaction(in, seq, d);
+        struct json_object *d = parse_d(in, ev);
+        gateway_interaction(in, ev->seq, d);
+        json_object_put(d);
         return;
     }
-    const char *job = !strcmp(type, "MESSAGE_CREATE") ? message_for_chat(in, d) : NULL;
-    if (job) {
-        char key[160];
-        stream_key(in, ROLE_CHAT, key, sizeof(key));
-        batch_add(in, seq, key, job, raw, raw_len, NULL);
-        return;
+    if (is_channel_event(type)) {
+        struct json_object *d = parse_d(in, ev);
+        if (!strcmp(type, "GUILD_CREATE")) {
+            remember_list(in, jobj(d, "channels"));
+            remember_list(in, jobj(d, "threads"));
+        } else if (!strcmp(type, "CHANNEL_CREATE") || !strcmp(type, "CHANNEL_UPDATE") ||
+                   !strcmp(type, "THREAD_CREATE") || !strcmp(type, "THREAD_UPDATE")) {
+            remember_channel(in, d);
+        } else if (!strcmp(type, "CHANNEL_DELETE") || !strcmp(type, "THREAD_DELETE")) {
+            forget_channel(in, d);
+        } else if (!strcmp(type, "THREAD_LIST_SYNC")) {
+            remember_list(in, jobj(d, "threads"));
+        }
+        json_object_put(d);
     }
-    if (!strcmp(type, "GUILD_CREATE")) {
-        remember_list(in, jobj(d, "channels"));
-        remember_list(in, jobj(d, "threads"));
-    } else if (!strcmp(type, "CHANNEL_CREATE") || !strcmp(type, "CHANNEL_UPDATE") ||
-               !strcmp(type, "THREAD_CREATE") || !strcmp(type, "THREAD_UPDATE")) {
-        remember_channel(in, d);
-    } else if (!strcmp(type, "CHANNEL_DELETE") || !strcmp(type, "THREAD_DELETE")) {
-        forget_channel(in, d);
-    } else if (!strcmp(type, "THREAD_LIST_SYNC")) {
-        remember_list(in, jobj(d, "threads"));
-    }
-    batch_add(in, seq, "", "", "", 0, NULL); /* not routed, but its sequence is */
+    batch_add(in, ev->seq, "", "", "", 0, NULL); /* not routed, but its sequence is */
 }
 
 /* ---- POST /interactions (HTTP delivery) ---------------------------------- */
@@ -1292,6 +1338,7 @@ int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, st
     in->batch_bytes = BATCH_BYTES;
     in->queue_bytes = QUEUE_BYTES;
     in->hj_tail = &in->hj_head;
+    in->tok = json_tokener_new_ex(64);
     uv_check_init(loop, &in->flush);
     uv_timer_init(loop, &in->retry);
     in->flush.data = in->retry.data = in;
@@ -1358,6 +1405,7 @@ static void on_closed(uv_handle_t *h)
     while (in->hj_head)
         http_job_free(in->hj_head);
     chan_free(&in->chans);
+    json_tokener_free(in->tok);
     mem_free(in->lease_key);
     mem_free(in->session_key);
     mem_free(in->token);

@@ -44,6 +44,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "gw.h"
 
 struct ingress;
 struct rds;
@@ -77,8 +78,8 @@ void ingress_set_bot_user(struct ingress *in, const char *user_id);
  * after it (replayed messages would otherwise find no channel names). If
  * this returns an error, done never runs. */
 int ingress_load_channels(struct ingress *in, void (*done)(int status, void *arg), void *arg);
-void ingress_gateway_event(struct ingress *in, int64_t seq, const char *type, struct json_object *d,
-                           const char *raw, size_t raw_len);
+/* One gateway dispatch (holder side), borrowed for the call. */
+void ingress_gateway_event(struct ingress *in, const struct gw_event *ev);
 void ingress_stats(const struct ingress *in, struct ingress_stats *out);
 /* Tests: smaller limits (0 keeps a default). */
 void ingress__set_limits(struct ingress *in, size_t batch_events, size_t batch_bytes, size_t queue_bytes);

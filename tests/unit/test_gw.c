@@ -273,11 +273,27 @@ struct fx {
     char cert[PATH_MAX], key[PATH_MAX];
 };
 
-static void on_dispatch(struct gw *g, int64_t seq, const char *type, struct json_object *d,
-                        const char *raw, size_t raw_len, void *arg)
+static void dispatch_body(struct fx *fx, int64_t seq, const char *type, struct json_object *d, const char *raw,
+                          size_t raw_len);
+
+static void on_dispatch(struct gw *g, const struct gw_event *ev, void *arg)
 {
     (void)g;
     struct fx *fx = arg;
+    int64_t seq = ev->seq;
+    const char *type = ev->type, *raw = ev->raw;
+    size_t raw_len = ev->raw_len;
+    /* the client hands d over as bytes: parse it as a consumer would */
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *d = json_tokener_parse_ex(tok, ev->d, (int)ev->d_len);
+    json_tokener_free(tok);
+    dispatch_body(fx, seq, type, d, raw, raw_len);
+    json_object_put(d);
+}
+
+static void dispatch_body(struct fx *fx, int64_t seq, const char *type, struct json_object *d, const char *raw,
+                          size_t raw_len)
+{
     struct json_object *c;
     if (!strcmp(type, "FRAGMENTED")) { /* injected by a test, without a seq */
         if (d && json_object_object_get_ex(d, "content", &c)) {

@@ -826,6 +826,25 @@ static void batch_arg(struct batch *b, const char *s, size_t n)
     b->nargs++;
 }
 
+/* Decimal digits of v into out (at least 21 bytes), NUL-terminated; the
+ * length. snprintf was a tenth of the cost of routing an event. */
+static size_t i64toa(int64_t v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10));
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
 /* Add one event; returns its batch (for an acknowledgement to hold it) or
  * NULL when nothing is being stored (broken: the resync replays it). */
 static struct batch *batch_add(struct ingress *in, int64_t seq, const char *stream, const char *type,
@@ -835,19 +854,18 @@ static struct batch *batch_add(struct ingress *in, int64_t seq, const char *stre
         return NULL; /* replayed after the resync */
     char s[24], ts[24];
     size_t sl = strlen(stream), tl = strlen(type);
-    snprintf(s, sizeof(s), "%lld", (long long)seq);
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    size_t seql = i64toa(seq, s), tsl = i64toa(wall_ms(), ts);
     struct batch *b = open_batch(in, plen + sl + tl + 48);
     if (!b)
         return NULL;
     size_t before = b->args.len;
-    batch_arg(b, s, strlen(s));
+    batch_arg(b, s, seql);
     if (stream_arg)
         *stream_arg = b->nargs;
     batch_arg(b, stream, sl);
     batch_arg(b, type, tl);
     batch_arg(b, payload, plen);
-    batch_arg(b, ts, strlen(ts));
+    batch_arg(b, ts, tsl);
     b->nevents++;
     in->queued_bytes += b->args.len - before;
     if (b->nargs + ARGS_PER_EVENT > b->cap_args)

@@ -20,11 +20,26 @@ static int hex(char ch)
     return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
 }
 
-/* At the opening quote; leaves c after the closing one. */
+/* Bytes that end a plain run inside a string: the quote, the backslash
+ * and the control characters (which JSON forbids there). */
+static const unsigned char special[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
+    [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1,
+    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
+    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
+    ['"'] = 1,  ['\\'] = 1,
+};
+
+/* At the opening quote; leaves c after the closing one. Plain runs go
+ * through a table lookup per byte: strings are most of what is scanned. */
 static int string(struct cur *c, struct jscan_val *v)
 {
     const char *start = ++c->p;
     while (c->p < c->end) {
+        while (c->p < c->end && !special[(unsigned char)*c->p])
+            c->p++;
+        if (c->p >= c->end)
+            break;
         unsigned char ch = (unsigned char)*c->p;
         if (ch == '"') {
             v->type = JSCAN_STRING;

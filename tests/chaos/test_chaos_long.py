@@ -23,3 +23,10 @@ def test_chaos_model_hang_long_tail(t):
     model is back: long enough to see the service recover (the short
     version in test_chaos ends while the key may still be cooling down)."""
     test_chaos.model_hang(t, "model_hang_long_tail", after_s=50.0)
+
+
+@harness.timeout(150)
+def test_chaos_gateway_holder_kill9_short_lease(t):
+    """The holder kill with a 2 s lease (test_failover's setting): the gap
+    is shorter than Discord's 3 s acknowledgement window."""
+    test_chaos.holder_kill9(t, "gateway_holder_kill9_lease2s", lease_ms=2000)

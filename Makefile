@@ -113,6 +113,8 @@ ci:
 bench: all
 	$(PYTHON) tests/bench/bench_ops.py
 
+chaos: all ; rm -rf build/chaos; CHAOS_REPORT_DIR=$(CURDIR)/build/chaos $(PYTHON) tests/run.py -v --variant $(VARIANT) --integration-dir tests/chaos -k chaos; st=$$?; $(PYTHON) tests/chaos/summary.py build/chaos; exit $$st
+
 docs-config: all
 	$(PYTHON) tests/tools/docs_config.py --write
 

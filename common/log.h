@@ -21,7 +21,7 @@
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
-enum log_ftype { LOGF_END = 0, LOGF_STR, LOGF_INT, LOGF_DBL, LOGF_BOOL, LOGF_SECRET, LOGF_URL };
+enum log_ftype { LOGF_END = 0, LOGF_STR, LOGF_INT, LOGF_DBL, LOGF_BOOL, LOGF_SECRET, LOGF_URL, LOGF_EXT };
 
 struct log_field {
     const char *key;
@@ -40,6 +40,13 @@ struct log_field {
 #define LF_BOOL(k, x) ((struct log_field){.key = (k), .type = LOGF_BOOL, .v.i = !!(x)})
 #define LF_SECRET(k, x) ((struct log_field){.key = (k), .type = LOGF_SECRET, .v.sec = (x)})
 #define LF_URL(k, x) ((struct log_field){.key = (k), .type = LOGF_URL, .v.s = (x)})
+/* A value from outside (a provider's header, an id or text from a request):
+ * at most LOG_EXT_MAX bytes are shown (then "..."), control characters as
+ * "\xNN", and the whole value becomes "[redacted]" when what would be shown
+ * holds a value registered with log_mask_add (or 12 bytes of one, or its
+ * start at the cut) or looks like a key ("sk-...", "Bearer ..."). */
+#define LF_EXT(k, x) ((struct log_field){.key = (k), .type = LOGF_EXT, .v.s = (x)})
+#define LOG_EXT_MAX 128
 /* An error code as "err" (its bc_strerror text) plus "code". */
 #define LF_ERR(x) LF_STR("err", bc_strerror(x)), LF_INT("code", (x))
 
@@ -62,6 +69,11 @@ void log_set_level(enum log_level level);
 /* "debug", "info", "warn"/"warning", "error", "off" -> level; -1 if unknown. */
 int log_level_parse(const char *s);
 const char *log_level_name(enum log_level level);
+
+/* Register a secret value (an API key as configured) that LF_EXT fields
+ * must never show; copied (its first 255 bytes), values under 8 bytes are
+ * ignored. Up to 64 values; call it at setup, before other threads log. */
+void log_mask_add(const char *value);
 
 /* Render url into out with any password replaced by "***". */
 void log_redact_url(const char *url, char *out, size_t outlen);

@@ -170,7 +170,7 @@ static void xfer_complete(struct hcl_xfer *x, CURLcode rc)
     r.headers = hv;
     r.nheaders = nh;
     if (r.err)
-        log_debug("hcl: transfer failed", LF_ERR(r.err), LF_STR("detail", r.errstr),
+        log_debug("hcl: transfer failed", LF_ERR(r.err), LF_EXT("detail", r.errstr),
                   LF_INT("status", r.status));
     x->cb(&r, x->arg);
     xfer_free(x);

@@ -49,6 +49,10 @@ enum keypool_outcome {
     KEYPOOL_AUTH,         /* rejected key: out of rotation */
     KEYPOOL_SERVER_ERROR, /* counts toward the breaker */
     KEYPOOL_TIMEOUT,      /* counts toward the breaker */
+    KEYPOOL_HUNG,         /* no answer (no first token, or silence) from this key:
+                           * it cools down for hang_cooldown_ms, so the next
+                           * requests go to other keys, and it counts toward
+                           * the breaker */
 };
 
 struct keypool_opts {
@@ -58,6 +62,7 @@ struct keypool_opts {
     int breaker_cooldown_ms;  /* first open; default 30000, doubling per failed probe */
     int breaker_max_ms;       /* cap of the cooldown; default 300000 */
     int probe_timeout_ms;     /* a probe never reported is given up after; default 120000 */
+    int hang_cooldown_ms;     /* a key that hung rests this long; default 30000 */
 };
 
 /* Results of keypool_pick besides 0. */

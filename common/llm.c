@@ -507,7 +507,7 @@ static void log_result(const struct llm_call *k, const struct llm_result *r, dou
     char rid[LLM_MAX_FIELD];
     redact_into(rid, r->request_id, &k->key);
     if (r->status == LLM_OK) {
-        log_debug("llm done", LF_STR("finish", r->finish_reason), LF_INT("http", r->http_status),
+        log_debug("llm done", LF_EXT("finish", r->finish_reason), LF_INT("http", r->http_status),
                   LF_INT("prompt_tokens", r->usage.prompt),
                   LF_INT("completion_tokens", r->usage.completion), LF_INT("bytes", r->text_len),
                   LF_DBL("ms", ms), LF_SECRET("key", &k->key));

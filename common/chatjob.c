@@ -187,8 +187,16 @@ static struct answer *answer_new(struct chat *ch, struct bus_job *job)
     return a;
 }
 
+static struct drest *chat_rest(void *arg)
+{
+    return core_rest(arg);
+}
+
 static struct reply *answer_reply(struct answer *a)
 {
+    struct core *c = a->chat->core;
+    struct reply_env env = {.loop = core_loop(c), .rest = chat_rest, .rest_arg = c,
+                            .edit_interval_ms = core_config(c)->edit_interval_ms};
     struct reply_target t = {.ko = a->ko};
     if (a->msg) {
         t.channel_id = a->channel_id;
@@ -197,7 +205,7 @@ static struct reply *answer_reply(struct answer *a)
         t.app_id = a->ix.app_id;
         t.token = a->ix.token;
     }
-    return reply_new(a->chat->core, &t, &a->text);
+    return reply_new(&env, &t, &a->text);
 }
 
 /* ---- delivery ----------------------------------------------------------------- */
@@ -386,7 +394,7 @@ static void on_done(const struct llm_result *r, void *arg)
              LF_EXT("code", r->error_code ? r->error_code : ""), LF_INT("stalled", r->stalled));
     switch (r->status) {
     case LLM_ERR_TIMEOUT:
-        if (!a->text.len) {
+        if (!a->text.len && r->stalled) {
             finish_with(a, say(a, "AI가 지금 응답하지 않습니다. 잠시 후 다시 시도해 주세요.",
                                "The AI is not answering right now; please try again shortly."), 0);
             break;

@@ -9,7 +9,11 @@
  * `window_ms`, the breaker opens and no key is handed out for a cooldown
  * that doubles each time the probe after it fails (capped); after the
  * cooldown exactly one probe request is let through, and its success
- * closes the breaker. Any answer from the provider counts as success for
+ * closes the breaker. A key whose request hung (KEYPOOL_HUNG: no first
+ * token, or silence) rests for hang_cooldown_ms, so the next requests get
+ * the other keys at once, and the hang also counts toward the breaker.
+ * Every key is registered with log_mask_add, so an LF_EXT log field that
+ * echoes one is redacted. Any answer from the provider counts as success for
  * the breaker (a 429, quota or auth error proves it is reachable) and
  * breaks a run of errors; reports that arrive while it is open (requests
  * sent before it opened) change nothing.

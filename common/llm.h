@@ -25,6 +25,11 @@
  *  - Unknown fields in chunks are ignored. A stream that ends cleanly without
  *    "data: [DONE]" after some text completes as LLM_OK with finish_reason
  *    "incomplete"; a transfer that fails is an error even after text.
+ *  - A provider that hangs is given up early when the request asks for it:
+ *    no content within first_token_ms, or silence for idle_ms once content
+ *    flows, ends the call as LLM_ERR_TIMEOUT with result.stalled set.
+ *  - What the provider sends back is logged only through LF_EXT (capped,
+ *    escaped, masked when it holds a key).
  *  - Error bodies are understood whether streamed or plain JSON; a 200
  *    answer in plain JSON (a server that ignored "stream") is delivered as
  *    one delta.

@@ -5,7 +5,9 @@
  * from one process never interleave. The level is checked before anything is
  * formatted. Fields are typed; a secret can only be logged as LF_SECRET (its
  * fingerprint) and a URL as LF_URL (password replaced by "***"): redaction is
- * by construction, not by scanning text. Lines longer than LOG_LINE_MAX are
+ * by construction, not by scanning text. A value from outside (a provider's
+ * header, a Discord id) goes through LF_EXT: capped, escaped, and masked when
+ * it holds a registered secret (log_mask_add). Lines longer than LOG_LINE_MAX are
  * cut and marked "truncated":true. Core code never printf()s; it logs.
  *
  * Usage:  log_info("redis connected", LF_STR("addr", a), LF_INT("ms", 3));

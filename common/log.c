@@ -152,6 +152,128 @@ void log_redact_url(const char *url, char *out, size_t outlen)
         snprintf(out, outlen, "%s", url);
 }
 
+struct log_line {
+    char b[LOG_LINE_MAX];
+    size_t n;
+    int truncated;
+};
+
+static void ll_raw(struct log_line *l, const char *s, size_t len)
+{
+    /* keep room for the closing `,"truncated":true}\n` */
+    size_t room = sizeof(l->b) - 32;
+    if (l->n + len > room) {
+        len = l->n < room ? room - l->n : 0;
+        l->truncated = 1;
+    }
+    memcpy(l->b + l->n, s, len);
+    l->n += len;
+}
+
+static void ll_str(struct log_line *l, const char *s)
+{
+    size_t room = sizeof(l->b) - 32;
+    size_t slen = strlen(s);
+    ll_raw(l, "\"", 1);
+    if (l->n < room) {
+        size_t w = log_json_escape(l->b + l->n, room - l->n, s, slen);
+        l->n += w;
+        if (w < slen && l->n + 8 >= room)
+            l->truncated = 1;
+    }
+    ll_raw(l, "\"", 1);
+}
+
+static void ll_key(struct log_line *l, const char *k)
+{
+    ll_raw(l, ",", 1);
+    ll_str(l, k);
+    ll_raw(l, ":", 1);
+}
+
+static void ext_render(const char *v, char *out);
+
+static void ll_field(struct log_line *l, const struct log_field *f)
+{
+    char tmp[512];
+    ll_key(l, f->key);
+    switch (f->type) {
+    case LOGF_STR:
+        ll_str(l, f->v.s ? f->v.s : "");
+        break;
+    case LOGF_INT:
+        snprintf(tmp, sizeof(tmp), "%lld", f->v.i);
+        ll_raw(l, tmp, strlen(tmp));
+        break;
+    case LOGF_DBL:
+        snprintf(tmp, sizeof(tmp), "%.3f", f->v.d);
+        ll_raw(l, tmp, strlen(tmp));
+        break;
+    case LOGF_BOOL:
+        ll_raw(l, f->v.i ? "true" : "false", f->v.i ? 4 : 5);
+        break;
+    case LOGF_SECRET:
+        ll_str(l, f->v.sec ? f->v.sec->fp : "unset");
+        break;
+    case LOGF_URL:
+        log_redact_url(f->v.s ? f->v.s : "", tmp, sizeof(tmp));
+        ll_str(l, tmp);
+        break;
+    case LOGF_EXT: {
+        char ext[LOG_EXT_MAX * 4 + 8];
+        ext_render(f->v.s ? f->v.s : "", ext);
+        ll_str(l, ext);
+        break;
+    }
+    case LOGF_END:
+        break;
+    }
+}
+
+void log__emit(enum log_level level, const char *msg, const struct log_field *fields)
+{
+    struct log_line l;
+    l.n = 0;
+    l.truncated = 0;
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[64];
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+
+    ll_raw(&l, "{\"ts\":", 6);
+    ll_str(&l, ts);
+    ll_key(&l, "level");
+    ll_str(&l, log_level_name(level));
+    ll_key(&l, "instance");
+    ll_str(&l, log_ctx.instance);
+    ll_key(&l, "role");
+    ll_str(&l, log_ctx.role);
+    ll_key(&l, "msg");
+    ll_str(&l, msg);
+    for (const struct log_field *f = fields; f && f->key; f++)
+        ll_field(&l, f);
+    if (l.truncated) {
+        memcpy(l.b + l.n, ",\"truncated\":true", 17);
+        l.n += 17;
+    }
+    l.b[l.n++] = '}';
+    l.b[l.n++] = '\n';
+
+    size_t off = 0;
+    while (off < l.n) {
+        ssize_t w = write(log_ctx.fd, l.b + off, l.n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* a broken log pipe must not take the bot down */
+        off += (size_t)w;
+    }
+}
+
 /* ---- outside values (LF_EXT) ---------------------------------------------- */
 
 #define LOG_MASKS 64
@@ -234,124 +356,4 @@ static void ext_render(const char *v, char *out)
     if (n < full)
         memcpy(out + o, "...", 3), o += 3;
     out[o] = '\0';
-}
-
-struct log_line {
-    char b[LOG_LINE_MAX];
-    size_t n;
-    int truncated;
-};
-
-static void ll_raw(struct log_line *l, const char *s, size_t len)
-{
-    /* keep room for the closing `,"truncated":true}\n` */
-    size_t room = sizeof(l->b) - 32;
-    if (l->n + len > room) {
-        len = l->n < room ? room - l->n : 0;
-        l->truncated = 1;
-    }
-    memcpy(l->b + l->n, s, len);
-    l->n += len;
-}
-
-static void ll_str(struct log_line *l, const char *s)
-{
-    size_t room = sizeof(l->b) - 32;
-    size_t slen = strlen(s);
-    ll_raw(l, "\"", 1);
-    if (l->n < room) {
-        size_t w = log_json_escape(l->b + l->n, room - l->n, s, slen);
-        l->n += w;
-        if (w < slen && l->n + 8 >= room)
-            l->truncated = 1;
-    }
-    ll_raw(l, "\"", 1);
-}
-
-static void ll_key(struct log_line *l, const char *k)
-{
-    ll_raw(l, ",", 1);
-    ll_str(l, k);
-    ll_raw(l, ":", 1);
-}
-
-static void ll_field(struct log_line *l, const struct log_field *f)
-{
-    char tmp[512];
-    ll_key(l, f->key);
-    switch (f->type) {
-    case LOGF_STR:
-        ll_str(l, f->v.s ? f->v.s : "");
-        break;
-    case LOGF_INT:
-        snprintf(tmp, sizeof(tmp), "%lld", f->v.i);
-        ll_raw(l, tmp, strlen(tmp));
-        break;
-    case LOGF_DBL:
-        snprintf(tmp, sizeof(tmp), "%.3f", f->v.d);
-        ll_raw(l, tmp, strlen(tmp));
-        break;
-    case LOGF_BOOL:
-        ll_raw(l, f->v.i ? "true" : "false", f->v.i ? 4 : 5);
-        break;
-    case LOGF_SECRET:
-        ll_str(l, f->v.sec ? f->v.sec->fp : "unset");
-        break;
-    case LOGF_URL:
-        log_redact_url(f->v.s ? f->v.s : "", tmp, sizeof(tmp));
-        ll_str(l, tmp);
-        break;
-    case LOGF_EXT: {
-        char ext[LOG_EXT_MAX * 4 + 8];
-        ext_render(f->v.s ? f->v.s : "", ext);
-        ll_str(l, ext);
-        break;
-    }
-    case LOGF_END:
-        break;
-    }
-}
-
-void log__emit(enum log_level level, const char *msg, const struct log_field *fields)
-{
-    struct log_line l;
-    l.n = 0;
-    l.truncated = 0;
-
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    char ts[64];
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
-
-    ll_raw(&l, "{\"ts\":", 6);
-    ll_str(&l, ts);
-    ll_key(&l, "level");
-    ll_str(&l, log_level_name(level));
-    ll_key(&l, "instance");
-    ll_str(&l, log_ctx.instance);
-    ll_key(&l, "role");
-    ll_str(&l, log_ctx.role);
-    ll_key(&l, "msg");
-    ll_str(&l, msg);
-    for (const struct log_field *f = fields; f && f->key; f++)
-        ll_field(&l, f);
-    if (l.truncated) {
-        memcpy(l.b + l.n, ",\"truncated\":true", 17);
-        l.n += 17;
-    }
-    l.b[l.n++] = '}';
-    l.b[l.n++] = '\n';
-
-    size_t off = 0;
-    while (off < l.n) {
-        ssize_t w = write(log_ctx.fd, l.b + off, l.n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break; /* a broken log pipe must not take the bot down */
-        off += (size_t)w;
-    }
 }

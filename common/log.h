@@ -72,11 +72,6 @@ void log_set_level(enum log_level level);
 int log_level_parse(const char *s);
 const char *log_level_name(enum log_level level);
 
-/* Register a secret value (an API key as configured) that LF_EXT fields
- * must never show; copied (its first 255 bytes), values under 8 bytes are
- * ignored. Up to 64 values; call it at setup, before other threads log. */
-void log_mask_add(const char *value);
-
 /* Render url into out with any password replaced by "***". */
 void log_redact_url(const char *url, char *out, size_t outlen);
 
@@ -84,6 +79,11 @@ void log_redact_url(const char *url, char *out, size_t outlen);
  * replacing invalid UTF-8 with U+FFFD. Returns bytes written (<= outlen-1);
  * stops early rather than split an escape. */
 size_t log_json_escape(char *out, size_t outlen, const char *s, size_t len);
+
+/* Register a secret value (an API key as configured) that LF_EXT fields
+ * must never show; copied (its first 255 bytes), values under 8 bytes are
+ * ignored. Up to 64 values; call it at setup, before other threads log. */
+void log_mask_add(const char *value);
 
 void log__emit(enum log_level level, const char *msg, const struct log_field *fields);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 
 #include "bus.h"
@@ -186,8 +187,16 @@ static struct answer *answer_new(struct chat *ch, struct bus_job *job)
     return a;
 }
 
+static struct drest *chat_rest(void *arg)
+{
+    return core_rest(arg);
+}
+
 static struct reply *answer_reply(struct answer *a)
 {
+    struct core *c = a->chat->core;
+    struct reply_env env = {.loop = core_loop(c), .rest = chat_rest, .rest_arg = c,
+                            .edit_interval_ms = core_config(c)->edit_interval_ms};
     struct reply_target t = {.ko = a->ko};
     if (a->msg) {
         t.channel_id = a->channel_id;
@@ -196,7 +205,7 @@ static struct reply *answer_reply(struct answer *a)
         t.app_id = a->ix.app_id;
         t.token = a->ix.token;
     }
-    return reply_new(a->chat->core, &t, &a->text);
+    return reply_new(&env, &t, &a->text);
 }
 
 /* ---- delivery ----------------------------------------------------------------- */
@@ -228,7 +237,7 @@ static void finish_with(struct answer *a, const char *note, int told)
 {
     if (a->job && a->job->lease_lost) {
         /* another consumer took the job over while we worked: it answers */
-        log_warn("chat job taken over by another consumer; not answering", LF_STR("id", a->job->id));
+        log_warn("chat job taken over by another consumer; not answering", LF_EXT("id", a->job->id));
         if (a->reply) {
             reply_cancel(a->reply);
             a->reply = NULL;
@@ -327,9 +336,14 @@ static void on_delta(const char *text, size_t len, void *arg)
     reply_changed(a->reply);
 }
 
-static enum keypool_outcome outcome_of(int status)
+/* What the key pool learns from a call. A timeout before any text is a
+ * hang of that key (it rests, others take over); after text it is only a
+ * provider failure. */
+static enum keypool_outcome outcome_of(const struct llm_result *r)
 {
-    switch (status) {
+    if (r->status == LLM_ERR_TIMEOUT && (r->stalled || !r->text_len))
+        return KEYPOOL_HUNG;
+    switch (r->status) {
     case LLM_ERR_RATE:
         return KEYPOOL_RATE_LIMITED;
     case LLM_ERR_QUOTA:
@@ -356,7 +370,7 @@ static void on_done(const struct llm_result *r, void *arg)
     if (r->status != LLM_ERR_CANCELLED)
         perf_provider(core_perf(ch->core), "openai", llm_status_name(r->status));
     if (ch->keys && r->status != LLM_ERR_CANCELLED)
-        keypool_report(ch->keys, uv_now(core_loop(ch->core)), a->key_index, outcome_of(r->status),
+        keypool_report(ch->keys, uv_now(core_loop(ch->core)), a->key_index, outcome_of(r),
                        (int)r->retry_after_ms);
     a->usage = r->usage;
     if (r->status == LLM_OK) {
@@ -367,16 +381,24 @@ static void on_done(const struct llm_result *r, void *arg)
             finish_with(a, "", 0);
         return;
     }
-    /* Another key may serve it, as long as nothing was shown yet. */
-    int key_problem = r->status == LLM_ERR_RATE || r->status == LLM_ERR_QUOTA || r->status == LLM_ERR_AUTH;
+    /* Another key may serve it, as long as nothing was shown yet: after a
+     * key problem, or a key that hung (it rests now, so the pick gives
+     * another key, or a clear "unavailable, retry in" when none is left). */
+    int key_problem = r->status == LLM_ERR_RATE || r->status == LLM_ERR_QUOTA || r->status == LLM_ERR_AUTH ||
+                      r->status == LLM_ERR_TIMEOUT;
     if (key_problem && !a->text.len && ch->keys && ++a->attempts < keypool_size(ch->keys)) {
         answer_model(a);
         return;
     }
     log_warn("chat model call failed", LF_STR("error", llm_status_name(r->status)), LF_INT("http", r->http_status),
-             LF_STR("code", r->error_code ? r->error_code : ""));
+             LF_EXT("code", r->error_code ? r->error_code : ""), LF_INT("stalled", r->stalled));
     switch (r->status) {
     case LLM_ERR_TIMEOUT:
+        if (!a->text.len && r->stalled) {
+            finish_with(a, say(a, "AI가 지금 응답하지 않습니다. 잠시 후 다시 시도해 주세요.",
+                               "The AI is not answering right now; please try again shortly."), 0);
+            break;
+        }
         finish_with(a, say(a, "AI 응답이 너무 오래 걸려 중단했습니다. 다시 시도해 주세요.",
                            "The AI took too long to answer; please try again."), 0);
         break;
@@ -449,7 +471,9 @@ static void answer_model(struct answer *a)
                              .has_temperature = cfg->has_llm_temperature,
                              .max_tokens = cfg->max_tokens,
                              .user = a->user_id,
-                             .timeout_ms = (long)cfg->llm_timeout_sec * 1000};
+                             .timeout_ms = (long)cfg->llm_timeout_sec * 1000,
+                             .first_token_ms = (long)cfg->llm_first_token_sec * 1000,
+                             .idle_ms = (long)cfg->llm_idle_sec * 1000};
     int rc = llm_chat(core_http(ch->core), &rq, on_delta, on_done, a, &a->call);
     mem_free(msgs);
     if (rc) {
@@ -499,8 +523,8 @@ static void audit_flagged(struct answer *a, const char *categories)
 {
     struct store *s = memory_store(a->chat);
     if (!s) {
-        log_warn("moderation refusal not written to the audit log (PostgreSQL away)", LF_STR("user", a->user_id),
-                 LF_STR("categories", categories));
+        log_warn("moderation refusal not written to the audit log (PostgreSQL away)", LF_EXT("user", a->user_id),
+                 LF_EXT("categories", categories));
         return;
     }
     char excerpt[400];
@@ -527,7 +551,7 @@ static void on_moderated(int status, int flagged, const char *categories, void *
         /* fail open: moderation trouble must not take chat down */
         log_warn("moderation check failed; answering unchecked", LF_STR("error", llm_status_name(status)));
     } else if (flagged) {
-        log_info("input refused by moderation", LF_STR("user", a->user_id), LF_STR("categories", categories));
+        log_info("input refused by moderation", LF_EXT("user", a->user_id), LF_EXT("categories", categories));
         audit_flagged(a, categories);
         tell(a, "죄송하지만 이 요청은 이용 정책에 맞지 않아 답할 수 없습니다.",
              "Sorry, I can't help with that request: it goes against the usage policy.");
@@ -898,11 +922,30 @@ static void chat_close(void *arg)
     uv_close((uv_handle_t *)&ch->sweep, on_sweep_closed);
 }
 
+/* A streamed answer holds a socket for as long as it runs: make room for
+ * MAX_INFLIGHT of them (the soft descriptor limit up to the hard one), and
+ * say so when the system does not allow it. */
+static void make_fd_room(int inflight)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)inflight + 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
+        return;
+    rlim_t had = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl))
+        rl.rlim_cur = had;
+    if (rl.rlim_cur < want)
+        log_warn("open-file limit is below what MAX_INFLIGHT streamed answers need; raise ulimit -n",
+                 LF_INT("limit", (long long)rl.rlim_cur), LF_INT("wanted", (long long)want));
+}
+
 int chatjob_setup(struct core *c)
 {
     const struct config *cfg = core_config(c);
     struct chat *ch = mem_calloc(1, sizeof(*ch));
     ch->core = c;
+    make_fd_room(cfg->max_inflight);
     if (secret_isset(&cfg->openai_keys)) {
         int rc = keypool_new(core_loop(c), core_redis(c), cfg->redis_prefix, "openai", cfg->name, &cfg->openai_keys,
                              NULL, &ch->keys);
@@ -920,7 +963,7 @@ int chatjob_setup(struct core *c)
     ch->sweep.data = ch;
     uv_timer_start(&ch->sweep, on_sweep, SWEEP_EVERY_MS, SWEEP_EVERY_MS);
     uv_unref((uv_handle_t *)&ch->sweep);
-    log_info("chat ready", LF_STR("base_url", cfg->openai_base_url), LF_STR("model", cfg->openai_model),
+    log_info("chat ready", LF_URL("base_url", cfg->openai_base_url), LF_STR("model", cfg->openai_model),
              LF_INT("keys", ch->keys ? keypool_size(ch->keys) : 0), LF_BOOL("moderation", cfg->moderation),
              LF_INT("context_turns", cfg->context_max_turns));
     core_at_close(c, chat_close, ch);

@@ -72,8 +72,8 @@ static const struct cfg_def cfg_defs[] = {
      "Approximate length cap of the heartbeat stream."},
     {"STREAM_MAXLEN", CT_INT, "100000", F(stream_maxlen), 1000, 100000000, 0,
      "Approximate length cap of each job stream."},
-    {"MAX_INFLIGHT", CT_INT, "64", F(max_inflight), 1, 100000, 0,
-     "Jobs processed at once; past it jobs wait in the stream."},
+    {"MAX_INFLIGHT", CT_INT, NULL, F(max_inflight), 1, 100000, CF_ROLEDEF,
+     "Jobs processed at once; past it jobs wait in the stream. Default: 10000 for chat (streamed answers wait on I/O), 64 for the others."},
     {"JOB_BLOCK_MS", CT_INT, "5000", F(job_block_ms), 100, 60000, 0,
      "How long one XREADGROUP waits for new jobs."},
     {"CLAIM_IDLE_MS", CT_INT, "15000", F(claim_idle_ms), 1000, 3600000, 0,
@@ -138,6 +138,9 @@ static const struct cfg_def cfg_defs[] = {
     {"SESSION_TTL_MINUTES", CT_INT, "60", F(session_ttl_minutes), 1, 525600, 0,
      "A conversation idle this long is forgotten."},
     {"LLM_TIMEOUT_SEC", CT_INT, "120", F(llm_timeout_sec), 5, 3600, 0, "Longest one answer may take."},
+    {"LLM_FIRST_TOKEN_SEC", CT_INT, "20", F(llm_first_token_sec), 1, 3600, 0,
+     "A model that sends no text this long is given up (the key rests; another key or a \"busy\" reply takes over)."},
+    {"LLM_IDLE_SEC", CT_INT, "30", F(llm_idle_sec), 1, 3600, 0, "A streaming answer silent this long is given up."},
     {"EDIT_INTERVAL_MS", CT_INT, "1000", F(edit_interval_ms), 200, 60000, 0,
      "At most one edit of a streaming answer per this interval (rate-limit headers may slow it further)."},
     {"USER_RATE_LIMIT", CT_INT, "10", F(user_rate_limit), 0, 100000, 0,
@@ -726,6 +729,8 @@ static void role_default(struct config *c, const struct cfg_def *d, char *out, s
 {
     if (!strcmp(d->name, "HEALTH_PORT"))
         snprintf(out, len, "%d", 8000 + c->instance);
+    else if (!strcmp(d->name, "MAX_INFLIGHT"))
+        snprintf(out, len, "%d", c->role == ROLE_CHAT ? 10000 : 64);
     else
         snprintf(out, len, "%d", (int)c->role);
 }

@@ -82,6 +82,8 @@ struct config {
     int context_max_turns;     /* exchanges of history sent; 0 = no memory */
     int session_ttl_minutes;   /* an idle conversation is forgotten after this */
     int llm_timeout_sec;
+    int llm_first_token_sec;   /* no text this long: the call is given up */
+    int llm_idle_sec;          /* a stream silent this long: given up */
     int edit_interval_ms;
     int user_rate_limit;       /* requests per user per window; 0 = off */
     int user_rate_window_sec;

@@ -170,7 +170,7 @@ static void xfer_complete(struct hcl_xfer *x, CURLcode rc)
     r.headers = hv;
     r.nheaders = nh;
     if (r.err)
-        log_debug("hcl: transfer failed", LF_ERR(r.err), LF_STR("detail", r.errstr),
+        log_debug("hcl: transfer failed", LF_ERR(r.err), LF_EXT("detail", r.errstr),
                   LF_INT("status", r.status));
     x->cb(&r, x->arg);
     xfer_free(x);
@@ -419,6 +419,9 @@ static int xfer_set_common(struct hcl_xfer *x, const struct hcl_request *rq)
     SET(CURLOPT_CONNECTTIMEOUT_MS, cto);
     SET(CURLOPT_USERAGENT, x->c->ua);
     SET(CURLOPT_ACCEPT_ENCODING, "");
+#if LIBCURL_VERSION_NUM >= 0x073e00 /* 7.62.0: HTTP/2 over TLS when the server offers it */
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+#endif
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERFUNCTION, on_header);
@@ -448,14 +451,22 @@ int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out)
         return BC_EHTTP;
     }
     c->ua = mem_strdup(o && o->user_agent ? o->user_agent : "botcore/" BC_VERSION);
-    long per_host = o && o->max_host_connections > 0 ? o->max_host_connections : 64;
-    long total = o && o->max_total_connections > 0 ? o->max_total_connections : 1024;
+    long per_host = o && o->max_host_connections > 0 ? o->max_host_connections : HCL_DEFAULT_MAX_HOST_CONNECTIONS;
+    long total = o && o->max_total_connections > 0 ? o->max_total_connections : HCL_DEFAULT_MAX_TOTAL_CONNECTIONS;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timerfn);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, total);
+    /* Many streams share one HTTP/2 connection where the server speaks it
+     * (https, negotiated by ALPN); HTTP/1.1 servers get a connection each. */
+#ifdef CURLPIPE_MULTIPLEX
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+#endif
+#if LIBCURL_VERSION_NUM >= 0x074300 /* 7.67.0 */
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, HCL_MAX_CONCURRENT_STREAMS);
+#endif
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     uv_timer_init(loop, &c->reap);
@@ -498,6 +509,11 @@ int hcl_request(struct hcl *c, const struct hcl_request *rq, hcl_done_cb *cb, vo
     if (out)
         *out = x;
     return 0;
+}
+
+uv_loop_t *hcl_loop(const struct hcl *c)
+{
+    return c->loop;
 }
 
 const char *hcl_response_header(const struct hcl_response *r, const char *name)

@@ -39,10 +39,17 @@ struct hcl_xfer;
 #define HCL_MAX_HEADERS 128             /* response headers kept */
 #define HCL_MAX_HEADER_BYTES (64 * 1024) /* bytes of response headers kept */
 
+/* Connection limits. A streamed answer holds its connection for as long as
+ * it runs, so the limits are sized for thousands of streams at once; HTTP/2
+ * servers take many streams on one connection (multiplexing is on). */
+#define HCL_DEFAULT_MAX_HOST_CONNECTIONS 16384L
+#define HCL_DEFAULT_MAX_TOTAL_CONNECTIONS 16384L
+#define HCL_MAX_CONCURRENT_STREAMS 256L /* HTTP/2 streams we open on one connection */
+
 struct hcl_opts {
     const char *user_agent;     /* copied; NULL = "botcore/<version>" */
-    long max_host_connections;  /* 0 = 64; more requests wait in a queue */
-    long max_total_connections; /* 0 = 1024 */
+    long max_host_connections;  /* 0 = HCL_DEFAULT_MAX_HOST_CONNECTIONS; more requests wait in a queue */
+    long max_total_connections; /* 0 = HCL_DEFAULT_MAX_TOTAL_CONNECTIONS */
 };
 
 struct hcl_header {
@@ -101,6 +108,9 @@ int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out);
  * starts and completes with an error through cb. */
 int hcl_request(struct hcl *c, const struct hcl_request *rq, hcl_done_cb *cb, void *arg,
                 struct hcl_xfer **out);
+
+/* The loop the client runs on (for a caller's own timers). */
+uv_loop_t *hcl_loop(const struct hcl *c);
 
 /* Value of the first response header called name (case-insensitive), or NULL. */
 const char *hcl_response_header(const struct hcl_response *r, const char *name);

@@ -59,6 +59,7 @@ static void opts_defaults(struct keypool_opts *o, const struct keypool_opts *in)
         .breaker_cooldown_ms = 30000,
         .breaker_max_ms = 300000,
         .probe_timeout_ms = 120000,
+        .hang_cooldown_ms = 30000,
     };
     *o = in ? *in : def;
 #define DEF(f)                                                                                     \
@@ -70,6 +71,7 @@ static void opts_defaults(struct keypool_opts *o, const struct keypool_opts *in)
     DEF(breaker_cooldown_ms);
     DEF(breaker_max_ms);
     DEF(probe_timeout_ms);
+    DEF(hang_cooldown_ms);
 #undef DEF
     if (o->breaker_max_ms < o->breaker_cooldown_ms)
         o->breaker_max_ms = o->breaker_cooldown_ms;
@@ -191,6 +193,7 @@ static void parse_keys(struct keypool *p, const char *list)
         struct key *k = &p->keys[p->n++];
         memset(k, 0, sizeof(*k));
         secret_set(&k->sec, t);
+        log_mask_add(t); /* a provider that echoes it in a header is not logged */
     }
     explicit_bzero(copy, strlen(list));
     mem_free(copy);
@@ -415,6 +418,17 @@ void keypool_report(struct keypool *p, uint64_t now_ms, int index, enum keypool_
         k->failures++;
         take_out(p, k, outcome == KEYPOOL_QUOTA ? "quota" : "auth");
         breaker_answered(p);
+        break;
+    case KEYPOOL_HUNG:
+        if (k->state != K_OUT) {
+            k->state = K_COOLING;
+            k->until = now_ms + (uint64_t)p->o.hang_cooldown_ms;
+            k->reason = "hung";
+            log_warn("api key rests after a request that hung", LF_STR("provider", p->provider),
+                     LF_SECRET("key", &k->sec), LF_INT("retry_in_ms", p->o.hang_cooldown_ms));
+        }
+        k->failures++;
+        breaker_failed(p, now_ms); /* a hang is also a failure of the provider */
         break;
     case KEYPOOL_SERVER_ERROR:
     case KEYPOOL_TIMEOUT:

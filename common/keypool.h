@@ -9,7 +9,11 @@
  * `window_ms`, the breaker opens and no key is handed out for a cooldown
  * that doubles each time the probe after it fails (capped); after the
  * cooldown exactly one probe request is let through, and its success
- * closes the breaker. Any answer from the provider counts as success for
+ * closes the breaker. A key whose request hung (KEYPOOL_HUNG: no first
+ * token, or silence) rests for hang_cooldown_ms, so the next requests get
+ * the other keys at once, and the hang also counts toward the breaker.
+ * Every key is registered with log_mask_add, so an LF_EXT log field that
+ * echoes one is redacted. Any answer from the provider counts as success for
  * the breaker (a 429, quota or auth error proves it is reachable) and
  * breaks a run of errors; reports that arrive while it is open (requests
  * sent before it opened) change nothing.
@@ -49,6 +53,10 @@ enum keypool_outcome {
     KEYPOOL_AUTH,         /* rejected key: out of rotation */
     KEYPOOL_SERVER_ERROR, /* counts toward the breaker */
     KEYPOOL_TIMEOUT,      /* counts toward the breaker */
+    KEYPOOL_HUNG,         /* no answer (no first token, or silence) from this key:
+                           * it cools down for hang_cooldown_ms, so the next
+                           * requests go to other keys, and it counts toward
+                           * the breaker */
 };
 
 struct keypool_opts {
@@ -58,6 +66,7 @@ struct keypool_opts {
     int breaker_cooldown_ms;  /* first open; default 30000, doubling per failed probe */
     int breaker_max_ms;       /* cap of the cooldown; default 300000 */
     int probe_timeout_ms;     /* a probe never reported is given up after; default 120000 */
+    int hang_cooldown_ms;     /* a key that hung rests this long; default 30000 */
 };
 
 /* Results of keypool_pick besides 0. */

@@ -52,6 +52,12 @@ struct llm_call {
     int proto;              /* we aborted: the stream was malformed */
     int stream_error;       /* an {"error":...} event arrived */
     int got_done, got_chunk;
+    /* hang detection: one timer, first for the first token, then for
+     * silence between chunks (see llm_request.first_token_ms) */
+    uv_timer_t stall_timer;
+    int timer_on;
+    long first_ms, idle_ms;
+    int stalled;            /* enum llm_stall: the timer fired and stopped it */
     size_t text_len;
     char finish[32];
     struct llm_usage usage;
@@ -291,7 +297,7 @@ static void deliver(struct llm_call *k, struct json_object *s)
     if (!s || !json_object_is_type(s, json_type_string))
         return;
     size_t n = (size_t)json_object_get_string_len(s);
-    if (n == 0 || k->cancelled)
+    if (n == 0 || k->cancelled || k->stalled)
         return;
     k->text_len += n;
     if (k->on_delta)
@@ -347,10 +353,39 @@ static int on_event(const char *data, size_t len, void *arg)
     return k->cancelled;
 }
 
+/* ---- hang detection ---------------------------------------------------------- */
+
+static void on_stall(uv_timer_t *t)
+{
+    struct llm_call *k = t->data;
+    if (!k->x || k->cancelled || k->stalled)
+        return;
+    if (k->text_len || k->mode == MODE_JSON) {
+        k->stalled = LLM_STALL_IDLE;
+        snprintf(k->ei.message, sizeof k->ei.message, "the stream was silent for %ld ms", k->idle_ms);
+    } else {
+        k->stalled = LLM_STALL_FIRST_TOKEN;
+        snprintf(k->ei.message, sizeof k->ei.message, "no first token within %ld ms", k->first_ms);
+    }
+    hcl_cancel(k->x); /* completes through on_xfer_done, on a later iteration */
+}
+
+/* Bytes arrived: once the answer is under way (text, or a plain JSON body
+ * coming in), silence is measured from the latest of them. */
+static void stall_activity(struct llm_call *k)
+{
+    if (!k->timer_on || k->stalled || !(k->text_len || k->mode == MODE_JSON))
+        return;
+    if (k->idle_ms > 0)
+        uv_timer_start(&k->stall_timer, on_stall, (uint64_t)k->idle_ms, 0);
+    else
+        uv_timer_stop(&k->stall_timer);
+}
+
 static int on_data(const char *data, size_t len, void *arg)
 {
     struct llm_call *k = arg;
-    if (k->cancelled)
+    if (k->cancelled || k->stalled)
         return 1;
     if (k->mode == MODE_UNKNOWN) {
         size_t i = 0;
@@ -363,9 +398,11 @@ static int on_data(const char *data, size_t len, void *arg)
     if (k->mode == MODE_JSON) {
         if (!k->plain_toobig && buf_append(&k->plain, data, len) < 0)
             k->plain_toobig = 1;
+        stall_activity(k);
         return 0;
     }
     int rc = sse_feed(&k->sse, data, len);
+    stall_activity(k);
     if (rc && !k->cancelled && !k->stream_error && !k->proto) {
         k->proto = 1;
         snprintf(k->ei.message, sizeof k->ei.message, "event stream over its size cap");
@@ -413,6 +450,10 @@ static void decide(struct llm_call *k, const struct hcl_response *h, struct llm_
 {
     if (k->cancelled) {
         r->status = LLM_ERR_CANCELLED;
+    } else if (k->stalled) {
+        r->status = LLM_ERR_TIMEOUT;
+        r->err = -ETIMEDOUT;
+        r->stalled = k->stalled;
     } else if (k->stream_error) {
         r->status = classify(h->status ? h->status : 200, &k->ei);
     } else if (k->proto && h->status >= 200 && h->status < 300) {
@@ -435,7 +476,7 @@ static void decide(struct llm_call *k, const struct hcl_response *h, struct llm_
     }
 }
 
-static void call_free(struct llm_call *k)
+static void call_release(struct llm_call *k)
 {
     sse_free(&k->sse);
     buf_free(&k->plain);
@@ -444,10 +485,29 @@ static void call_free(struct llm_call *k)
     mem_free(k);
 }
 
+static void on_stall_closed(uv_handle_t *h)
+{
+    call_release(h->data);
+}
+
+static void call_free(struct llm_call *k)
+{
+    if (!k->timer_on) {
+        call_release(k);
+        return;
+    }
+    k->timer_on = 0;
+    uv_close((uv_handle_t *)&k->stall_timer, on_stall_closed);
+}
+
 static void log_result(const struct llm_call *k, const struct llm_result *r, double ms)
 {
+    /* Everything the provider wrote goes out only through LF_EXT, and the
+     * request id first loses any echo of this call's key. */
+    char rid[LLM_MAX_FIELD];
+    redact_into(rid, r->request_id, &k->key);
     if (r->status == LLM_OK) {
-        log_debug("llm done", LF_STR("finish", r->finish_reason), LF_INT("http", r->http_status),
+        log_debug("llm done", LF_EXT("finish", r->finish_reason), LF_INT("http", r->http_status),
                   LF_INT("prompt_tokens", r->usage.prompt),
                   LF_INT("completion_tokens", r->usage.completion), LF_INT("bytes", r->text_len),
                   LF_DBL("ms", ms), LF_SECRET("key", &k->key));
@@ -455,8 +515,8 @@ static void log_result(const struct llm_call *k, const struct llm_result *r, dou
     }
     /* The provider's message is left out: it may quote user content. */
     log_warn("llm failed", LF_STR("kind", llm_status_name(r->status)), LF_INT("http", r->http_status),
-             LF_STR("code", r->error_code), LF_STR("type", r->error_type),
-             LF_INT("retry_after_ms", r->retry_after_ms), LF_STR("request_id", r->request_id),
+             LF_EXT("code", r->error_code), LF_EXT("type", r->error_type), LF_INT("stalled", r->stalled),
+             LF_INT("retry_after_ms", r->retry_after_ms), LF_EXT("request_id", rid),
              LF_INT("bytes", r->text_len), LF_DBL("ms", ms), LF_SECRET("key", &k->key));
 }
 
@@ -464,6 +524,8 @@ static void on_xfer_done(const struct hcl_response *h, void *arg)
 {
     struct llm_call *k = arg;
     k->x = NULL; /* from here llm_cancel only sets the flag */
+    if (k->timer_on)
+        uv_timer_stop(&k->stall_timer);
     struct llm_result r = {0};
     r.err = h->err;
     r.http_status = h->status;
@@ -593,6 +655,15 @@ int llm_chat(struct hcl *c, const struct llm_request *rq, llm_delta_cb *on_delta
         call_free(k);
         return rc;
     }
+    k->first_ms = rq->first_token_ms > 0 ? rq->first_token_ms : 0;
+    k->idle_ms = rq->idle_ms > 0 ? rq->idle_ms : 0;
+    if (k->first_ms || k->idle_ms) {
+        uv_timer_init(hcl_loop(c), &k->stall_timer);
+        k->stall_timer.data = k;
+        k->timer_on = 1;
+        if (k->first_ms)
+            uv_timer_start(&k->stall_timer, on_stall, (uint64_t)k->first_ms, 0);
+    }
     log_debug("llm request", LF_URL("url", url), LF_STR("model", rq->model),
               LF_INT("messages", rq->nmessages), LF_SECRET("key", &k->key));
     if (out)
@@ -658,7 +729,7 @@ static void on_mod_done(const struct hcl_response *h, void *arg)
     json_tokener_free(tok);
     if (status != LLM_OK)
         log_warn("moderation failed", LF_STR("kind", llm_status_name(status)),
-                 LF_INT("http", h->status), LF_STR("code", ei.code), LF_SECRET("key", &m->key));
+                 LF_INT("http", h->status), LF_EXT("code", ei.code), LF_SECRET("key", &m->key));
     m->cb(status, flagged, buf_str(&cats), m->arg);
     buf_free(&cats);
     secret_clear(&m->key);

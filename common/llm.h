@@ -25,6 +25,11 @@
  *  - Unknown fields in chunks are ignored. A stream that ends cleanly without
  *    "data: [DONE]" after some text completes as LLM_OK with finish_reason
  *    "incomplete"; a transfer that fails is an error even after text.
+ *  - A provider that hangs is given up early when the request asks for it:
+ *    no content within first_token_ms, or silence for idle_ms once content
+ *    flows, ends the call as LLM_ERR_TIMEOUT with result.stalled set.
+ *  - What the provider sends back is logged only through LF_EXT (capped,
+ *    escaped, masked when it holds a key).
  *  - Error bodies are understood whether streamed or plain JSON; a 200
  *    answer in plain JSON (a server that ignored "stream") is delivered as
  *    one delta.
@@ -77,7 +82,16 @@ struct llm_request {
     long max_tokens;      /* sent as "max_tokens"; 0 = leave to the server */
     const char *user;     /* opaque end-user id; NULL = not sent */
     long timeout_ms;      /* whole call; 0 = LLM_DEFAULT_TIMEOUT_MS */
+    /* A provider that hangs is given up long before timeout_ms: no content
+     * (and no answer at all) within first_token_ms of the start, or, once
+     * something arrived, no byte for idle_ms, ends the call with
+     * LLM_ERR_TIMEOUT and result.stalled set. 0 = no such limit. */
+    long first_token_ms;
+    long idle_ms;
 };
+
+/* Why a call that timed out did (llm_result.stalled). */
+enum llm_stall { LLM_STALL_NONE = 0, LLM_STALL_FIRST_TOKEN, LLM_STALL_IDLE };
 
 struct llm_usage {
     long prompt, completion, total;
@@ -98,7 +112,8 @@ struct llm_result {
     const char *error_message; /* provider's error.message (redacted), or transport text */
     long retry_after_ms;       /* from retry-after-ms / retry-after /
                                 * x-ratelimit-reset-requests; -1 when none */
-    const char *request_id;    /* x-request-id */
+    const char *request_id;    /* x-request-id (outside text: log it with LF_EXT) */
+    int stalled;               /* enum llm_stall: which limit ended a LLM_ERR_TIMEOUT */
 };
 
 /* One content delta: len bytes of UTF-8, borrowed for the duration of the

@@ -191,6 +191,8 @@ static void ll_key(struct log_line *l, const char *k)
     ll_raw(l, ":", 1);
 }
 
+static void ext_render(const char *v, char *out);
+
 static void ll_field(struct log_line *l, const struct log_field *f)
 {
     char tmp[512];
@@ -217,6 +219,12 @@ static void ll_field(struct log_line *l, const struct log_field *f)
         log_redact_url(f->v.s ? f->v.s : "", tmp, sizeof(tmp));
         ll_str(l, tmp);
         break;
+    case LOGF_EXT: {
+        char ext[LOG_EXT_MAX * 4 + 8];
+        ext_render(f->v.s ? f->v.s : "", ext);
+        ll_str(l, ext);
+        break;
+    }
     case LOGF_END:
         break;
     }
@@ -264,4 +272,88 @@ void log__emit(enum log_level level, const char *msg, const struct log_field *fi
             break; /* a broken log pipe must not take the bot down */
         off += (size_t)w;
     }
+}
+
+/* ---- outside values (LF_EXT) ---------------------------------------------- */
+
+#define LOG_MASKS 64
+#define LOG_MASK_LEN 256
+#define LOG_MASK_PART 12 /* this many bytes of a secret in a value hide it */
+
+static char log_masks[LOG_MASKS][LOG_MASK_LEN];
+static int log_nmasks;
+
+void log_mask_add(const char *value)
+{
+    if (!value || strlen(value) < 8)
+        return;
+    for (int i = 0; i < log_nmasks; i++)
+        if (!strncmp(log_masks[i], value, LOG_MASK_LEN - 1))
+            return;
+    if (log_nmasks < LOG_MASKS)
+        snprintf(log_masks[log_nmasks++], LOG_MASK_LEN, "%s", value);
+}
+
+static int ext_key_like(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 3 <= n; i++) {
+        if (n - i >= 7 && !strncasecmp(s + i, "bearer ", 7))
+            return 1;
+        if (memcmp(s + i, "sk-", 3))
+            continue;
+        size_t j = i + 3;
+        while (j < n && (s[j] == '-' || s[j] == '_' || (s[j] >= '0' && s[j] <= '9') ||
+                         ((s[j] | 32) >= 'a' && (s[j] | 32) <= 'z')))
+            j++;
+        if (j - i - 3 >= 8)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does the shown part s[0..n) reveal a registered secret? full is the whole
+ * value (its first bytes past n are checked for a whole secret too). */
+static int ext_masked(const char *s, size_t n, size_t full)
+{
+    for (int m = 0; m < log_nmasks; m++) {
+        const char *k = log_masks[m];
+        size_t klen = strlen(k);
+        if (memmem(s, full < n + klen ? full : n + klen, k, klen))
+            return 1;
+        for (size_t i = 0; i < n; i++) {
+            size_t left = n - i;
+            if (left >= LOG_MASK_PART ? memmem(k, klen, s + i, LOG_MASK_PART) != NULL
+                                      : left >= 4 && !memcmp(s + i, k, left))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* The text an LF_EXT field shows, into out (LOG_EXT_MAX * 4 + 8 bytes). */
+static void ext_render(const char *v, char *out)
+{
+    size_t full = strlen(v), n = full;
+    if (n > LOG_EXT_MAX) {
+        n = LOG_EXT_MAX;
+        while (n && ((unsigned char)v[n] & 0xC0) == 0x80)
+            n--; /* never cut inside a UTF-8 sequence */
+    }
+    if (ext_key_like(v, n) || ext_masked(v, n, full)) {
+        strcpy(out, "[redacted]");
+        return;
+    }
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7F) {
+            out[o++] = '\\', out[o++] = 'x', out[o++] = hex[c >> 4], out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    if (n < full)
+        memcpy(out + o, "...", 3), o += 3;
+    out[o] = '\0';
 }

@@ -5,7 +5,9 @@
  * from one process never interleave. The level is checked before anything is
  * formatted. Fields are typed; a secret can only be logged as LF_SECRET (its
  * fingerprint) and a URL as LF_URL (password replaced by "***"): redaction is
- * by construction, not by scanning text. Lines longer than LOG_LINE_MAX are
+ * by construction, not by scanning text. A value from outside (a provider's
+ * header, a Discord id) goes through LF_EXT: capped, escaped, and masked when
+ * it holds a registered secret (log_mask_add). Lines longer than LOG_LINE_MAX are
  * cut and marked "truncated":true. Core code never printf()s; it logs.
  *
  * Usage:  log_info("redis connected", LF_STR("addr", a), LF_INT("ms", 3));
@@ -21,7 +23,7 @@
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
-enum log_ftype { LOGF_END = 0, LOGF_STR, LOGF_INT, LOGF_DBL, LOGF_BOOL, LOGF_SECRET, LOGF_URL };
+enum log_ftype { LOGF_END = 0, LOGF_STR, LOGF_INT, LOGF_DBL, LOGF_BOOL, LOGF_SECRET, LOGF_URL, LOGF_EXT };
 
 struct log_field {
     const char *key;
@@ -40,6 +42,13 @@ struct log_field {
 #define LF_BOOL(k, x) ((struct log_field){.key = (k), .type = LOGF_BOOL, .v.i = !!(x)})
 #define LF_SECRET(k, x) ((struct log_field){.key = (k), .type = LOGF_SECRET, .v.sec = (x)})
 #define LF_URL(k, x) ((struct log_field){.key = (k), .type = LOGF_URL, .v.s = (x)})
+/* A value from outside (a provider's header, an id or text from a request):
+ * at most LOG_EXT_MAX bytes are shown (then "..."), control characters as
+ * "\xNN", and the whole value becomes "[redacted]" when what would be shown
+ * holds a value registered with log_mask_add (or 12 bytes of one, or its
+ * start at the cut) or looks like a key ("sk-...", "Bearer ..."). */
+#define LF_EXT(k, x) ((struct log_field){.key = (k), .type = LOGF_EXT, .v.s = (x)})
+#define LOG_EXT_MAX 128
 /* An error code as "err" (its bc_strerror text) plus "code". */
 #define LF_ERR(x) LF_STR("err", bc_strerror(x)), LF_INT("code", (x))
 
@@ -70,6 +79,11 @@ void log_redact_url(const char *url, char *out, size_t outlen);
  * replacing invalid UTF-8 with U+FFFD. Returns bytes written (<= outlen-1);
  * stops early rather than split an escape. */
 size_t log_json_escape(char *out, size_t outlen, const char *s, size_t len);
+
+/* Register a secret value (an API key as configured) that LF_EXT fields
+ * must never show; copied (its first 255 bytes), values under 8 bytes are
+ * ignored. Up to 64 values; call it at setup, before other threads log. */
+void log_mask_add(const char *value);
 
 void log__emit(enum log_level level, const char *msg, const struct log_field *fields);
 

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core.h"
 #include "drest.h"
 #include "err.h"
 #include "ixjob.h"
@@ -20,7 +19,7 @@
 typedef void then_fn(struct reply *r, int status, int code);
 
 struct reply {
-    struct core *core;
+    struct reply_env env;
     char app_id[SNOWFLAKE_MAX], channel_id[SNOWFLAKE_MAX], message_id[SNOWFLAKE_MAX];
     char *token;                   /* interaction token; NULL for a message target */
     char posted_id[SNOWFLAKE_MAX]; /* our reply message (message target), once created */
@@ -45,6 +44,11 @@ struct reply {
 static void send_progress(struct reply *r);
 static void deliver_final(struct reply *r);
 static void deliver_next(struct reply *r);
+
+static struct drest *rest_of(const struct reply *r)
+{
+    return r->env.rest ? r->env.rest(r->env.rest_arg) : NULL;
+}
 
 /* ---- lifetime ------------------------------------------------------------ */
 
@@ -160,7 +164,7 @@ static int rest_send(struct reply *r, const char *method, const char *path, cons
 {
     struct drest_req rq = {.method = method, .path = path, .json = json, .files = file, .nfiles = file ? 1 : 0,
                            .bot_auth = bot_auth};
-    int rc = drest_request(core_rest(r->core), &rq, on_sent, r);
+    int rc = drest_request(rest_of(r), &rq, on_sent, r);
     if (!rc)
         r->pending++;
     return rc;
@@ -172,8 +176,8 @@ static void send_first(struct reply *r, const char *text, size_t len, then_fn *t
 {
     r->busy = 1;
     r->then = then;
-    r->last_edit_ms = uv_now(core_loop(r->core));
-    if (!core_rest(r->core)) {
+    r->last_edit_ms = uv_now(r->env.loop);
+    if (!rest_of(r)) {
         r->busy = 0;
         then(r, -ENOTCONN, 0);
         return;
@@ -183,7 +187,7 @@ static void send_first(struct reply *r, const char *text, size_t len, then_fn *t
     if (r->token) {
         char *json = message_json(r, text, len, 0);
         struct ixjob j = {.app_id = r->app_id, .token = r->token};
-        r->edit = ixjob_edit_original(core_loop(r->core), core_rest(r->core), &j, json, on_edit, r);
+        r->edit = ixjob_edit_original(r->env.loop, rest_of(r), &j, json, on_edit, r);
         mem_free(json);
         return;
     }
@@ -213,7 +217,7 @@ static void send_more(struct reply *r, const char *text, size_t len, const struc
         snprintf(path, sizeof(path), "/webhooks/%s/%s", r->app_id, r->token);
     else
         snprintf(path, sizeof(path), "/channels/%s/messages", r->channel_id);
-    int rc = core_rest(r->core) ? rest_send(r, "POST", path, json, file, !r->token) : -ENOTCONN;
+    int rc = rest_of(r) ? rest_send(r, "POST", path, json, file, !r->token) : -ENOTCONN;
     mem_free(json);
     if (rc) {
         r->busy = 0;
@@ -234,12 +238,12 @@ static void on_typing_sent(const struct drest_resp *resp, void *arg)
 static void on_typing_timer(uv_timer_t *t)
 {
     struct reply *r = t->data;
-    if (r->posted_id[0] || r->cancelled || !core_rest(r->core))
+    if (r->posted_id[0] || r->cancelled || !rest_of(r))
         return;
     char path[80];
     snprintf(path, sizeof(path), "/channels/%s/typing", r->channel_id);
     struct drest_req rq = {.method = "POST", .path = path, .bot_auth = 1};
-    if (!drest_request(core_rest(r->core), &rq, on_typing_sent, r))
+    if (!drest_request(rest_of(r), &rq, on_typing_sent, r))
         r->pending++;
     uv_timer_start(&r->typing, on_typing_timer, TYPING_EVERY_MS, 0);
 }
@@ -248,7 +252,7 @@ static void on_typing_timer(uv_timer_t *t)
 
 static uint64_t wait_left(const struct reply *r)
 {
-    uint64_t now = uv_now(core_loop(r->core)), every = (uint64_t)core_config(r->core)->edit_interval_ms;
+    uint64_t now = uv_now(r->env.loop), every = (uint64_t)r->env.edit_interval_ms;
     return r->last_edit_ms && now - r->last_edit_ms < every ? every - (now - r->last_edit_ms) : 0;
 }
 
@@ -381,10 +385,10 @@ void reply_finish(struct reply *r, const char *note, reply_done_cb *done, void *
 
 /* ---- creation ---------------------------------------------------------------- */
 
-struct reply *reply_new(struct core *c, const struct reply_target *t, const struct buf *text)
+struct reply *reply_new(const struct reply_env *env, const struct reply_target *t, const struct buf *text)
 {
     struct reply *r = mem_calloc(1, sizeof(*r));
-    r->core = c;
+    r->env = *env;
     r->ko = t->ko;
     r->text = text;
     if (t->token) {
@@ -394,8 +398,8 @@ struct reply *reply_new(struct core *c, const struct reply_target *t, const stru
         snprintf(r->channel_id, sizeof(r->channel_id), "%s", t->channel_id ? t->channel_id : "");
         snprintf(r->message_id, sizeof(r->message_id), "%s", t->message_id ? t->message_id : "");
     }
-    uv_timer_init(core_loop(c), &r->timer);
-    uv_timer_init(core_loop(c), &r->typing);
+    uv_timer_init(env->loop, &r->timer);
+    uv_timer_init(env->loop, &r->typing);
     r->timer.data = r->typing.data = r;
     if (!r->token)
         uv_timer_start(&r->typing, on_typing_timer, 0, 0);

@@ -17,7 +17,11 @@
  * messages comes as its first part plus the whole text attached as
  * answer.txt. No mention in an answer ever pings anybody.
  *
- * Ownership: reply_new copies the target; the text buffer is borrowed and
+ * It needs only a loop, a way to the Discord REST client and the edit
+ * interval (struct reply_env), so that it runs, and is tested, without a
+ * whole core.
+ *
+ * Ownership: reply_new copies the env and the target; the text buffer is borrowed and
  * must stay valid (it may grow) until the done callback runs or
  * reply_cancel returns. A reply frees itself after done, or after cancel
  * once its requests have come back. */
@@ -25,13 +29,24 @@
 #define BC_REPLY_H
 
 #include <stddef.h>
+#include <uv.h>
 
 #include "buf.h"
 
 #define REPLY_MAX_PARTS 5
 
-struct core;
+struct drest;
 struct reply;
+
+struct reply_env {
+    uv_loop_t *loop;
+    /* The Discord REST client, asked before each request, since it may go
+     * away (shutdown) while a reply lives: NULL makes that request fail
+     * with -ENOTCONN. rest_arg is passed back; both borrowed. */
+    struct drest *(*rest)(void *rest_arg);
+    void *rest_arg;
+    int edit_interval_ms; /* EDIT_INTERVAL_MS: at most one edit per this */
+};
 
 struct reply_target {
     /* an interaction ... */
@@ -45,7 +60,9 @@ struct reply_target {
  * HTTP status of the request that failed (Discord's code in code). */
 typedef void reply_done_cb(int status, int code, void *arg);
 
-struct reply *reply_new(struct core *c, const struct reply_target *t, const struct buf *text);
+/* A reply on env (copied) to t, showing text (borrowed, see above). Never
+ * fails; a message target starts its typing indicator now. */
+struct reply *reply_new(const struct reply_env *env, const struct reply_target *t, const struct buf *text);
 
 /* The text grew: show it soon. */
 void reply_changed(struct reply *r);

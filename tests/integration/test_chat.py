@@ -2,6 +2,7 @@
 simulator, the OpenAI-compatible simulator and a real redis-server."""
 
 import json
+import os
 import time
 
 import harness
@@ -13,6 +14,7 @@ GUILD = "400000000000000001"
 CH_CHAT = "500000000000000001"
 CH_THREAD = "500000000000000009"
 USER = {"id": "600000000000000001", "username": "민수"}
+SCALE = float(os.environ.get("BOT_TIMEOUT_SCALE") or 1.0)
 OTHER = {"id": "600000000000000002", "username": "지민"}
 
 
@@ -426,3 +428,79 @@ def test_health_shows_key_state_never_keys(t):
     for k in keys:
         check(k not in raw and k[-8:] not in raw, "a key value in /health")
         check(k not in chat.logs(), "a key value in the log")
+
+
+def health_key_states(chat):
+    return {k["fp"]: (k["state"], k.get("reason")) for k in chat.health()[1]["keys"][0]["keys"]}
+
+
+@harness.timeout(120)
+def test_hung_key_gives_way_to_a_healthy_one(t):
+    """One key hangs (no answer at all), the other answers: every user gets
+    the healthy key's answer within a few seconds, not after LLM_TIMEOUT_SEC."""
+    keys = {"sk-hangs-aaaaaaaaaaaa": "hang", "sk-healthy-bbbbbbbbbb": "ok"}
+    redis, sim, ai, chat = setup(t, keys=keys, LLM_TIMEOUT_SEC="60", LLM_FIRST_TOKEN_SEC="2")
+    start = time.monotonic()
+    ixs = [ask(sim, "question %d" % n) for n in range(4)]
+    for n, ix in enumerate(ixs):
+        answered(sim, ix, "question %d" % n, timeout=15 * SCALE)
+    took = time.monotonic() - start
+    check(took < 15 * SCALE, "all four answered in %.1f s, well before the 60 s LLM_TIMEOUT_SEC" % took)
+    hung = [e for e in ai.log() if e.get("hung")]
+    check(hung, "the hanging key was tried: %r" % [(e.get("status"), e.get("hung")) for e in ai.log()])
+    states = [k for k in chat.health()[1]["keys"][0]["keys"] if k["state"] == "cooling"]
+    check(len(states) == 1 and states[0]["reason"] == "hung", "the hung key rests: %r" % states)
+    # while it rests, questions go straight to the healthy key
+    before = len(ai.log())
+    t0 = time.monotonic()
+    answered(sim, ask(sim, "after the hang"), "after the hang", timeout=10 * SCALE)
+    check(time.monotonic() - t0 < 1.5 * SCALE + 1, "answered without waiting on the hung key")
+    check(len(ai.log()) == before + 1, "one call, to the healthy key: %r" % ai.log()[before:])
+    for k in keys:
+        check(k not in chat.logs(), "a key value reached the log")
+
+
+@harness.timeout(120)
+def test_all_keys_hanging_busy_reply_and_queue_moves(t):
+    """Every key hangs: users get a clear "not answering / unavailable" reply
+    after the first-token limit, and chats queued behind the hung ones are
+    not held up until LLM_TIMEOUT_SEC."""
+    keys = {"sk-hang-one-aaaaaaaa": "hang", "sk-hang-two-bbbbbbbb": "hang"}
+    redis, sim, ai, chat = setup(t, keys=keys, LLM_TIMEOUT_SEC="60", LLM_FIRST_TOKEN_SEC="2", MAX_INFLIGHT="2")
+    start = time.monotonic()
+    ixs = [ask(sim, "stuck %d" % n) for n in range(2)]
+    time.sleep(0.3)
+    ixs.append(ask(sim, "queued behind them"))
+
+    def told(i):
+        c = content(i)
+        return "not answering" in c or "unavailable" in c
+    for ix in ixs:
+        final(sim, ix["id"], told, timeout=20 * SCALE)
+    took = time.monotonic() - start
+    check(took < 20 * SCALE, "every user told within %.1f s, not after the 60 s LLM_TIMEOUT_SEC" % took)
+    check(took >= 1.5, "not before the first-token limit: %.1f s" % took)
+    # both keys rest now: the next question is told at once, without a call
+    before = len([e for e in ai.log() if e.get("path", "").endswith("/chat/completions")])
+    t0 = time.monotonic()
+    final(sim, ask(sim, "anyone?")["id"], told, timeout=10 * SCALE)
+    check(time.monotonic() - t0 < 2 * SCALE + 1, "told at once while the keys rest")
+    after = len([e for e in ai.log() if e.get("path", "").endswith("/chat/completions")])
+    check(after == before, "no call to resting keys: %d -> %d" % (before, after))
+    check(chat.alive(), "alive")
+
+
+@harness.timeout(90)
+def test_base_url_password_never_logged(t):
+    """A password in OPENAI_BASE_URL (a proxy with basic auth) stays out of the log."""
+    redis = t.redis()
+    ai = openaiclient.start(t, keys={"sk-test-one": "ok"})
+    url = ai.base_url.replace("http://", "http://proxyuser:hunter2-proxy-pw@", 1)
+    chat = t.instance("chat", env={"REDIS_URL": redis.url, "HEALTH_PORT": t.free_port(),
+                                   "OPENAI_BASE_URL": url, "OPENAI_API_KEY_1": "sk-test-one",
+                                   "LOG_LEVEL": "debug"})
+    chat.wait_healthy(15)
+    wait_until(lambda: chat.find_records(msg="chat ready"), 10, "chat ready logged")
+    rec = chat.find_records(msg="chat ready")[0]
+    check("proxyuser:***@" in rec["base_url"], "the URL is logged redacted: %r" % rec["base_url"])
+    check("hunter2-proxy-pw" not in chat.logs(), "the password reached the log")

@@ -250,6 +250,50 @@ static void test_snapshot_has_fingerprints_only(void)
     UT_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+/* A key whose request hung rests, so that the next users get the other
+ * keys at once instead of waiting on it too; hangs feed the breaker. */
+static void test_hung_key_rests_and_feeds_breaker(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    struct keypool *p = pool_new("k1,k2", &(struct keypool_opts){.breaker_threshold = 3,
+                                                                 .hang_cooldown_ms = 10000});
+    struct keypool_pick pk;
+    UT_EQ_STR(pick(p, 1000, &pk), "k1");
+    keypool_report(p, 1000, pk.index, KEYPOOL_HUNG, 0);
+    for (int i = 0; i < 4; i++)
+        UT_EQ_STR(pick(p, 2000 + (uint64_t)i, &pk), "k2");
+    keypool_report(p, 2000, pk.index, KEYPOOL_HUNG, 0);
+    UT_EQ_INT(keypool_pick(p, 3000, &pk), KEYPOOL_EAGAIN); /* both rest: a clear "busy", now */
+    UT_EQ_INT(pk.retry_in_ms, 8000);
+    struct buf js;
+    buf_init(&js, 4096);
+    UT_EQ_INT(keypool_snapshot(p, 3000, &js), 0);
+    UT_CONTAINS(buf_str(&js), "\"reason\":\"hung\"");
+    buf_free(&js);
+    UT_EQ_STR(pick(p, 11000, &pk), "k1"); /* back by itself */
+    keypool_report(p, 11000, pk.index, KEYPOOL_HUNG, 0); /* third hang in a row */
+    UT_EQ_INT(keypool_pick(p, 12500, &pk), KEYPOOL_EUNAVAIL);
+    keypool_free(p);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+/* The pool's keys are never shown by a log field of outside text. */
+static void test_keys_masked_in_outside_values(void)
+{
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    utlog_start("chat-1", "chat", NULL);
+    struct keypool *p = pool_new("gsk_LongGroqKey0123456789,other-key-XYZ98765", NULL);
+    log_warn("echo", LF_EXT("id", "proxy says gsk_LongGroqKey0123456789 hi"),
+             LF_EXT("id2", "other-key-XYZ98765"), LF_EXT("id3", "part: LongGroqKey0123"));
+    const char *log = utlog_text();
+    UT_NOT_CONTAINS(log, "LongGroqKey");
+    UT_NOT_CONTAINS(log, "XYZ98765");
+    UT_CONTAINS(log, "\"id\":\"[redacted]\"");
+    keypool_free(p);
+    utlog_stop(LOG_INFO);
+    UT_EQ_INT(uv_loop_close(&loop), 0);
+}
+
 /* ---- Redis ----------------------------------------------------------------- */
 
 static char host[256];
@@ -382,6 +426,8 @@ static const struct ut_case cases[] = {
     UT_CASE(test_breaker_opens_probes_and_closes),
     UT_CASE(test_lost_probe_is_retried),
     UT_CASE(test_snapshot_has_fingerprints_only),
+    UT_CASE(test_hung_key_rests_and_feeds_breaker),
+    UT_CASE(test_keys_masked_in_outside_values),
     UT_CASE(test_redis_mirror_by_fingerprint),
     UT_CASE(test_redis_down_stays_local),
     {NULL, NULL},

@@ -564,6 +564,251 @@ static void test_moderation_error(void)
     fx_free(&fx);
 }
 
+
+/* ---- a provider that hangs ------------------------------------------------------ */
+
+/* A raw provider on the loop for what httpd cannot do: answer the headers
+ * and part of a stream, then go silent with the connection open. */
+struct rawsrv {
+    uv_tcp_t srv, conn;
+    int port, accepted, open;
+    const char *send; /* written once the request arrives */
+    uv_write_t w;
+    int wrote;
+    char rd[4096];
+};
+
+static void raw_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)sz;
+    struct rawsrv *rs = h->data;
+    *b = uv_buf_init(rs->rd, sizeof rs->rd);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    struct rawsrv *rs = s->data;
+    if (n <= 0 || rs->wrote)
+        return; /* the client left, or the answer is out: stay silent */
+    rs->wrote = 1;
+    uv_buf_t out = uv_buf_init((char *)rs->send, (unsigned)strlen(rs->send));
+    UT_EQ_INT(uv_write(&rs->w, s, &out, 1, NULL), 0);
+}
+
+static void raw_conn(uv_stream_t *srv, int status)
+{
+    struct rawsrv *rs = srv->data;
+    UT_EQ_INT(status, 0);
+    UT_ASSERT(!rs->accepted);
+    rs->accepted = 1;
+    UT_EQ_INT(uv_tcp_init(srv->loop, &rs->conn), 0);
+    rs->conn.data = rs;
+    UT_EQ_INT(uv_accept(srv, (uv_stream_t *)&rs->conn), 0);
+    UT_EQ_INT(uv_read_start((uv_stream_t *)&rs->conn, raw_alloc, raw_read), 0);
+}
+
+static void raw_start(struct rawsrv *rs, uv_loop_t *loop, const char *send)
+{
+    memset(rs, 0, sizeof *rs);
+    rs->send = send;
+    UT_EQ_INT(uv_tcp_init(loop, &rs->srv), 0);
+    rs->srv.data = rs;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    UT_EQ_INT(uv_tcp_bind(&rs->srv, (const struct sockaddr *)&a, 0), 0);
+    UT_EQ_INT(uv_listen((uv_stream_t *)&rs->srv, 8, raw_conn), 0);
+    struct sockaddr_in got;
+    int len = sizeof got;
+    UT_EQ_INT(uv_tcp_getsockname(&rs->srv, (struct sockaddr *)&got, &len), 0);
+    rs->port = ntohs(got.sin_port);
+    rs->open = 1;
+}
+
+static void raw_stop(struct rawsrv *rs)
+{
+    if (!rs->open)
+        return;
+    rs->open = 0;
+    uv_close((uv_handle_t *)&rs->srv, NULL);
+    if (rs->accepted)
+        uv_close((uv_handle_t *)&rs->conn, NULL);
+}
+
+struct stallfx {
+    struct fx fx;
+    struct rawsrv rs;
+    uint64_t started, took;
+};
+
+static void on_stall_done(const struct llm_result *r, void *arg)
+{
+    struct stallfx *s = arg;
+    s->took = uv_now(&s->fx.f.loop) - s->started;
+    raw_stop(&s->rs);
+    on_done(r, &s->fx);
+}
+
+static void on_stall_delta(const char *text, size_t len, void *arg)
+{
+    struct stallfx *s = arg;
+    on_delta(text, len, &s->fx);
+}
+
+/* One call with a 10 s overall limit and the given stall limits; raw, when
+ * set, is what the raw provider sends (else the httpd fake holds the
+ * request unanswered). */
+static void stall_case(struct stallfx *s, const char *raw, long first_ms, long idle_ms)
+{
+    memset(s, 0, sizeof *s);
+    fx_init(&s->fx);
+    s->fx.chat.hold = 1;
+    char url[64];
+    if (raw) {
+        raw_start(&s->rs, &s->fx.f.loop, raw);
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", s->rs.port);
+    }
+    struct llm_request rq = {.base_url = raw ? url : base_url(&s->fx), .api_key = KEY, .model = "m",
+                             .messages = MSGS, .nmessages = 2, .timeout_ms = 10000,
+                             .first_token_ms = first_ms, .idle_ms = idle_ms};
+    s->started = uv_now(&s->fx.f.loop);
+    UT_EQ_INT(llm_chat(s->fx.f.c, &rq, on_stall_delta, on_stall_done, s, &s->fx.call), 0);
+    fx_run(&s->fx);
+    UT_EQ_INT(s->fx.done_calls, 1);
+}
+
+static void test_no_first_token_gives_up_early(void)
+{
+    struct stallfx s;
+    stall_case(&s, NULL, 300, 0); /* no answer at all, not even headers */
+    UT_EQ_INT(s.fx.res.status, LLM_ERR_TIMEOUT);
+    UT_EQ_INT(s.fx.res.stalled, LLM_STALL_FIRST_TOKEN);
+    UT_ASSERT(s.took < 5000);
+    UT_CONTAINS(s.fx.msg, "first token");
+    fx_free(&s.fx);
+}
+
+#define SSE_HEAD "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+
+static void test_headers_then_nothing_is_no_first_token(void)
+{
+    /* Headers and a role chunk, but no content: still no first token. */
+    struct stallfx s;
+    stall_case(&s, SSE_HEAD CHUNK("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}"),
+               400, 5000);
+    UT_EQ_INT(s.fx.res.status, LLM_ERR_TIMEOUT);
+    UT_EQ_INT(s.fx.res.stalled, LLM_STALL_FIRST_TOKEN);
+    UT_EQ_INT(s.fx.res.http_status, 200);
+    UT_ASSERT(s.took < 4000);
+    fx_free(&s.fx);
+}
+
+static void test_silence_after_text_gives_up(void)
+{
+    struct stallfx s;
+    stall_case(&s, SSE_HEAD CHUNK("{\"choices\":[{\"delta\":{\"content\":\"반쯤\"}}]}"), 5000, 300);
+    UT_EQ_INT(s.fx.res.status, LLM_ERR_TIMEOUT);
+    UT_EQ_INT(s.fx.res.stalled, LLM_STALL_IDLE);
+    UT_EQ_STR(buf_str(&s.fx.text), "반쯤");
+    UT_ASSERT(s.took < 4000);
+    UT_CONTAINS(s.fx.msg, "silent");
+    fx_free(&s.fx);
+}
+
+static void test_stall_limits_spare_a_steady_stream(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    fx.chat.body = KOREAN_STREAM;
+    struct llm_request rq = {.base_url = base_url(&fx), .api_key = KEY, .model = "m", .messages = MSGS,
+                             .nmessages = 2, .first_token_ms = 2000, .idle_ms = 2000};
+    UT_EQ_INT(llm_chat(fx.f.c, &rq, on_delta, on_done, &fx, &fx.call), 0);
+    fx_run(&fx);
+    UT_EQ_INT(fx.res.status, LLM_OK);
+    UT_EQ_INT(fx.res.stalled, LLM_STALL_NONE);
+    fx_free(&fx);
+}
+
+/* ---- thousands of streams at once --------------------------------------------- */
+
+#define MANY 300
+
+struct manyfx {
+    struct fx fx;
+    struct httpd_req *held[MANY];
+    int nheld, done, ok;
+};
+
+static void h_hold_many(struct httpd_req *r, void *arg)
+{
+    struct manyfx *m = arg;
+    UT_ASSERT(m->nheld < MANY);
+    m->held[m->nheld++] = r;
+}
+
+static void on_many_done(const struct llm_result *r, void *arg)
+{
+    struct manyfx *m = arg;
+    m->done++;
+    m->ok += r->status == LLM_OK;
+}
+
+static void test_many_streams_at_once(void)
+{
+    /* Every stream is held open by the provider at the same time: none may
+     * wait in a client-side queue behind the others. */
+    static struct manyfx m;
+    memset(&m, 0, sizeof m);
+    utfake_init(&m.fx.f, "test_llm", "text/event-stream");
+    utfake_route(&m.fx.f, "POST", "/v1/chat/completions", h_hold_many, &m);
+    struct llm_request rq = {.base_url = base_url(&m.fx), .model = "m", .messages = MSGS, .nmessages = 2};
+    for (int i = 0; i < MANY; i++)
+        UT_EQ_INT(llm_chat(m.fx.f.c, &rq, NULL, on_many_done, &m, NULL), 0);
+    UTLOOP_WAIT_FOR(&m.fx.f.ul, m.nheld == MANY, GUARD_MS);
+    for (int i = 0; i < MANY; i++)
+        httpd_respond(m.held[i], 200, "text/event-stream", KOREAN_STREAM, strlen(KOREAN_STREAM));
+    UTLOOP_WAIT_FOR(&m.fx.f.ul, m.done == MANY, GUARD_MS);
+    UT_EQ_INT(m.ok, MANY);
+    utfake_end(&m.fx.f);
+    utfake_free(&m.fx.f);
+}
+
+/* ---- what the provider sends back is logged only redacted ------------------------ */
+
+static void test_request_id_logged_redacted(void)
+{
+    /* A proxy that echoes the key (or another configured secret) in its
+     * request id, with a terminal escape and far too much text. */
+    static const char *const ids[] = {
+        "req-" KEY,
+        "req-zz-OtherConfiguredSecret-77",
+        "req-\x1b[31mred-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEND",
+    };
+    log_mask_add("zz-OtherConfiguredSecret-77");
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        utlog_start("chat-1", "chat", NULL);
+        struct fx fx;
+        fx_init(&fx); /* our x-request-id comes first, before the fake's own */
+        fx.chat = (struct utfake_canned){503, EJSON, ERRBODY("overloaded", "server_error", "null"),
+                                         "x-request-id", ids[i]};
+        start_chat(&fx, NULL, 0);
+        fx_run(&fx);
+        UT_EQ_INT(fx.res.status, LLM_ERR_SERVER);
+        const char *log = utlog_text();
+        UT_CONTAINS(log, "\"request_id\":");
+        UT_NOT_CONTAINS(log, "Zq9SECRET");
+        UT_NOT_CONTAINS(log, "OtherConfiguredSecret");
+        UT_NOT_CONTAINS(log, "\\u001b");
+        UT_NOT_CONTAINS(log, "AEND");
+        if (i == 2)
+            UT_CONTAINS(log, "\"request_id\":\"req-\\\\x1b[31mred-AAAA");
+        fx_free(&fx);
+        utlog_stop(LOG_INFO);
+    }
+}
+
 /* ---- the key never reaches a log line ----------------------------------------- */
 
 static void test_key_never_logged(void)
@@ -609,6 +854,12 @@ static const struct ut_case cases[] = {
     UT_CASE(test_moderation_not_flagged),
     UT_CASE(test_moderation_error),
     UT_CASE(test_key_never_logged),
+    UT_CASE(test_no_first_token_gives_up_early),
+    UT_CASE(test_headers_then_nothing_is_no_first_token),
+    UT_CASE(test_silence_after_text_gives_up),
+    UT_CASE(test_stall_limits_spare_a_steady_stream),
+    UT_CASE(test_many_streams_at_once),
+    UT_CASE(test_request_id_logged_redacted),
     {0},
 };
 

@@ -72,6 +72,7 @@ class Cluster:
     def ask_until(self, name, pred, timeout=20, **kw):
         """Ask again until an answer satisfies pred (the cluster's picture
         changes between answers, not within one); return that answer."""
+        timeout = harness.scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             text, st = self.answer(self.ask(name, **kw), timeout=max(deadline - time.monotonic(), 5))

@@ -710,8 +710,9 @@ class PgServer(_Server):
         self.log_path = os.path.join(self.dir, "postgres.log")
         self.init_seconds = None
         self.start_seconds = None
-        self.password = "Pg?%s#55" % canary("pgpass")
-        register_secret(self.password, "DATABASE_URL password")
+        # the canary inside is what is looked for: it also finds the
+        # password percent-encoded
+        self.password = "Pg?%s#55" % canary("DATABASE_URL password")
 
     @property
     def url(self):

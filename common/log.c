@@ -282,6 +282,16 @@ static void redact_uri(struct rw *w, const char *url, const char *auth)
     redact_query(w, qm + 1);
 }
 
+/* A conninfo value that is itself a URI or conninfo ("dbname" may be one:
+ * libpq expands it), which may carry a password of its own. */
+static int value_holds_uri(const char *v, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if ((v[i] == ':' && v[i + 1] == '/') || v[i] == '=' || v[i] == '@')
+            return 1;
+    return n && (v[n - 1] == '=' || v[n - 1] == '@');
+}
+
 /* A keyword/value conninfo as libpq reads it: keyword, blanks, '=',
  * blanks, then a value in single quotes (backslash escapes) or up to the
  * next blank (backslash escapes). ...password values become "***"; the
@@ -328,6 +338,8 @@ static void redact_conninfo(struct rw *w, const char *s)
         }
         if (is_password_key(k, klen))
             rw_puts(w, "***");
+        else if (value_holds_uri(v, (size_t)(p - v)))
+            rw_puts(w, "***"); /* dbname=postgresql://u:pw@h/db: libpq expands it */
         else
             rw_put(w, v, (size_t)(p - v));
     }

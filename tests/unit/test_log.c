@@ -128,6 +128,8 @@ static void test_redact_tricky_passwords(void)
         {"host=db password='unterminatedSECRET user=bot", "SECRET", "host=db password=***"},
         {"dbname=x sslpassword=kkSECRET", "SECRET", "dbname=x sslpassword=***"},
         {"host=db PASSWORD=upSECRET", "SECRET", "host=db PASSWORD=***"},
+        {"dbname=postgresql://u:inSECRET@h/db user=bot", "SECRET", "dbname=*** user=bot"},
+        {"dbname='host=h password=inSECRET' user=bot", "SECRET", "dbname=*** user=bot"},
         {"host=db password=", "\x01", "host=db password=***"},
         {"postgresql://bot@db/x", "\x01", "postgresql://bot@db/x"},
         {"redis://127.0.0.1:6379", "\x01", "redis://127.0.0.1:6379"},

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "bus.h"
 #include "cmds.h"
+#include "err.h"
 #include "core.h"
 #include "failover.h"
 #include "ixjob.h"
@@ -421,8 +422,9 @@ static int fill_field(struct buf *v, const char **p, int left, size_t room)
 /* Add lines ('\n'-separated) under name, in up to max_fields fields (the
  * later ones named "name (cont.)"), each within a field's limit and the
  * embed's. Lines that do not fit, plus `hidden` items that were never
- * made into lines, end as "… and N more". */
-static void embed_section(struct embed *e, const char *name, const char *lines, int max_fields, int hidden)
+ * made into lines, end as "… and N more". Returns 0, or the error of a
+ * field's text that could not be built whole (nothing more is added). */
+static int embed_section(struct embed *e, const char *name, const char *lines, int max_fields, int hidden)
 {
     int left = count_lines(lines);
     const char *p = lines;
@@ -445,10 +447,30 @@ static void embed_section(struct embed *e, const char *name, const char *lines, 
             buf_printf(&v, e->ko ? "\n… 외 %d개" : "\n… and %d more", left + hidden);
             left = 0;
         }
+        /* the appends to v are checked here, once: a buf's failure is
+         * sticky, so v is either whole or known to be cut */
+        int rc = buf_error(&v);
+        if (rc) {
+            buf_free(&v);
+            return rc;
+        }
         embed_field(e, fname, buf_str(&v));
         snprintf(fname, sizeof(fname), "%s", cont);
     }
     buf_free(&v);
+    return 0;
+}
+
+/* An answer whose text could not be built whole (a buffer's cap): drop the
+ * embed, log it and tell the user so instead of showing part of it. */
+static void too_large(struct adm *a, struct embed *e, const char *section, int rc)
+{
+    json_object_put(e->obj);
+    json_object_put(e->fields);
+    log_error("admin answer too large, not sent", LF_STR("command", a->ix.command), LF_STR("section", section),
+              LF_ERR(rc));
+    adm_say(a, say(a, "응답이 너무 커서 보여 줄 수 없습니다. 관리자는 인스턴스 로그를 확인하세요.",
+                   "The answer is too large to show; an operator can find the details in the instance log."));
 }
 
 /* ---- /인스턴스 -------------------------------------------------------------------- */
@@ -472,10 +494,20 @@ static void servers_text(const char *servers, enum role r, int ko, struct buf *o
     }
 }
 
+/* Bytes of a glob list written out before it stops with "…": far more
+ * than a field shows (embed_section cuts the line there, visibly), far
+ * less than the lines buffer holds, whatever the length of the setting. */
+#define GLOBS_TEXT_MAX (4 * FIELD_VALUE_MAX)
+
 /* A config glob list "a-*,b" as "`a-*`, `b`" (backticks dropped). */
 static void globs_text(const char *globs, struct buf *out)
 {
+    size_t start = out->len;
     for (const char *p = globs; *p;) {
+        if (out->len - start > GLOBS_TEXT_MAX) {
+            buf_puts(out, ", …");
+            return;
+        }
         size_t n = strcspn(p, ",");
         buf_printf(out, "%s`", p == globs ? "" : ", ");
         for (size_t i = 0; i < n; i++)
@@ -515,7 +547,12 @@ static void instances_answer(struct adm *a)
             globs_text(role_globs(cfg, r), &lines);
         else
             buf_puts(&lines, ko ? "어디서나" : "anywhere");
-        embed_section(&e, role_name(r), buf_str(&lines), 1, 0);
+        int rc = buf_error(&lines);
+        if (rc || (rc = embed_section(&e, role_name(r), buf_str(&lines), 1, 0))) {
+            buf_free(&lines);
+            too_large(a, &e, role_name(r), rc);
+            return;
+        }
     }
     buf_free(&lines);
     adm_send(a, embed_message(&e));
@@ -871,7 +908,7 @@ static void peer_line(const struct facts *f, const struct peer *p, int ko, struc
     buf_puts(out, "\n");
 }
 
-static void section_instances(struct embed *e, const struct facts *f)
+static int section_instances(struct embed *e, const struct facts *f)
 {
     struct buf b;
     buf_init(&b, 64 << 10);
@@ -879,11 +916,14 @@ static void section_instances(struct embed *e, const struct facts *f)
         peer_line(f, &f->peers[i], e->ko, &b);
     if (!f->npeers)
         buf_puts(&b, !f->have_failover ? (e->ko ? "정보 없음" : "unknown") : (e->ko ? "아직 없음" : "none seen yet"));
-    embed_section(e, e->ko ? "인스턴스" : "Instances", buf_str(&b), 4, 0);
+    int rc = buf_error(&b);
+    if (!rc)
+        rc = embed_section(e, e->ko ? "인스턴스" : "Instances", buf_str(&b), 4, 0);
     buf_free(&b);
+    return rc;
 }
 
-static void section_queues(struct embed *e, const struct facts *f)
+static int section_queues(struct embed *e, const struct facts *f)
 {
     struct buf b;
     buf_init(&b, 16 << 10);
@@ -899,8 +939,11 @@ static void section_queues(struct embed *e, const struct facts *f)
         buf_printf(&b, e->ko ? "대기 %s%lld · 처리 중 %lld\n" : "backlog %s%lld · pending %lld\n",
                    q->has_group && !q->lag_known ? "≤" : "", backlog, q->has_group ? q->pending : 0);
     }
-    embed_section(e, e->ko ? "대기열" : "Queues", buf_str(&b), 1, 0);
+    int rc = buf_error(&b);
+    if (!rc)
+        rc = embed_section(e, e->ko ? "대기열" : "Queues", buf_str(&b), 1, 0);
     buf_free(&b);
+    return rc;
 }
 
 static int peer_live(const struct facts *f, const char *name)
@@ -940,7 +983,7 @@ static void key_line(const struct facts *f, const struct keyrow *k, int ko, stru
     buf_puts(b, "\n");
 }
 
-static void section_keys(struct embed *e, struct facts *f)
+static int section_keys(struct embed *e, struct facts *f)
 {
     struct buf b;
     buf_init(&b, 32 << 10);
@@ -954,8 +997,11 @@ static void section_keys(struct embed *e, struct facts *f)
         key_line(f, &f->keys[i], e->ko, &b);
     if (!b.len && !f->keys_more)
         buf_puts(&b, e->ko ? "등록된 키 없음" : "no keys registered");
-    embed_section(e, e->ko ? "API 키" : "Provider keys", buf_str(&b), 2, f->keys_more);
+    int rc = buf_error(&b);
+    if (!rc)
+        rc = embed_section(e, e->ko ? "API 키" : "Provider keys", buf_str(&b), 2, f->keys_more);
     buf_free(&b);
+    return rc;
 }
 
 static void usage_line(const struct facts *f, int k, int limit, int ko, struct buf *b)
@@ -977,7 +1023,7 @@ static void usage_line(const struct facts *f, int k, int limit, int ko, struct b
                    en_unit[k], f->use[k].users, lim);
 }
 
-static void section_usage(struct embed *e, const struct facts *f, const struct config *cfg)
+static int section_usage(struct embed *e, const struct facts *f, const struct config *cfg)
 {
     struct buf b;
     buf_init(&b, 8 << 10);
@@ -991,9 +1037,12 @@ static void section_usage(struct embed *e, const struct facts *f, const struct c
         usage_line(f, KIND_IMAGE, cfg->user_daily_images, e->ko, &b);
         usage_line(f, KIND_VIDEO, cfg->user_daily_videos, e->ko, &b);
     }
-    embed_section(e, e->ko ? "오늘 사용량 (UTC) · 사용자당 하루 한도" : "Usage today (UTC) · per-user daily limit",
-                  buf_str(&b), 1, 0);
+    int rc = buf_error(&b);
+    if (!rc)
+        rc = embed_section(e, e->ko ? "오늘 사용량 (UTC) · 사용자당 하루 한도" : "Usage today (UTC) · per-user daily limit",
+                           buf_str(&b), 1, 0);
     buf_free(&b);
+    return rc;
 }
 
 static void status_answer(struct adm *a)
@@ -1012,10 +1061,20 @@ static void status_answer(struct adm *a)
              cfg->name, redis, pg);
     struct embed e;
     embed_init(&e, ko, ko ? "클러스터 상태" : "Cluster status", desc);
-    section_instances(&e, f);
-    section_queues(&e, f);
-    section_usage(&e, f, cfg);
-    section_keys(&e, f);
+    /* each section's text is checked once (bufs fail sticky): an answer
+     * is whole, or it is an error, never a status with a part missing */
+    int rc = section_instances(&e, f);
+    const char *what = "instances";
+    if (!rc && (rc = section_queues(&e, f)))
+        what = "queues";
+    if (!rc && (rc = section_usage(&e, f, cfg)))
+        what = "usage";
+    if (!rc && (rc = section_keys(&e, f)))
+        what = "keys";
+    if (rc) {
+        too_large(a, &e, what, rc);
+        return;
+    }
     adm_send(a, embed_message(&e));
 }
 

@@ -14,12 +14,15 @@ void buf_init(struct buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->err = 0;
 }
 
 static int buf_reserve(struct buf *b, size_t n)
 {
+    if (b->err)
+        return b->err;
     if (n > b->max || b->len + n > b->max || b->len + n < b->len)
-        return BC_ETOOBIG;
+        return b->err = BC_ETOOBIG;
     size_t need = b->len + n + 1;
     if (need <= b->cap)
         return 0;
@@ -56,8 +59,10 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
     va_copy(cp, ap);
     int n = vsnprintf(NULL, 0, fmt, cp);
     va_end(cp);
+    if (b->err)
+        return b->err;
     if (n < 0)
-        return -EINVAL;
+        return b->err = -EINVAL;
     int rc = buf_reserve(b, (size_t)n);
     if (rc)
         return rc;
@@ -75,6 +80,11 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_error(const struct buf *b)
+{
+    return b->err;
+}
+
 const char *buf_str(const struct buf *b)
 {
     return b->p ? b->p : "";
@@ -83,6 +93,7 @@ const char *buf_str(const struct buf *b)
 void buf_reset(struct buf *b)
 {
     b->len = 0;
+    b->err = 0;
     if (b->p)
         b->p[0] = '\0';
 }
@@ -103,6 +114,7 @@ char *buf_detach(struct buf *b)
     char *p = b->p ? b->p : mem_strdup("");
     b->p = NULL;
     b->len = b->cap = 0;
+    b->err = 0;
     return p;
 }
 
@@ -111,4 +123,5 @@ void buf_free(struct buf *b)
     mem_free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
+    b->err = 0;
 }

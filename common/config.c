@@ -201,21 +201,46 @@ struct cfg_raw {
     char *file[CFG_NDEFS]; /* NAME_FILE path */
 };
 
+/* The last line of problems (warnings) when not all of them fit. */
+#define CFG_MORE_PROBLEMS "...\tmore problems were found and not listed\n"
+#define CFG_MORE_WARNINGS "...\tmore warnings were found and not listed\n"
+
+/* Append one whole "KEY\ttext\n" line to list, or, when it would not fit
+ * with room left for the note, the note once: a line is never cut, so
+ * whoever splits the list on the tab and the newline (the core does)
+ * always finds both. */
+static void add_line(struct buf *list, const char *key, const char *text, const char *note)
+{
+    size_t n = strlen(key) + strlen(text) + 2, more = strlen(note);
+    if (list->len + n + more > list->max) {
+        if (list->len < more || memcmp(list->p + list->len - more, note, more))
+            (void)buf_puts(list, note); /* fits: room for it was always kept */
+        return;
+    }
+    (void)buf_printf(list, "%s\t%s\n", key, text);
+}
+
 static void problem(struct config *c, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void problem(struct config *c, const char *key, const char *fmt, ...)
 {
+    /* a problem names a path or a redacted URL at most: 8 KiB is plenty,
+     * and a longer one is cut visibly */
+    char text[8192];
     va_list ap;
-    buf_printf(&c->problems, "%s\t", key);
     va_start(ap, fmt);
-    buf_vprintf(&c->problems, fmt, ap);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    buf_puts(&c->problems, "\n");
+    if (n < 0)
+        snprintf(text, sizeof(text), "(could not format the problem)");
+    else if ((size_t)n >= sizeof(text))
+        memcpy(text + sizeof(text) - 4, "...", 4);
+    add_line(&c->problems, key, text, CFG_MORE_PROBLEMS);
 }
 
 static void warning(struct config *c, const char *key, const char *msg)
 {
-    buf_printf(&c->warnings, "%s\t%s\n", key, msg);
+    add_line(&c->warnings, key, msg, CFG_MORE_WARNINGS);
 }
 
 /* The full name of a setting for this instance (keyed ones get _<n>). */
@@ -288,9 +313,9 @@ static char *envfile_value(const char *v, const char *end)
                 ch = *v++;
                 ch = ch == 'n' ? '\n' : ch == 't' ? '\t' : ch;
             }
-            buf_append(&b, &ch, 1);
+            (void)buf_append(&b, &ch, 1); /* checked once below */
         }
-        if (v >= end) {
+        if (v >= end || buf_error(&b)) {
             buf_free(&b);
             return NULL;
         }
@@ -308,7 +333,10 @@ static char *envfile_value(const char *v, const char *end)
         e++;
     while (e > v && isspace((unsigned char)e[-1]))
         e--;
-    buf_append(&b, v, (size_t)(e - v));
+    if (buf_append(&b, v, (size_t)(e - v))) {
+        buf_free(&b);
+        return NULL;
+    }
     return buf_detach(&b);
 }
 
@@ -329,11 +357,11 @@ static int read_file(const char *path, size_t max, struct buf *out)
         }
         if (n == 0)
             break;
-        if (out->len + (size_t)n > max) {
+        int rc = out->len + (size_t)n > max ? BC_ETOOBIG : buf_append(out, tmp, (size_t)n);
+        if (rc) {
             close(fd);
-            return BC_ETOOBIG;
+            return rc;
         }
-        buf_append(out, tmp, (size_t)n);
     }
     close(fd);
     return 0;
@@ -582,7 +610,9 @@ static int ids_list(const char *v, struct buf *out)
         snprintf(one, sizeof(one), "%.*s", (int)(e - s), s);
         if (!is_snowflake(one))
             return -EINVAL;
-        buf_printf(out, "%s%s", out->len ? "," : "", one);
+        int rc = buf_printf(out, "%s%s", out->len ? "," : "", one);
+        if (rc)
+            return rc;
         if (!p[n])
             return 0;
         p += n + 1;
@@ -703,11 +733,15 @@ static void apply_one(struct config *c, const struct cfg_def *d, const char *key
         *(char **)field = mem_strdup(v);
         break;
     case CT_IDS: {
+        /* the list without its blanks is never longer than the value, so
+         * a buffer of its size holds all of it: no id is ever dropped */
         struct buf ids;
-        buf_init(&ids, 64 << 10);
-        if (*v && ids_list(v, &ids)) {
+        buf_init(&ids, strlen(v) + 1);
+        int rc = *v ? ids_list(v, &ids) : 0;
+        if (rc) {
             buf_free(&ids);
-            problem(c, key, "must be Discord ids (17 to 20 digits), comma-separated");
+            problem(c, key, "%s", rc == -EINVAL ? "must be Discord ids (17 to 20 digits), comma-separated"
+                                                : "could not be read whole");
             return;
         }
         mem_free(*(char **)field);
@@ -781,7 +815,7 @@ static void apply_all(struct config *c, struct cfg_raw *raw)
     }
 }
 
-static void help_text(struct buf *out)
+static int help_text(struct buf *out)
 {
     buf_puts(out, "Settings (defaults < --env-file < environment < --flags):\n");
     for (size_t i = 0; i < CFG_NDEFS; i++) {
@@ -801,9 +835,10 @@ static void help_text(struct buf *out)
     buf_puts(out, "\nOther flags: --env-file FILE, --check-config (validate, print, exit),"
                   " --register-commands (register slash commands, exit), --version, --help.\n"
                   "Bad configuration exits with status 2.\n");
+    return buf_error(out);
 }
 
-void cfg_markdown(struct buf *out)
+int cfg_markdown(struct buf *out)
 {
     buf_puts(out, "| Setting | Default | Meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < CFG_NDEFS; i++) {
@@ -813,6 +848,7 @@ void cfg_markdown(struct buf *out)
                    d->type == CT_SECRET ? " Secret: logged only as a fingerprint." : "",
                    (d->flags & CF_FILE) ? " Also `_FILE`." : "");
     }
+    return buf_error(out);
 }
 
 int cfg_load(struct config *c, enum role role, int argc, char **argv, char **envp, struct buf *out)
@@ -828,12 +864,18 @@ int cfg_load(struct config *c, enum role role, int argc, char **argv, char **env
 
     enum cfg_special special = scan_special(c, argc, argv, out);
     if (special != SP_NONE) {
+        int rc;
         if (special == SP_HELP)
-            help_text(out);
+            rc = help_text(out);
         else if (special == SP_VERSION)
-            buf_printf(out, "%s-instance %s (%s)\n", role_name(role), BC_VERSION, BC_GIT_REV);
+            rc = buf_printf(out, "%s-instance %s (%s)\n", role_name(role), BC_VERSION, BC_GIT_REV);
         else
-            cfg_markdown(out);
+            rc = cfg_markdown(out);
+        if (rc) {
+            problem(c, special == SP_HELP ? "--help" : special == SP_VERSION ? "--version" : "--config-markdown",
+                    "the text does not fit in the output buffer (%s)", bc_strerror(rc));
+            return BC_ECONFIG;
+        }
         return CFG_EXIT_OK;
     }
 
@@ -874,7 +916,7 @@ int cfg_load(struct config *c, enum role role, int argc, char **argv, char **env
     return check ? CFG_CHECK_ONLY : CFG_RUN;
 }
 
-void cfg_dump(const struct config *c, struct buf *out)
+int cfg_dump(const struct config *c, struct buf *out)
 {
     char key[96], shown[512];
     for (size_t i = 0; i < CFG_NDEFS; i++) {
@@ -920,6 +962,8 @@ void cfg_dump(const struct config *c, struct buf *out)
             break;
         }
     }
+    /* appends are checked once: a buf's failure is sticky (buf.h) */
+    return buf_error(out);
 }
 
 void cfg_free(struct config *c)

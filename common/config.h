@@ -111,8 +111,9 @@ struct config {
     int video_max_mb;
 
     char *env_file;          /* path given with --env-file, or NULL */
-    struct buf problems;     /* "KEY\tproblem\n" lines */
-    struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...) */
+    struct buf problems;     /* "KEY\tproblem\n" lines, each whole; when not
+                              * all fit, the last is "...\tmore problems ..." */
+    struct buf warnings;     /* "KEY\twarning\n" lines (unknown keys ...), the same */
 };
 
 enum gateway_mode { GATEWAY_AUTO = 0, GATEWAY_ON, GATEWAY_OFF };
@@ -128,9 +129,11 @@ int cfg_load(struct config *cfg, enum role role, int argc, char **argv, char **e
 void cfg_free(struct config *cfg);
 
 /* Effective settings as "KEY=value" lines, secrets as fingerprints and URLs
- * redacted. */
-void cfg_dump(const struct config *cfg, struct buf *out);
-/* The settings table as a Markdown table (for the README). */
-void cfg_markdown(struct buf *out);
+ * redacted. Returns 0, or buf_error(out) when out could not hold all of it
+ * (the text is then incomplete). */
+int cfg_dump(const struct config *cfg, struct buf *out) __attribute__((warn_unused_result));
+/* The settings table as a Markdown table (for the README); returns as
+ * cfg_dump. */
+int cfg_markdown(struct buf *out) __attribute__((warn_unused_result));
 
 #endif

@@ -442,10 +442,18 @@ static void on_metrics(struct httpd_req *req, void *arg)
                redis_ok(c), c->redis_latency_ms / 1000.0, pg_ok(c), (unsigned long long)c->beats_sent,
                (unsigned long long)c->beats_failed, loop_lag_ms(c) / 1000.0);
     metrics_discord(c, &b);
-    perf_metrics(c->perf, &b);
+    int rc = perf_metrics(c->perf, &b);
     if (c->failover)
         failover_metrics(c->failover, &b);
-    httpd_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
+    /* appends are not checked one by one: a buf's failure is sticky, so
+     * this one check says whether the text is whole (never serve it cut) */
+    if (rc || (rc = buf_error(&b))) {
+        log_error("metrics too large, not served", LF_INT("cap", b.max), LF_ERR(rc));
+        static const char msg[] = "metrics too large for the exposition buffer (see the instance log)\n";
+        httpd_respond(req, 500, "text/plain; charset=utf-8", msg, sizeof(msg) - 1);
+    } else {
+        httpd_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
+    }
     buf_free(&b);
 }
 
@@ -463,8 +471,14 @@ static void on_performance(struct httpd_req *req, void *arg)
     bus_stats(c->bus, &st);
     struct buf b;
     buf_init(&b, 16 << 10);
-    perf_json(c->perf, st.inflight, uptime_s(c), &b);
-    httpd_respond(req, 200, "application/json", b.p, b.len);
+    int rc = perf_json(c->perf, st.inflight, uptime_s(c), &b);
+    if (rc) {
+        log_error("performance too large, not served", LF_INT("cap", b.max), LF_ERR(rc));
+        static const char msg[] = "{\"error\":\"performance figures too large (see the instance log)\"}";
+        httpd_respond(req, 500, "application/json", msg, sizeof(msg) - 1);
+    } else {
+        httpd_respond(req, 200, "application/json", b.p, b.len);
+    }
     buf_free(&b);
 }
 
@@ -586,8 +600,12 @@ static int load_config(struct core *c, int argc, char **argv, char **envp, enum 
     if (rc == CFG_EXIT_OK) {
         fputs(buf_str(&out), stdout);
     } else if (rc == CFG_CHECK_ONLY) {
-        cfg_dump(&c->cfg, &out);
-        fputs(buf_str(&out), stdout);
+        if (cfg_dump(&c->cfg, &out)) {
+            log_error("the settings do not fit in the --check-config output", LF_INT("cap", out.max));
+            rc = BC_ECONFIG;
+        } else {
+            fputs(buf_str(&out), stdout);
+        }
     } else if (rc < 0) {
         /* each problem is "KEY\tproblem"; values of secrets never get here */
         const char *p = buf_str(&c->cfg.problems);

@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -129,27 +130,246 @@ size_t log_json_escape(char *out, size_t outlen, const char *s, size_t len)
     return o;
 }
 
+/* ---- redaction ------------------------------------------------------------
+ *
+ * log_redact_url takes what a user may put in REDIS_URL or DATABASE_URL: a
+ * URL (redis://, postgresql://, http://...) or a libpq keyword/value
+ * conninfo. It hides the password of a URL's userinfo, the value of every
+ * ...password= query parameter and the value of every ...password keyword,
+ * and keeps the rest, which is what an operator needs to see. Where the
+ * text is ambiguous it hides more, never less. */
+
+struct rw {
+    char *out;
+    size_t len, cap;
+};
+
+static void rw_put(struct rw *w, const char *s, size_t n)
+{
+    if (w->cap == 0)
+        return;
+    size_t room = w->cap - 1 - w->len;
+    if (n > room)
+        n = room;
+    memcpy(w->out + w->len, s, n);
+    w->len += n;
+    w->out[w->len] = '\0';
+}
+
+static void rw_puts(struct rw *w, const char *s)
+{
+    rw_put(w, s, strlen(s));
+}
+
+/* A keyword or query parameter name that holds a secret: password,
+ * sslpassword, and any other ...password (libpq keywords are lower case;
+ * any case is hidden). */
+static int is_password_key(const char *k, size_t n)
+{
+    return n >= 8 && !strncasecmp(k + n - 8, "password", 8);
+}
+
+/* [a, e) is a libpq/redis host list: "host[:port]" entries, comma
+ * separated, a host being a name, an address, percent-encoded or an IPv6
+ * address in brackets; empty is fine (postgresql:///db). */
+static int is_host_list(const char *a, const char *e)
+{
+    while (a < e) {
+        const char *c = memchr(a, ',', (size_t)(e - a)), *ee = c ? c : e;
+        const char *h = a;
+        if (h < ee && *h == '[') {
+            const char *rb = memchr(h, ']', (size_t)(ee - h));
+            if (!rb)
+                return 0;
+            for (const char *q = h + 1; q < rb; q++)
+                if (!isxdigit((unsigned char)*q) && *q != ':' && *q != '.' && *q != '%')
+                    return 0;
+            h = rb + 1;
+        } else {
+            while (h < ee && (isalnum((unsigned char)*h) || strchr(".-_%", *h)))
+                h++;
+        }
+        if (h < ee && *h == ':')
+            for (h++; h < ee && isdigit((unsigned char)*h);)
+                h++;
+        if (h != ee)
+            return 0;
+        a = c ? c + 1 : e;
+    }
+    return 1;
+}
+
+/* The query string from q (just after '?'): every ...password parameter's
+ * value becomes "***". libpq splits parameters on '&' only. */
+static void redact_query(struct rw *w, const char *q)
+{
+    while (*q) {
+        size_t n = strcspn(q, "&");
+        const char *eq = memchr(q, '=', n);
+        if (eq && is_password_key(q, (size_t)(eq - q))) {
+            rw_put(w, q, (size_t)(eq - q) + 1);
+            rw_puts(w, "***");
+        } else {
+            rw_put(w, q, n);
+        }
+        q += n;
+        if (*q == '&')
+            rw_put(w, q++, 1);
+    }
+}
+
+/* The end of the userinfo ('@') of the URL whose authority starts at auth,
+ * or NULL when it has none. libpq ends the userinfo at the first '@'
+ * before the first '/', Redis URL parsers at the last; taking the last
+ * hides both readings. A '/' in a password makes libpq see no userinfo at
+ * all: then the authority before the '/' is no host list, and the last
+ * '@' anywhere is taken. With a host list, an '@' after the '/' but
+ * before the query is taken too (a password holding "/" and "@"; a
+ * database name with '@' is rarer, and hiding it costs little). *doubt is
+ * set when the authority is neither a host list nor has an '@'. */
+static const char *userinfo_end(const char *auth, int *doubt)
+{
+    const char *slash = auth + strcspn(auth, "/"), *at = NULL, *last = strrchr(auth, '@');
+    *doubt = 0;
+    for (const char *p = auth; p < slash; p++)
+        if (*p == '@')
+            at = p;
+    if (!is_host_list(at ? at + 1 : auth, slash)) {
+        if (last)
+            return last;
+        *doubt = 1;
+        return NULL;
+    }
+    if (*slash == '/') {
+        const char *path = slash + 1, *qm = path + strcspn(path, "?");
+        for (const char *p = path; p < qm; p++)
+            if (*p == '@')
+                at = p;
+    }
+    return at;
+}
+
+static void redact_uri(struct rw *w, const char *url, const char *auth)
+{
+    int doubt;
+    const char *at = userinfo_end(auth, &doubt);
+    rw_put(w, url, (size_t)(auth - url));
+    const char *host = auth;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        rw_put(w, auth, colon ? (size_t)(colon + 1 - auth) : (size_t)(at - auth));
+        if (colon)
+            rw_puts(w, "***");
+        host = at;
+    } else if (doubt) {
+        /* no host list and no '@': "u:secret", "u:se#cret/db"; keep what
+         * precedes the first ':' */
+        const char *slash = auth + strcspn(auth, "/");
+        const char *colon = memchr(auth, ':', (size_t)(slash - auth));
+        if (colon) {
+            rw_put(w, auth, (size_t)(colon + 1 - auth));
+            rw_puts(w, "***");
+            host = slash;
+        }
+    }
+    const char *slash = host + strcspn(host, "/");
+    const char *qm = *slash ? strchr(slash, '?') : NULL;
+    if (!qm) {
+        rw_puts(w, host);
+        return;
+    }
+    rw_put(w, host, (size_t)(qm + 1 - host));
+    redact_query(w, qm + 1);
+}
+
+/* A conninfo value that is itself a URI or conninfo ("dbname" may be one:
+ * libpq expands it), which may carry a password of its own. */
+static int value_holds_uri(const char *v, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if ((v[i] == ':' && v[i + 1] == '/') || v[i] == '=' || v[i] == '@')
+            return 1;
+    return n && (v[n - 1] == '=' || v[n - 1] == '@');
+}
+
+/* A keyword/value conninfo as libpq reads it: keyword, blanks, '=',
+ * blanks, then a value in single quotes (backslash escapes) or up to the
+ * next blank (backslash escapes). ...password values become "***"; the
+ * rest is copied as written. What libpq would refuse (a keyword without
+ * '=', an unterminated quote) ends the copy with "***". */
+static void redact_conninfo(struct rw *w, const char *s)
+{
+    const char *p = s;
+    while (*p) {
+        const char *k = p;
+        while (*p && isspace((unsigned char)*p))
+            p++;
+        rw_put(w, k, (size_t)(p - k));
+        if (!*p)
+            return;
+        k = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t klen = (size_t)(p - k);
+        while (*p && isspace((unsigned char)*p))
+            p++;
+        if (*p != '=') {
+            rw_puts(w, "***"); /* not key=value: hide the rest */
+            return;
+        }
+        p++;
+        while (*p && isspace((unsigned char)*p))
+            p++;
+        rw_put(w, k, (size_t)(p - k)); /* keyword, '=' and blanks as written */
+        const char *v = p;
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (!*p) {
+                rw_puts(w, "***");
+                return;
+            }
+            p++;
+        } else {
+            for (; *p && !isspace((unsigned char)*p); p++)
+                if (*p == '\\' && p[1])
+                    p++;
+        }
+        if (is_password_key(k, klen))
+            rw_puts(w, "***");
+        else if (value_holds_uri(v, (size_t)(p - v)))
+            rw_puts(w, "***"); /* dbname=postgresql://u:pw@h/db: libpq expands it */
+        else
+            rw_put(w, v, (size_t)(p - v));
+    }
+}
+
+/* "scheme://" at the start: lower-case letters, digits, '+', '-', '.'. */
+static const char *after_scheme(const char *url)
+{
+    const char *p = url;
+    if (!isalpha((unsigned char)*p))
+        return NULL;
+    while (isalnum((unsigned char)*p) || strchr("+-.", *p))
+        p++;
+    return *p && !strncmp(p, "://", 3) ? p + 3 : NULL;
+}
+
 void log_redact_url(const char *url, char *out, size_t outlen)
 {
-    const char *scheme = strstr(url, "://");
-    const char *auth = scheme ? scheme + 3 : url;
-    const char *end = auth + strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (const char *q = auth; q < end; q++)
-        if (*q == '@')
-            at = q;
-    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    /* password=... in a key=value conninfo or a URI query string: keep what
-     * precedes it and hide the rest */
-    const char *pw = strstr(url, "password=");
-    int cut = pw ? (int)(pw - url) : -1;
-    if (colon && (cut < 0 || colon < pw))
-        snprintf(out, outlen, "%.*s:***%.*s%s", (int)(colon - url), url, cut < 0 ? (int)strlen(at) : (int)(pw - at),
-                 at, cut < 0 ? "" : "password=*** (rest hidden)");
-    else if (cut >= 0)
-        snprintf(out, outlen, "%.*spassword=*** (rest hidden)", cut, url);
+    struct rw w = {out, 0, outlen};
+    if (outlen)
+        out[0] = '\0';
+    const char *auth = after_scheme(url);
+    if (auth)
+        redact_uri(&w, url, auth);
+    else if (strchr(url, '='))
+        redact_conninfo(&w, url);
+    else if (strchr(url, '@'))
+        redact_uri(&w, url, url); /* "user:pass@host" without a scheme */
     else
-        snprintf(out, outlen, "%s", url);
+        rw_puts(&w, url);
 }
 
 struct log_line {

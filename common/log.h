@@ -72,7 +72,12 @@ void log_set_level(enum log_level level);
 int log_level_parse(const char *s);
 const char *log_level_name(enum log_level level);
 
-/* Render url into out with any password replaced by "***". */
+/* Render url into out (cut to outlen - 1 bytes, NUL-terminated) with any
+ * password replaced by "***": a URL's userinfo password (read as both libpq
+ * and Redis URL parsers would: it may hold '?', '#', '@' and even '/'), the
+ * value of every ...password= query parameter, and in a libpq keyword/value
+ * conninfo every ...password value. When the text is ambiguous, more is
+ * hidden, never less. */
 void log_redact_url(const char *url, char *out, size_t outlen);
 
 /* Append s to out as a JSON string body (no quotes), escaping as needed and

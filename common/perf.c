@@ -161,11 +161,14 @@ static void metrics_providers(const struct perf *p, struct buf *out)
                        providers[i], statuses[s], p->prov[i][s]);
 }
 
-void perf_metrics(const struct perf *p, struct buf *out)
+/* The appends above are not checked one by one: a buf's failure is sticky
+ * (buf.h), so one check at the end tells whether all of it is there. */
+int perf_metrics(const struct perf *p, struct buf *out)
 {
     metrics_jobs(p, out);
     metrics_durations(p, out);
     metrics_providers(p, out);
+    return buf_error(out);
 }
 
 /* sum/n with that many decimals, or null when n is 0 */
@@ -177,7 +180,7 @@ static void json_avg(struct buf *out, uint64_t sum, uint64_t n, int decimals)
         buf_puts(out, "null");
 }
 
-void perf_json(const struct perf *p, unsigned inflight, uint64_t uptime_s, struct buf *out)
+int perf_json(const struct perf *p, unsigned inflight, uint64_t uptime_s, struct buf *out)
 {
     struct totals t;
     totals(p, &t);
@@ -201,6 +204,7 @@ void perf_json(const struct perf *p, unsigned inflight, uint64_t uptime_s, struc
         first = 0;
     }
     buf_puts(out, "}}");
+    return buf_error(out);
 }
 
 void perf_log(const struct perf *p, unsigned inflight)

@@ -49,8 +49,11 @@ void perf_provider(struct perf *p, const char *provider, const char *status);
  * The four roles and every provider x status pair are always present (at
  * 0); the "other" role only once a job was counted under it. The
  * per-role job counter is not discordbot_jobs_total: the core already
- * exports that family, by result only (with retries and dead letters). */
-void perf_metrics(const struct perf *p, struct buf *out);
+ * exports that family, by result only (with retries and dead letters).
+ * Returns 0, or buf_error(out) when out could not hold it all (out's cap,
+ * or an earlier failed append to out): the text is then incomplete and
+ * must not be served. */
+int perf_metrics(const struct perf *p, struct buf *out) __attribute__((warn_unused_result));
 
 /* Append the JSON object GET /performance answers to out:
  *   {"uptime_s", "commands_processed" (jobs finished: succeeded + failed),
@@ -58,8 +61,10 @@ void perf_metrics(const struct perf *p, struct buf *out);
  *    job), "avg_response_ms" (null before the first job), "active_requests"
  *    (inflight, as given), "by_role": {role: {"processed", "failed",
  *    "avg_ms" (null when none)}}}
- * by_role always has the four roles; "other" only when it has jobs. */
-void perf_json(const struct perf *p, unsigned inflight, uint64_t uptime_s, struct buf *out);
+ * by_role always has the four roles; "other" only when it has jobs.
+ * Returns 0 or buf_error(out), as perf_metrics. */
+int perf_json(const struct perf *p, unsigned inflight, uint64_t uptime_s, struct buf *out)
+    __attribute__((warn_unused_result));
 
 /* Log one info line "performance" with the fields commands_processed,
  * succeeded, failed, success_rate and avg_response_ms (both left out

@@ -11,7 +11,9 @@ and one PostgreSQL that this runner starts (TEST_REDIS_URL,
 TEST_PG_ADMIN_URL). Integration tests: every top-level test_* function in
 tests/integration/test_*.py, run through tests/integration/harness.py.
 
-One line per test, the output tail of each failure, and as the last line
+One line per test, the output tail of each failure, then the secret check
+(no secret a test handed out shows in any log or output), the counts of
+product tests and of self-tests apart, and as the last line
 `N passed, N failed`. Exit status 0 only when nothing failed and at least one
 test ran. Python 3 standard library only; see tests/README.md.
 """
@@ -45,6 +47,21 @@ ASAN_DEFAULTS = {
     "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
 }
 TAIL_LINES = 80
+
+# Integration files that test the test tools (simulators, harness, runner,
+# docs and compose linters), not our binaries: counted apart.
+SELF_TEST_FILES = ("test_harness", "test_docs", "test_compose")
+
+SECRET_CHECK_ID = "secrets/no_secret_in_logs"
+
+
+def is_self_test(tid):
+    """Whether test id ``tid`` is a self-test of the tools (simulators,
+    harness, linters) rather than a product test of our binaries."""
+    if not tid.startswith("integration/"):
+        return False
+    base = tid.split("/", 1)[1].split(":", 1)[0]
+    return base.endswith("_sim") or base in SELF_TEST_FILES
 
 
 class Test:
@@ -213,6 +230,7 @@ class Runner:
         self.results = []
         self.base_env = self.make_env()
         self.servers = []
+        self.leaks = []  # (test id, label, file, excerpt)
 
     def make_env(self):
         a = self.args
@@ -221,6 +239,7 @@ class Runner:
             env.pop(k, None)
         env.update(
             BOT_VARIANT=a.variant,
+            BOT_TIMEOUT_SCALE="%g" % a.timeout_scale,
             BOT_ROOT=ROOT,
             BOT_BIN_DIR=a.bin_dir,
             BOT_PG_TEMPLATE_DIR=os.path.join(self.tmp, "pg-template"),
@@ -324,6 +343,7 @@ class Runner:
             t.notes.append("killed %d leftover process%s" % (leftovers, "es" if leftovers > 1 else ""))
         with open(t.out_path, "rb") as f:
             t.output = f.read().decode("utf-8", "replace")
+        self.scan_secrets(t)
         # Integration tests check their instances' output in the harness; a
         # unit case's own output is checked here.
         marker = t.kind == "unit" and next((m for m in harness.SANITIZER_MARKERS if m in t.output), None)
@@ -341,6 +361,39 @@ class Runner:
         if not self.args.keep_tmp:
             shutil.rmtree(t.dir, ignore_errors=True)
             os.unlink(t.out_path)
+        self.report(t)
+
+    def scan_secrets(self, t):
+        """Before t.dir goes: look for every secret handed out (ours, like
+        the shared PostgreSQL's password, and the test's, which the harness
+        leaves in SECRET_SCAN_FILE with what it found in the test's logs) in
+        the test's output and in the logs left in t.dir."""
+        secrets = harness.registered_secrets()
+        leaks = []
+        try:
+            with open(os.path.join(t.dir, harness.SECRET_SCAN_FILE)) as f:
+                scan = json.load(f)
+            secrets.update(scan.get("secrets") or {})
+            leaks += [(x["label"], x["file"], x["excerpt"]) for x in scan.get("leaks") or []]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        leaks += [(label, "output", excerpt) for label, excerpt in harness.find_secrets(t.output, secrets)]
+        seen = {(label, f) for label, f, _ in leaks}
+        for x in harness.scan_for_secrets(t.dir, secrets):
+            if (x["label"], x["file"]) not in seen and not any(x["file"].endswith("/" + f) for _, f, _ in leaks):
+                leaks.append((x["label"], x["file"], x["excerpt"]))
+        for label, where, excerpt in leaks:
+            t.notes.append("secret %s in %s" % (label, where))
+            self.leaks.append((t.id, label, where, excerpt))
+
+    def secret_check(self):
+        """The final check: one result line, failed when any test's logs or
+        output showed a secret."""
+        t = Test(SECRET_CHECK_ID, "check", None, 0)
+        t.ok = not self.leaks
+        if self.leaks:
+            t.reason = "%d secret(s) found in logs or output" % len(self.leaks)
+            t.output = "\n".join("%s: %s in %s: ...%s..." % x for x in self.leaks)
         self.report(t)
 
     def report(self, t):
@@ -464,12 +517,16 @@ def main(argv):
                 runner.stop_servers()
         if its:
             runner.run_phase(its, args.jobs or 1)
+        if units or its:
+            runner.secret_check()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         runner.cleanup()
     passed = sum(1 for t in runner.results if t.ok)
     failed = len(runner.results) - passed
+    product = [t for t in runner.results if not is_self_test(t.id)]
+    selftest = [t for t in runner.results if is_self_test(t.id)]
     if interrupted:
         print("interrupted")
     if failed:
@@ -479,6 +536,9 @@ def main(argv):
                 print("  " + t.id)
     if passed + failed == 0:
         print("no tests ran")
+    print("product: %d passed, %d failed; self-tests: %d passed, %d failed"
+          % (sum(t.ok for t in product), sum(not t.ok for t in product),
+             sum(t.ok for t in selftest), sum(not t.ok for t in selftest)))
     print("%d passed, %d failed" % (passed, failed), flush=True)
     return 0 if (failed == 0 and passed > 0 and not interrupted) else 1
 

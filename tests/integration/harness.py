@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import re
+import secrets as _secrets
 import shutil
 import signal
 import socket
@@ -54,6 +55,11 @@ TOKEN_VAR = "TESTRUN_TOKEN"
 
 DEFAULT_TIMEOUT = 180
 
+# Where a test leaves what the runner needs after the test's own temp dir is
+# gone: the secrets it handed out and where any of them was found (see
+# scan_for_secrets). In $BOT_TEST_TMPDIR, beside t.tmp.
+SECRET_SCAN_FILE = "secret-scan.json"
+
 
 class RedisError(Exception):
     """An error reply (-ERR ...) from Redis."""
@@ -64,6 +70,136 @@ class TestTimeout(BaseException):
 
     A BaseException so that a test's own ``except Exception`` cannot swallow
     it; teardown still runs."""
+
+
+# --------------------------------------------------------------------------
+# time: every threshold a test puts on time scales with --timeout-scale
+
+
+def timeout_scale():
+    """The runner's --timeout-scale (BOT_TIMEOUT_SCALE), 1.0 when unset."""
+    try:
+        v = float(os.environ.get("BOT_TIMEOUT_SCALE") or 1.0)
+    except ValueError:
+        return 1.0
+    return v if v > 0 else 1.0
+
+
+def scaled(seconds):
+    """``seconds`` times the runner's --timeout-scale: use it for every
+    "within N s" a test asserts (wait_until scales its own timeout)."""
+    return seconds * timeout_scale()
+
+
+# --------------------------------------------------------------------------
+# secrets: canaries that must never show up in a log, a reply or an output
+
+_secret_registry = {}  # value -> label
+
+
+def canary(label):
+    """A fresh secret, distinctive enough that finding it anywhere is a
+    leak: letters and digits around "cnry" and 16 hex digits. Registered,
+    so the teardown scan and every HTTP reply check look for it."""
+    value = "%s-cnry%s" % (re.sub(r"[^A-Za-z0-9]", "", label)[:12] or "secret", _secrets.token_hex(8))
+    register_secret(value, label)
+    return value
+
+
+def register_secret(value, label):
+    """Look for ``value`` (at least 6 characters; shorter ones are not
+    distinctive) in every log and reply from now on."""
+    if isinstance(value, str) and len(value) >= 6:
+        _secret_registry.setdefault(value, label)
+
+
+def registered_secrets():
+    """{value: label} of every secret registered in this process."""
+    return dict(_secret_registry)
+
+
+# Settings whose values are secrets, and the ones holding a URL that may
+# carry a password.
+_SECRET_ENV = re.compile(r"^(DISCORD_TOKEN|[A-Z]+_API_KEY(_\d+)?|[A-Z_]*(PASSWORD|SECRET)[A-Z_]*)$")
+_URL_ENV = re.compile(r"^(REDIS_URL|DATABASE_URL|[A-Z_]+_URL)$")
+
+
+def url_password(url):
+    """The password of a URL's userinfo (up to its last '@' before the
+    path), or None."""
+    m = re.match(r"^[a-z][a-z0-9+.-]*://([^/]*)@", url)
+    if not m or ":" not in m.group(1):
+        return None
+    return m.group(1).split(":", 1)[1] or None
+
+
+def register_env_secrets(env):
+    """Register the secret values of an instance's environment: tokens,
+    API keys (each of a comma-separated list), passwords, and the password
+    of any URL setting."""
+    for k, v in env.items():
+        v = str(v)
+        if _SECRET_ENV.match(k) and not k.endswith("_FILE"):
+            for part in v.split(","):
+                register_secret(part.strip(), k)
+        elif _URL_ENV.match(k):
+            register_secret(url_password(v), k)
+
+
+def find_secrets(text, secrets=None):
+    """[(label, excerpt)] for each registered secret found in ``text``
+    (str or bytes); the excerpt has the secret replaced by <label>."""
+    secrets = registered_secrets() if secrets is None else secrets
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    found = []
+    for value, label in secrets.items():
+        i = text.find(value)
+        if i >= 0:
+            a, b = max(0, i - 60), min(len(text), i + len(value) + 60)
+            excerpt = text[a:b].replace(value, "<%s>" % label).replace("\n", " ")
+            for other, olabel in secrets.items():  # never print another one either
+                excerpt = excerpt.replace(other, "<%s>" % olabel)
+            found.append((label, excerpt))
+    return found
+
+
+# Files the scan reads: logs and captured output, not data (a PostgreSQL
+# cluster, an AOF, downloaded videos).
+_SCAN_SKIP_DIRS = {"data", "pg_wal", "base", "videos"}
+_SCAN_MAX_BYTES = 64 << 20
+
+
+def scan_for_secrets(root, secrets=None):
+    """[{"label", "file", "excerpt"}] for every registered secret found in
+    a log-like file under ``root`` (*.log, *.out, *.txt, *.json, *.jsonl)."""
+    secrets = registered_secrets() if secrets is None else secrets
+    leaks = []
+    if not secrets:
+        return leaks
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SCAN_SKIP_DIRS]
+        for fn in filenames:
+            if fn == SECRET_SCAN_FILE or not fn.endswith((".log", ".out", ".txt", ".json", ".jsonl")):
+                continue
+            path = os.path.join(dirpath, fn)
+            try:
+                if os.path.getsize(path) > _SCAN_MAX_BYTES:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            for label, excerpt in find_secrets(data, secrets):
+                leaks.append({"label": label, "file": os.path.relpath(path, root), "excerpt": excerpt})
+    return leaks
+
+
+def _check_reply(what, text):
+    """Fail when an HTTP reply of ours holds a registered secret."""
+    found = find_secrets(text or "")
+    if found:
+        raise AssertionError("secret %s in the reply to %s: %s" % (found[0][0], what, found[0][1]))
 
 
 # --------------------------------------------------------------------------
@@ -101,9 +237,12 @@ def free_port():
 def wait_until(pred, timeout=10.0, msg=None, interval=0.05):
     """Poll ``pred()`` until it returns something truthy and return that.
 
-    On timeout raise AssertionError carrying ``msg`` (a string, or a callable
-    returning one, evaluated only then) and the last value seen. Exceptions
-    raised by ``pred`` propagate at once."""
+    ``timeout`` is scaled by the runner's --timeout-scale (a wait for an
+    event only gets longer on a slow machine). On timeout raise
+    AssertionError carrying ``msg`` (a string, or a callable returning one,
+    evaluated only then) and the last value seen. Exceptions raised by
+    ``pred`` propagate at once."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -162,7 +301,7 @@ def _children(pid):
 def _wait_gone(pids, timeout=10.0):
     """Wait until none of ``pids`` is running (zombies count as gone: our
     PID 1 may never reap them, and a zombie holds no resources we need)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         alive = [p for p in pids if (_proc_stat(p) or ("Z",))[0] not in ("Z", "X")]
         if not alive:
@@ -390,7 +529,7 @@ class _Server:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(sig)
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.kill()
 
@@ -470,6 +609,7 @@ class RedisServer(_Server):
                 raise
 
     def _wait_ready(self, timeout):
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
@@ -545,6 +685,9 @@ def _ensure_traversable(path, uid, gid):
 class PgServer(_Server):
     """A real PostgreSQL (highest version under /usr/lib/postgresql) on
     127.0.0.1, cluster in ``dirpath``/data, superuser ``postgres``, trust auth.
+    Its URLs carry a canary password (trust auth never asks for it), with a
+    '?' and a '#' in it as people's passwords have: any log line, reply or
+    output that shows it is a leak (see scan_for_secrets).
 
     When root, initdb and postgres run as ``nobody`` (PG_RUN_AS overrides).
     ``start()`` initialises the cluster if needed and returns once it accepts
@@ -567,6 +710,9 @@ class PgServer(_Server):
         self.log_path = os.path.join(self.dir, "postgres.log")
         self.init_seconds = None
         self.start_seconds = None
+        # the canary inside is what is looked for: it also finds the
+        # password percent-encoded
+        self.password = "Pg?%s#55" % canary("DATABASE_URL password")
 
     @property
     def url(self):
@@ -574,7 +720,7 @@ class PgServer(_Server):
 
     def db_url(self, name):
         self._auto_port = False  # handed out: never move to another port
-        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, name)
+        return "postgresql://postgres:%s@127.0.0.1:%d/%s" % (self.password, self.port, name)
 
     def _own(self, path):
         if self.user:
@@ -682,6 +828,7 @@ class PgServer(_Server):
         return argv
 
     def _wait_ready(self, timeout):
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
@@ -805,6 +952,7 @@ class Instance:
             raise FileNotFoundError("%s binary not built: %s (run make)" % (self.role, self.binary))
         with open(self.log_path, "ab") as log:
             log.write(b"")
+        register_env_secrets(self.env)
         self.proc = _spawn([self.binary] + self.args, self.log_path, self.full_env(), cwd=self.cwd)
         return self
 
@@ -824,7 +972,9 @@ class Instance:
 
     def wait(self, timeout=10.0):
         """Wait for exit; return the exit code (negative: killed by that
-        signal). Raises AssertionError if still running after ``timeout``."""
+        signal). Raises AssertionError if still running after ``timeout``
+        (scaled by --timeout-scale)."""
+        timeout = scaled(timeout)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -907,7 +1057,9 @@ class Instance:
     def request(self, method, path, body=None, headers=None, port=None, timeout=5.0):
         """One HTTP request to 127.0.0.1 (HEALTH_PORT unless ``port``); return
         (status, body text). HTTP error statuses are returned, not raised;
-        connection failures raise OSError."""
+        connection failures raise OSError. A reply holding a registered
+        secret (a token, a key, the database password) fails the test: our
+        /health, /metrics and error replies must never show one."""
         url = "http://127.0.0.1:%d%s" % (port or self.health_port, path)
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
@@ -916,12 +1068,14 @@ class Instance:
             body = body.encode("utf-8")
         req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
         try:
-            with self._opener.open(req, timeout=timeout) as resp:
-                return resp.status, resp.read().decode("utf-8", "replace")
+            with self._opener.open(req, timeout=scaled(timeout)) as resp:
+                status, text = resp.status, resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
-            return e.code, e.read().decode("utf-8", "replace")
+            status, text = e.code, e.read().decode("utf-8", "replace")
         except urllib.error.URLError as e:
             raise ConnectionError("%s %s: %s" % (method, url, e.reason)) from None
+        _check_reply("%s %s of %s" % (method, path, self.name), text)
+        return status, text
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
@@ -957,9 +1111,10 @@ class Instance:
             # SIGTERM first so an ASan build gets to run its leak check.
             self.sigterm()
             try:
-                self.proc.wait(self.stop_timeout)
+                self.proc.wait(scaled(self.stop_timeout))
             except subprocess.TimeoutExpired:
-                self.t.notes.append("%s did not exit within %gs of SIGTERM; killed" % (self.name, self.stop_timeout))
+                self.t.notes.append("%s did not exit within %gs of SIGTERM; killed"
+                                    % (self.name, scaled(self.stop_timeout)))
                 self.kill()
         report = self.sanitizer_report()
         if report:
@@ -1048,6 +1203,7 @@ class TestContext:
                 inst.kill()
         if failed or errors:
             self._dump_logs(died)
+        self._scan_secrets()
         for n in self.notes:
             print("note: " + n, flush=True)
         if _keep_tmp():
@@ -1057,6 +1213,21 @@ class TestContext:
         if errors and raise_errors:
             raise AssertionError("teardown: " + "\n".join(errors))
         return errors
+
+    def _scan_secrets(self):
+        """Look for every registered secret in the logs under t.tmp (its
+        instances', simulators' and servers'), before t.tmp is removed, and
+        leave the secrets and what was found for the runner, which also
+        scans the test's own output and fails a final check on any find."""
+        leaks = scan_for_secrets(self.tmp)
+        for leak in leaks:
+            self.notes.append("secret %s found in %s: %s" % (leak["label"], leak["file"], leak["excerpt"]))
+        out_dir = os.environ.get("BOT_TEST_TMPDIR")
+        if not out_dir or not os.path.isdir(out_dir):
+            return
+        with contextlib.suppress(OSError):
+            with open(os.path.join(out_dir, SECRET_SCAN_FILE), "w") as f:
+                json.dump({"secrets": registered_secrets(), "leaks": leaks}, f)
 
     def _dump_logs(self, died):
         for srv in self._servers:

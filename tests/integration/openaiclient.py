@@ -90,6 +90,7 @@ class OpenAISim(simproc.SimProcess):
         return self.post("/_sim/reset", kw)
 
     def wait_stats(self, pred, timeout=10.0):
+        timeout = simproc.scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             st = self.stats()

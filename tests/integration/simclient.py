@@ -140,6 +140,7 @@ class Sim(simproc.SimProcess):
 
     def wait_session(self, timeout=20.0, connected=True, count=1):
         """The active sessions once at least `count` are (connected)."""
+        timeout = simproc.scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             ss = [s for s in self.gateway()["sessions"]
@@ -151,6 +152,7 @@ class Sim(simproc.SimProcess):
             time.sleep(0.05)
 
     def wait_interaction(self, iid, pred=lambda i: i["acked"], timeout=10.0):
+        timeout = simproc.scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             st = self.interaction_state(iid)

@@ -34,6 +34,16 @@ import urllib.parse
 import urllib.request
 import zlib
 
+
+def scaled(seconds):
+    """``seconds`` times the runner's --timeout-scale (BOT_TIMEOUT_SCALE,
+    1.0 when unset), as harness.scaled: every wait here scales with it."""
+    try:
+        v = float(os.environ.get("BOT_TIMEOUT_SCALE") or 1.0)
+    except ValueError:
+        v = 1.0
+    return seconds * (v if v > 0 else 1.0)
+
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIM_DIR = os.path.join(ROOT, "tests", "sim")
@@ -137,6 +147,7 @@ def start(argv, name, what, t=None, timeout=15.0, log_path=None, error=RuntimeEr
                                 env=env, start_new_session=True, preexec_fn=preexec)
     finally:
         logf.close()
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     line = b""
     while not line.endswith(b"\n"):
@@ -264,7 +275,9 @@ class ProviderSim(SimProcess):
         return self.post("/_sim/reset", kw)
 
     def wait_stats(self, pred, timeout=10.0):
-        """Poll stats() until pred(stats) holds; AssertionError after timeout."""
+        """Poll stats() until pred(stats) holds; AssertionError after timeout
+        (scaled by --timeout-scale)."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             st = self.stats()

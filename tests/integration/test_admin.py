@@ -72,6 +72,7 @@ class Cluster:
     def ask_until(self, name, pred, timeout=20, **kw):
         """Ask again until an answer satisfies pred (the cluster's picture
         changes between answers, not within one); return that answer."""
+        timeout = harness.scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             text, st = self.answer(self.ask(name, **kw), timeout=max(deadline - time.monotonic(), 5))
@@ -273,3 +274,30 @@ def test_status_stays_within_discord_limits_with_many_instances_and_keys(t):
     embed_within_limits(st["original"])
     check(c.sim.stats()["spec_violation_count"] == 0, "no spec violations: %r" % c.sim.stats()["spec_violations"][:2])
     check(admin.alive(), "alive")
+
+
+def test_metrics_whole_with_the_most_peers_an_instance_tracks(t):
+    """/metrics is served whole or not at all (500 and a log line); with as
+    many peers as failover keeps (64), each with the longest name it keeps
+    (31 characters), it is whole and well under its 64 KiB cap."""
+    c = Cluster(t, pg=False)
+    r = c.redis.client()
+    for n in range(70):  # more than failover keeps
+        name = ("video-%d" % n).ljust(31, "x")
+        r.cmd("XADD", "discordbot:heartbeats", "*", "name", name, "role", "video", "pid", "1",
+              "version", "0.1.0", "uptime_s", "864000", "inflight", "99", "processed", "123456789",
+              "failed", "1234567", "state", "draining", "serving", "admin,chat,image,video", "health_port", "9000")
+    admin = c.start("admin", FAILOVER_AFTER_MS="60000")
+
+    def full():
+        status, text = admin.get("/metrics")
+        check(status == 200, "GET /metrics: %d %s" % (status, text[:200]))
+        return text if text.count("discordbot_peer_up{") == 64 else None
+
+    text = wait_until(full, 20, "64 peers on /metrics")
+    check(text.endswith("\n") and text.splitlines()[-1].startswith('discordbot_takeover{role="admin"} '),
+          "the last family is there, complete: %r" % text[-200:])
+    size = len(text.encode())
+    t.log("/metrics with 64 peers: %d bytes" % size)
+    check(size < 48 << 10, "/metrics %d bytes: too close to its 64 KiB cap" % size)
+    check(not admin.find_records(msg="metrics too large, not served"), "served whole")

@@ -87,7 +87,7 @@ def test_streamed_answer_edits_at_most_once_per_interval(t):
     check(len(edits) >= 3, "the answer appeared progressively: %d edits" % len(edits))
     gaps = [b["at"] - a["at"] for a, b in zip(edits, edits[1:])]
     check(min(gaps) >= 0.3, "edits at most one per 400 ms (minus transport jitter): %r" % gaps)
-    check(st["acked"]["at"] - st["created_at"] < 3.0, "deferred in time")
+    check(st["acked"]["at"] - st["created_at"] < harness.scaled(3.0), "deferred in time")
     log = ai.log()
     check(log and log[-1]["stream"] and log[-1]["messages"][0]["role"] == "system", "streamed with a system prompt")
     check(sim.stats()["spec_violation_count"] == 0, "no spec violations: %r" % sim.stats()["spec_violations"][:2])
@@ -341,7 +341,7 @@ def test_chat_channel_mentions_and_chat_mode(t):
     # without a mention and with chat mode off: no answer
     n_calls = len(ai.log())
     plain = sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="just talking")
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     check(len(ai.log()) == n_calls and not reply_to(plain["id"], ""), "chat mode off: not answered")
     # chat mode needs Manage Channels
     ix = command(sim, "chatmode", options=[{"name": "mode", "type": 3, "value": "on"}], permissions="0")
@@ -359,7 +359,7 @@ def test_chat_channel_mentions_and_chat_mode(t):
     final(sim, ix["id"], lambda i: "Chat mode is off" in content(i))
     n_calls = len(ai.log())
     m3 = sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="after off")
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     check(len(ai.log()) == n_calls and not reply_to(m3["id"], ""), "chat mode off again")
     check(sim.stats()["spec_violation_count"] == 0, "well-formed per the spec: %r" % sim.stats()["spec_violations"][:2])
 

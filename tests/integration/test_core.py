@@ -75,7 +75,7 @@ def test_four_instances_healthy_beat_and_consume(t):
 
     ids = {role: add_job(r, role, "diag.echo", {"role": role, "text": "안녕 " + role}) for role in ROLES}
     wait_until(lambda: len(results(r)) >= 4, 10, "four diag results")
-    time.sleep(0.5)  # a second answer, if any, would show up now
+    time.sleep(harness.scaled(0.5))  # a second answer, if any, would show up now
     res = results(r)
     check(len(res) == 4, "each job answered exactly once: %r" % res)
     for role in ROLES:
@@ -103,7 +103,7 @@ def test_redis_outage_then_recovery_loses_nothing(t):
         st, body = inst.health()
         return st == 503 and body["status"] == "unhealthy" and body["redis"]["ok"] is False
     wait_until(unhealthy, 10, "/health 503 while redis is down")
-    time.sleep(1.0)
+    time.sleep(harness.scaled(1.0))
     check(inst.alive(), "the instance lives through the outage")
     redis.restart()
     r = redis.client()

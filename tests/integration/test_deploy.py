@@ -298,10 +298,10 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     # update: a rolling restart while /chat jobs flow; every one is answered
     before = {row[0]: row[2] for row in status_rows(status())}
     flow = ChatFlow(sim_api).start()
-    time.sleep(1.0)
+    time.sleep(harness.scaled(1.0))
     try:
         out = ok(run(t, env, "update", "--no-pull", timeout=240), "update")
-        time.sleep(1.0)
+        time.sleep(harness.scaled(1.0))
     finally:
         flow.stop()
     check(out.index("chat-1: draining") < out.index("image-2: draining") < out.index("video-3: draining")
@@ -335,7 +335,7 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     out = ok(run(t, env, "restore", "latest", timeout=240), "restore")
     check("postgresql: restored" in out and "redis: restored" in out, "restore says what it did:\n" + out)
     check("the backup's copy is" in out, "the existing .env.multi is kept:\n" + out)
-    time.sleep(2)  # nothing replays the /초기화 given after the backup
+    time.sleep(harness.scaled(2))  # nothing replays the /초기화 given after the backup
     check(psql(count) == "1", "the conversation is back after restore")
     out = ok(run(t, env, "try", "--user", user, "#채팅방-1", "/채팅 내 이름이 뭐지?"), "try /채팅 after restore")
     check(re.search(r"context: [1-9]", out), "the bot remembers the conversation:\n" + out)

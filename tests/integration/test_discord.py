@@ -66,7 +66,7 @@ def test_one_session_identify_heartbeats_and_ping(t):
     admin.wait_healthy(15)
     chat.wait_healthy(15)
     sim.wait_session()
-    time.sleep(2.0)
+    time.sleep(harness.scaled(2.0))
     gw = sim.gateway()
     check(gw["identifies"] == 1, "two candidates, one identify: %r" % gw["identifies"])
     ident = gw["identify_log"][0]
@@ -80,7 +80,7 @@ def test_one_session_identify_heartbeats_and_ping(t):
     r = ping(sim)
     st = sim.wait_interaction(r["id"], lambda i: i["acked"])
     check(st["acked"]["type"] == 5 and st["acked"]["flags"] & 64, "deferred, ephemeral: %r" % st["acked"])
-    check(st["acked"]["at"] - st["created_at"] < 3.0, "acknowledged within the window")
+    check(st["acked"]["at"] - st["created_at"] < harness.scaled(3.0), "acknowledged within the window")
     st = sim.wait_interaction(r["id"], lambda i: i.get("original") and "Pong" in (i["original"].get("content") or ""))
     check("admin-4" in st["original"]["content"], st["original"])
     # the worker is faster than the deferral (a slow Discord): its edit
@@ -120,7 +120,7 @@ def test_routing_channels_and_replies(t):
     sim.message(channel_id=CH_CHAT, guild_id=GUILD, author={"id": sim.info["bot_user_id"], "username": "me"},
                 content="self")
     wait_until(lambda: len(stream_entries(r, "chat")) >= 1, 10, "chat message routed")
-    time.sleep(1.0)
+    time.sleep(harness.scaled(1.0))
     entries = stream_entries(r, "chat")
     check(len(entries) == 1 and entries[0]["type"] == "discord.message", entries)
     check("채팅방 메시지" in entries[0]["payload"], "raw message forwarded")
@@ -156,7 +156,7 @@ def test_holder_killed_another_resumes_every_event_once(t):
     def all_routed():
         return len(stream_entries(r, "chat")) >= total
     wait_until(all_routed, 30, "all %d messages routed" % total)
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     contents = [json.loads(e["payload"])["d"]["content"] for e in stream_entries(r, "chat")]
     check(len(contents) == total, "exactly %d routed, got %d" % (total, len(contents)))
     check(sorted(contents) == ["msg-%04d" % n for n in range(total)], "each message once")
@@ -204,7 +204,7 @@ def test_bad_token_stops_without_loop(t):
     g = wait_until(stopped, 15, "gateway stopped")
     check("DISCORD_TOKEN" in g.get("error", ""), "the reason names the token: %r" % g)
     before = sim.stats()["requests"]
-    time.sleep(3.0)
+    time.sleep(harness.scaled(3.0))
     check(sim.stats()["requests"] - before <= 2, "no retry loop against Discord")
     check(sim.gateway()["identifies"] == 0, "never identified")
     for i in (a, b):
@@ -288,7 +288,7 @@ def test_malformed_gateway_input_never_crashes(t):
     sim.gw("raw", data=json.dumps({"op": 0, "t": "MESSAGE_CREATE", "s": "NaN", "d": "str"}))
     sim.gw("raw", data="[" * 10000 + "]" * 10000)
     sim.gw("raw", data=json.dumps({"op": 0, "t": "X", "s": 999999, "d": {"big": "z" * 3000000}}))
-    time.sleep(1.0)
+    time.sleep(harness.scaled(1.0))
     check(inst.alive(), "alive after malformed input")
     sim.wait_session(timeout=30)
     r = redis.client()
@@ -337,7 +337,7 @@ def test_messages_to_the_bot_routed_as_mentions(t):
     sim.message(channel_id=CH_CHAT, guild_id=GUILD, author=USER, content="<@600000000000000002> 너 말고")
     sim.message(channel_id=dm_channel, author=USER, content="DM 질문")
     wait_until(lambda: len(stream_entries(r, "chat")) >= 4, 10, "chat messages routed")
-    time.sleep(1.0)
+    time.sleep(harness.scaled(1.0))
     entries = stream_entries(r, "chat")
     got = [(e["type"], json.loads(e["payload"])["d"]["content"]) for e in entries]
     check(got == [("discord.message", "그냥 대화"), ("discord.mention", "<@%s> 안녕" % bot),

@@ -86,7 +86,7 @@ def test_chat_killed_with_200_jobs_admin_takes_over_and_hands_back(t):
     admin = c.start("admin")
     c.sim.wait_session()
     chat = c.start("chat", GATEWAY="off", MAX_INFLIGHT="16")
-    time.sleep(1.5)  # admin sees chat beat
+    time.sleep(harness.scaled(1.5))  # admin sees chat beat
     ixs = {}
     for n in range(200):
         q = "question %03d" % n
@@ -96,7 +96,7 @@ def test_chat_killed_with_200_jobs_admin_takes_over_and_hands_back(t):
     t0 = time.monotonic()
     admin.wait_log("routing: taking over the role", timeout=10)
     took = time.monotonic() - t0
-    check(took < 5, "taken over %.1f s after kill -9" % took)
+    check(took < harness.scaled(5), "taken over %.1f s after kill -9" % took)
     answered_once(c, ixs, timeout=150)
     keys = {e.get("key_fingerprint") for e in c.ai.log() if e.get("path", "").endswith("/chat/completions")}
     check(fp(KEY_ADMIN) in keys, "admin used its own key: %r" % keys)
@@ -117,7 +117,7 @@ def test_paused_chat_is_taken_over_and_nobody_answers_twice(t):
     admin = c.start("admin")
     c.sim.wait_session()
     chat = c.start("chat", GATEWAY="off")
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     ixs = {}
     for n in range(6):
         q = "paused %d" % n
@@ -129,7 +129,7 @@ def test_paused_chat_is_taken_over_and_nobody_answers_twice(t):
         answered_once(c, ixs, timeout=60)
     finally:
         chat.send_signal(signal.SIGCONT)
-    time.sleep(3)  # the woken chat instance must not answer again
+    time.sleep(harness.scaled(3))  # the woken chat instance must not answer again
     answered_once(c, ixs, timeout=10)
     check(chat.alive(), "chat woke up")
     check(chat.find_records(msg="the process stood still; jobs hold their answers until their leases are confirmed"),
@@ -162,7 +162,7 @@ def test_image_killed_admin_draws_with_its_own_key(t):
     admin = c.start("admin", **extra)
     c.sim.wait_session()
     image = c.start("image", GATEWAY="off", **extra)
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     image.kill()
     admin.wait_log("routing: taking over the role", timeout=10)
     ix = c.sim.interaction(name="이미지", guild_id=GUILD, channel_id=CH_IMG, locale="en-US",
@@ -202,7 +202,7 @@ def test_admin_killed_others_keep_serving_and_answer_status(t):
     admin = c.start("admin")
     c.sim.wait_session()
     chat = c.start("chat")
-    time.sleep(1.5)
+    time.sleep(harness.scaled(1.5))
     admin.kill()  # it held the gateway: another instance resumes the session
     chat.wait_log("routing: taking over the role", timeout=15)
     ix = c.ask("still here?")

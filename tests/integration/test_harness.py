@@ -177,7 +177,8 @@ def test_redis_kill_restart_keeps_aof(t):
 def test_pg_roundtrip(t):
     pg = t.postgres()
     t.log("initdb/copy %.2fs, start %.2fs" % (pg.init_seconds, pg.start_seconds))
-    t.check(pg.url == "postgresql://postgres@127.0.0.1:%d/postgres" % pg.port, pg.url)
+    t.check(pg.url == "postgresql://postgres:%s@127.0.0.1:%d/postgres" % (pg.password, pg.port), pg.url)
+    t.check("?" in pg.password and "#" in pg.password, "a password people write: %r" % pg.password)
     url = pg.create_database("bot_test")
     t.check(url.endswith(":%d/bot_test" % pg.port), url)
     rows = pg.psql(
@@ -334,6 +335,14 @@ def test_fail(t):
     print("some output before failing")
     t.check(1 + 1 == 3, "arithmetic is broken")
 
+def test_leaky(t):
+    # passes itself, but a secret in a log under t.tmp and one in its own
+    # output fail the runner's final secret check
+    with open(t.path("chat-1.log"), "w") as f:
+        f.write('{"msg":"starting","token":"%s"}\\n' % harness.canary("DISCORD_TOKEN"))
+    print("key is " + harness.canary("OPENAI_API_KEY_1"))
+    t.check(harness.scaled(2) == 2 * float(os.environ["BOT_TIMEOUT_SCALE"]), "scaled")
+
 @harness.timeout(2)
 def test_hang(t):
     r = t.redis()
@@ -365,7 +374,8 @@ if case == "test_env":
     s = socket.create_connection((u.hostname, u.port), timeout=5)
     s.sendall(b"PING\r\n")
     assert s.recv(16) == b"+PONG\r\n"
-    assert os.environ["TEST_PG_ADMIN_URL"].startswith("postgresql://postgres@127.0.0.1:")
+    assert os.environ["TEST_PG_ADMIN_URL"].startswith("postgresql://postgres:Pg?")
+    assert float(os.environ["BOT_TIMEOUT_SCALE"]) == 1.0
     assert os.environ["TMPDIR"] == os.environ["BOT_TEST_TMPDIR"]
     sys.exit(0)
 if case == "test_crash":
@@ -406,8 +416,16 @@ def test_runner_reports_failures_and_hangs(t):
     os.environ["PIDS_DIR"] = pids
     rc, out = run_runner(t, "--integration-dir", d, "-k", "integration/", "--kill-grace", "1")
     t.check(rc == 1, "exit status %d" % rc)
-    t.check(out.splitlines()[-1] == "1 passed, 3 failed", "last line: %r" % out.splitlines()[-1])
+    t.check(out.splitlines()[-1] == "2 passed, 4 failed", "last line: %r" % out.splitlines()[-1])
+    t.check(out.splitlines()[-2] == "product: 2 passed, 4 failed; self-tests: 0 passed, 0 failed",
+            "counts line: %r" % out.splitlines()[-2])
     t.check(line_for(out, "integration/test_fake:test_pass").startswith("ok   "), "pass line")
+    leaky = line_for(out, "integration/test_fake:test_leaky")
+    t.check(leaky.startswith("ok   ") and "secret DISCORD_TOKEN in" in leaky and "chat-1.log" in leaky
+            and "secret OPENAI_API_KEY_1 in output" in leaky, leaky)
+    check = line_for(out, "secrets/no_secret_in_logs")
+    t.check(check.startswith("FAIL ") and "2 secret(s)" in check, check)
+    t.check("cnry" not in out, "the runner's output shows no secret itself")
     fail = line_for(out, "integration/test_fake:test_fail")
     t.check(fail.startswith("FAIL ") and "(exit 1)" in fail, fail)
     t.check("arithmetic is broken" in out and "some output before failing" in out, "failure tail shown")
@@ -429,7 +447,8 @@ def test_runner_unit_cases_isolated(t):
     fake = os.path.join(build, "tests", "unit", "test_fakeunit")
     write_script(fake, FAKE_UNIT)
     rc, out = run_runner(t, "--build-dir", build, "-k", "unit/test_fakeunit", "--unit-timeout", "3")
-    t.check(rc == 1 and out.splitlines()[-1] == "2 passed, 3 failed", "summary: %r" % out[-200:])
+    t.check(rc == 1 and out.splitlines()[-1] == "3 passed, 3 failed", "summary: %r" % out[-200:])
+    t.check(line_for(out, "secrets/no_secret_in_logs").startswith("ok   "), "secret check")
     t.check(line_for(out, "unit/test_fakeunit:test_ok").startswith("ok   "), "ok case")
     t.check(line_for(out, "unit/test_fakeunit:test_env").startswith("ok   "), "shared servers env")
     t.check("killed by SIGSEGV" in line_for(out, "unit/test_fakeunit:test_crash"), "crash")

@@ -297,5 +297,5 @@ def test_log_and_stats_never_hold_keys(t):
     th.start()
     ai.wait_stats(lambda s: s["by_status"].get("hang") == 1, timeout=5)
     t0 = time.monotonic()
-    check(ai.stop() == 0 and time.monotonic() - t0 < 3, "exit code on SIGTERM")
+    check(ai.stop() == 0 and time.monotonic() - t0 < harness.scaled(3), "exit code on SIGTERM")
     th.join(5)

@@ -856,7 +856,7 @@ static void test_restart_recovers_own_pending(void)
     uint64_t t0 = utsys_mono_ms();
     tb_open(&t, &o, &r2);
     WAIT_FOR(r2.calls == 2, 5000);
-    UT_ASSERT(utsys_mono_ms() - t0 < 5000);
+    UT_ASSERT(utsys_mono_ms() - t0 < (uint64_t)ut_scale_ms(5000));
     UT_EQ_INT(rec_count_id(&r2, a.id), 1);
     UT_EQ_INT(rec_count_id(&r2, b.id), 1);
     UT_EQ_INT(r2.c[0].redelivered, 1);
@@ -1308,7 +1308,7 @@ static void test_consume_release_while_blocked(void)
     WAIT_FOR(r.calls == 1, 5000);
     UT_EQ_STR(r.c[0].id, j1);
     UT_EQ_STR(r.c[0].role, "chat");
-    UT_ASSERT(r.c[0].at_ms - t0 < 1000); /* not after block_ms */
+    UT_ASSERT(r.c[0].at_ms - t0 < (uint64_t)ut_scale_ms(1000)); /* not after block_ms */
 
     /* hand chat back while its job j1 runs and a read is blocked again */
     run_for(300);
@@ -1342,7 +1342,7 @@ static void test_consume_release_while_blocked(void)
     /* j1 still runs, and its lease is still renewed */
     long long idle = pending_entry(ck, j1, owner, sizeof(owner));
     UT_EQ_STR(owner, "role-1");
-    UT_ASSERT(idle >= 0 && idle < 1000);
+    UT_ASSERT(idle >= 0 && idle < ut_scale_ms(1000));
     UT_EQ_INT(pending_in(ck, NULL), 2);
     /* and it is acked when it finishes */
     finish_id(&r, "chat", j1, BUS_DONE);
@@ -1356,7 +1356,7 @@ static void test_consume_release_while_blocked(void)
     bus_roles(t.bus, roles, sizeof(roles));
     UT_EQ_STR(roles, ROLE ",chat");
     WAIT_FOR(runs_of(&r, "chat", j2) == 1, 5000);
-    UT_ASSERT(r.c[call_of(&r, "chat", j2)].at_ms - t0 < 1000);
+    UT_ASSERT(r.c[call_of(&r, "chat", j2)].at_ms - t0 < (uint64_t)ut_scale_ms(1000));
     UT_EQ_INT(r.c[call_of(&r, "chat", j2)].redelivered, 0);
     WAIT_FOR(runs_of(&r, "chat", ghost) == 1, 5000);
     UT_EQ_INT(r.c[call_of(&r, "chat", ghost)].redelivered, 1);
@@ -1606,15 +1606,15 @@ static void test_on_finish_hook(void)
     int i = fin_of(&f, "t.done");
     UT_EQ_STR(f.f[i].role, ROLE);
     UT_EQ_INT(f.f[i].r, BUS_DONE);
-    UT_ASSERT(f.f[i].ms < 1000);
+    UT_ASSERT(f.f[i].ms < (uint64_t)ut_scale_ms(1000));
     i = fin_of(&f, "t.failed");
     UT_EQ_STR(f.f[i].role, ROLE);
     UT_EQ_INT(f.f[i].r, BUS_FAILED);
-    UT_ASSERT(f.f[i].ms < 1000);
+    UT_ASSERT(f.f[i].ms < (uint64_t)ut_scale_ms(1000));
     i = fin_of(&f, "t.timed");
     UT_EQ_STR(f.f[i].role, ROLE);
     UT_EQ_INT(f.f[i].r, BUS_DONE);
-    UT_ASSERT(f.f[i].ms >= 250 && f.f[i].ms < 5000); /* it ran 300 ms */
+    UT_ASSERT(f.f[i].ms >= 250 && f.f[i].ms < (uint64_t)ut_scale_ms(5000)); /* it ran 300 ms */
     i = fin_of(&f, "t.chat");
     UT_EQ_STR(f.f[i].role, "chat");
     UT_EQ_INT(f.f[i].r, BUS_DONE);
@@ -1625,7 +1625,7 @@ static void test_on_finish_hook(void)
     i = fin_of(&f, "t.retry");
     UT_EQ_STR(f.f[i].role, ROLE);
     UT_EQ_INT(f.f[i].r, BUS_DONE);
-    UT_ASSERT(f.f[i].ms < 1000); /* the run that finished, not the wait before it */
+    UT_ASSERT(f.f[i].ms < (uint64_t)ut_scale_ms(1000)); /* the run that finished, not the wait before it */
     UT_EQ_INT(f.n, 5);
     tb_close(&t); /* the held job is abandoned, not finished */
     UT_EQ_INT(hold.cancels, 1);

@@ -1,5 +1,6 @@
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -103,7 +104,7 @@ static void test_secret_never_printed(void)
     UT_EQ_STR(c.openai_keys.value, "sk-live-abcdef123456,sk-live-second");
     struct buf d;
     buf_init(&d, 1 << 16);
-    cfg_dump(&c, &d);
+    UT_EQ_INT(cfg_dump(&c, &d), 0);
     UT_NOT_CONTAINS(buf_str(&d), "sk-live");
     UT_NOT_CONTAINS(buf_str(&d), "hunter2pass");
     UT_NOT_CONTAINS(buf_str(&d), "redispass99");
@@ -206,7 +207,7 @@ static void test_chat_settings_defaults(void)
     UT_EQ_INT(c.queue_wait_max_sec, 600);
     struct buf d;
     buf_init(&d, 1 << 16);
-    cfg_dump(&c, &d);
+    UT_EQ_INT(cfg_dump(&c, &d), 0);
     UT_CONTAINS(buf_str(&d), "\nLLM_TEMPERATURE=\n");
     buf_free(&d);
     cfg_free(&c);
@@ -239,7 +240,7 @@ static void test_llm_temperature(void)
     UT_ASSERT(c.llm_temperature > 0.69 && c.llm_temperature < 0.71);
     struct buf d;
     buf_init(&d, 1 << 16);
-    cfg_dump(&c, &d);
+    UT_EQ_INT(cfg_dump(&c, &d), 0);
     UT_CONTAINS(buf_str(&d), "\nLLM_TEMPERATURE=0.7\n");
     buf_free(&d);
     cfg_free(&c);
@@ -282,7 +283,7 @@ static void test_help_lists_every_setting(void)
     UT_EQ_INT(cfg_load(&c, ROLE_CHAT, 2, argv, noenv, &out), CFG_EXIT_OK);
     struct buf md;
     buf_init(&md, 1 << 20);
-    cfg_markdown(&md);
+    UT_EQ_INT(cfg_markdown(&md), 0);
     /* every setting named in the markdown table appears in --help */
     const char *p = buf_str(&md);
     int n = 0;
@@ -303,6 +304,78 @@ static void test_help_lists_every_setting(void)
     cfg_free(&c);
 }
 
+/* A list of ids longer than any fixed buffer is kept whole, never cut
+ * short (a cut list silently drops admins). */
+static void test_long_id_list_kept_whole(void)
+{
+    enum { N = 5000 };
+    size_t len = sizeof("ADMIN_ROLE_IDS=") + (size_t)N * 19;
+    char *v = malloc(len), *p = v;
+    p += sprintf(p, "ADMIN_ROLE_IDS=");
+    for (int i = 0; i < N; i++)
+        p += sprintf(p, "%s%018d", i ? "," : "", 100000000 + i);
+    char *argv[] = {"x", NULL}, *env[] = {v, NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_ADMIN, argv, env), CFG_RUN);
+    UT_EQ_STR(c.admin_role_ids, v + strlen("ADMIN_ROLE_IDS="));
+    cfg_free(&c);
+    free(v);
+}
+
+/* So many problems that they do not all fit: every line kept is whole
+ * ("KEY\tproblem\n", which the core splits on the tab and the newline)
+ * and the last one says that more were left out. */
+static void test_too_many_problems_end_with_a_note(void)
+{
+    enum { N = 4000 };
+    char **argv = calloc(N + 2, sizeof(char *));
+    argv[0] = "x";
+    for (int i = 1; i <= N; i++) {
+        argv[i] = malloc(48);
+        snprintf(argv[i], 48, "--no-such-setting-%d=1", i);
+    }
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), BC_ECONFIG);
+    const char *t = buf_str(&c.problems);
+    UT_ASSERT(c.problems.len > 0 && t[c.problems.len - 1] == '\n');
+    int lines = 0;
+    for (const char *l = t; *l; lines++) {
+        const char *nl = strchr(l, '\n'), *tab = strchr(l, '\t');
+        UT_ASSERT(nl && tab && tab < nl);
+        l = nl + 1;
+    }
+    UT_ASSERT(lines > 100 && lines < N);
+    UT_CONTAINS(t, "NO_SUCH_SETTING_1\tunknown setting");
+    const char *last = t + c.problems.len - 1;
+    while (last > t && last[-1] != '\n')
+        last--;
+    UT_CONTAINS(last, "more problems");
+    cfg_free(&c);
+    for (int i = 1; i <= N; i++)
+        free(argv[i]);
+    free(argv);
+}
+
+/* The dump (what --check-config prints) says when it did not fit. */
+static void test_dump_into_a_small_buffer_fails(void)
+{
+    char *argv[] = {"x", NULL};
+    struct config c;
+    UT_EQ_INT(load(&c, ROLE_CHAT, argv, noenv), CFG_RUN);
+    struct buf d;
+    buf_init(&d, 1 << 20);
+    UT_EQ_INT(cfg_dump(&c, &d), 0);
+    size_t whole = d.len;
+    buf_free(&d);
+    buf_init(&d, whole - 1);
+    UT_EQ_INT(cfg_dump(&c, &d), BC_ETOOBIG);
+    buf_free(&d);
+    buf_init(&d, 100);
+    UT_EQ_INT(cfg_markdown(&d), BC_ETOOBIG);
+    buf_free(&d);
+    cfg_free(&c);
+}
+
 static const struct ut_case cases[] = {
     UT_CASE(test_role_defaults),
     UT_CASE(test_precedence_file_env_flag),
@@ -317,6 +390,9 @@ static const struct ut_case cases[] = {
     UT_CASE(test_help_lists_every_setting),
     UT_CASE(test_chat_settings_defaults),
     UT_CASE(test_llm_temperature),
+    UT_CASE(test_long_id_list_kept_whole),
+    UT_CASE(test_too_many_problems_end_with_a_note),
+    UT_CASE(test_dump_into_a_small_buffer_fails),
     {0},
 };
 UT_MAIN(cases)

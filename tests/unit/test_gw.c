@@ -99,7 +99,7 @@ static void child_start(struct sim *s, char *const argv[], const char *logname, 
     s->out_fd = p[0];
     char line[256] = "", want[64];
     size_t got = 0;
-    uint64_t deadline = utsys_mono_ms() + 15000;
+    uint64_t deadline = utsys_mono_ms() + (uint64_t)ut_scale_ms(15000);
     while (!strchr(line, '\n')) {
         struct pollfd pfd = {.fd = p[0], .events = POLLIN};
         int left = (int)(deadline - utsys_mono_ms());
@@ -390,7 +390,7 @@ static void run_for(struct fx *fx, int ms)
 /* Poll a simulator value (every 50 ms) until it reaches at least want. */
 static int64_t wait_sim(struct fx *fx, const char *path, int64_t want, int ms)
 {
-    uint64_t dl = utsys_mono_ms() + (uint64_t)ms;
+    uint64_t dl = utsys_mono_ms() + (uint64_t)ut_scale_ms(ms);
     for (;;) {
         int64_t v = sim_gw_int(&fx->sim, path);
         if (v >= want)
@@ -697,12 +697,12 @@ static void test_heartbeats(void)
     double expect = (double)(utsys_mono_ms() - t0) / 300.0;
     UT_ASSERT(h1 - h0 >= (int64_t)expect - 1 && h1 - h0 <= (int64_t)expect + 2);
     UT_EQ_INT(sim_gw_int(&fx.sim, "connections.-1.last_heartbeat_d"), seq);
-    UT_ASSERT(gw_latency_ms(fx.g) >= 0 && gw_latency_ms(fx.g) < 1000);
+    UT_ASSERT(gw_latency_ms(fx.g) >= 0 && gw_latency_ms(fx.g) < ut_scale_ms(1000));
     sim_post(&fx.sim, "/_sim/gateway/heartbeat_request", "{}");
     wait_sim(&fx, "connections.-1.heartbeat_request_latency_ms", 0, 3000);
     struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
     double lat = json_object_get_double(jget(st, "connections.-1.heartbeat_request_latency_ms"));
-    UT_ASSERT(lat < 250.0); /* answered at once, not at the next beat */
+    UT_ASSERT(lat < ut_scale_ms(250)); /* answered at once, not at the next beat */
     UT_EQ_INT(json_object_array_length(jget(st, "connections.-1.violations")), 0);
     UT_EQ_INT(jint(st, "connections.-1.heartbeat_acks_sent"),
               jint(st, "connections.-1.heartbeats"));
@@ -789,7 +789,7 @@ static void test_invalid_session(void)
     sim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":false}");
     RUN_UNTIL(&fx, fx.readies == 2, 10000);
     uint64_t took = utsys_mono_ms() - t0;
-    UT_ASSERT(took >= 1000 && took < 7000);
+    UT_ASSERT(took >= 1000 && took < (uint64_t)ut_scale_ms(7000));
     UT_EQ_INT(fx.gates, 2);
     UT_ASSERT(strcmp(first, fx.session) != 0);
     UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 2);

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "bus.h"
+#include "err.h"
 #include "log.h"
 #include "perf.h"
 #include "prov.h"
@@ -20,7 +21,7 @@ static struct buf metrics_of(const struct perf *p)
 {
     struct buf b;
     buf_init(&b, 1 << 20);
-    perf_metrics(p, &b);
+    UT_EQ_INT(perf_metrics(p, &b), 0);
     return b;
 }
 
@@ -52,7 +53,7 @@ static struct json_object *json_of(const struct perf *p, unsigned inflight, uint
 {
     struct buf b;
     buf_init(&b, 1 << 20);
-    perf_json(p, inflight, up, &b);
+    UT_EQ_INT(perf_json(p, inflight, up, &b), 0);
     struct json_object *o = json_tokener_parse(buf_str(&b));
     if (!o)
         UT_FAIL("not JSON: %s", buf_str(&b));
@@ -272,6 +273,43 @@ static void test_log_line(void)
     perf_free(p);
 }
 
+/* Past the cap of its buffer, /metrics and /performance text is refused
+ * (the core then answers 500), never served cut: at every cap short of the
+ * whole text the producer says so, and the whole text needs no more. Also
+ * the size with every role, provider and status in use, so the cap the
+ * core gives /metrics (64 KiB) is known to leave room. */
+static void test_past_the_cap_is_an_error(void)
+{
+    struct perf *p = perf_new();
+    perf_job(p, "chat", "t", BUS_DONE, 700000);
+    perf_job(p, "nobody", "t", BUS_FAILED, 1);
+    for (int i = 0; i < 60; i++)
+        perf_provider(p, i % 2 ? "openai" : "minimax", "bad_request");
+    struct buf whole = metrics_of(p);
+    UT_ASSERT(whole.len > 4000 && whole.len < 16 << 10);
+    for (size_t cap = 0; cap < whole.len; cap += cap < 64 ? 1 : 97) {
+        struct buf b;
+        buf_init(&b, cap);
+        UT_EQ_INT(perf_metrics(p, &b), BC_ETOOBIG);
+        buf_free(&b);
+    }
+    struct buf b;
+    buf_init(&b, whole.len);
+    UT_EQ_INT(perf_metrics(p, &b), 0);
+    UT_EQ_STR(buf_str(&b), buf_str(&whole));
+    buf_free(&b);
+    /* an earlier failed append to the same buffer is reported too */
+    buf_init(&b, 1 << 20);
+    UT_EQ_INT(buf_append(&b, "x", 2 << 20), BC_ETOOBIG);
+    UT_EQ_INT(perf_metrics(p, &b), BC_ETOOBIG);
+    buf_free(&b);
+    buf_init(&b, 40);
+    UT_EQ_INT(perf_json(p, 0, 1, &b), BC_ETOOBIG);
+    buf_free(&b);
+    buf_free(&whole);
+    perf_free(p);
+}
+
 static void test_null_perf_is_a_no_op(void)
 {
     perf_job(NULL, "chat", "x", BUS_DONE, 1);
@@ -287,6 +325,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_json_before_any_job),
     UT_CASE(test_json_totals_and_rates),
     UT_CASE(test_log_line),
+    UT_CASE(test_past_the_cap_is_an_error),
     UT_CASE(test_null_perf_is_a_no_op),
     {NULL, NULL},
 };

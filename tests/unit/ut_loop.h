@@ -10,7 +10,13 @@
  * The two timers live on the caller's loop: utloop_init after uv_loop_init;
  * at the end utloop_shutdown closes them, runs the loop dry and checks that
  * it closes (or utloop_close, before the caller's own final uv_run). Both
- * only run while a wait or run is under way. Header-only: every function is static and marked unused. */
+ * only run while a wait or run is under way. Header-only: every function is static and marked unused.
+ *
+ * The time a wait for a condition may take (UTLOOP_RUN_UNTIL,
+ * UTLOOP_WAIT_FOR) is scaled by the runner's --timeout-scale (ut_scale_ms,
+ * ut_sys.h): on a slow machine an event only comes later. A fixed run
+ * (utloop_run_for) and UTLOOP_HOLDS_FOR are not: they are windows set
+ * against the code's own timers, which do not scale. */
 #ifndef UT_LOOP_H
 #define UT_LOOP_H
 
@@ -19,6 +25,7 @@
 #include <uv.h>
 
 #include "ut.h"
+#include "ut_sys.h"
 
 #ifndef UT_UNUSED
 #define UT_UNUSED __attribute__((unused))
@@ -97,22 +104,22 @@ static UT_UNUSED void utloop_run_for(struct utloop *l, int ms)
     utloop_disarm(l);
 }
 
-/* Turns the loop until cond holds or ms pass; no verdict (cond is checked
- * before the first turn and after each). */
+/* Turns the loop until cond holds or ms (scaled) pass; no verdict (cond is
+ * checked before the first turn and after each). */
 #define UTLOOP_RUN_UNTIL(l, cond, ms)                                                              \
     do {                                                                                           \
-        utloop_arm((l), (ms));                                                                     \
+        utloop_arm((l), ut_scale_ms(ms));                                                          \
         while (!(cond) && !(l)->expired)                                                           \
             uv_run((l)->loop, UV_RUN_ONCE);                                                        \
         utloop_disarm(l);                                                                          \
     } while (0)
 
-/* Turns the loop until cond holds; fails the case if ms pass first. */
+/* Turns the loop until cond holds; fails the case if ms (scaled) pass first. */
 #define UTLOOP_WAIT_FOR(l, cond, ms)                                                               \
     do {                                                                                           \
         UTLOOP_RUN_UNTIL(l, cond, ms);                                                             \
         if (!(cond))                                                                               \
-            UT_FAIL("timed out after %d ms waiting for %s", (int)(ms), #cond);                     \
+            UT_FAIL("timed out after %d ms waiting for %s", ut_scale_ms(ms), #cond);               \
     } while (0)
 
 /* Turns the loop for ms; fails the case at once if cond stops holding. */

@@ -232,7 +232,7 @@ static UT_UNUSED void utredis__spawn(struct utredis_srv *s)
             utredis__log_tail(s);
             UT_FAIL("redis-server on port %d exited at start (log: %s)", s->port, s->log);
         }
-        if (utsys_mono_ms() - t0 > 10000) {
+        if (utsys_mono_ms() - t0 > (uint64_t)ut_scale_ms(10000)) {
             utredis__log_tail(s);
             UT_FAIL("redis-server on port %d does not answer (log: %s)", s->port, s->log);
         }

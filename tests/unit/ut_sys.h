@@ -2,7 +2,9 @@
  *
  * A free TCP port of 127.0.0.1 (for a server a case starts, or for an
  * address where nothing listens), the directory for temporary files, the
- * monotonic clock and a plain sleep. Header-only: every function is static
+ * monotonic clock, a plain sleep, and the runner's --timeout-scale
+ * (ut_scale_ms): every upper bound a case puts on time is scaled with it,
+ * while lower bounds (the code's own timers) are not. Header-only: every function is static
  * and marked unused, so a test includes the header whatever it needs of it
  * (warnings are errors).
  * A failing system call fails the case (ut.h). */
@@ -10,6 +12,7 @@
 #define UT_SYS_H
 
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -52,6 +55,23 @@ static UT_UNUSED uint64_t utsys_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The runner's --timeout-scale (BOT_TIMEOUT_SCALE), 1.0 when unset or not
+ * a positive number. */
+static UT_UNUSED double ut_timeout_scale(void)
+{
+    const char *s = getenv("BOT_TIMEOUT_SCALE");
+    char *end;
+    double v = s && *s ? strtod(s, &end) : 1.0;
+    return s && *s && (*end || !(v > 0) || v > 1000) ? 1.0 : v;
+}
+
+/* ms times the runner's --timeout-scale: the upper bound of a wait, or of a
+ * "within N ms" a case asserts, on a slow machine. */
+static UT_UNUSED int ut_scale_ms(int ms)
+{
+    return (int)((double)ms * ut_timeout_scale() + 0.5);
 }
 
 /* Blocks the whole process, loop included: for waits outside the loop. */

@@ -34,14 +34,6 @@ static struct utredis_srv *own;
 #define HOLDS_FOR(cond, ms) UTLOOP_HOLDS_FOR(&lp, cond, ms)
 #define RAW(...) utredis_cmd(rawc ? rawc : (rawc = utredis_connect(host, port, 5000)), __VA_ARGS__, (const char *)NULL)
 
-/* A timing margin, scaled like every test timeout (--timeout-scale). */
-static uint64_t slack_ms(int ms)
-{
-    const char *s = getenv("BOT_TIMEOUT_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return (uint64_t)(ms * (f > 0 ? f : 1.0));
-}
-
 struct member {
     struct rds *r;
     struct lease *l;
@@ -181,7 +173,7 @@ static void test_dead_holder_replaced_within_ttl(void)
     WAIT_FOR(b.held, 3 * TTL);
     uint64_t took = b.gained_at - t0;
     fprintf(stderr, "replaced after %llu ms (ttl %d)\n", (unsigned long long)took, TTL);
-    UT_ASSERT(took <= (uint64_t)(TTL + TTL / 5 + slack_ms(200)));
+    UT_ASSERT(took <= (uint64_t)(TTL + TTL / 5 + ut_scale_ms(200)));
     leave(&b);
     teardown();
 }
@@ -243,7 +235,7 @@ static void test_holder_gives_up_when_renewals_hang(void)
     uint64_t t0 = uv_now(&loop);
     utredis_signal(own, SIGSTOP);
     WAIT_FOR(!a.held, 2 * TTL);
-    UT_ASSERT(uv_now(&loop) - t0 < (uint64_t)TTL + slack_ms(100));
+    UT_ASSERT(uv_now(&loop) - t0 < (uint64_t)TTL + ut_scale_ms(100));
     utredis_signal(own, SIGCONT);
     leave(&a);
     teardown();

@@ -25,6 +25,7 @@
 #define BATCH_BYTES ((size_t)8 << 20)
 #define QUEUE_BYTES ((size_t)64 << 20)
 #define INFLIGHT_MAX 4
+#define UNSTORED_MAX 1024    /* acknowledged interactions dropped unstored, remembered */
 #define HTTP_QUEUE_MAX 10000 /* POST /interactions jobs held while Redis is away */
 /* Discord allows 3 s to acknowledge: an answer after that is useless, and
  * the batch behind it should not wait longer. */
@@ -161,6 +162,8 @@ struct ingress {
     int closing;
     int broken;      /* a batch was not stored: store nothing until the holder resyncs */
     int warned_down; /* said that Redis is away */
+    uint64_t unstored[UNSTORED_MAX]; /* see remember_unstored */
+    int unstored_next;
     unsigned requeued;
 
     /* POST /interactions jobs not stored yet (Redis away) */
@@ -546,6 +549,8 @@ struct batch {
     size_t *offs, *lens;
     struct buf args;
     char token[160];  /* the fencing token it was collected under */
+    uint64_t *ix_ids; /* the interactions it holds, acknowledged by us */
+    int nix;
 };
 
 /* An interaction acknowledged from a batch: which argument to blank when
@@ -558,6 +563,7 @@ struct ack_ctx {
 
 static void batch_free(struct batch *b)
 {
+    mem_free(b->ix_ids);
     buf_free(&b->args);
     mem_free(b->offs);
     mem_free(b->lens);
@@ -602,6 +608,27 @@ static void batch_unlink(struct ingress *in, struct batch *b)
         batch_free(b);
 }
 
+/* Interactions we acknowledged whose jobs were dropped unstored: when
+ * Discord replays them (after the resync) they are routed whatever their
+ * age. A small ring: this happens only around a resync. */
+static void remember_unstored(struct ingress *in, const struct batch *b)
+{
+    for (int i = 0; i < b->nix; i++) {
+        in->unstored[in->unstored_next] = b->ix_ids[i];
+        in->unstored_next = (in->unstored_next + 1) % UNSTORED_MAX;
+    }
+}
+
+static int take_unstored(struct ingress *in, uint64_t id)
+{
+    for (int i = 0; i < UNSTORED_MAX; i++)
+        if (id && in->unstored[i] == id) {
+            in->unstored[i] = 0;
+            return 1;
+        }
+    return 0;
+}
+
 /* Drop every batch not on the wire (a resync or a new holder: Discord
  * replays them to whoever resumes the session). Sent ones finish alone. */
 static void drop_unsent(struct ingress *in)
@@ -609,8 +636,10 @@ static void drop_unsent(struct ingress *in)
     struct batch *b = in->head;
     while (b) {
         struct batch *next = b->next;
-        if (b->state != B_SENT)
+        if (b->state != B_SENT) {
+            remember_unstored(in, b);
             batch_unlink(in, b);
+        }
         b = next;
     }
 }
@@ -688,6 +717,7 @@ static void on_batch(struct rds *r, int status, const redisReply *reply, void *a
             in->requeued++;
             redis_away(in);
         } else {
+            remember_unstored(in, b);
             batch_unlink(in, b);
         }
         return;
@@ -696,6 +726,7 @@ static void on_batch(struct rds *r, int status, const redisReply *reply, void *a
     if (status || e) {
         log_warn("gateway batch not stored; resyncing from the stored sequence", LF_INT("events", b->nevents),
                  LF_STR("error", e ? e : bc_strerror(status)));
+        remember_unstored(in, b);
         batch_unlink(in, b);
         batch_failed(in);
         return;
@@ -703,12 +734,14 @@ static void on_batch(struct rds *r, int status, const redisReply *reply, void *a
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -2) {
         log_warn("gateway batch does not follow the stored sequence (an earlier one was lost); resyncing",
                  LF_INT("events", b->nevents));
+        remember_unstored(in, b);
         batch_unlink(in, b);
         batch_failed(in);
         return;
     }
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
         log_warn("gateway batch refused: another instance holds the gateway lease", LF_INT("events", b->nevents));
+        remember_unstored(in, b);
         batch_unlink(in, b);
         drop_unsent(in);
         if (in->trouble)
@@ -728,6 +761,7 @@ static int batch_send(struct ingress *in, struct batch *b)
     if (b->failed) {
         log_warn("gateway batch too large to store; resyncing from the stored sequence",
                  LF_INT("events", b->nevents));
+        remember_unstored(in, b);
         batch_unlink(in, b);
         batch_failed(in);
         return -1;
@@ -963,9 +997,16 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
         batch_add(in, seq, "", "", "", 0, NULL);
         return;
     }
-    if (snowflake_age_ms(id) > TOKEN_TTL_MS) {
-        /* a replay after the token died: nothing can answer it */
-        log_info("interaction older than its token; not routed", LF_STR("interaction", id));
+    int64_t age = snowflake_age_ms(id);
+    if (age > STALE_INTERACTION_MS && !(age < TOKEN_TTL_MS && take_unstored(in, snowflake(id)))) {
+        /* A replay long after the fact. A holder that died after
+         * acknowledging it is replaced within seconds, so this one was
+         * handled before (the stored sequence went back: a Redis restored
+         * from a backup, or a lost AOF tail), or nobody can answer it any
+         * more. Only what we acknowledged ourselves and then dropped
+         * unstored (a resync) is routed, whatever its age. */
+        log_info("replayed interaction too old to be new; not routed", LF_STR("interaction", id),
+                 LF_INT("age_ms", age));
         batch_add(in, seq, "", "", "", 0, NULL);
         return;
     }
@@ -992,6 +1033,8 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
         return;
     }
     ack_now(in, b, stream_arg, id, token, dc.cmd->ephemeral);
+    b->ix_ids = mem_realloc(b->ix_ids, sizeof(uint64_t) * (size_t)(b->nix + 1));
+    b->ix_ids[b->nix++] = snowflake(id);
 }
 
 /* A string member as a C string into buf; "" when absent or unusable. */

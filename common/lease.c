@@ -44,6 +44,8 @@ struct lease {
     int ttl_ms;
     int running, held, busy, closing, timer_closed;
     uint64_t last_ok_ms;      /* last successful acquire/renew */
+    uint64_t hold_off_until;  /* a candidate waits until then after Redis returned */
+    int was_down;             /* Redis was unreachable at the last tick */
     char token[160];
     char holder[160];
     uv_timer_t timer;
@@ -136,7 +138,16 @@ static void tick(struct lease *l)
     } else if (l->held && silent > UNREACHABLE_GRACE_MS) {
         set_held(l, 0);
     }
+    /* Redis just came back: a holder that kept holding through the outage
+     * renews at once and sets its key again; candidates give it one ttl to
+     * do so, so the session does not move for nothing. */
+    int up = rds_up(l->redis);
+    if (up && l->was_down)
+        l->hold_off_until = uv_now(l->loop) + (uint64_t)l->ttl_ms;
+    l->was_down = !up;
     if (l->busy)
+        return;
+    if (!l->held && l->running && uv_now(l->loop) < l->hold_off_until)
         return;
     if (l->held) {
         const char *av[] = {"EVAL", renew_lua, "1", l->key, l->token, ttl};

@@ -9,8 +9,9 @@
  * considers the lease lost before anyone else can take it. While Redis
  * cannot be reached at all (nobody can take the lease then) it keeps
  * holding for up to 30 s, and on return renews, setting the key again if it
- * expired meanwhile (unless another holder has it). Candidates retry every
- * ttl/5.
+ * expired meanwhile (unless another holder has it); candidates that saw
+ * Redis come back wait one ttl first, so that holder keeps the session.
+ * Candidates retry every ttl/5.
  * Callbacks run on the loop; lease_close never calls them. */
 #ifndef BC_LEASE_H
 #define BC_LEASE_H

@@ -100,6 +100,26 @@ def test_one_session_identify_heartbeats_and_ping(t):
 
 
 @harness.timeout(90)
+def test_ping_burst_measures_rest_once(t):
+    """/핑 measured the REST round trip with GET /users/@me on every use;
+    that route allows 10 per 5 s, so a burst of 30 queued for 15 s (and
+    tied up admin's job slots). Now one probe serves the burst."""
+    redis, sim = setup(t)
+    admin = t.instance("admin", env=bot_env(t, redis, sim))
+    admin.wait_healthy(15)
+    sim.wait_session()
+    ids = [ping(sim)["id"] for _ in range(30)]
+    t0 = time.monotonic()
+    for iid in ids:
+        sim.wait_interaction(iid, lambda i: i.get("original") and "Pong" in (i["original"].get("content") or ""),
+                             timeout=harness.scaled(10))
+    took = time.monotonic() - t0
+    me = [e for e in sim.log(method="GET") if (e.get("path") or "").endswith("/users/@me")]
+    check(len(me) <= 2, "GET /users/@me %d times for 30 pings" % len(me))
+    check(took < harness.scaled(5), "30 pings answered in %.1f s" % took)
+
+
+@harness.timeout(90)
 def test_routing_channels_and_replies(t):
     redis, sim = setup(t)
     admin = t.instance("admin", env=bot_env(t, redis, sim))

@@ -454,6 +454,45 @@ static void test_replayed_interactions(void)
     teardown();
 }
 
+/* A replay older than 10 s was handled before (the stored sequence went
+ * back: Redis restored from a backup) or cannot be answered: it is not
+ * routed, not even when Discord says it was acknowledged. Except what this
+ * holder acknowledged itself and then dropped unstored (here: fenced,
+ * then the lease comes back): that one is routed when it is replayed. */
+static void test_old_replays(void)
+{
+    setup("oldreplay", NULL);
+    take_holder();
+    char old[32], mine[32], json[1024];
+    snowflake_now(old, sizeof(old), 60000);
+    route_callback(old, "tokOld");
+    cb.status = 400;
+    cb.body = "{\"message\":\"Interaction has already been acknowledged.\",\"code\":40060}";
+    interaction_json(json, sizeof(json), old, "tokOld");
+    feed(1, "INTERACTION_CREATE", json);
+    WAIT_FOR(stored_seq() == 1 && held() == 0, 5000);
+    UT_EQ_INT(xlen(admin_stream), 0);
+    UT_EQ_INT(cb.n, 0); /* not even acknowledged */
+
+    cb.status = 0;
+    cb.body = NULL;
+    snowflake_now(mine, sizeof(mine), 9000);
+    route_callback(mine, "tokMine");
+    freeReplyObject(RAW("SET", lease_key, "inst-2:8"));
+    interaction_json(json, sizeof(json), mine, "tokMine");
+    feed(2, "INTERACTION_CREATE", json);
+    WAIT_FOR(troubles[INGRESS_FENCED] == 1 && cb.n == 1, 5000);
+    UT_EQ_INT(xlen(admin_stream), 0);
+    utloop_run_for(&f.ul, 1500); /* now older than 10 s */
+    freeReplyObject(RAW("SET", lease_key, TOKEN));
+    take_holder();
+    cb.status = 400;
+    cb.body = "{\"message\":\"Interaction has already been acknowledged.\",\"code\":40060}";
+    feed(2, "INTERACTION_CREATE", json);
+    WAIT_FOR(stored_seq() == 2 && xlen(admin_stream) == 1, 5000);
+    teardown();
+}
+
 /* Defect 13: with Redis away, interactions are still acknowledged at once
  * (Discord allows 3 s), their jobs are held and stored when Redis returns:
  * nobody gets an error and nothing is lost. */
@@ -641,6 +680,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_fenced_holder_writes_nothing),
     UT_CASE(test_job_waits_for_the_acknowledgement),
     UT_CASE(test_replayed_interactions),
+    UT_CASE(test_old_replays),
     UT_CASE(test_redis_away_acks_and_holds),
     UT_CASE(test_http_replay_refused),
     UT_CASE(test_http_redis_away),

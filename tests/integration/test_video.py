@@ -176,3 +176,64 @@ def test_video_key_rotation_on_rate_limit_and_balance(t):
     check(codes == ["0", "1002", "1008"], "each key tried once: %r" % codes)
     for k in ("mm-v-rate", "mm-v-broke", "mm-v-good"):
         check(k not in inst.logs(), "a key value in the log")
+
+
+# ---- delivery exactly once (PostgreSQL outage, kill -9) -------------------------------------------
+
+def uploads(sim, ix):
+    """Video files the bot uploaded for this interaction: every attachment id
+    seen in the original's edits, its followups and the channel's messages
+    (a new upload makes a new attachment id; a text edit keeps the old one)."""
+    st = sim.interaction_state(ix["id"])
+    ids = set()
+    for m in [st.get("original")] + st.get("followups", []):
+        for e in ((m or {}).get("edits") or []) + [m or {}]:
+            ids.update(a["id"] for a in e.get("attachments") or [])
+    for m in sim.channel_messages(CH_VID):
+        ids.update(a["id"] for a in m.get("attachments") or [])
+    return ids
+
+
+def retrieves(mm):
+    return [e for e in mm.log() if e.get("path", "").startswith("/v1/files/retrieve")]
+
+
+def deliver_with_pg_down(t):
+    """Start a video whose download is slowed (about 4 s) and stop PostgreSQL
+    while it downloads, so the delivery happens and the row cannot say so.
+    Returns once the user has the video."""
+    redis, sim, mm, inst = setup(t)
+    mm.config(video_bytes=256 * 1024, download_bps=64 * 1024)
+    ix = video(sim, "delivered exactly once")
+    wait_until(lambda: [e for e in mm.log() if e.get("path", "").startswith("/_files")], 30, "download started")
+    inst.pg.stop()
+    sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    inst.wait_record(timeout=10, msg="video delivered")
+    return redis, sim, mm, inst, ix
+
+
+def check_delivered_once(sim, mm, inst, ix):
+    rows = wait_until(lambda: [r for r in jobs(inst) if r[1] == "done"], 60, "the row is done after the outage")
+    check(rows[0][0] == ix["id"], rows)
+    check(len(uploads(sim, ix)) == 1, "the video was uploaded once: %r" % uploads(sim, ix))
+    check(len(retrieves(mm)) == 1, "the file was retrieved once: %r" % retrieves(mm))
+    check(len(submits(mm)) == 1, "one submit")
+
+
+@harness.timeout(180)
+def test_pg_outage_at_delivery_delivers_once(t):
+    redis, sim, mm, inst, ix = deliver_with_pg_down(t)
+    inst.pg.start()
+    check_delivered_once(sim, mm, inst, ix)
+    check(inst.alive(), "still running")
+
+
+@harness.timeout(180)
+def test_kill9_after_delivery_with_pg_down_delivers_once(t):
+    redis, sim, mm, inst, ix = deliver_with_pg_down(t)
+    inst.kill()
+    inst.pg.start()
+    inst.start()
+    inst.wait_healthy(15)
+    wait_until(lambda: inst.health()[1]["postgres"]["ok"], 30, "postgres up")
+    check_delivered_once(sim, mm, inst, ix)

@@ -1,12 +1,10 @@
 #include "vidjob.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -72,8 +70,7 @@ struct video {
     struct dl *dl;
     char *download_url;
     long long bytes;
-    void *map;
-    size_t map_len;
+    int have_file;       /* v->path holds the downloaded video */
     struct ulimit_req lim;
     int charged, persisted_task, attempts;
     /* the message being sent, kept to send it again in the channel when
@@ -141,6 +138,25 @@ static struct video *find_active(struct vidjob *g, const char *iid)
 
 static void vidjob_free_maybe(struct vidjob *g);
 
+static void on_unlinked(uv_fs_t *r)
+{
+    uv_fs_req_cleanup(r);
+    mem_free(r);
+}
+
+/* Remove the downloaded video off the loop (freeing a 200 MiB file's
+ * blocks takes the file system a while). */
+static void remove_file(struct video *v)
+{
+    if (!v->path[0])
+        return;
+    uv_fs_t *r = mem_alloc(sizeof(*r));
+    if (uv_fs_unlink(core_loop(v->g->core), r, v->path, on_unlinked))
+        mem_free(r);
+    v->path[0] = 0;
+    v->have_file = 0;
+}
+
 static void video_free(struct video *v)
 {
     struct vidjob *g = v->g;
@@ -150,10 +166,7 @@ static void video_free(struct video *v)
         g->active = v->next;
     if (v->next)
         v->next->prev = v->prev;
-    if (v->map)
-        munmap(v->map, v->map_len);
-    if (v->path[0])
-        unlink(v->path);
+    remove_file(v);
     mem_free(v->token);
     mem_free(v->prompt);
     mem_free(v->download_url);
@@ -590,10 +603,7 @@ static void finish_told(struct video *v, const char *ko, const char *en)
 
 static void after_delivery(struct video *v)
 {
-    if (v->path[0]) {
-        unlink(v->path);
-        v->path[0] = 0;
-    }
+    remove_file(v);
     v->stage = ST_FINISH;
     marker_done(v);
     struct store *s = core_store(v->g->core);
@@ -617,7 +627,7 @@ static void after_delivery(struct video *v)
 static void deliver_now(struct video *v)
 {
     char text[1500];
-    int attach = v->map != NULL;
+    int attach = v->have_file;
     if (attach)
         snprintf(text, sizeof(text), "%s\n> %.1000s", say(v, "🎬 영상이 완성되었습니다!", "🎬 Your video is ready!"),
                  v->prompt);
@@ -627,8 +637,8 @@ static void deliver_now(struct video *v)
                      "🎬 Your video is ready! It is too big to attach, so here is a link (valid 24 h):"),
                  v->download_url ? v->download_url : "", v->prompt);
     char *json = message_json(v, text, attach ? "video.mp4" : NULL);
-    v->file = (struct drest_file){.name = "video.mp4", .content_type = "video/mp4", .data = v->map,
-                                  .len = v->map_len};
+    /* streamed from the file as it is sent: nothing of it is read here */
+    v->file = (struct drest_file){.name = "video.mp4", .content_type = "video/mp4", .path = v->path};
     show(v, json, attach ? &v->file : NULL, attach ? 1 : 0, 1, after_delivery);
     mem_free(json);
 }
@@ -719,17 +729,7 @@ static void on_downloaded(const struct dl_result *r, void *arg)
         deliver_when_idle(v);
         return;
     }
-    int fd = open(v->path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd >= 0 && !fstat(fd, &st) && st.st_size > 0) {
-        v->map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (v->map == MAP_FAILED)
-            v->map = NULL;
-        else
-            v->map_len = (size_t)st.st_size;
-    }
-    if (fd >= 0)
-        close(fd);
+    v->have_file = r->len > 0;
     deliver_when_idle(v);
 }
 

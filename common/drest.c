@@ -202,6 +202,7 @@ struct dreq {
     const char *ctype; /* CT_JSON, CT_NONE, or NULL for a form (hcl sets it) */
     struct hcl_part *parts; /* a multipart form: payload_json, files[n]; owned */
     int nparts;
+    uint64_t file_bytes;    /* of which streamed from disk (path files) */
     long timeout_ms;
     int attempts, nfail, n429;
     uint64_t seq, not_before, blocked_since;
@@ -1435,6 +1436,7 @@ static int form_build(struct drest *d, const struct drest_req *rq, const char *j
                 return -errno;
             if (!S_ISREG(st.st_mode))
                 return -EINVAL;
+            q->file_bytes += (uint64_t)st.st_size;
         } else if (f->len > d->max_body - held) {
             return BC_ETOOBIG;
         } else {
@@ -1532,7 +1534,10 @@ static struct dreq *req_new(struct drest *d, const struct drest_req *rq, const c
     q->bot_auth = !!rq->bot_auth;
     q->retry_safe = !!rq->retry_safe;
     q->exempt = rp->exempt;
-    q->timeout_ms = rq->timeout_ms > 0 ? rq->timeout_ms : DREST_DEFAULT_TIMEOUT_MS;
+    /* A big file needs time on the wire: the default grows by 1 ms per KiB
+     * streamed from disk (an uplink of about 1 MiB/s; 200 MiB: 3.6 min). */
+    q->timeout_ms = rq->timeout_ms > 0 ? rq->timeout_ms
+                                       : DREST_DEFAULT_TIMEOUT_MS + (long)(q->file_bytes / 1024);
     q->url = mem_alloc(strlen(d->base) + strlen(rq->path) + 1);
     strcpy(stpcpy(q->url, d->base), rq->path);
     q->logpath = mem_strdup(rp->logp);

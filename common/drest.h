@@ -85,7 +85,7 @@ struct drest_req {
     int nfiles;         /* 0..DREST_MAX_FILES: multipart/form-data when > 0 */
     int bot_auth;       /* send "Authorization: Bot <token>" */
     int retry_safe;     /* a POST the caller knows is safe to repeat */
-    long timeout_ms;    /* per HTTP attempt; 0 = 15000 */
+    long timeout_ms;    /* per HTTP attempt; 0 = 15000, plus 1 ms per KiB of path files */
 };
 
 /* The outcome. Borrowed for the duration of the callback. */

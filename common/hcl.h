@@ -118,7 +118,10 @@ int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out);
  * loop; on_data, if set, gets the same arg. *out (if out is not NULL) gets a
  * handle usable with hcl_cancel until cb starts. On failure cb never runs:
  *   -EINVAL       no url or cb, unknown method, a body on GET, body_len
- *                 without body, a header without ':' or containing CR/LF
+ *                 without body, a header without ':' or containing CR/LF,
+ *                 parts on GET/DELETE or with a body, a part without a
+ *                 name or with both data and path
+ *   -ENOENT       a part's file cannot be read
  *   BC_ESHUTDOWN  hcl_close was called
  *   BC_EHTTP      libcurl refused an option, or hcl_request was called
  *                 from inside on_data

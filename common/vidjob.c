@@ -88,6 +88,7 @@ struct video {
     char *final_result;     /* the done row's result JSON */
     int mark_ok, mark_wait; /* the "started" marker: records written, answers awaited */
     int redeliver;          /* a delivery may have reached Discord before a crash */
+    int final_warned;       /* the final write's failure was logged (once per video) */
 };
 
 static void poll_later(struct video *v);
@@ -320,10 +321,14 @@ static void final_written(struct video *v, int status, const PGresult *res)
          * again, also as soon as PostgreSQL is back (vidjob_store_up). A
          * dropped write would leave the row unfinished, and the next scan
          * would resume it and deliver the video a second time. */
-        log_warn("video row not finished yet; will retry", LF_STR("interaction", v->iid), LF_ERR(status));
+        if (!v->final_warned++)
+            log_warn("video row not finished yet; retrying until PostgreSQL takes it", LF_STR("interaction", v->iid),
+                     LF_ERR(status));
         uv_timer_start(&v->timer, final_retry, RECORD_RETRY_MS, 0);
         return;
     }
+    if (v->final_warned)
+        log_info("video row finished after a retry", LF_STR("interaction", v->iid));
     v->final = FINAL_WRITTEN;
     final_maybe_close(v);
 }

@@ -7,9 +7,10 @@
  * body, so a Content-Length over the cap is caught by the same streaming
  * check, on the first chunk past the cap, rather than before the body.)
  * Non-2xx statuses are errors (BC_EHTTP with status set, whatever the body
- * did). A file target is written as the data arrives (write(2) on the loop
- * thread: small page-cache writes, as nginx does with its temporary files;
- * no fsync) to "<path>.part-XXXXXX", created by dl_get with mode 0600 in
+ * did). A file target is written as the data arrives, off the loop (libuv
+ * fs requests on its thread pool, in order; no fsync): while 4 MiB wait for
+ * the disk the transfer is paused, so memory stays bounded whatever the
+ * speeds. It goes to "<path>.part-XXXXXX", created by dl_get with mode 0600 in
  * path's directory, and renamed onto path (replacing any file there) only
  * when the transfer completed with a 2xx; on any failure or cancel the
  * temporary file is unlinked and nothing is left behind.
@@ -40,7 +41,8 @@ struct dl_req {
 struct dl_result {
     int err;                  /* 0, BC_ETOOBIG, BC_EHTTP (status set for a non-2xx;
                                * 0 for a transfer failure), -ETIMEDOUT, -ECANCELED,
-                               * BC_ESHUTDOWN, -errno of write/close/rename (file),
+                               * BC_ESHUTDOWN, a negative errno of write/close/rename
+                               * (file; as libuv reports them),
                                * or another transport code of hcl.h */
     const char *errstr;       /* never NULL; "" when err is 0 */
     long status;              /* HTTP status; 0 when no response arrived */

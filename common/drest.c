@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "buf.h"
@@ -197,9 +198,11 @@ struct dreq {
     char *url;     /* holds tokens: never logged */
     char *logpath; /* path with tokens replaced by "***" */
     char *body;
-    size_t body_len;
-    const char *ctype; /* CT_JSON, CT_NONE or ctbuf */
-    char ctbuf[96];
+    size_t body_len;   /* bytes held in memory: the JSON, or the form's in-memory parts */
+    const char *ctype; /* CT_JSON, CT_NONE, or NULL for a form (hcl sets it) */
+    struct hcl_part *parts; /* a multipart form: payload_json, files[n]; owned */
+    int nparts;
+    uint64_t file_bytes;    /* of which streamed from disk (path files) */
     long timeout_ms;
     int attempts, nfail, n429;
     uint64_t seq, not_before, blocked_since;
@@ -770,6 +773,18 @@ static void req_leave_lane(struct dreq *q)
     }
 }
 
+static void parts_free(struct hcl_part *p, int n)
+{
+    for (int i = 0; p && i < n; i++) {
+        mem_free((char *)p[i].name);
+        mem_free((char *)p[i].filename);
+        mem_free((char *)p[i].content_type);
+        mem_free((void *)p[i].data);
+        mem_free((char *)p[i].path);
+    }
+    mem_free(p);
+}
+
 static void req_free(struct drest *d, struct dreq *q)
 {
     if (q->aprev)
@@ -781,6 +796,7 @@ static void req_free(struct drest *d, struct dreq *q)
     mem_free(q->url);
     mem_free(q->logpath);
     mem_free(q->body);
+    parts_free(q->parts, q->nparts);
     mem_free(q);
 }
 
@@ -1181,13 +1197,16 @@ static void req_send(struct drest *d, struct dreq *q)
     hdrs[n++] = d->ua_hdr;
     if (q->bot_auth)
         hdrs[n++] = d->auth_hdr;
-    hdrs[n++] = q->ctype;
+    if (q->ctype)
+        hdrs[n++] = q->ctype;
     hdrs[n] = NULL;
     struct hcl_request hr = {.method = q->method,
                              .url = q->url,
                              .headers = hdrs,
-                             .body = q->body,
-                             .body_len = q->body_len,
+                             .body = q->parts ? NULL : q->body,
+                             .body_len = q->parts ? 0 : q->body_len,
+                             .parts = q->parts,
+                             .nparts = q->nparts,
                              .timeout_ms = q->timeout_ms,
                              .max_response = d->max_response};
     q->st = DQ_SEND;
@@ -1391,65 +1410,67 @@ static void random_hex(char *out, size_t nbytes)
         snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
-static int boundary_clashes(const char *bnd, const char *json, size_t jl, const struct drest_req *rq)
+static char *dup_n(const void *p, size_t n)
 {
-    size_t bl = strlen(bnd);
-    if (json && memmem(json, jl, bnd, bl))
-        return 1;
-    for (int i = 0; i < rq->nfiles; i++)
-        if (rq->files[i].len && memmem(rq->files[i].data, rq->files[i].len, bnd, bl))
-            return 1;
-    return 0;
+    char *c = mem_alloc(n + 1);
+    if (n)
+        memcpy(c, p, n);
+    c[n] = '\0';
+    return c;
 }
 
-static int part_head(struct buf *b, const char *bnd, const char *name, const char *fname,
-                     const char *ctype)
+/* multipart/form-data: payload_json (if any), then files[0..n), as hcl
+ * parts that libcurl's mime API sends (it picks the boundary and writes
+ * the part headers). In-memory content is copied and counted against
+ * max_body; a file given by path is streamed from disk as it is sent and
+ * costs no memory, so only its existence is checked here. */
+static int form_build(struct drest *d, const struct drest_req *rq, const char *json, size_t jl,
+                      struct dreq *q)
 {
-    return buf_printf(b, "--%s\r\nContent-Disposition: form-data; name=\"%s\"%s%s%s\r\n"
-                         "Content-Type: %s\r\n\r\n",
-                      bnd, name, fname ? "; filename=\"" : "", fname ? fname : "", fname ? "\"" : "",
-                      ctype);
-}
-
-/* multipart/form-data: payload_json (if any), then files[0..n). */
-static int multipart_build(struct drest *d, const struct drest_req *rq, const char *json, size_t jl,
-                           struct dreq *q)
-{
-    char bnd[48];
-    do {
-        memcpy(bnd, "drest-", 6);
-        random_hex(bnd + 6, 16);
-    } while (boundary_clashes(bnd, json, jl, rq));
-    struct buf b;
-    buf_init(&b, d->max_body);
-    int rc = 0;
-    if (json)
-        rc = part_head(&b, bnd, "payload_json", NULL, "application/json");
-    if (!rc && json)
-        rc = buf_append(&b, json, jl);
-    if (!rc && json)
-        rc = buf_puts(&b, "\r\n");
-    for (int i = 0; !rc && i < rq->nfiles; i++) {
+    size_t held = json ? jl : 0;
+    for (int i = 0; i < rq->nfiles; i++) {
+        const struct drest_file *f = &rq->files[i];
+        if (f->path) {
+            struct stat st;
+            if (stat(f->path, &st))
+                return -errno;
+            if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+            q->file_bytes += (uint64_t)st.st_size;
+        } else if (f->len > d->max_body - held) {
+            return BC_ETOOBIG;
+        } else {
+            held += f->len;
+        }
+    }
+    if (held > d->max_body)
+        return BC_ETOOBIG;
+    struct hcl_part *p = mem_calloc((size_t)rq->nfiles + 1, sizeof *p);
+    int n = 0;
+    if (json) {
+        p[n].name = mem_strdup("payload_json");
+        p[n].content_type = mem_strdup("application/json");
+        p[n].data = dup_n(json, jl);
+        p[n++].len = jl;
+    }
+    for (int i = 0; i < rq->nfiles; i++, n++) {
         const struct drest_file *f = &rq->files[i];
         char name[24];
         snprintf(name, sizeof name, "files[%d]", i);
-        rc = part_head(&b, bnd, name, f->name,
-                       f->content_type ? f->content_type : "application/octet-stream");
-        if (!rc)
-            rc = buf_append(&b, f->data, f->len);
-        if (!rc)
-            rc = buf_puts(&b, "\r\n");
+        p[n].name = mem_strdup(name);
+        p[n].filename = mem_strdup(f->name);
+        p[n].content_type = mem_strdup(f->content_type ? f->content_type : "application/octet-stream");
+        if (f->path) {
+            p[n].path = mem_strdup(f->path);
+        } else {
+            p[n].data = dup_n(f->data, f->len);
+            p[n].len = f->len;
+        }
     }
-    if (!rc)
-        rc = buf_printf(&b, "--%s--\r\n", bnd);
-    if (rc) {
-        buf_free(&b);
-        return rc == BC_ETOOBIG ? BC_ETOOBIG : rc;
-    }
-    q->body_len = b.len;
-    q->body = buf_detach(&b);
-    snprintf(q->ctbuf, sizeof q->ctbuf, "Content-Type: multipart/form-data; boundary=%s", bnd);
-    q->ctype = q->ctbuf;
+    q->parts = p;
+    q->nparts = n;
+    q->body_len = held;
+    q->ctype = NULL;
     return 0;
 }
 
@@ -1457,7 +1478,7 @@ static int body_build(struct drest *d, const struct drest_req *rq, struct dreq *
 {
     size_t jl = rq->json ? (rq->json_len ? rq->json_len : strlen(rq->json)) : 0;
     if (rq->nfiles)
-        return multipart_build(d, rq, rq->json, jl, q);
+        return form_build(d, rq, rq->json, jl, q);
     q->ctype = CT_NONE;
     if (!rq->json)
         return 0;
@@ -1484,7 +1505,7 @@ static int req_check(const struct drest *d, const struct drest_req *rq, const ch
         return -EINVAL;
     for (int i = 0; i < rq->nfiles; i++) {
         const struct drest_file *f = &rq->files[i];
-        if (!f->name || !text_ok(f->name, 255, 1) || (f->len && !f->data) ||
+        if (!f->name || !text_ok(f->name, 255, 1) || (f->len && !f->data) || (f->path && (f->data || !*f->path)) ||
             (f->content_type && !text_ok(f->content_type, 127, 0)))
             return -EINVAL;
     }
@@ -1503,6 +1524,7 @@ static struct dreq *req_new(struct drest *d, const struct drest_req *rq, const c
         *rc = -ENOBUFS;
     if (*rc) {
         mem_free(q->body);
+        parts_free(q->parts, q->nparts);
         mem_free(q);
         return NULL;
     }
@@ -1512,7 +1534,10 @@ static struct dreq *req_new(struct drest *d, const struct drest_req *rq, const c
     q->bot_auth = !!rq->bot_auth;
     q->retry_safe = !!rq->retry_safe;
     q->exempt = rp->exempt;
-    q->timeout_ms = rq->timeout_ms > 0 ? rq->timeout_ms : DREST_DEFAULT_TIMEOUT_MS;
+    /* A big file needs time on the wire: the default grows by 1 ms per KiB
+     * streamed from disk (an uplink of about 1 MiB/s; 200 MiB: 3.6 min). */
+    q->timeout_ms = rq->timeout_ms > 0 ? rq->timeout_ms
+                                       : DREST_DEFAULT_TIMEOUT_MS + (long)(q->file_bytes / 1024);
     q->url = mem_alloc(strlen(d->base) + strlen(rq->path) + 1);
     strcpy(stpcpy(q->url, d->base), rq->path);
     q->logpath = mem_strdup(rp->logp);

@@ -55,17 +55,23 @@ struct drest_opts {
     int global_limit;           /* requests per second per bot; 0 = 50 */
     size_t max_queue;           /* requests held at once (queued + in flight); 0 = 1024 */
     size_t max_lane_queue;      /* of which in one lane; 0 = 256 */
-    size_t max_queue_bytes;     /* request bodies held at once; 0 = 256 MiB */
-    size_t max_body;            /* one request body (JSON or multipart); 0 = 26 MiB */
+    size_t max_queue_bytes;     /* request bodies held in memory at once; 0 = 256 MiB */
+    size_t max_body;            /* one request's bytes in memory (JSON, in-memory files);
+                                 * files given by path are streamed and not counted; 0 = 26 MiB */
     size_t max_response;        /* one response body; 0 = 4 MiB */
 };
 
-/* One uploaded file. Everything is copied by drest_request. */
+/* One uploaded file, in memory (data, len) or on disk (path). Everything is
+ * copied by drest_request except the file's bytes on disk: a path file is
+ * streamed from disk while the request is sent (and sent again on a retry),
+ * so it costs no memory whatever its size, and must stay in place until the
+ * callback ran. */
 struct drest_file {
     const char *name;         /* filename; no '"', '\\' or control characters */
     const char *content_type; /* NULL = "application/octet-stream" */
-    const void *data;
+    const void *data;         /* in memory; NULL with path */
     size_t len;
+    const char *path;         /* a regular file to stream, or NULL */
 };
 
 struct drest_req {
@@ -79,7 +85,7 @@ struct drest_req {
     int nfiles;         /* 0..DREST_MAX_FILES: multipart/form-data when > 0 */
     int bot_auth;       /* send "Authorization: Bot <token>" */
     int retry_safe;     /* a POST the caller knows is safe to repeat */
-    long timeout_ms;    /* per HTTP attempt; 0 = 15000 */
+    long timeout_ms;    /* per HTTP attempt; 0 = 15000, plus 1 ms per KiB of path files */
 };
 
 /* The outcome. Borrowed for the duration of the callback. */
@@ -128,9 +134,11 @@ int drest_new(uv_loop_t *loop, const struct drest_opts *o, struct drest **out);
  * rq may go away on return. Returns 0 and cb(arg) runs exactly once later,
  * or, with cb never run:
  *   -EINVAL       bad method/path, body on GET, files on GET/DELETE, too
- *                 many files, a bad file name or content type, bot_auth
- *                 without a token
- *   BC_ETOOBIG    the body would exceed max_body
+ *                 many files, a bad file name or content type, a file with
+ *                 both data and path or a path that is not a regular file,
+ *                 bot_auth without a token
+ *   -errno        stat(2) of a file's path failed (-ENOENT, -EACCES ...)
+ *   BC_ETOOBIG    the bytes held in memory would exceed max_body
  *   -ENOBUFS      max_queue, max_lane_queue or max_queue_bytes reached (or
  *                 4096 distinct route templates, which means a bug)
  *   BC_ESHUTDOWN  drest_close was called

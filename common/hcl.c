@@ -39,6 +39,7 @@ struct hcl_xfer {
     struct hcl *c;
     CURL *easy;
     struct curl_slist *hdrs;
+    curl_mime *mime;  /* a form body, or NULL */
     char *body;
     hcl_done_cb *cb;
     void *arg;
@@ -48,6 +49,7 @@ struct hcl_xfer {
     size_t nhdr;
     int werr;         /* error raised by our write/header callback */
     int stop_err;     /* -ECANCELED or BC_ESHUTDOWN once cancelled/closing */
+    int paused;       /* on_data answered HCL_PAUSE */
     struct hcl_xfer *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -139,6 +141,7 @@ static const char *xfer_errstr(struct hcl_xfer *x, CURLcode rc, int err)
 static void xfer_free(struct hcl_xfer *x)
 {
     curl_easy_cleanup(x->easy);
+    curl_mime_free(x->mime);
     curl_slist_free_all(x->hdrs);
     mem_free(x->body);
     buf_free(&x->resp);
@@ -308,7 +311,12 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     if (x->stop_err)
         return CURL_WRITEFUNC_ERROR;
     if (x->on_data) {
-        if (x->on_data(ptr, n, x->arg)) {
+        int rc = x->on_data(ptr, n, x->arg);
+        if (rc == HCL_PAUSE && !x->stop_err) {
+            x->paused = 1;
+            return CURL_WRITEFUNC_PAUSE;
+        }
+        if (rc) {
             x->werr = -ECANCELED;
             return CURL_WRITEFUNC_ERROR;
         }
@@ -356,6 +364,41 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
 
 /* ---- setting a transfer up ---------------------------------------------------- */
 
+/* The form as a curl_mime: curl writes the boundary and part headers and
+ * reads file parts as it sends them. */
+static int xfer_set_form(struct hcl_xfer *x, const struct hcl_part *parts, int n)
+{
+    x->mime = curl_mime_init(x->easy);
+    if (!x->mime)
+        return BC_EHTTP;
+    for (int i = 0; i < n; i++) {
+        const struct hcl_part *p = &parts[i];
+        if (!p->name || !*p->name || (!p->path == !p->data && (p->path || p->len)))
+            return -EINVAL;
+        curl_mimepart *mp = curl_mime_addpart(x->mime);
+        CURLcode rc = mp ? curl_mime_name(mp, p->name) : CURLE_OUT_OF_MEMORY;
+        if (!rc && p->filename)
+            rc = curl_mime_filename(mp, p->filename);
+        if (!rc && p->content_type)
+            rc = curl_mime_type(mp, p->content_type);
+        if (!rc && p->path) {
+            /* curl stats the file here; a file it cannot read is our error,
+             * not a transfer that fails later */
+            rc = curl_mime_filedata(mp, p->path);
+            if (rc == CURLE_READ_ERROR)
+                return -ENOENT;
+            /* curl_mime_filedata also set the file's base name */
+            if (!rc)
+                rc = curl_mime_filename(mp, p->filename);
+        } else if (!rc) {
+            rc = curl_mime_data(mp, p->data ? p->data : "", p->len);
+        }
+        if (rc)
+            return BC_EHTTP;
+    }
+    return curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, x->mime) ? BC_EHTTP : 0;
+}
+
 static int xfer_set_method(struct hcl_xfer *x, const struct hcl_request *rq)
 {
     const char *m = rq->method ? rq->method : "GET";
@@ -365,11 +408,15 @@ static int xfer_set_method(struct hcl_xfer *x, const struct hcl_request *rq)
         return -EINVAL;
     if (rq->body_len && (!rq->body || is_get))
         return -EINVAL;
+    if (rq->nparts < 0 || (rq->nparts && (is_get || is_del || rq->body || !rq->parts)))
+        return -EINVAL;
     if (is_get)
         return curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L) ? BC_EHTTP : 0;
     CURLcode rc = CURLE_OK;
     if (!is_post)
         rc = curl_easy_setopt(x->easy, CURLOPT_CUSTOMREQUEST, m);
+    if (rq->nparts)
+        return rc ? BC_EHTTP : xfer_set_form(x, rq->parts, rq->nparts);
     /* POST, PUT and PATCH always send a Content-Length (0 when empty);
      * DELETE only when it has a body. */
     if (!rc && (!is_del || rq->body_len)) {
@@ -522,6 +569,16 @@ const char *hcl_response_header(const struct hcl_response *r, const char *name)
         if (!strcasecmp(r->headers[i].name, name))
             return r->headers[i].value;
     return NULL;
+}
+
+void hcl_resume(struct hcl_xfer *x)
+{
+    if (!x->paused || x->stop_err)
+        return;
+    x->paused = 0;
+    /* curl may hand the held chunk to on_body from inside this call, and it
+     * schedules the transfer on the multi handle's timer. */
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
 }
 
 void hcl_cancel(struct hcl_xfer *x)

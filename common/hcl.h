@@ -56,6 +56,24 @@ struct hcl_header {
     const char *name, *value;
 };
 
+/* One part of a multipart/form-data body (RFC 7578), sent by libcurl's
+ * mime API, which picks the boundary and writes every part header. A part's
+ * content is either in memory (data, len: copied by hcl_request) or a file
+ * (path: read as the request is sent, in the upload buffer's chunks, so a
+ * file of any size costs no memory; it must stay in place until the
+ * callback ran, and is read again by a new request). */
+struct hcl_part {
+    const char *name;         /* required; copied */
+    const char *filename;     /* NULL: none; copied */
+    const char *content_type; /* NULL: none (curl adds application/octet-stream for a file) */
+    const void *data;         /* in memory, or NULL with path */
+    size_t len;
+    const char *path;         /* a file, or NULL */
+};
+
+/* on_data's answer: take this chunk later (see on_data). */
+#define HCL_PAUSE 0x1000
+
 struct hcl_request {
     const char *method;         /* "GET", "POST", "PATCH", "PUT", "DELETE"; NULL = GET */
     const char *url;            /* http:// or https:// */
@@ -67,10 +85,17 @@ struct hcl_request {
     size_t max_response;     /* cap on the buffered body; 0 = HCL_DEFAULT_MAX_RESPONSE */
     /* Optional streaming (e.g. SSE): called with each chunk of the body as it
      * arrives, on the loop thread; the body is then not buffered and
-     * max_response does not apply. Return nonzero to abort the transfer: it
-     * then completes with -ECANCELED. It may call hcl_cancel (on any
+     * max_response does not apply. Return 0 when the chunk was taken,
+     * HCL_PAUSE to pause the transfer without taking it (the same bytes
+     * come again after hcl_resume; back-pressure), anything else to abort
+     * the transfer: it then completes with -ECANCELED. It may call hcl_cancel (on any
      * transfer) and hcl_close, and nothing else of hcl. */
     int (*on_data)(const char *data, size_t len, void *arg);
+    /* Optional form: with nparts > 0 the body is multipart/form-data built
+     * from parts (body must then be NULL; Content-Type is set by hcl).
+     * POST, PUT and PATCH only. */
+    const struct hcl_part *parts;
+    int nparts;
 };
 
 /* On error, status, body and headers hold whatever had arrived (often
@@ -100,7 +125,10 @@ int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out);
  * loop; on_data, if set, gets the same arg. *out (if out is not NULL) gets a
  * handle usable with hcl_cancel until cb starts. On failure cb never runs:
  *   -EINVAL       no url or cb, unknown method, a body on GET, body_len
- *                 without body, a header without ':' or containing CR/LF
+ *                 without body, a header without ':' or containing CR/LF,
+ *                 parts on GET/DELETE or with a body, a part without a
+ *                 name or with both data and path
+ *   -ENOENT       a part's file cannot be read
  *   BC_ESHUTDOWN  hcl_close was called
  *   BC_EHTTP      libcurl refused an option, or hcl_request was called
  *                 from inside on_data
@@ -109,8 +137,13 @@ int hcl_new(uv_loop_t *loop, const struct hcl_opts *o, struct hcl **out);
 int hcl_request(struct hcl *c, const struct hcl_request *rq, hcl_done_cb *cb, void *arg,
                 struct hcl_xfer **out);
 
-/* The loop the client runs on (for a caller's own timers). */
+/* The loop c runs on (for a caller's own timers). */
 uv_loop_t *hcl_loop(const struct hcl *c);
+
+/* Resume a transfer that on_data paused with HCL_PAUSE; harmless when it
+ * is not paused. on_data may run from inside this call (with the chunk
+ * that was refused), so it must not be called from on_data itself. */
+void hcl_resume(struct hcl_xfer *x);
 
 /* Value of the first response header called name (case-insensitive), or NULL. */
 const char *hcl_response_header(const struct hcl_response *r, const char *name);

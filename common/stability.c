@@ -1,10 +1,10 @@
 /* stability: see stability.h.
  *
- * The request is a multipart/form-data body built in a capped buffer
- * (RFC 7578): one part per field, the image as a file part. The boundary
- * is random and checked against every byte sequence that goes into the
- * body, so it can never be confused with data. The answer is one buffered
- * hcl transfer, decided once in on_xfer_done. */
+ * The request is a multipart/form-data body (RFC 7578) sent through hcl's
+ * form parts, that is libcurl's mime API, as drest sends Discord's: one
+ * part per field, the image as a file part; curl picks the boundary and
+ * writes the part headers. The answer is one buffered hcl transfer,
+ * decided once in on_xfer_done. */
 #include "stability.h"
 
 #include <errno.h>
@@ -73,31 +73,6 @@ static void collect_fields(const struct st_req *rq, struct form_fields *f)
     }
 }
 
-static int contains(const void *hay, size_t len, const char *needle)
-{
-    return memmem(hay, len, needle, strlen(needle)) != NULL;
-}
-
-/* A boundary that occurs in none of the data (RFC 2046: at most 70 chars). */
-static int pick_boundary(const struct st_req *rq, const struct form_fields *f, const char *type,
-                         char *out, size_t outlen)
-{
-    for (int t = 0; t < BOUNDARY_TRIES; t++) {
-        unsigned char rnd[BOUNDARY_RANDOM];
-        char hex[2 * BOUNDARY_RANDOM + 1];
-        randombytes_buf(rnd, sizeof rnd);
-        sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
-        snprintf(out, outlen, "botcore-form-%s", hex);
-        int clash = (rq->image && contains(rq->image, rq->image_len, out)) ||
-                    contains(type, strlen(type), out);
-        for (size_t i = 0; i < f->n && !clash; i++)
-            clash = contains(f->value[i], strlen(f->value[i]), out);
-        if (!clash)
-            return 0;
-    }
-    return -EINVAL; /* 16 random 128-bit strings all in the data: not by chance */
-}
-
 static const char *file_ext(const char *type)
 {
     static const char *const map[][2] = {
@@ -110,32 +85,28 @@ static const char *file_ext(const char *type)
     return "bin";
 }
 
-/* Build the body into b (capped at ST_MAX_BODY). Returns 0 or BC_ETOOBIG. */
-static int build_form(struct buf *b, const char *bd, const struct st_req *rq,
-                      const struct form_fields *f, const char *type)
+/* Bytes a part costs besides its name and content: the delimiter (curl's
+ * boundary is 40 characters), the part headers and the CR LF after it. */
+#define PART_OVERHEAD 256
+
+/* The form as hcl parts (borrowing rq's strings) into p, which holds 9;
+ * BC_ETOOBIG when it would exceed ST_MAX_BODY. Returns the part count. */
+static int build_form(struct hcl_part *p, const struct st_req *rq, const struct form_fields *f,
+                      const char *type, char *img_name, size_t img_name_len)
 {
-    int rc = 0;
-    for (size_t i = 0; i < f->n && !rc; i++) {
-        rc = buf_printf(b, "--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n", bd,
-                        f->name[i]);
-        if (!rc)
-            rc = buf_puts(b, f->value[i]);
-        if (!rc)
-            rc = buf_puts(b, "\r\n");
+    size_t total = PART_OVERHEAD;
+    int n = 0;
+    for (size_t i = 0; i < f->n; i++, n++) {
+        p[n] = (struct hcl_part){.name = f->name[i], .data = f->value[i], .len = strlen(f->value[i])};
+        total += PART_OVERHEAD + strlen(f->name[i]) + p[n].len;
     }
-    if (!rc && rq->image) {
-        rc = buf_printf(b,
-                        "--%s\r\nContent-Disposition: form-data; name=\"image\"; "
-                        "filename=\"image.%s\"\r\nContent-Type: %s\r\n\r\n",
-                        bd, file_ext(type), type);
-        if (!rc)
-            rc = buf_append(b, rq->image, rq->image_len);
-        if (!rc)
-            rc = buf_puts(b, "\r\n");
+    if (rq->image) {
+        snprintf(img_name, img_name_len, "image.%s", file_ext(type));
+        p[n++] = (struct hcl_part){.name = "image", .filename = img_name, .content_type = type,
+                                   .data = rq->image, .len = rq->image_len};
+        total += PART_OVERHEAD + strlen(type) + rq->image_len;
     }
-    if (!rc)
-        rc = buf_printf(b, "--%s--\r\n", bd);
-    return rc;
+    return total > ST_MAX_BODY ? BC_ETOOBIG : n;
 }
 
 /* ---- validation ------------------------------------------------------------ */
@@ -311,21 +282,19 @@ static int make_url(char *out, const char *base, const char *endpoint)
     return w < 0 || w >= MAX_URL ? -EINVAL : 0;
 }
 
-static int send_form(struct hcl *c, const char *url, const char *key, const char *bd,
-                     const struct buf *body, long timeout_ms, struct st_call *k)
+static int send_form(struct hcl *c, const char *url, const char *key, const struct hcl_part *parts,
+                     int nparts, long timeout_ms, struct st_call *k)
 {
     size_t alen = strlen(key) + 32;
     char *auth = mem_alloc(alen);
     snprintf(auth, alen, "Authorization: Bearer %s", key);
-    char ctype[128];
-    snprintf(ctype, sizeof ctype, "Content-Type: multipart/form-data; boundary=%s", bd);
-    const char *headers[] = {auth, ctype, "Accept: image/*", NULL};
+    const char *headers[] = {auth, "Accept: image/*", NULL};
     struct hcl_request rq = {
         .method = "POST",
         .url = url,
         .headers = headers,
-        .body = body->p,
-        .body_len = body->len,
+        .parts = parts,
+        .nparts = nparts,
         .timeout_ms = timeout_ms,
         .max_response = ST_MAX_RESPONSE,
     };
@@ -337,34 +306,26 @@ static int send_form(struct hcl *c, const char *url, const char *key, const char
 
 int st_generate(struct hcl *c, const struct st_req *rq, st_cb *cb, void *arg)
 {
-    char url[MAX_URL], bd[80];
+    char url[MAX_URL], img_name[16];
     struct form_fields f;
+    struct hcl_part parts[9];
     if (!valid_req(c, rq, cb) || make_url(url, rq->base_url, rq->endpoint) < 0)
         return -EINVAL;
-    if (sodium_init() < 0)
-        return BC_EHTTP;
     const char *type = rq->image_type ? rq->image_type : "application/octet-stream";
     collect_fields(rq, &f);
-    if (pick_boundary(rq, &f, type, bd, sizeof bd) < 0)
-        return -EINVAL;
-    struct buf body;
-    buf_init(&body, ST_MAX_BODY);
-    int rc = build_form(&body, bd, rq, &f, type);
-    struct st_call *k = NULL;
-    if (!rc) {
-        k = mem_calloc(1, sizeof *k);
-        k->cb = cb;
-        k->arg = arg;
-        secret_set(&k->key, rq->api_key);
-        snprintf(k->endpoint, sizeof k->endpoint, "%s", rq->endpoint);
-        rc = send_form(c, url, rq->api_key, bd, &body,
-                       rq->timeout_ms > 0 ? rq->timeout_ms : DEFAULT_TIMEOUT_MS, k);
-    }
+    int n = build_form(parts, rq, &f, type, img_name, sizeof img_name);
+    if (n < 0)
+        return n;
+    struct st_call *k = mem_calloc(1, sizeof *k);
+    k->cb = cb;
+    k->arg = arg;
+    secret_set(&k->key, rq->api_key);
+    snprintf(k->endpoint, sizeof k->endpoint, "%s", rq->endpoint);
+    int rc = send_form(c, url, rq->api_key, parts, n, rq->timeout_ms > 0 ? rq->timeout_ms : DEFAULT_TIMEOUT_MS, k);
     if (!rc)
-        log_debug("stability request", LF_STR("endpoint", rq->endpoint), LF_INT("bytes", body.len),
+        log_debug("stability request", LF_STR("endpoint", rq->endpoint), LF_INT("parts", n),
                   LF_BOOL("image", rq->image != NULL), LF_SECRET("key", &k->key));
-    buf_free(&body);
-    if (rc && k) {
+    if (rc) {
         secret_clear(&k->key);
         mem_free(k);
     }

@@ -2,8 +2,7 @@
  * loop (via hcl).
  *
  * POST {base}/v2beta/stable-image/generate/{core|ultra|sd3} as
- * multipart/form-data (built here, with a random boundary that occurs in
- * none of the data) and "Accept: image/" followed by "*" (any image type),
+ * multipart/form-data (libcurl's mime API through hcl's form parts) and "Accept: image/" followed by "*" (any image type),
  * so a success carries the image bytes (headers finish-reason and seed). Errors are JSON {id, name,
  * errors[]} and are classified (prov.h): 400/422 bad request, 401 auth,
  * 402 quota (out of credits), 403 refused (content_moderation), 413 bad

@@ -1,12 +1,10 @@
 #include "vidjob.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -22,6 +20,7 @@
 #include "mem.h"
 #include "perf.h"
 #include "minimax.h"
+#include "rds.h"
 #include "store.h"
 #include "ulimit.h"
 #include "usage.h"
@@ -30,8 +29,13 @@
 #define TOKEN_MARGIN_MS 90000            /* move to the channel this long before the token dies */
 #define DEFAULT_UPLOAD_LIMIT (10 << 20)  /* when the interaction does not say */
 #define ID_MAX 24
+#define RECORD_RETRY_MS 2000             /* a final row write or the delivery marker that failed */
+#define MARK_TTL_S "2592000"             /* the delivery marker outlives any job (30 days) */
 
 enum stage { ST_SUBMIT, ST_POLL, ST_FETCH, ST_DELIVER, ST_FINISH };
+
+/* The row's final write (done or failed), kept until PostgreSQL took it. */
+enum final { FINAL_NONE, FINAL_PENDING, FINAL_WRITTEN };
 
 struct vidjob {
     struct core *core;
@@ -66,8 +70,7 @@ struct video {
     struct dl *dl;
     char *download_url;
     long long bytes;
-    void *map;
-    size_t map_len;
+    int have_file;       /* v->path holds the downloaded video */
     struct ulimit_req lim;
     int charged, persisted_task, attempts;
     /* the message being sent, kept to send it again in the channel when
@@ -78,6 +81,14 @@ struct video {
     int resend_nfiles, resend_final;
     char note[600];
     const char *failure;
+    /* delivery, exactly once: see docs/videos.md */
+    enum final final;
+    int told;               /* the user has the final message */
+    int final_inflight;     /* the final UPDATE is on its way */
+    char *final_result;     /* the done row's result JSON */
+    int mark_ok, mark_wait; /* the "started" marker: records written, answers awaited */
+    int redeliver;          /* a delivery may have reached Discord before a crash */
+    int final_warned;       /* the final write's failure was logged (once per video) */
 };
 
 static void poll_later(struct video *v);
@@ -128,6 +139,25 @@ static struct video *find_active(struct vidjob *g, const char *iid)
 
 static void vidjob_free_maybe(struct vidjob *g);
 
+static void on_unlinked(uv_fs_t *r)
+{
+    uv_fs_req_cleanup(r);
+    mem_free(r);
+}
+
+/* Remove the downloaded video off the loop (freeing a 200 MiB file's
+ * blocks takes the file system a while). */
+static void remove_file(struct video *v)
+{
+    if (!v->path[0])
+        return;
+    uv_fs_t *r = mem_alloc(sizeof(*r));
+    if (uv_fs_unlink(core_loop(v->g->core), r, v->path, on_unlinked))
+        mem_free(r);
+    v->path[0] = 0;
+    v->have_file = 0;
+}
+
 static void video_free(struct video *v)
 {
     struct vidjob *g = v->g;
@@ -137,14 +167,12 @@ static void video_free(struct video *v)
         g->active = v->next;
     if (v->next)
         v->next->prev = v->prev;
-    if (v->map)
-        munmap(v->map, v->map_len);
-    if (v->path[0])
-        unlink(v->path);
+    remove_file(v);
     mem_free(v->token);
     mem_free(v->prompt);
     mem_free(v->download_url);
     mem_free(v->resend_json);
+    mem_free(v->final_result);
     mem_free(v);
     vidjob_free_maybe(g);
 }
@@ -267,16 +295,111 @@ static int vq(struct video *v, const char *sql, int n, const char *const *params
     return 0;
 }
 
-static void mark_failed_row(struct video *v, const char *error)
+/* ---- the row's final write ------------------------------------------------------- */
+
+static void final_write(struct video *v);
+
+static void final_retry(uv_timer_t *t)
 {
+    final_write(t->data);
+}
+
+/* The user has the final message and the row says so (or there is no row):
+ * this process is done with the video. */
+static void final_maybe_close(struct video *v)
+{
+    if (v->told && v->final != FINAL_PENDING)
+        video_close(v);
+}
+
+static void final_written(struct video *v, int status, const PGresult *res)
+{
+    (void)res;
+    v->final_inflight = 0;
+    if (status) {
+        /* PostgreSQL is away: keep the video here (a scan skips it) and try
+         * again, also as soon as PostgreSQL is back (vidjob_store_up). A
+         * dropped write would leave the row unfinished, and the next scan
+         * would resume it and deliver the video a second time. */
+        if (!v->final_warned++)
+            log_warn("video row not finished yet; retrying until PostgreSQL takes it", LF_STR("interaction", v->iid),
+                     LF_ERR(status));
+        uv_timer_start(&v->timer, final_retry, RECORD_RETRY_MS, 0);
+        return;
+    }
+    if (v->final_warned)
+        log_info("video row finished after a retry", LF_STR("interaction", v->iid));
+    v->final = FINAL_WRITTEN;
+    final_maybe_close(v);
+}
+
+/* Write the row's final state (done with final_result, or failed with
+ * v->failure) until PostgreSQL has taken it. */
+static void final_write(struct video *v)
+{
+    if (v->final != FINAL_PENDING || v->final_inflight || v->closing)
+        return;
+    uv_timer_stop(&v->timer);
     char id[24];
     snprintf(id, sizeof(id), "%lld", v->row);
-    const char *p[] = {id, error};
-    if (v->row)
-        vq(v,
-           "UPDATE jobs SET state = 'failed', error = $2, interaction_token = NULL, finished_at = now(), "
-           "updated_at = now() WHERE id = $1::bigint AND state NOT IN ('done', 'failed')",
-           2, p, NULL);
+    int rc;
+    if (v->failure) {
+        const char *p[] = {id, v->failure};
+        rc = vq(v,
+                "UPDATE jobs SET state = 'failed', error = $2, interaction_token = NULL, finished_at = now(), "
+                "updated_at = now() WHERE id = $1::bigint AND state NOT IN ('done', 'failed')",
+                2, p, final_written);
+    } else {
+        const char *p[] = {id, v->final_result ? v->final_result : "{}"};
+        rc = vq(v,
+                "UPDATE jobs SET state = 'done', result = $2::jsonb, interaction_token = NULL, finished_at = now(), "
+                "updated_at = now() WHERE id = $1::bigint AND state NOT IN ('done', 'failed')",
+                2, p, final_written);
+    }
+    if (rc)
+        final_written(v, rc, NULL);
+    else
+        v->final_inflight = 1;
+}
+
+static void final_begin(struct video *v)
+{
+    if (!v->row) {
+        v->final = FINAL_WRITTEN;
+        return;
+    }
+    v->final = FINAL_PENDING;
+    final_write(v);
+}
+
+/* ---- the delivery marker in Redis ---------------------------------------------------- */
+
+/* "<prefix>:video:delivery:<interaction id>" = started | done: written
+ * before the video is handed to Discord and after Discord took it, and
+ * read before a resumed row is polled again. It holds when PostgreSQL
+ * does not (an outage, a kill -9 while the final write waits). */
+static void marker_key(const struct video *v, char *out, size_t n)
+{
+    snprintf(out, n, "%s:video:delivery:%s", core_config(v->g->core)->redis_prefix, v->iid);
+}
+
+static void on_marker_done(struct rds *r, int status, const redisReply *rep, void *arg)
+{
+    (void)r;
+    (void)arg;
+    if (status || rds_reply_error(rep))
+        log_warn("video delivery marker not written", LF_ERR(status ? status : BC_EHTTP));
+}
+
+/* Record the delivery as done; best effort (the row is the main record). */
+static void marker_done(struct video *v)
+{
+    struct rds *r = core_redis(v->g->core);
+    char key[200];
+    marker_key(v, key, sizeof(key));
+    const char *av[] = {"SET", key, "done", "EX", MARK_TTL_S};
+    if (!r || rds_cmd(r, on_marker_done, NULL, 5, av, NULL))
+        log_warn("video delivery marker not written", LF_STR("interaction", v->iid));
 }
 
 /* ---- talking to the user ---------------------------------------------------------- */
@@ -337,6 +460,23 @@ static void on_channel_sent(const struct drest_resp *r, void *arg)
     run_after_edit(v);
 }
 
+/* The final channel message carries a nonce Discord enforces: a message
+ * posted again (a delivery that was interrupted, then resumed after a
+ * restart) returns the first one instead of making a second. */
+static char *with_nonce(const struct video *v, const char *json)
+{
+    struct json_object *o = json_tokener_parse(json);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return NULL;
+    }
+    char nonce[ID_MAX + 2];
+    snprintf(nonce, sizeof(nonce), "v%s", v->iid); /* Discord: at most 25 characters */
+    json_object_object_add(o, "nonce", json_object_new_string(nonce));
+    json_object_object_add(o, "enforce_nonce", json_object_new_boolean(1));
+    return json_text(o);
+}
+
 /* Show json (and files) to the user: the deferred response while the token
  * lasts, else a channel message (created once, edited after; final results
  * are new messages so the mention notifies). next runs when Discord
@@ -373,7 +513,12 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
         rq.method = "POST";
     }
     rq.path = path;
-    if (drest_request(rest, &rq, on_channel_sent, v)) {
+    char *nonced = final ? with_nonce(v, json) : NULL;
+    if (nonced)
+        rq.json = nonced;
+    int rc = drest_request(rest, &rq, on_channel_sent, v);
+    mem_free(nonced);
+    if (rc) {
         run_after_edit(v);
         return;
     }
@@ -415,7 +560,8 @@ static char *message_json(struct video *v, const char *text, const char *filenam
 
 static void closed_after_tell(struct video *v)
 {
-    video_close(v);
+    v->told = 1;
+    final_maybe_close(v);
 }
 
 static void tell_final(struct video *v)
@@ -436,7 +582,7 @@ static void finish_failed(struct video *v, const char *error, const char *ko, co
     log_warn("video failed", LF_STR("interaction", v->iid), LF_STR("task", v->task_id), LF_STR("error", error));
     snprintf(v->note, sizeof(v->note), "%s", say(v, ko, en));
     v->failure = error;
-    mark_failed_row(v, error);
+    final_begin(v);
     if (v->charged || v->row) {
         ulimit_refund(core_redis(v->g->core), &v->lim);
         v->charged = 0;
@@ -460,23 +606,11 @@ static void finish_told(struct video *v, const char *ko, const char *en)
 
 /* ---- delivery ------------------------------------------------------------------------ */
 
-static void done_recorded(struct video *v, int status, const PGresult *res)
-{
-    (void)res;
-    (void)status;
-    video_close(v);
-}
-
 static void after_delivery(struct video *v)
 {
-    if (v->map) {
-        munmap(v->map, v->map_len);
-        v->map = NULL;
-    }
-    if (v->path[0]) {
-        unlink(v->path);
-        v->path[0] = 0;
-    }
+    remove_file(v);
+    v->stage = ST_FINISH;
+    marker_done(v);
     struct store *s = core_store(v->g->core);
     if (s && store_up(s)) {
         struct usage_rec u = {.user_id = v->user_id, .guild_id = v->guild_id[0] ? v->guild_id : NULL,
@@ -486,24 +620,19 @@ static void after_delivery(struct video *v)
     struct json_object *r = json_object_new_object();
     json_object_object_add(r, "file_bytes", json_object_new_int64(v->bytes));
     json_object_object_add(r, "in_channel", json_object_new_boolean(v->channel_mode));
-    char *result = json_text(r), id[24];
-    snprintf(id, sizeof(id), "%lld", v->row);
-    const char *p[] = {id, result};
+    mem_free(v->final_result);
+    v->final_result = json_text(r);
     log_info("video delivered", LF_STR("interaction", v->iid), LF_STR("task", v->task_id),
              LF_INT("bytes", v->bytes), LF_BOOL("in_channel", v->channel_mode));
-    if (vq(v,
-           "UPDATE jobs SET state = 'done', result = $2::jsonb, interaction_token = NULL, finished_at = now(), "
-           "updated_at = now() WHERE id = $1::bigint",
-           2, p, done_recorded))
-        video_close(v);
-    mem_free(result);
+    v->told = 1;
+    final_begin(v);
+    final_maybe_close(v);
 }
 
-static void deliver(struct video *v)
+static void deliver_now(struct video *v)
 {
-    v->stage = ST_DELIVER;
     char text[1500];
-    int attach = v->map != NULL;
+    int attach = v->have_file;
     if (attach)
         snprintf(text, sizeof(text), "%s\n> %.1000s", say(v, "🎬 영상이 완성되었습니다!", "🎬 Your video is ready!"),
                  v->prompt);
@@ -513,10 +642,76 @@ static void deliver(struct video *v)
                      "🎬 Your video is ready! It is too big to attach, so here is a link (valid 24 h):"),
                  v->download_url ? v->download_url : "", v->prompt);
     char *json = message_json(v, text, attach ? "video.mp4" : NULL);
-    v->file = (struct drest_file){.name = "video.mp4", .content_type = "video/mp4", .data = v->map,
-                                  .len = v->map_len};
+    /* streamed from the file as it is sent: nothing of it is read here */
+    v->file = (struct drest_file){.name = "video.mp4", .content_type = "video/mp4", .path = v->path};
     show(v, json, attach ? &v->file : NULL, attach ? 1 : 0, 1, after_delivery);
     mem_free(json);
+}
+
+static void deliver(struct video *v);
+
+static void deliver_retry(uv_timer_t *t)
+{
+    deliver(t->data);
+}
+
+/* Both "started" records answered: hand the video over if one holds. */
+static void mark_settled(struct video *v)
+{
+    if (v->mark_wait)
+        return;
+    if (!v->mark_ok) {
+        /* nothing durable would say the video went out: a crash now could
+         * deliver it twice, so wait until Redis or PostgreSQL takes it */
+        log_warn("video delivery waits: neither Redis nor PostgreSQL can record it", LF_STR("interaction", v->iid));
+        uv_timer_start(&v->timer, deliver_retry, RECORD_RETRY_MS, 0);
+        return;
+    }
+    deliver_now(v);
+}
+
+static void on_mark_started(struct rds *r, int status, const redisReply *rep, void *arg)
+{
+    (void)r;
+    struct video *v = arg;
+    if (!back(v))
+        return;
+    v->mark_wait--;
+    v->mark_ok += !status && !rds_reply_error(rep);
+    mark_settled(v);
+}
+
+static void on_row_started(struct video *v, int status, const PGresult *res)
+{
+    (void)res;
+    v->mark_wait--;
+    v->mark_ok += !status;
+    mark_settled(v);
+}
+
+/* Deliver: first record, in Redis and in the row, that the video is being
+ * handed to Discord, so a process that resumes the row after a crash knows
+ * it may already be there (see adopt). */
+static void deliver(struct video *v)
+{
+    v->stage = ST_DELIVER;
+    v->mark_ok = v->mark_wait = 0;
+    struct rds *r = core_redis(v->g->core);
+    char key[200], id[24];
+    marker_key(v, key, sizeof(key));
+    const char *av[] = {"SET", key, "started", "EX", MARK_TTL_S};
+    if (r && !rds_cmd(r, on_mark_started, v, 5, av, NULL)) {
+        v->waiting++;
+        v->mark_wait++;
+    }
+    snprintf(id, sizeof(id), "%lld", v->row);
+    const char *p[] = {id};
+    if (v->row && !vq(v,
+                      "UPDATE jobs SET result = jsonb_build_object('delivery', 'started'), updated_at = now() "
+                      "WHERE id = $1::bigint AND state NOT IN ('done', 'failed')",
+                      1, p, on_row_started))
+        v->mark_wait++;
+    mark_settled(v);
 }
 
 static void deliver_when_idle(struct video *v)
@@ -539,17 +734,7 @@ static void on_downloaded(const struct dl_result *r, void *arg)
         deliver_when_idle(v);
         return;
     }
-    int fd = open(v->path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd >= 0 && !fstat(fd, &st) && st.st_size > 0) {
-        v->map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (v->map == MAP_FAILED)
-            v->map = NULL;
-        else
-            v->map_len = (size_t)st.st_size;
-    }
-    if (fd >= 0)
-        close(fd);
+    v->have_file = r->len > 0;
     deliver_when_idle(v);
 }
 
@@ -823,6 +1008,67 @@ static void submit(struct video *v)
 
 /* ---- adopting a row -------------------------------------------------------------------- */
 
+static void check_marker(struct video *v);
+
+static void check_marker_retry(uv_timer_t *t)
+{
+    check_marker(t->data);
+}
+
+static void resume_polling(struct video *v)
+{
+    poll_later(v);
+    v->poll_ms = 0;
+    uv_timer_start(&v->timer, poll_now, 0, 0);
+}
+
+static void on_marker(struct rds *r, int status, const redisReply *rep, void *arg)
+{
+    (void)r;
+    struct video *v = arg;
+    if (!back(v))
+        return;
+    if (status || rds_reply_error(rep) || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+        /* the marker may say "done": resuming without it could deliver twice */
+        uv_timer_start(&v->timer, check_marker_retry, RECORD_RETRY_MS, 0);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "done")) {
+        /* delivered by an earlier life whose final row write was lost */
+        log_info("video already delivered; only the row is finished", LF_STR("interaction", v->iid));
+        v->stage = ST_FINISH;
+        v->told = 1;
+        mem_free(v->final_result);
+        v->final_result = mem_strdup("{\"recorded_after_restart\": true}");
+        final_begin(v);
+        final_maybe_close(v);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "started"))
+        v->redeliver = 1;
+    if (v->redeliver)
+        log_info("video delivery was interrupted; it is delivered again in place", LF_STR("interaction", v->iid));
+    resume_polling(v);
+}
+
+/* Before a resumed row is polled: was its video delivered already? */
+static void check_marker(struct video *v)
+{
+    struct rds *r = core_redis(v->g->core);
+    char key[200];
+    marker_key(v, key, sizeof(key));
+    const char *av[] = {"GET", key};
+    if (!r) {
+        resume_polling(v);
+        return;
+    }
+    if (rds_cmd(r, on_marker, v, 2, av, NULL)) {
+        uv_timer_start(&v->timer, check_marker_retry, RECORD_RETRY_MS, 0);
+        return;
+    }
+    v->waiting++;
+}
+
 /* A row this process did not start in this life: resume or reconcile. */
 static void adopt(struct video *v, const char *state)
 {
@@ -839,18 +1085,16 @@ static void adopt(struct video *v, const char *state)
     log_info("video resumed", LF_STR("interaction", v->iid), LF_STR("task", v->task_id), LF_STR("state", state));
     v->persisted_task = 1;
     release_job(v);
-    poll_later(v);
-    v->poll_ms = 0;
-    uv_timer_start(&v->timer, poll_now, 0, 0);
+    check_marker(v);
 }
 
 /* Fill v from a jobs row: id, idempotency_key, state, user_id, guild_id,
  * channel_id, application_id, interaction_token, token_expires_ms,
- * provider_task_id, request, created_ms. */
+ * provider_task_id, request, created_ms, result's delivery mark. */
 #define ROW_COLUMNS                                                                                          \
     "id, idempotency_key, state, user_id, coalesce(guild_id, ''), channel_id, application_id, "              \
     "interaction_token, (extract(epoch FROM token_expires_at) * 1000)::bigint, coalesce(provider_task_id, ''), " \
-    "request::text, (extract(epoch FROM created_at) * 1000)::bigint"
+    "request::text, (extract(epoch FROM created_at) * 1000)::bigint, coalesce(result->>'delivery', '')"
 
 static void from_row(struct video *v, const PGresult *res, int r, int col)
 {
@@ -865,6 +1109,7 @@ static void from_row(struct video *v, const PGresult *res, int r, int col)
     v->token_expires_ms = strtoll(PQgetvalue(res, r, col + 8), NULL, 10);
     snprintf(v->task_id, sizeof(v->task_id), "%s", PQgetvalue(res, r, col + 9));
     v->created_ms = strtoll(PQgetvalue(res, r, col + 11), NULL, 10);
+    v->redeliver = !strcmp(PQgetvalue(res, r, col + 12), "started");
     struct json_object *rq = json_tokener_parse(PQgetvalue(res, r, col + 10)), *n;
     const char *s;
     if ((s = jstr(rq, "prompt"))) {
@@ -1143,7 +1388,12 @@ static void vidjob_close(void *arg)
 
 static void vidjob_store_up(void *arg)
 {
-    scan(arg);
+    struct vidjob *g = arg;
+    /* final writes that failed while PostgreSQL was away go first */
+    for (struct video *v = g->active; v; v = v->next)
+        if (v->final == FINAL_PENDING && !v->final_inflight && !v->closing)
+            final_write(v);
+    scan(g);
 }
 
 static void vidjob_health(struct json_object *health, void *arg)

@@ -2,6 +2,8 @@
 MiniMax simulators, a real redis-server and PostgreSQL. The simulator's task
 clock is wall time, so a restarted instance finds its task further along."""
 
+import os
+
 import harness
 import minimaxclient
 import simclient
@@ -11,6 +13,7 @@ GUILD = "400000000000000001"
 CH_VID = "500000000000000005"
 USER = {"id": "600000000000000001", "username": "민수"}
 OTHER = {"id": "600000000000000002", "username": "지민"}
+SCALE = float(os.environ.get("BOT_TIMEOUT_SCALE") or 1.0)  # the runner's --timeout-scale, when given
 
 
 def setup(t, keys=None, steps=(300, 300, 300), **env_extra):
@@ -176,3 +179,110 @@ def test_video_key_rotation_on_rate_limit_and_balance(t):
     check(codes == ["0", "1002", "1008"], "each key tried once: %r" % codes)
     for k in ("mm-v-rate", "mm-v-broke", "mm-v-good"):
         check(k not in inst.logs(), "a key value in the log")
+
+
+# ---- delivery exactly once (PostgreSQL outage, kill -9) -------------------------------------------
+
+def uploads(sim, ix):
+    """Video files the bot uploaded for this interaction: every attachment id
+    seen in the original's edits, its followups and the channel's messages
+    (a new upload makes a new attachment id; a text edit keeps the old one)."""
+    st = sim.interaction_state(ix["id"])
+    ids = set()
+    for m in [st.get("original")] + st.get("followups", []):
+        for e in ((m or {}).get("edits") or []) + [m or {}]:
+            ids.update(a["id"] for a in e.get("attachments") or [])
+    for m in sim.channel_messages(CH_VID):
+        ids.update(a["id"] for a in m.get("attachments") or [])
+    return ids
+
+
+def retrieves(mm):
+    return [e for e in mm.log() if e.get("path", "").startswith("/v1/files/retrieve")]
+
+
+def deliver_with_pg_down(t):
+    """Start a video whose download is slowed (about 4 s) and stop PostgreSQL
+    while it downloads, so the delivery happens and the row cannot say so.
+    Returns once the user has the video."""
+    redis, sim, mm, inst = setup(t)
+    mm.config(video_bytes=256 * 1024, download_bps=64 * 1024)
+    ix = video(sim, "delivered exactly once")
+    wait_until(lambda: [e for e in mm.log() if e.get("path", "").startswith("/_files")], 30, "download started")
+    inst.pg.stop()
+    sim.wait_interaction(ix["id"], lambda i: i.get("original") and i["original"]["attachments"], timeout=60)
+    inst.wait_record(timeout=10, msg="video delivered")
+    return redis, sim, mm, inst, ix
+
+
+def check_delivered_once(sim, mm, inst, ix):
+    rows = wait_until(lambda: [r for r in jobs(inst) if r[1] == "done"], 60, "the row is done after the outage")
+    check(rows[0][0] == ix["id"], rows)
+    check(len(uploads(sim, ix)) == 1, "the video was uploaded once: %r" % uploads(sim, ix))
+    check(len(retrieves(mm)) == 1, "the file was retrieved once: %r" % retrieves(mm))
+    check(len(submits(mm)) == 1, "one submit")
+
+
+@harness.timeout(180)
+def test_pg_outage_at_delivery_delivers_once(t):
+    redis, sim, mm, inst, ix = deliver_with_pg_down(t)
+    inst.pg.start()
+    check_delivered_once(sim, mm, inst, ix)
+    check(inst.alive(), "still running")
+
+
+@harness.timeout(180)
+def test_kill9_after_delivery_with_pg_down_delivers_once(t):
+    redis, sim, mm, inst, ix = deliver_with_pg_down(t)
+    inst.kill()
+    inst.pg.start()
+    inst.start()
+    inst.wait_healthy(15)
+    wait_until(lambda: inst.health()[1]["postgres"]["ok"], 30, "postgres up")
+    check_delivered_once(sim, mm, inst, ix)
+
+
+# ---- the largest video: streamed from disk, the loop keeps its pace ---------------------------
+
+def rss_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+@harness.timeout(300)
+def test_largest_video_upload_keeps_the_loop_responsive(t):
+    """A VIDEO_MAX_MB (200 MiB) video is downloaded to VIDEO_DIR and
+    attached: the file goes to Discord straight from disk, so /health's
+    loop_lag_ms stays small all along and the instance does not grow by the
+    file's size."""
+    size = 200 * 1024 * 1024
+    redis, sim, mm, inst = setup(t)
+    sim.config(attachment_size_limit=size + 1024 * 1024, max_file_bytes=size + 1024 * 1024,
+               max_request_bytes=size + 2 * 1024 * 1024, keep_file_bytes=size + 1024 * 1024)
+    mm.config(video_bytes=size)
+    # an idle instance first: the start's own work has left the lag window
+    wait_until(lambda: inst.health()[1]["loop_lag_ms"] < 50, 20 * SCALE, "an idle loop")
+    rss0 = rss_kb(inst.pid, "VmRSS")
+    ix = video(sim, "the largest video there is")
+    lags = []
+
+    def attached():
+        lags.append(inst.health()[1]["loop_lag_ms"])
+        st = sim.interaction_state(ix["id"])
+        return st.get("original") and st["original"]["attachments"] and st
+
+    st = wait_until(attached, 240 * SCALE, "the video attached", interval=0.2)
+    lags.append(inst.health()[1]["loop_lag_ms"])
+    att = st["original"]["attachments"][0]
+    check(att["filename"] == "video.mp4" and att["size"] == size, att)
+    grown_mb = (rss_kb(inst.pid, "VmHWM") - rss0) // 1024
+    t.log("loop_lag_ms max %.1f over %d samples; peak RSS +%d MiB" % (max(lags), len(lags), grown_mb))
+    check(max(lags) < 250 * SCALE, "the loop stalled: loop_lag_ms %r" % sorted(lags)[-5:])
+    if t.variant != "asan":
+        check(grown_mb < 64, "the instance grew by %d MiB for a 200 MiB video" % grown_mb)
+    wait_until(lambda: [r for r in jobs(inst) if r[1] == "done"], 30 * SCALE, "the row is done")
+    check(len(uploads(sim, ix)) == 1, "uploaded once: %r" % uploads(sim, ix))
+    check(not [n for n in os.listdir(t.path("videos"))], "the file was removed after delivery")

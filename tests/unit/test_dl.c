@@ -6,6 +6,7 @@
  * end client and server are closed and the loop finishes, so the sanitizers
  * see any leak. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -24,8 +25,49 @@
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_sys.h"
+#include "ut_thttp.h"
 
 #define WAIT_MS 10000
+
+/* ---- a slow disk ----------------------------------------------------------------- */
+
+/* While slow_ms is set, every write to a download's temporary file (a
+ * ".part-" name) takes that much longer, whoever makes it: the loop thread
+ * (write) or libuv's thread pool (pwrite, which is pwrite64 here). A disk
+ * under load, or a network file system, looks like this. */
+static volatile int slow_ms;
+
+static void slow_down(int fd)
+{
+    if (!slow_ms)
+        return;
+    char link[64], target[700];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return;
+    target[n] = '\0';
+    if (strstr(target, ".part-"))
+        usleep((useconds_t)slow_ms * 1000);
+}
+
+ssize_t write(int fd, const void *p, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "write");
+    slow_down(fd);
+    return real(fd, p, n);
+}
+
+ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pwrite64");
+    slow_down(fd);
+    return real(fd, p, n, off);
+}
 #define FILE_URL "/files/a.bin?sig=SIGsecretQUERY" /* on the file server */
 
 struct got {
@@ -390,6 +432,86 @@ static void test_secrets_not_logged(void)
     utlog_stop(LOG_INFO);
 }
 
+/* ---- the disk is slow: writes leave the loop ------------------------------------------- */
+
+static struct utlag lag;
+
+static void stop_lag(const struct dl_result *r, void *arg)
+{
+    utlag_stop(&lag);
+    on_dl(r, arg);
+}
+
+/* Each write to the file takes 300 ms: the loop keeps its pace (the writes
+ * are libuv fs requests on its thread pool) and the file is whole. */
+static void test_slow_disk_does_not_stall_the_loop(void)
+{
+    size_t n = 256 * 1024 + 5;
+    unsigned char *body = pattern(n);
+    struct fx fx;
+    fx_init(&fx);
+    fx.f.cn = (struct utfake_canned){.body = body, .len = n};
+    double scale = ut_scale();
+    slow_ms = (int)(300 * scale);
+    utlag_start(&lag, &fx.f.loop, 5);
+    const char *url = utfake_url(&fx.f, FILE_URL);
+    struct dl_req rq = {.url = url, .max_bytes = 2 * n, .path = fx.path};
+    UT_EQ_INT(dl_get(fx.f.c, &rq, stop_lag, &fx, NULL), 0);
+    UTLOOP_WAIT_FOR(&fx.f.ul, fx.calls >= 1, (uint64_t)(60000 * scale));
+    slow_ms = 0;
+    fprintf(stderr, "slow disk: err %d, loop lag %.1f ms, ticks %lu\n", fx.g.err, lag.max_ms, lag.ticks);
+    UT_EQ_INT(fx.g.err, 0);
+    UT_EQ_INT(fx.g.len, n);
+    expect_file(&fx, body, n);
+    if (lag.max_ms > 150 * scale)
+        UT_FAIL("the loop stalled %.0f ms while the file was written", lag.max_ms);
+    fx_end(&fx);
+    mem_free(body);
+}
+
+/* A fast server and a slower disk: the transfer is paused while too much
+ * waits for the disk, so memory stays bounded whatever the size, and the
+ * bytes land in order. */
+static void test_back_pressure_bounds_memory(void)
+{
+    size_t n = (size_t)96 << 20;
+    struct utth src;
+    utth_source(&src, n);
+    struct fx fx;
+    fx_init(&fx);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v.mp4", src.port);
+    long rss0 = utmem_kb("VmRSS");
+    utmem_reset_peak();
+    slow_ms = 3;
+    struct dl_req rq = {.url = url, .max_bytes = (size_t)1 << 30, .path = fx.path, .timeout_ms = 120000};
+    UT_EQ_INT(dl_get(fx.f.c, &rq, on_dl, &fx, NULL), 0);
+    UTLOOP_WAIT_FOR(&fx.f.ul, fx.calls >= 1, (uint64_t)(60000 * ut_scale()));
+    slow_ms = 0;
+    long grown_mb = (utmem_kb("VmHWM") - rss0) / 1024;
+    utth_stop(&src);
+    fprintf(stderr, "back-pressure: err %d, peak RSS +%ld MiB\n", fx.g.err, grown_mb);
+    UT_EQ_INT(fx.g.err, 0);
+    UT_EQ_INT(fx.g.len, n);
+    int fd = open(fx.path, O_RDONLY);
+    UT_ASSERT(fd >= 0);
+    unsigned char *buf = mem_alloc(1 << 20);
+    size_t off = 0;
+    for (ssize_t r; (r = read(fd, buf, 1 << 20)) > 0; off += (size_t)r)
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] != utth_byte(off + (size_t)i))
+                UT_FAIL("byte %zu is wrong", off + (size_t)i);
+    close(fd);
+    mem_free(buf);
+    UT_EQ_INT(off, n);
+#ifndef __SANITIZE_ADDRESS__
+    /* (not under ASan: its quarantine keeps every freed block resident) */
+    if (grown_mb > 32)
+        UT_FAIL("the process grew by %ld MiB for a %zu MiB download", grown_mb, n >> 20);
+#endif
+    fx_end(&fx);
+}
+
 /* ---- sniffing ------------------------------------------------------------------------- */
 
 static void test_sniff_image(void)
@@ -434,6 +556,8 @@ static const struct ut_case cases[] = {
     UT_CASE(test_bad_args),
     UT_CASE(test_secrets_not_logged),
     UT_CASE(test_sniff_image),
+    UT_CASE(test_slow_disk_does_not_stall_the_loop),
+    UT_CASE(test_back_pressure_bounds_memory),
     {0},
 };
 

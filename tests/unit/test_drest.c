@@ -11,6 +11,7 @@
  * cleanly, so the sanitizers see any leak. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@
 #include "secret.h"
 #include "ut.h"
 #include "ut_sys.h"
+#include "ut_thttp.h"
 
 #define GUARD_MS 40000
 #define TOKEN "MTIzNDU2Nzg5.bot-SECRET-token_Zx9"
@@ -637,6 +639,79 @@ static void test_multipart_upload(void)
     UT_EQ_STR(p[2].ctype, "audio/ogg");
     UT_EQ_INT(p[2].len, sizeof bin - 1);
     UT_ASSERT(!memcmp(p[2].data, bin, sizeof bin - 1));
+    fx_free();
+}
+
+/* ---- a 200 MiB video ------------------------------------------------------------------- */
+
+#define BIG_MB 200 /* VIDEO_MAX_MB's default: the largest video the bot keeps */
+
+static struct utlag big_lag;
+
+static void big_done(struct got *g)
+{
+    (void)g;
+    utlag_stop(&big_lag);
+}
+
+/* A sparse file of BIG_MB MiB with three markers: at the start, in the
+ * middle and at the very end. */
+static void big_file(char *path, size_t n, const char *const *marks)
+{
+    snprintf(path, n, "%s/big_XXXXXX", utsys_tmp_dir());
+    int fd = mkstemp(path);
+    UT_ASSERT(fd >= 0);
+    off_t size = (off_t)BIG_MB << 20;
+    UT_EQ_INT(ftruncate(fd, size), 0);
+    off_t at[3] = {0, size / 2, size - UTTH_MARKER_LEN};
+    for (int i = 0; i < 3; i++)
+        UT_EQ_INT(pwrite(fd, marks[i], UTTH_MARKER_LEN, at[i]), UTTH_MARKER_LEN);
+    close(fd);
+}
+
+/* The video's upload (PATCH of the deferred response, payload_json and
+ * the file) streams the file from disk: the loop keeps its pace and the
+ * process does not grow by the file's size. */
+static void test_upload_200mib_file_streams(void)
+{
+    static const char *const marks[3] = {"<<first-marker>>", "<<middle-mark>>>", "<<the-last-one>>"};
+    char path[600];
+    big_file(path, sizeof path, marks);
+    struct utth sink;
+    utth_sink(&sink, marks, 3);
+    fx_init("big");
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/api/v10", sink.port);
+    /* default limits: a file sent from disk is not held in memory */
+    struct drest *d = fx_drest((struct drest_opts){.api_base = base, .cluster_size = 1});
+    size_t size = (size_t)BIG_MB << 20;
+    long rss0 = utmem_kb("VmRSS");
+    utmem_reset_peak();
+    utlag_start(&big_lag, &F.loop, 5);
+    uv_update_time(&F.loop);
+    struct drest_file file = {.name = "video.mp4", .content_type = "video/mp4", .path = path};
+    struct got g = {.then = big_done};
+    struct drest_req rq = {.method = "PATCH", .path = "/webhooks/1/tok/messages/@original",
+                           .json = "{\"content\":\"ready\",\"attachments\":[{\"id\":0,\"filename\":\"video.mp4\"}]}",
+                           .files = &file, .nfiles = 1, .timeout_ms = 120000};
+    send_rq(d, &rq, &g);
+    fx_run();
+    long grown_mb = (utmem_kb("VmHWM") - rss0) / 1024;
+    utth_stop(&sink);
+    unlink(path);
+    fprintf(stderr, "upload: err %d, lag %.1f ms, peak RSS +%ld MiB, body %zu\n", g.err, big_lag.max_ms, grown_mb,
+            sink.body_len);
+    UT_EQ_INT(g.err, 0);
+    UT_EQ_INT(sink.requests, 1);
+    UT_EQ_INT(sink.found, 3);
+    UT_ASSERT(sink.body_len > size && sink.body_len < size + 4096);
+    UT_CONTAINS(sink.head, "name=\"payload_json\"");
+    UT_CONTAINS(sink.head, "name=\"files[0]\"; filename=\"video.mp4\"");
+    UT_ASSERT(!strncmp(sink.ctype, "multipart/form-data; boundary=", 30));
+    if (grown_mb > 48)
+        UT_FAIL("the process grew by %ld MiB for a %d MiB upload", grown_mb, BIG_MB);
+    if (big_lag.max_ms > 200 * ut_scale()) /* before streaming: seconds */
+        UT_FAIL("the loop stalled %.0f ms during the upload", big_lag.max_ms);
     fx_free();
 }
 
@@ -1374,6 +1449,7 @@ static void test_tokens_never_logged(void)
 static const struct ut_case cases[] = {
     UT_CASE(test_headers_and_auth),
     UT_CASE(test_multipart_upload),
+    UT_CASE(test_upload_200mib_file_streams),
     UT_CASE(test_burst_one_channel_never_exhausted),
     UT_CASE(test_burst_stats),
     UT_CASE(test_two_channels_independent),

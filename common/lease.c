@@ -45,6 +45,7 @@ struct lease {
     int running, held, busy, closing, timer_closed;
     uint64_t last_ok_ms;      /* last successful acquire/renew */
     uint64_t hold_off_until;  /* a candidate waits until then after Redis returned */
+    uint64_t last_down_ms;    /* last time Redis was seen unreachable */
     int was_down;             /* Redis was unreachable at the last tick */
     char token[160];
     char holder[160];
@@ -121,7 +122,10 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
             return;
         }
         set_held(l, 0); /* someone else has it: stop at once */
+        return;
     }
+    if (status)
+        l->last_down_ms = uv_now(l->loop); /* the connection dropped under the renewal */
     /* transport errors: the timer decides when silence means loss */
 }
 
@@ -129,22 +133,26 @@ static void tick(struct lease *l)
 {
     char ttl[16];
     snprintf(ttl, sizeof(ttl), "%d", l->ttl_ms);
-    uint64_t silent = l->held ? uv_now(l->loop) - l->last_ok_ms : 0;
-    if (l->held && rds_up(l->redis) && silent > (uint64_t)(l->ttl_ms * 2 / 3)) {
+    uint64_t now = uv_now(l->loop);
+    int up = rds_up(l->redis);
+    if (!up)
+        l->last_down_ms = now;
+    /* Redis just came back: a holder that kept holding through the outage
+     * renews at once and sets its key again; candidates give it one ttl to
+     * do so, so the session does not move for nothing. */
+    if (up && l->was_down)
+        l->hold_off_until = now + (uint64_t)l->ttl_ms;
+    l->was_down = !up;
+    /* Silence counts only while Redis could have answered. */
+    uint64_t since = l->last_ok_ms > l->last_down_ms ? l->last_ok_ms : l->last_down_ms;
+    if (l->held && up && now - since > (uint64_t)(l->ttl_ms * 2 / 3)) {
         /* Redis answers others but our renewals did not go through for
          * most of the ttl: another candidate may take it soon, so stop
          * acting as holder before that can happen. */
         set_held(l, 0);
-    } else if (l->held && silent > UNREACHABLE_GRACE_MS) {
+    } else if (l->held && now - l->last_ok_ms > UNREACHABLE_GRACE_MS) {
         set_held(l, 0);
     }
-    /* Redis just came back: a holder that kept holding through the outage
-     * renews at once and sets its key again; candidates give it one ttl to
-     * do so, so the session does not move for nothing. */
-    int up = rds_up(l->redis);
-    if (up && l->was_down)
-        l->hold_off_until = uv_now(l->loop) + (uint64_t)l->ttl_ms;
-    l->was_down = !up;
     if (l->busy)
         return;
     if (!l->held && l->running && uv_now(l->loop) < l->hold_off_until)

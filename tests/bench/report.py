@@ -161,9 +161,11 @@ def rows(res):
                     fmt_range(o, "%", 100.0, 1), fmt_range(d, "%", 100.0, 1) + " (discord.js)", ratio_range(o, d),
                     ""))
     for r in res.get("chats", []):
-        out.append(("%s concurrent streamed chats (%g s streams): correct / acked on time / peak in flight"
-                    % (fmt_num(r["n"]), r["stream_s"]),
-                    " / ".join(fmt_num(r.get(k)) for k in ("correct", "acked_on_time", "peak_inflight")),
+        out.append(("%s concurrent streamed chats (%g s streams): correct within %s s / acked on time / "
+                    "peak jobs in flight / peak streams at the provider"
+                    % (fmt_num(r["n"]), r["stream_s"], fmt_num(r.get("waited_s"))),
+                    " / ".join(fmt_num(r.get(k)) for k in ("correct", "acked_on_time", "peak_inflight",
+                                                           "provider_streams_peak")),
                     "", "", ""))
         out.append(("%s concurrent chats: peak RSS of the chat instance" % fmt_num(r["n"]),
                     fmt_range([r.get("peak_rss_kb"), r.get("hwm_kb")], "MB", 1 / 1024.0), "", "",

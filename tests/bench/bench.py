@@ -686,7 +686,11 @@ def parse_args(argv):
     ap.add_argument("--djs-dir", default=os.environ.get("BENCH_DJS_DIR") or os.path.join(ROOT, "build", "bench", "djs"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""), help="a remark stored with the results")
+    ap.add_argument("--report-only", metavar="JSON",
+                    help="measure nothing: write the table and plots again from a results file")
     a = ap.parse_args(argv)
+    if a.report_only:
+        return a
     q = a.quick
     a.runs = a.runs or (1 if q else 3)
     a.events = a.events or (5000 if q else 100000)
@@ -741,6 +745,13 @@ def versions(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        with open(args.report_only) as f:
+            res = json.load(f)
+        for p in report.write_all(res, os.path.dirname(os.path.abspath(args.report_only))):
+            log("wrote %s" % p)
+        print(report.markdown(res))
+        return 0
     res = {"started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "versions": versions(args), "quick": args.quick, "note": args.note,
            "config": {k: v for k, v in vars(args).items() if k not in ("out", "djs_dir")}}

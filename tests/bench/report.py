@@ -134,6 +134,11 @@ def rows(res):
                     fmt_range([_get(r, "cpu_s", "node") for r in rt.get("djs", [])], "s") + " (node)",
                     ratio_range([_get(r, "cpu_s", "holder") for r in rt["ours"]],
                                 [_get(r, "cpu_s", "node") for r in rt.get("djs", [])]), ""))
+        ours_eff = [r["count"] / (_get(r, "cpu_s", "holder") + _get(r, "cpu_s", "redis")) for r in rt["ours"]
+                    if (_get(r, "cpu_s", "holder") or 0) + (_get(r, "cpu_s", "redis") or 0) > 0]
+        djs_eff = [r["count"] / _get(r, "cpu_s", "node") for r in rt.get("djs", []) if _get(r, "cpu_s", "node")]
+        out.append(("events per CPU second: holder + Redis / node (less sensitive to a busy machine)",
+                    fmt_range(ours_eff), fmt_range(djs_eff) + " (discord.js)", ratio_range(ours_eff, djs_eff), ""))
         out.append(("RSS after the burst (holder / discord.js)",
                     fmt_range([r.get("rss_after_kb") for r in rt["ours"]], "MB", 1 / 1024.0),
                     fmt_range([r.get("rss_after_kb") for r in rt.get("djs", [])], "MB", 1 / 1024.0) + " (discord.js)",
@@ -269,12 +274,14 @@ def plot_specs(res):
         if series:
             specs.append(("events_rate", "MESSAGE_CREATE flood: events/s over time", "s since the flood began",
                           "events/s", ["set yrange [0:*]"], series))
-    pts = []
+    series = []
     for r in res.get("chats", []):
-        pts += [(s[1], s[2] / 1024.0) for s in r.get("samples", []) if s[1] is not None and s[2]]
-    if pts:
-        specs.append(("rss_chats", "Chat instance RSS vs streamed chats in flight", "chats in flight", "RSS, MB",
-                      ["set key left top"], [("chat-instance", sorted(pts), "points pt 7 ps 0.5")]))
+        pts = [(s[1], s[2] / 1024.0) for s in r.get("samples", []) if s[1] is not None and s[2]]
+        if pts:
+            series.append(("%s chats sent" % fmt_num(r["n"]), pts, "linespoints pt 7 ps 0.5"))
+    if series:
+        specs.append(("rss_chats", "Chat instance RSS vs chats in flight (sampled every 0.5 s)", "chats in flight",
+                      "RSS, MB", ["set yrange [0:*]"], series))
     return specs
 
 

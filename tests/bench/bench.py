@@ -41,7 +41,7 @@ import openaiclient  # noqa: E402
 import report  # noqa: E402
 import simclient  # noqa: E402
 
-ALL = ("idle", "routing", "ack", "chats", "failover", "holder")
+ALL = report.ALL_BENCHES
 GUILD = "400000000000000001"
 CHAT_CHAN = "500000000000000001"    # named ai-지원: a chat channel (CHAT_CHANNELS default)
 OTHER_CHAN = "500000000000000002"   # named general: no role wants its messages
@@ -536,13 +536,14 @@ def chats_run(c, n):
     th.join()
     correct = n_correct(its)
     stats = c.ai.stats()
+    hwm = status_kb(chat.pid, "VmHWM")
     fresh_chat(c)  # leave no jobs running into the next measurement
     acked_on_time = sum(1 for it in its.values() if it.get("acked") and it["acked"]["after_ms"] <= 3000)
     peak = max((x[1] or 0) for x in samples) if samples else 0
     return {"n": n, "sent": sum(1 for i in s.ids if i), "sim_send_rate": round(s.achieved, 1),
             "correct": correct, "acked_on_time": acked_on_time, "peak_inflight": peak,
             "rss_before_kb": rss0, "peak_rss_kb": max((x[2] or 0) for x in samples) if samples else None,
-            "hwm_kb": status_kb(chat.pid, "VmHWM"), "samples": samples,
+            "hwm_kb": hwm, "samples": samples,
             "stream_s": c.args.chats_stream_s, "openai_stats": stats,
             "provider_streams_peak": stats.get("max_concurrent_streams"),
             "waited_s": round(max(3 * c.args.chats_stream_s, 60), 1)}

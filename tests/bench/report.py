@@ -25,6 +25,9 @@ BUDGET = {
 }
 
 
+ALL_BENCHES = ("idle", "routing", "ack", "chats", "failover", "holder")
+
+
 def parse_redis_benchmark_csv(text):
     """Requests per second from `redis-benchmark --csv` output (the last
     data row; the header row, when there is one, is skipped). None if
@@ -174,7 +177,8 @@ def rows(res):
                     "", "", ""))
         out.append(("%s concurrent chats: peak RSS of the chat instance" % fmt_num(r["n"]),
                     fmt_range([r.get("peak_rss_kb"), r.get("hwm_kb")], "MB", 1 / 1024.0), "", "",
-                    budget_ratio([r.get("hwm_kb")], BUDGET["chats_rss_kb"], False) if r["n"] >= 10000 else ""))
+                    budget_ratio([max(_nums([r.get("peak_rss_kb"), r.get("hwm_kb")]) or [None])],
+                                 BUDGET["chats_rss_kb"], False) if r["n"] >= 10000 else ""))
     fo = res.get("failover")
     if fo:
         ok = _nums(fo["times_s"])
@@ -265,14 +269,17 @@ def plot_specs(res):
     rt = res.get("routing")
     if rt:
         series = []
-        for key, label in (("ours", "ours, routed (chat channel)"), ("ours_discard", "ours, parse and discard"),
-                           ("djs", "discord.js, counted")):
+        for key, label, color in (("ours", "ours, routed (chat channel)", "#1f5fbf"),
+                                  ("ours_discard", "ours, parse and discard", "#2e9e3e"),
+                                  ("djs", "discord.js, counted", "#d03020")):
             for i, r in enumerate(rt.get(key, [])):
-                pts = rate_series(r.get("series") or [], 0.1 if key != "djs" else 0.0)
+                pts = rate_series(r.get("series") or [], 0.25)
                 if pts:
-                    series.append(("%s #%d" % (label, i + 1), pts, "lines"))
+                    series.append(("%s #%d" % (label, i + 1), pts,
+                                   "lines lw 1.5 lc rgb '%s' dt %d" % (color, i % 5 + 1)))
         if series:
-            specs.append(("events_rate", "MESSAGE_CREATE flood: events/s over time", "s since the flood began",
+            specs.append(("events_rate", "MESSAGE_CREATE flood: events/s over time (0.25 s steps)",
+                          "s since the flood began",
                           "events/s", ["set yrange [0:*]"], series))
     series = []
     for r in res.get("chats", []):
@@ -323,7 +330,14 @@ def write_plots(res, outdir, stem):
 def stem_of(res):
     date = (res.get("started_at") or "0000-00-00")[:10]
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", str(res.get("machine", {}).get("host") or "host"))
-    return "%s-%s" % (date, host)
+    stem = "%s-%s" % (date, host)
+    # a smoke run or a subset never overwrites the day's full run
+    picked = (res.get("config") or {}).get("bench")
+    if picked and set(picked) != set(ALL_BENCHES):
+        stem += "-" + "-".join(b for b in ALL_BENCHES if b in picked)
+    if res.get("quick"):
+        stem += "-quick"
+    return stem
 
 
 def write_all(res, outdir):

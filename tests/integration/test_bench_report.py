@@ -79,4 +79,6 @@ def test_bench_report(t):
             check("![events_rate](%s-events_rate.png)" % stem in f.read(), "the table links its plots")
     else:
         t.log("gnuplot not installed: PNGs not checked")
+    res["quick"], res["config"]["bench"] = True, ["routing", "ack"]
+    check(report.stem_of(res) == stem + "-routing-ack-quick", report.stem_of(res))
     check(sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in paths), "no data files left behind")

@@ -648,6 +648,13 @@ def bench_holder(c, res):
     its = interactions_by_id(c, ix_ids)
     ix_acked = sum(1 for it in its.values() if it.get("acked") and it["acked"]["after_ms"] <= 3000)
     ix_routed = sum(1 for i in ix_ids if i in ablob)
+    # when the lost ones were created, relative to the kill: the gap shows
+    # how long the cluster had no holder able to acknowledge
+    lost_at = sorted(round(its[i]["created_at"] - killed_at, 2) for i in ix_ids if i in its
+                     and not (its[i].get("acked") and its[i]["acked"]["after_ms"] <= 3000 and i in ablob))
+    gw = c.sim.gateway()
+    resumed = [round(x["at"] - killed_at, 2) for x in gw.get("identify_log", []) if x.get("at", 0) > killed_at] \
+        if isinstance(gw.get("identify_log"), list) else []
     holders = [s for s in c.sim.gateway()["sessions"] if s["state"] == "active"]
     c.holder.start()  # back as a candidate; chat holds the gateway now
     c.holder.wait_healthy(30)
@@ -655,9 +662,15 @@ def bench_holder(c, res):
                      "messages_duplicated": dup, "interactions_sent": len(ix_ids), "interactions_acked_on_time": ix_acked,
                      "interactions_routed": ix_routed, "interactions_lost": len(ix_ids) - min(ix_acked, ix_routed),
                      "send_errors": errors[0], "killed_at": killed_at,
+                     "lost_interactions_created_s_after_kill": lost_at,
+                     "connections_after_kill_s": [round(x["opened_at"] - killed_at, 2) for x in gw["connections"]
+                                                  if x.get("opened_at", 0) > killed_at],
+                     "identifies_after_kill_s": resumed,
                      "resumes": c.sim.stats().get("resumes"), "sessions_active": len(holders)}
-    log("holder kill: %d/%d messages routed (%d duplicated), %d/%d interactions acked on time, %d routed"
-        % (routed, len(msg_ids), dup, ix_acked, len(ix_ids), ix_routed))
+    log("holder kill: %d/%d messages routed (%d duplicated), %d/%d interactions acked on time, %d routed; "
+        "new gateway connection %s s after the kill; lost ones created at %s s"
+        % (routed, len(msg_ids), dup, ix_acked, len(ix_ids), ix_routed,
+           res["holder"]["connections_after_kill_s"], lost_at[:3] + (["..."] if len(lost_at) > 3 else []) + lost_at[-1:]))
 
 
 # --------------------------------------------------------------------------

@@ -109,9 +109,17 @@ ci:
 	$(MAKE) -j2 VARIANT=asan all
 	$(MAKE) test-asan
 
-# Figures, not pass/fail: printed with their ratio to the budget.
-bench: all
-	$(PYTHON) tests/bench/bench_ops.py
+# Figures, not pass/fail: printed with their ratio to the budget and to a
+# discord.js bot in the same run; results in bench/results/ (bench/README.md).
+#   make bench BENCH=routing,ack   only those measurements
+#   make bench QUICK=1             a smoke run (small counts, one run each)
+#   make bench BENCH_ARGS='--kills 5 --chats 1000'
+BENCH ?=
+QUICK ?=
+BENCH_ARGS ?=
+bench: bins
+	tests/bench/setup.sh
+	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--bench $(BENCH)) $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 chaos: all ; rm -rf build/chaos; CHAOS_REPORT_DIR=$(CURDIR)/build/chaos $(PYTHON) tests/run.py -v --variant $(VARIANT) --integration-dir tests/chaos -k chaos; st=$$?; $(PYTHON) tests/chaos/summary.py build/chaos; exit $$st
 

@@ -537,6 +537,36 @@ def test_faults_raw_frames_and_flood(t):
 
 
 @harness.timeout(60)
+def test_flood_and_interaction_to_one_session(t):
+    """What make bench needs: two bots on one simulator, each flooded and
+    sent interactions on its own; the flood says how long it waited on the
+    reader and when it began writing."""
+    sim = start(t)
+    a, da = sim.identify()
+    b, db = sim.identify()
+    a.drain(0.1)
+    b.drain(0.1)
+    before = time.time()
+    res = sim.gw("flood", count=50, channel_id=CHAN, guild_id=GUILD, session_id=db["session_id"])
+    check(res["sessions"] == [db["session_id"]], res)
+    check(res["drain_wait_s"] >= 0 and res["drain_wait_s"] <= res["write_s"] + 0.001, res)
+    check(before - 1 <= res["write_started_at"] <= time.time() + 1, res)
+    got = [b.recv(10) for _ in range(50)]
+    check(all(m["t"] == "MESSAGE_CREATE" for m in got), got[0])
+    check(a.drain(0.3) == [], "the other session got none of the flood")
+    r = sim.interaction(guild_id=GUILD, channel_id=CHAN, name="ping", session_id=da["session_id"])
+    check(r["sessions"] == [da["session_id"]], r)
+    check(a.recv_until(lambda m: m.get("t") == "INTERACTION_CREATE")["d"]["id"] == r["id"], "a got it")
+    check(b.drain(0.3) == [], "b got no interaction")
+    try:
+        sim.interaction(guild_id=GUILD, channel_id=CHAN, name="ping", session_id="no-such-session")
+        check(False, "an unknown session_id is refused")
+    except simclient.SimError as e:
+        check("no active session" in str(e), str(e))
+    no_sim_bugs(sim)
+
+
+@harness.timeout(60)
 def test_message_content_intent_and_control_errors(t):
     sim = start(t)
     gw, _ = sim.identify(intents=(1 << 0) | (1 << 9))

@@ -2364,7 +2364,13 @@ class Control:
         it = sim.create_interaction(body)
         out = {"id": it.id, "token": it.token, "application_id": sim.app_id,
                "channel_id": it.payload["channel_id"], "payload": it.payload}
-        if deliver == "gateway":
+        if deliver == "gateway" and body.get("session_id"):
+            s = sim.sessions.get(str(body["session_id"]))
+            if s is None or s.state != "active":
+                raise BadControl("no active session %s" % body["session_id"])
+            sim.dispatch_to(s, "INTERACTION_CREATE", it.payload)
+            out["sessions"] = [s.id]
+        elif deliver == "gateway":
             out["sessions"] = sim.dispatch("INTERACTION_CREATE", it.payload, guild_id=it.payload.get("guild_id"))
         else:
             out["http"] = await self.deliver_http(it, body["http_url"], body.get("forge", "none"),
@@ -2654,10 +2660,11 @@ class Control:
             template["guild_id"] = gid
             template["member"] = {"roles": [], "joined_at": iso_now(sim.started_at), "deaf": False,
                                   "mute": False, "flags": 0, "pending": False}
+        only = str(body["session_id"]) if body.get("session_id") else None
         plans = []
         for s in sim.active_sessions():
             c = s.conn
-            if c is None or c.closed or not sim.in_shard(s, gid):
+            if c is None or c.closed or not sim.in_shard(s, gid) or (only and s.id != only):
                 continue
             view = sim.intent_view(s, "MESSAGE_CREATE", template, gid)
             if view is None:
@@ -2681,7 +2688,8 @@ class Control:
             c.messages_sent += len(ids)
             plans.append((s, c, out))
         t1 = time.perf_counter()
-        nbytes = 0
+        write_started_at = time.time()
+        nbytes, waited = 0, 0.0
         try:
             for s, c, out in plans:
                 for piece in out:
@@ -2690,7 +2698,9 @@ class Control:
                     c.writer.write(piece)
                     c.bytes_sent += len(piece)
                     nbytes += len(piece)
+                    tw = time.perf_counter()
                     await c.writer.drain()
+                    waited += time.perf_counter() - tw
         except (ConnectionError, OSError):
             pass
         finally:
@@ -2699,7 +2709,8 @@ class Control:
         t2 = time.perf_counter()
         sim.stats_gw["flood_events"] += count * len(plans)
         return {"count": count, "sessions": [s.id for s, _c, _o in plans], "bytes": nbytes,
-                "build_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4), "first_id": ids[0] if ids else None,
+                "build_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4), "drain_wait_s": round(waited, 4),
+                "write_started_at": write_started_at, "first_id": ids[0] if ids else None,
                 "last_id": ids[-1] if ids else None}
 
     # -- observation

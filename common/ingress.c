@@ -24,7 +24,7 @@
 #define BATCH_EVENTS 1024
 #define BATCH_BYTES ((size_t)8 << 20)
 #define QUEUE_BYTES ((size_t)64 << 20)
-#define INFLIGHT_MAX 4
+#define INFLIGHT_MAX 2 /* batches on the wire: one running in Redis, one on its way */
 #define UNSTORED_MAX 1024    /* acknowledged interactions dropped unstored, remembered */
 #define HTTP_QUEUE_MAX 10000 /* POST /interactions jobs held while Redis is away */
 /* Discord allows 3 s to acknowledge: an answer after that is useless, and
@@ -811,8 +811,13 @@ static void pump(struct ingress *in)
         next = b->next;
         if (b->state == B_SENT)
             continue;
-        if (b->state == B_OPEN || b->acks_pending)
+        if (b->acks_pending)
             break;
+        /* The open batch goes only when the pipe has room: while it is
+         * full, events keep joining it, so a burst makes few big batches
+         * rather than many small ones each waiting for a round trip. */
+        if (b->state == B_OPEN)
+            batch_seal(in);
         if (batch_send(in, b)) {
             if (!in->broken && !in->closing)
                 uv_timer_start(&in->retry, on_retry_timer, 100, 100);
@@ -907,11 +912,11 @@ static struct batch *batch_add(struct ingress *in, int64_t seq, const char *stre
     return b;
 }
 
-/* Sealed once per loop iteration, after all network input was read. */
+/* Once per loop iteration, after all network input was read: what may go
+ * goes (the open batch too, when the pipe has room). */
 static void on_flush(uv_check_t *h)
 {
     struct ingress *in = h->data;
-    batch_seal(in);
     pump(in);
     http_pump(in);
     if (!in->token && !in->hj_head)

@@ -967,22 +967,12 @@ static void log_bad_message(struct gw *g, const char *what, size_t len)
                  LF_INT("suppressed", dropped), LF_INT("shard", g->shard_id));
 }
 
-static void op_dispatch(struct gw *g, struct json_object *o, struct json_object *d,
-                        const char *raw, size_t len)
+static void op_dispatch(struct gw *g, const struct gw__frame *f, const char *raw, size_t len)
 {
-    struct json_object *t, *s;
-    if (!json_object_object_get_ex(o, "t", &t) || !json_object_is_type(t, json_type_string)) {
-        log_bad_message(g, "dispatch without a type", len);
-        return;
-    }
-    int has_s = json_object_object_get_ex(o, "s", &s) && s;
-    if (has_s && (!json_object_is_type(s, json_type_int) || json_object_get_int64(s) <= 0)) {
-        log_bad_message(g, "dispatch with an invalid sequence", len);
-        return;
-    }
+    struct json_object *d = f->d;
     /* Discord numbers every dispatch; one without a number is delivered
      * under the current one (routing then treats it as already seen). */
-    int64_t seq = has_s ? json_object_get_int64(s) : g->sess.seq;
+    int64_t seq = f->has_seq ? f->seq : g->sess.seq;
     if (g->sess.seq > 0 && seq > g->sess.seq + 1) {
         /* Sequences grow by one. A jump means events were lost on the way
          * (or the peer is confused): do not trust it, resume from the last
@@ -994,7 +984,7 @@ static void op_dispatch(struct gw *g, struct json_object *o, struct json_object 
     }
     if (seq > g->sess.seq)
         g->sess.seq = seq; /* an older one is a replay overlap: routing skips it */
-    const char *type = json_object_get_string(t);
+    const char *type = f->type;
     if (g->phase == GW_IDENTIFY && !strcmp(type, "READY"))
         on_ready(g, d);
     else if (g->phase == GW_RESUME && !strcmp(type, "RESUMED"))
@@ -1023,13 +1013,12 @@ static void op_heartbeat_ack(struct gw *g)
         g->latency_ms = (double)(uv_hrtime() - g->hb_sent_ns) / 1e6;
 }
 
-static void handle_op(struct gw *g, int op, struct json_object *o, struct json_object *d,
-                      const char *raw, size_t len)
+static void handle_op(struct gw *g, const struct gw__frame *f, const char *raw, size_t len)
 {
     unsigned dropped;
-    switch (op) {
+    switch (f->op) {
     case 0:
-        op_dispatch(g, o, d, raw, len);
+        op_dispatch(g, f, raw, len);
         break;
     case 1: /* the server wants a beat now; the timer keeps its rhythm */
         g->hb_due = 1;
@@ -1040,52 +1029,81 @@ static void handle_op(struct gw *g, int op, struct json_object *o, struct json_o
         conn_end_by_us(g, GW_NEXT_RESUME, GW_DELAY_NOW, 4000);
         break;
     case 9:
-        op_invalid_session(g, d);
+        op_invalid_session(g, f->d);
         break;
     case 10:
-        op_hello(g, d);
+        op_hello(g, f->d);
         break;
     case 11:
         op_heartbeat_ack(g);
         break;
     default:
         if (loglimit_ok(g, &g->ll_op, &dropped))
-            log_warn("gateway sent an unknown opcode; ignored", LF_INT("op", op),
+            log_warn("gateway sent an unknown opcode; ignored", LF_INT("op", f->op),
                      LF_INT("suppressed", dropped), LF_INT("shard", g->shard_id));
     }
+}
+
+int gw__decode(struct json_tokener *tok, const char *msg, size_t len, struct gw__frame *f, const char **why)
+{
+    struct json_object *op, *t, *s = NULL;
+    memset(f, 0, sizeof(*f));
+    *why = NULL;
+    if (len > (size_t)INT32_MAX) {
+        *why = "message too big";
+        return -EINVAL;
+    }
+    json_tokener_reset(tok);
+    struct json_object *o = json_tokener_parse_ex(tok, msg, (int)len);
+    if (!o) {
+        enum json_tokener_error e = json_tokener_get_error(tok);
+        *why = e == json_tokener_continue ? "incomplete JSON" : json_tokener_error_desc(e);
+        return -EINVAL;
+    }
+    for (size_t i = json_tokener_get_parse_end(tok); i < len && !*why; i++)
+        if (!strchr(" \t\r\n", msg[i]) || !msg[i])
+            *why = "data after the JSON value";
+    if (!*why && (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "op", &op) ||
+                  !json_object_is_type(op, json_type_int)))
+        *why = "no op";
+    if (*why) {
+        json_object_put(o);
+        return -EINVAL;
+    }
+    f->root = o;
+    f->op = json_object_get_int(op);
+    json_object_object_get_ex(o, "d", &f->d);
+    if (f->d && json_object_is_type(f->d, json_type_null))
+        f->d = NULL;
+    if (f->op != 0)
+        return 0;
+    if (!json_object_object_get_ex(o, "t", &t) || !json_object_is_type(t, json_type_string))
+        *why = "dispatch without a type";
+    else if (json_object_object_get_ex(o, "s", &s) && s &&
+             (!json_object_is_type(s, json_type_int) || json_object_get_int64(s) <= 0))
+        *why = "dispatch with an invalid sequence";
+    if (*why) {
+        json_object_put(o);
+        memset(f, 0, sizeof(*f));
+        return -EINVAL;
+    }
+    f->type = json_object_get_string(t);
+    f->has_seq = s != NULL;
+    f->seq = s ? json_object_get_int64(s) : 0;
+    return 0;
 }
 
 /* One complete message: parsed once, handed on, freed. */
 static void handle_message(struct gw *g, const char *msg, size_t len)
 {
-    json_tokener_reset(g->tok);
-    struct json_object *o = json_tokener_parse_ex(g->tok, msg, (int)len);
-    struct json_object *op, *d = NULL;
-    if (!o) {
-        enum json_tokener_error e = json_tokener_get_error(g->tok);
-        log_bad_message(g, e == json_tokener_continue ? "incomplete JSON"
-                                                      : json_tokener_error_desc(e),
-                        len);
+    struct gw__frame f;
+    const char *why;
+    if (gw__decode(g->tok, msg, len, &f, &why)) {
+        log_bad_message(g, why, len);
         return;
     }
-    for (size_t i = json_tokener_get_parse_end(g->tok); i < len; i++) {
-        if (!strchr(" \t\r\n", msg[i]) || !msg[i]) {
-            log_bad_message(g, "data after the JSON value", len);
-            json_object_put(o);
-            return;
-        }
-    }
-    if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "op", &op) ||
-        !json_object_is_type(op, json_type_int)) {
-        log_bad_message(g, "no op", len);
-        json_object_put(o);
-        return;
-    }
-    json_object_object_get_ex(o, "d", &d);
-    if (d && json_object_is_type(d, json_type_null))
-        d = NULL;
-    handle_op(g, json_object_get_int(op), o, d, msg, len);
-    json_object_put(o);
+    handle_op(g, &f, msg, len);
+    json_object_put(f.root);
 }
 
 /* ---- lws callbacks ------------------------------------------------------------- */

@@ -155,4 +155,25 @@ void gw_stop(struct gw *g);
  * after this returns. */
 void gw_close(struct gw *g, void (*done)(void *arg), void *arg);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+struct json_tokener;
+
+/* One gateway message, decoded: the envelope checked, and for a dispatch
+ * (op 0) its type and sequence checked too. */
+struct gw__frame {
+    struct json_object *root; /* owned by the caller: json_object_put(root) */
+    struct json_object *d;    /* borrowed from root; NULL when absent or null */
+    int op;
+    const char *type;         /* op 0: "t" (borrowed from root); else NULL */
+    int has_seq;              /* op 0: "s" is a number (> 0) */
+    int64_t seq;
+};
+
+/* Decode the complete message msg/len (not necessarily NUL-terminated) with
+ * tok (a json_tokener, strict as gw uses it). Returns 0 and fills f, or
+ * -EINVAL with *why set to a static description of what is wrong (f is
+ * then empty, nothing to free). Pure: no I/O, no logging. */
+int gw__decode(struct json_tokener *tok, const char *msg, size_t len, struct gw__frame *f, const char **why);
+
 #endif

@@ -783,11 +783,10 @@ static int unhex(const char *s, unsigned char *out, size_t n)
     return 0;
 }
 
-static int signature_ok(struct ingress *in, struct httpd_req *req, const char *body, size_t len)
+int ingress__verify(const struct ingress *in, const char *ts, const char *sig_hex, const char *body, size_t len)
 {
     unsigned char sig[crypto_sign_BYTES];
-    const char *ts = httpd_req_header(req, "X-Signature-Timestamp");
-    if (!ts || strlen(ts) > 32 || unhex(httpd_req_header(req, "X-Signature-Ed25519"), sig, sizeof(sig)))
+    if (!in->public_key_ok || !ts || strlen(ts) > 32 || unhex(sig_hex, sig, sizeof(sig)))
         return 0;
     size_t tl = strlen(ts);
     unsigned char *msg = mem_alloc(tl + len);
@@ -837,29 +836,61 @@ static void on_interactions(struct httpd_req *req, void *arg)
     struct ingress *in = arg;
     size_t len;
     const char *body = httpd_req_body(req, &len);
-    if (!signature_ok(in, req, body, len)) {
+    if (!ingress__verify(in, httpd_req_header(req, "X-Signature-Timestamp"),
+                         httpd_req_header(req, "X-Signature-Ed25519"), body, len)) {
         static const char bad[] = "{\"error\":\"invalid request signature\"}";
         httpd_respond(req, 401, "application/json", bad, sizeof(bad) - 1);
         return;
     }
+    struct ingress__http d;
+    ingress__http_decide(in, body, len, &d);
+    if (d.status) {
+        httpd_respond(req, d.status, "application/json", d.body, strlen(d.body));
+        mem_free(d.body);
+        return;
+    }
+    char seen[160], key[160], maxlen[16], ts[24];
+    snprintf(seen, sizeof(seen), "%s:ix:seen:%s", in->cfg->redis_prefix, d.id);
+    stream_key(in, d.role, key, sizeof(key));
+    snprintf(maxlen, sizeof(maxlen), "%d", in->cfg->stream_maxlen);
+    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    struct http_ix *h = mem_alloc(sizeof(*h));
+    h->req = req;
+    h->ephemeral = d.ephemeral;
+    h->ko = d.ko;
+    const char *av[] = {"EVAL", http_route_lua, "2", seen, key, SEEN_TTL_S, maxlen, d.body, ts};
+    if (rds_cmd(in->redis, on_http_stored, h, 9, av, NULL)) {
+        on_http_stored(in->redis, -ENOTCONN, NULL, h);
+    }
+    mem_free(d.body);
+}
+
+static void http_answer(struct ingress__http *out, int status, const char *json)
+{
+    out->status = status;
+    out->body = mem_strdup(json);
+}
+
+void ingress__http_decide(struct ingress *in, const char *body, size_t len, struct ingress__http *out)
+{
+    memset(out, 0, sizeof(*out));
+    /* the body is NUL-terminated (httpd); a NUL inside ends the JSON text */
+    (void)len;
     struct json_object *ix = json_tokener_parse(body);
     struct json_object *type = jobj(ix, "type");
     if (!ix || !json_object_is_type(ix, json_type_object) || !type) {
-        static const char bad[] = "{\"error\":\"malformed interaction\"}";
-        httpd_respond(req, 400, "application/json", bad, sizeof(bad) - 1);
+        http_answer(out, 400, "{\"error\":\"malformed interaction\"}");
         json_object_put(ix);
         return;
     }
     if (json_object_get_int(type) == 1) {
-        static const char pong[] = "{\"type\":1}";
-        httpd_respond(req, 200, "application/json", pong, sizeof(pong) - 1);
+        http_answer(out, 200, "{\"type\":1}");
         json_object_put(ix);
         return;
     }
     const char *id = jstr(ix, "id");
     if (!id || strlen(id) > 20) {
-        static const char bad[] = "{\"error\":\"interaction without a valid id\"}";
-        httpd_respond(req, 400, "application/json", bad, sizeof(bad) - 1);
+        http_answer(out, 400, "{\"error\":\"interaction without a valid id\"}");
         json_object_put(ix);
         return;
     }
@@ -867,30 +898,19 @@ static void on_interactions(struct httpd_req *req, void *arg)
     struct decision dc;
     decide(in, ix, &dc);
     if (!dc.cmd) {
-        static const char no_choices[] = "{\"type\":8,\"data\":{\"choices\":[]}}";
         if (dc.ignore)
-            httpd_respond(req, 200, "application/json", no_choices, sizeof(no_choices) - 1);
+            http_answer(out, 200, "{\"type\":8,\"data\":{\"choices\":[]}}");
         else
-            http_reply(req, dc.reply);
+            out->status = 200, out->body = reply_json(dc.reply);
         in->st.replied++;
         json_object_put(ix);
         return;
     }
-    char seen[160], key[160], maxlen[16], ts[24];
-    snprintf(seen, sizeof(seen), "%s:ix:seen:%s", in->cfg->redis_prefix, id);
-    stream_key(in, dc.cmd->role, key, sizeof(key));
-    snprintf(maxlen, sizeof(maxlen), "%d", in->cfg->stream_maxlen);
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
-    char *payload = interaction_payload(in, ix, dc.cmd);
-    struct http_ix *h = mem_alloc(sizeof(*h));
-    h->req = req;
-    h->ephemeral = dc.cmd->ephemeral;
-    h->ko = korean(ix);
-    const char *av[] = {"EVAL", http_route_lua, "2", seen, key, SEEN_TTL_S, maxlen, payload, ts};
-    if (rds_cmd(in->redis, on_http_stored, h, 9, av, NULL)) {
-        on_http_stored(in->redis, -ENOTCONN, NULL, h);
-    }
-    mem_free(payload);
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    out->role = dc.cmd->role;
+    out->ephemeral = dc.cmd->ephemeral;
+    out->ko = korean(ix);
+    out->body = interaction_payload(in, ix, dc.cmd);
     json_object_put(ix);
 }
 
@@ -917,6 +937,9 @@ int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, st
     snprintf(in->chan_key, sizeof(in->chan_key), "%s:channels", cfg->redis_prefix);
     snprintf(in->maxlen, sizeof(in->maxlen), "%d", cfg->stream_maxlen);
     buf_init(&in->args, (size_t)64 << 20);
+    /* ingress_http_route reports a bad key; requests need it from the start */
+    in->public_key_ok = cfg->discord_public_key && *cfg->discord_public_key &&
+                        !unhex(cfg->discord_public_key, in->public_key, sizeof(in->public_key));
     uv_check_init(loop, &in->flush);
     in->flush.data = in;
     *out = in;

@@ -311,6 +311,16 @@ static int make_url(char *out, const char *base, const char *endpoint)
     return w < 0 || w >= MAX_URL ? -EINVAL : 0;
 }
 
+void st__decode(const char *endpoint, const struct hcl_response *h, const char *api_key, st_cb *cb, void *arg)
+{
+    struct st_call *k = mem_calloc(1, sizeof *k);
+    k->cb = cb;
+    k->arg = arg;
+    secret_set(&k->key, api_key);
+    snprintf(k->endpoint, sizeof k->endpoint, "%s", endpoint);
+    on_xfer_done(h, k);
+}
+
 static int send_form(struct hcl *c, const char *url, const char *key, const char *bd,
                      const struct buf *body, long timeout_ms, struct st_call *k)
 {

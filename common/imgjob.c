@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -733,7 +734,9 @@ int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjo
         if (!out->ratio || !ok)
             out->ratio = "1:1";
         double n = 1;
-        ixjob_option_num(ix, "개수", &n);
+        /* json-c reads NaN too; a count that is not a number is the default */
+        if (ixjob_option_num(ix, "개수", &n) && isnan(n))
+            n = 1;
         out->count = n < 1 ? 1 : n > PIC_MAX ? PIC_MAX : (int)n;
     } else if (!strcmp(c, "img")) {
         out->stability = 1;
@@ -741,7 +744,7 @@ int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjo
         out->has_image = ixjob_attachment(ix, "이미지", &out->att);
         double s;
         out->strength = default_strength;
-        if (ixjob_option_num(ix, "강도", &s))
+        if (ixjob_option_num(ix, "강도", &s) && !isnan(s))
             out->strength = s < 0 ? 0 : s > 1 ? 1 : s;
     } else {
         return -EINVAL;

@@ -889,7 +889,7 @@ void ingress__http_decide(struct ingress *in, const char *body, size_t len, stru
         return;
     }
     const char *id = jstr(ix, "id");
-    if (!id || strlen(id) > 20) {
+    if (!id || !*id || strlen(id) > 20) {
         http_answer(out, 400, "{\"error\":\"interaction without a valid id\"}");
         json_object_put(ix);
         return;

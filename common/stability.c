@@ -161,9 +161,9 @@ static int valid_type(const char *t)
     return slash == 1 && part > 0 && n <= MAX_TYPE;
 }
 
-static int valid_req(struct hcl *c, const struct st_req *rq, st_cb *cb)
+static int valid_fields(const struct st_req *rq)
 {
-    if (!c || !rq || !cb || !rq->api_key || !*rq->api_key || !rq->prompt || !*rq->prompt ||
+    if (!rq || !rq->api_key || !*rq->api_key || !rq->prompt || !*rq->prompt ||
         !rq->endpoint || prov__utf8_len(rq->prompt) > ST_PROMPT_MAX)
         return 0;
     int core = !strcmp(rq->endpoint, "core");
@@ -173,6 +173,11 @@ static int valid_req(struct hcl *c, const struct st_req *rq, st_cb *cb)
         return rq->image_len == 0;
     return !core && rq->image_len > 0 && isfinite(rq->strength) && rq->strength >= 0 &&
            rq->strength <= 1 && (!rq->image_type || valid_type(rq->image_type));
+}
+
+static int valid_req(struct hcl *c, const struct st_req *rq, st_cb *cb)
+{
+    return c && cb && valid_fields(rq);
 }
 
 /* ---- the answer -------------------------------------------------------------- */
@@ -345,21 +350,31 @@ static int send_form(struct hcl *c, const char *url, const char *key, const char
     return rc;
 }
 
-int st_generate(struct hcl *c, const struct st_req *rq, st_cb *cb, void *arg)
+int st__form(const struct st_req *rq, struct buf *body, char *bd, size_t bdlen)
 {
-    char url[MAX_URL], bd[80];
     struct form_fields f;
-    if (!valid_req(c, rq, cb) || make_url(url, rq->base_url, rq->endpoint) < 0)
-        return -EINVAL;
     if (sodium_init() < 0)
         return BC_EHTTP;
     const char *type = rq->image_type ? rq->image_type : "application/octet-stream";
     collect_fields(rq, &f);
-    if (pick_boundary(rq, &f, type, bd, sizeof bd) < 0)
+    if (pick_boundary(rq, &f, type, bd, bdlen) < 0)
+        return -EINVAL;
+    return build_form(body, bd, rq, &f, type);
+}
+
+int st__valid(const struct st_req *rq)
+{
+    return valid_fields(rq);
+}
+
+int st_generate(struct hcl *c, const struct st_req *rq, st_cb *cb, void *arg)
+{
+    char url[MAX_URL], bd[80];
+    if (!valid_req(c, rq, cb) || make_url(url, rq->base_url, rq->endpoint) < 0)
         return -EINVAL;
     struct buf body;
     buf_init(&body, ST_MAX_BODY);
-    int rc = build_form(&body, bd, rq, &f, type);
+    int rc = st__form(rq, &body, bd, sizeof bd);
     struct st_call *k = NULL;
     if (!rc) {
         k = mem_calloc(1, sizeof *k);

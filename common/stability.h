@@ -83,4 +83,16 @@ struct hcl_response;
  * before this returns. */
 void st__decode(const char *endpoint, const struct hcl_response *h, const char *api_key, st_cb *cb, void *arg);
 
+struct buf;
+
+/* 1 when st_generate would accept rq (leaving out the client and callback
+ * checks), else 0. */
+int st__valid(const struct st_req *rq);
+
+/* The multipart/form-data body st_generate sends for a valid rq, into body
+ * (its cap applies), with the boundary it picked in bd (bdlen >= 64).
+ * Returns 0, -EINVAL (no boundary avoids the data), BC_ETOOBIG or
+ * BC_EHTTP (libsodium could not start). */
+int st__form(const struct st_req *rq, struct buf *body, char *bd, size_t bdlen);
+
 #endif

@@ -5,6 +5,10 @@
 #   make test-asan    the same suite, built with AddressSanitizer + UBSan
 #   make ci           what .ci/run does: install deps, test, test-asan
 #   make docs-config  regenerate the configuration table in README.md
+#   make fuzz         build the libFuzzer targets (clang) and run each one for
+#                     FUZZ_SECONDS (default 60); see tests/README.md
+#   make fuzz-ci      what ci runs: replay the committed corpora, then run
+#                     each target for FUZZ_CI_SECONDS (default 8)
 #
 # VARIANT=release puts the library and binaries where operators expect them
 # (common/libbotcore.a, chat-instance/chat-instance, ...); any other variant
@@ -61,7 +65,7 @@ BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps bench
+.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps bench fuzz fuzz-build fuzz-ci fuzz-regress
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -108,6 +112,7 @@ ci:
 	$(MAKE) test
 	$(MAKE) -j2 VARIANT=asan all
 	$(MAKE) test-asan
+	$(MAKE) -j2 fuzz-ci
 
 # Figures, not pass/fail: printed with their ratio to the budget and to a
 # discord.js bot in the same run; results in bench/results/ (bench/README.md).
@@ -126,8 +131,58 @@ chaos: all ; rm -rf build/chaos; CHAOS_REPORT_DIR=$(CURDIR)/build/chaos $(PYTHON
 docs-config: all
 	$(PYTHON) tests/tools/docs_config.py --write
 
+# ---- fuzzing -------------------------------------------------------------
+# libFuzzer needs clang (Debian's clang + libclang-rt-14-dev, installed by
+# deploy/install-deps.sh). The library is built a second time into
+# build/fuzz/ with coverage instrumentation (fuzzer-no-link) and ASan+UBSan;
+# each target in tests/fuzz/fuzz_*.c links it with -fsanitize=fuzzer. The
+# release and asan builds above are not affected. Committed seed corpora are
+# in tests/fuzz/corpus/<target>/; what a run finds beyond them goes to
+# build/fuzz/corpus/<target>/ (never committed by accident).
+FUZZ_CC ?= clang
+FUZZ_DIR := build/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# clang also flags vsnprintf(fmt, ap) inside printf-like wrappers (gcc does not)
+FUZZ_CFLAGS := $(BASE_CFLAGS) -Wno-format-nonliteral -O1 -fno-omit-frame-pointer $(FUZZ_SAN) $(EXTRA_CFLAGS)
+FUZZ_LIB := $(FUZZ_DIR)/common/libbotcore.a
+FUZZ_CORE_OBJ := $(sort $(wildcard common/*.c))
+FUZZ_CORE_OBJ := $(FUZZ_CORE_OBJ:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 8
+# FUZZ_TARGETS='sse split' runs only those (names without fuzz_)
+FUZZ_TARGETS ?=
+FUZZ_RUN := $(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%),$(FUZZ_BINS))
+
+$(FUZZ_DIR)/common/%.o: common/%.c | check-deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_CORE_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_LIB) $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# Replay every committed seed once (a crash reproducer stays fixed).
+fuzz-regress: fuzz-build
+	tests/fuzz/run.sh regress $(FUZZ_RUN)
+
+fuzz: fuzz-build
+	tests/fuzz/run.sh run $(FUZZ_SECONDS) $(FUZZ_RUN)
+
+fuzz-ci: fuzz-build
+	tests/fuzz/run.sh regress $(FUZZ_RUN)
+	tests/fuzz/run.sh run $(FUZZ_CI_SECONDS) $(FUZZ_RUN)
+
 clean:
 	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance)
 
 -include $(CORE_OBJ:.o=.d) $(UNIT_BINS:=.d)
+-include $(FUZZ_CORE_OBJ:.o=.d) $(FUZZ_BINS:=.d)
 -include $(foreach r,$(ROLES),$(patsubst %.c,$(BUILD)/%.d,$(wildcard $(r)-instance/*.c)))

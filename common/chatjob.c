@@ -852,26 +852,43 @@ static void on_chatmode_get(struct rds *r, int status, const redisReply *reply, 
     answer_end(a, BUS_DONE, NULL); /* chat mode off: only mentions are answered */
 }
 
+int chatjob__parse_message(const char *payload, struct chatjob__msg *out)
+{
+    memset(out, 0, sizeof(*out));
+    /* the payload is the gateway frame as received; the message is its "d" */
+    struct json_object *frame = json_tokener_parse(payload), *m = jobj(frame, "d"), *author = jobj(m, "author");
+    if (!m || !json_object_is_type(m, json_type_object) || !jstr(m, "id") || !jstr(m, "channel_id") ||
+        !jstr(author, "id")) {
+        json_object_put(frame);
+        return BC_EPROTO;
+    }
+    out->frame = frame;
+    out->message_id = jstr(m, "id");
+    out->channel_id = jstr(m, "channel_id");
+    out->guild_id = jstr(m, "guild_id");
+    out->user_id = jstr(author, "id");
+    out->question = message_question(m);
+    out->ko = has_hangul(out->question) || !out->question[0];
+    return 0;
+}
+
 static void on_message(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
     struct chat *ch = arg;
-    /* the payload is the gateway frame as received; the message is its "d" */
-    struct json_object *frame = json_tokener_parse(job->payload), *m = jobj(frame, "d"), *author = jobj(m, "author");
-    if (!m || !json_object_is_type(m, json_type_object) || !jstr(m, "id") || !jstr(m, "channel_id") ||
-        !jstr(author, "id")) {
-        json_object_put(frame);
+    struct chatjob__msg pm;
+    if (chatjob__parse_message(job->payload, &pm)) {
         bus_finish(job, BUS_FAILED, "bad message payload");
         return;
     }
     struct answer *a = answer_new(ch, job);
-    a->msg = frame;
-    a->message_id = jstr(m, "id");
-    a->channel_id = jstr(m, "channel_id");
-    a->guild_id = jstr(m, "guild_id");
-    a->user_id = jstr(author, "id");
-    a->question = message_question(m);
-    a->ko = has_hangul(a->question) || !a->question[0];
+    a->msg = pm.frame;
+    a->message_id = pm.message_id;
+    a->channel_id = pm.channel_id;
+    a->guild_id = pm.guild_id;
+    a->user_id = pm.user_id;
+    a->question = pm.question;
+    a->ko = pm.ko;
     if (!strcmp(job->type, "discord.mention")) {
         message_answer(a);
         return;

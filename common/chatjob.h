@@ -21,4 +21,20 @@ struct core;
 /* Register the chat role's job handlers (for the chat stream only). */
 int chatjob_setup(struct core *c);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+#include <json.h>
+
+/* A discord.message / discord.mention job: the gateway frame as routed. */
+struct chatjob__msg {
+    struct json_object *frame; /* owned: json_object_put */
+    const char *message_id, *channel_id, *guild_id, *user_id; /* borrowed from frame */
+    char *question;            /* owned (mem_free): content without bot mentions, trimmed */
+    int ko;                    /* answer in Korean */
+};
+
+/* Read payload. Pure. Returns 0 and fills out, or BC_EPROTO (nothing to
+ * free) when it is not a frame whose "d" has id, channel_id and author.id. */
+int chatjob__parse_message(const char *payload, struct chatjob__msg *out);
+
 #endif

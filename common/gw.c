@@ -1060,82 +1060,88 @@ static void handle_op(struct gw *g, int op, struct json_object *d)
 
 static const char *const envelope_keys[] = {"op", "t", "s", "d"};
 
-/* The event type as a C string: short, plain (no escapes); else NULL. */
-static const char *event_type(const struct jscan_val *t, char *buf, size_t len)
+int gw__decode(const char *msg, size_t len, struct gw__frame *f, const char **why)
 {
-    if (t->type != JSCAN_STRING || !t->n || t->n >= len || memchr(t->p, '\\', t->n))
-        return NULL;
-    memcpy(buf, t->p, t->n);
-    buf[t->n] = '\0';
-    return buf;
+    struct jscan_val env[4];
+    int64_t op;
+    memset(f, 0, sizeof(*f));
+    *why = NULL;
+    if (jscan_object(msg, len, envelope_keys, 4, env)) {
+        *why = "not one JSON object";
+        return -EINVAL;
+    }
+    if (jscan_int64(&env[0], &op) || op < INT32_MIN || op > INT32_MAX) {
+        *why = "no op";
+        return -EINVAL;
+    }
+    f->op = (int)op;
+    int has_d = env[3].type != JSCAN_ABSENT && env[3].type != JSCAN_NULL;
+    f->d = has_d ? env[3].p : "null";
+    f->d_len = has_d ? env[3].n : 4;
+    if (op != 0)
+        return 0;
+    if (env[1].type != JSCAN_STRING || !env[1].n || env[1].n >= sizeof(f->type) ||
+        memchr(env[1].p, '\\', env[1].n) || memchr(env[1].p, '\0', env[1].n)) {
+        *why = "dispatch without a type";
+        return -EINVAL;
+    }
+    memcpy(f->type, env[1].p, env[1].n);
+    f->type[env[1].n] = '\0';
+    f->has_seq = env[2].type != JSCAN_ABSENT && env[2].type != JSCAN_NULL;
+    if (f->has_seq && (jscan_int64(&env[2], &f->seq) || f->seq <= 0)) {
+        *why = "dispatch with an invalid sequence";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* d of a message parsed with json-c, for the rare messages the client
+ * reads itself (Hello, Invalid Session, READY); NULL for null or bad JSON. */
+static struct json_object *parse_d(struct gw *g, const struct gw__frame *f)
+{
+    /* a bare literal or number is complete only at the end of the input:
+     * give json-c a terminated copy */
+    char small[64];
+    const char *p = f->d;
+    size_t n = f->d_len;
+    if (n < sizeof(small) && *p != '{' && *p != '[') {
+        memcpy(small, p, n);
+        small[n] = '\0';
+        p = small;
+    }
+    json_tokener_reset(g->tok);
+    struct json_object *d = json_tokener_parse_ex(g->tok, p, (int)n + (p == small));
+    if (d && (json_tokener_get_parse_end(g->tok) < n || json_object_is_type(d, json_type_null))) {
+        json_object_put(d);
+        d = NULL;
+    }
+    return d;
 }
 
 /* One complete message. Dispatches, which are nearly all of the traffic,
  * are scanned, not parsed: the envelope's four members are found in place
- * and d is handed on as bytes (see jscan.h). READY and RESUMED, which the
- * client needs to read, and every other opcode are parsed with json-c. */
+ * and d is handed on as bytes (see jscan.h). Only what the client reads
+ * itself (READY, Hello, Invalid Session) is parsed, d alone. */
 static void handle_message(struct gw *g, const char *msg, size_t len)
 {
-    struct jscan_val env[4];
-    int scanned = jscan_object(msg, len, envelope_keys, 4, env) == 0;
-    int64_t op_num = -1, s = 0;
-    char tbuf[64];
-    const char *type = NULL;
-    if (scanned && !jscan_int64(&env[0], &op_num) && op_num == 0) {
-        type = event_type(&env[1], tbuf, sizeof(tbuf));
-        if (!type) {
-            log_bad_message(g, "dispatch without a type", len);
-            return;
-        }
-        int has_s = env[2].type != JSCAN_ABSENT && env[2].type != JSCAN_NULL;
-        if (has_s && jscan_int64(&env[2], &s)) {
-            log_bad_message(g, "dispatch with an invalid sequence", len);
-            return;
-        }
-        if (strcmp(type, "READY") && strcmp(type, "RESUMED")) {
-            op_dispatch(g, type, has_s, s, &env[3], NULL, msg, len);
-            return;
-        }
-    }
-    json_tokener_reset(g->tok);
-    struct json_object *o = json_tokener_parse_ex(g->tok, msg, (int)len);
-    struct json_object *op, *d = NULL;
-    if (!o) {
-        enum json_tokener_error e = json_tokener_get_error(g->tok);
-        log_bad_message(g, e == json_tokener_continue ? "incomplete JSON"
-                                                      : json_tokener_error_desc(e),
-                        len);
+    struct gw__frame f;
+    const char *why;
+    if (gw__decode(msg, len, &f, &why)) {
+        log_bad_message(g, why, len);
         return;
     }
-    for (size_t i = json_tokener_get_parse_end(g->tok); i < len; i++) {
-        if (!strchr(" \t\r\n", msg[i]) || !msg[i]) {
-            log_bad_message(g, "data after the JSON value", len);
-            json_object_put(o);
-            return;
-        }
-    }
-    if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "op", &op) ||
-        !json_object_is_type(op, json_type_int)) {
-        log_bad_message(g, "no op", len);
-        json_object_put(o);
+    struct jscan_val d = {JSCAN_NULL, f.d, f.d_len};
+    if (strcmp(f.d, "null") || f.d_len != 4)
+        d.type = JSCAN_OBJECT; /* anything but null: op_dispatch passes it on as bytes */
+    if (f.op == 0) {
+        struct json_object *dobj = !strcmp(f.type, "READY") ? parse_d(g, &f) : NULL;
+        op_dispatch(g, f.type, f.has_seq, f.seq, &d, dobj, msg, len);
+        json_object_put(dobj);
         return;
     }
-    json_object_object_get_ex(o, "d", &d);
-    if (d && json_object_is_type(d, json_type_null))
-        d = NULL;
-    if (json_object_get_int(op) == 0) {
-        if (!type || !scanned) {
-            /* json-c accepts what the scanner refused (or the other way
-             * round): trust neither */
-            log_bad_message(g, "dispatch that cannot be read", len);
-        } else {
-            int has_s = env[2].type != JSCAN_ABSENT && env[2].type != JSCAN_NULL;
-            op_dispatch(g, type, has_s, s, &env[3], d, msg, len);
-        }
-    } else {
-        handle_op(g, json_object_get_int(op), d);
-    }
-    json_object_put(o);
+    struct json_object *dobj = f.op == 9 || f.op == 10 ? parse_d(g, &f) : NULL;
+    handle_op(g, f.op, dobj);
+    json_object_put(dobj);
 }
 
 /* ---- lws callbacks ------------------------------------------------------------- */

@@ -165,4 +165,25 @@ void gw_stop(struct gw *g);
  * after this returns. */
 void gw_close(struct gw *g, void (*done)(void *arg), void *arg);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+/* One gateway message's envelope, found by scanning (see jscan.h): nothing
+ * is allocated, every pointer points into the message. */
+struct gw__frame {
+    int op;           /* "op" as an integer */
+    char type[64];    /* op 0: "t"; "" otherwise */
+    int has_seq;      /* op 0: "s" is a number (> 0) */
+    int64_t seq;
+    const char *d;    /* the JSON text of "d" ("null" when absent) */
+    size_t d_len;
+};
+
+/* Decode the complete message msg/len (not necessarily NUL-terminated):
+ * one JSON object (nothing but whitespace after it) with an integer "op";
+ * for a dispatch (op 0) also a plain string "t" under 64 bytes and, when
+ * present and not null, a positive integer "s". Returns 0 and fills f, or
+ * -EINVAL with *why set to a static description. Pure: no I/O, no
+ * logging, no allocation. */
+int gw__decode(const char *msg, size_t len, struct gw__frame *f, const char **why);
+
 #endif

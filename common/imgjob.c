@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -719,6 +720,39 @@ static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
     tell(p, NULL, text, text);
 }
 
+int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjob__req *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *c = ix->command ? ix->command : "";
+    if (!strcmp(c, "이미지")) {
+        out->ratio = ixjob_option(ix, "비율");
+        static const char *const ratios[] = {"1:1", "16:9", "4:3", "3:2", "2:3", "3:4", "9:16", "21:9"};
+        int ok = !out->ratio;
+        for (size_t i = 0; out->ratio && i < sizeof(ratios) / sizeof(ratios[0]); i++)
+            if (!strcmp(out->ratio, ratios[i]))
+                ok = 1, out->ratio = ratios[i];
+        if (!out->ratio || !ok)
+            out->ratio = "1:1";
+        double n = 1;
+        /* json-c reads NaN too; a count that is not a number is the default */
+        if (ixjob_option_num(ix, "개수", &n) && isnan(n))
+            n = 1;
+        out->count = n < 1 ? 1 : n > PIC_MAX ? PIC_MAX : (int)n;
+    } else if (!strcmp(c, "img")) {
+        out->stability = 1;
+        out->count = 1;
+        out->has_image = ixjob_attachment(ix, "이미지", &out->att);
+        double s;
+        out->strength = default_strength;
+        if (ixjob_option_num(ix, "강도", &s) && !isnan(s))
+            out->strength = s < 0 ? 0 : s > 1 ? 1 : s;
+    } else {
+        return -EINVAL;
+    }
+    out->prompt = ixjob_option(ix, "설명");
+    return 0;
+}
+
 static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
@@ -734,34 +768,19 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     p->job = job;
     job->cancel = pic_cancel;
     job->cancel_arg = p;
-    const char *c = p->ix.command;
     const struct config *cfg = core_config(g->core);
-    if (!strcmp(c, "이미지")) {
-        p->prov = P_MINIMAX;
-        p->ratio = ixjob_option(&p->ix, "비율");
-        static const char *const ratios[] = {"1:1", "16:9", "4:3", "3:2", "2:3", "3:4", "9:16", "21:9"};
-        int ok = !p->ratio;
-        for (size_t i = 0; p->ratio && i < sizeof(ratios) / sizeof(ratios[0]); i++)
-            if (!strcmp(p->ratio, ratios[i]))
-                ok = 1, p->ratio = ratios[i];
-        if (!p->ratio || !ok)
-            p->ratio = "1:1";
-        double n = 1;
-        ixjob_option_num(&p->ix, "개수", &n);
-        p->count = n < 1 ? 1 : n > PIC_MAX ? PIC_MAX : (int)n;
-    } else if (!strcmp(c, "img")) {
-        p->prov = P_STABILITY;
-        p->count = 1;
-        p->has_image = ixjob_attachment(&p->ix, "이미지", &p->att);
-        double s;
-        p->strength = cfg->img2img_strength;
-        if (ixjob_option_num(&p->ix, "강도", &s))
-            p->strength = s < 0 ? 0 : s > 1 ? 1 : s;
-    } else {
+    struct imgjob__req rq;
+    if (imgjob__decode(&p->ix, cfg->img2img_strength, &rq)) {
         pic_end(p, BUS_FAILED, "not an image command");
         return;
     }
-    p->prompt = ixjob_option(&p->ix, "설명");
+    p->prov = rq.stability ? P_STABILITY : P_MINIMAX;
+    p->prompt = rq.prompt;
+    p->ratio = rq.ratio;
+    p->count = rq.count;
+    p->has_image = rq.has_image;
+    p->att = rq.att;
+    p->strength = rq.strength;
     if (!p->prompt || !*p->prompt) {
         tell(p, NULL, "무엇을 그릴지 설명을 적어 주세요.", "Please describe what to draw.");
         return;

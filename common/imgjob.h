@@ -22,4 +22,24 @@ struct core;
 /* Register the image commands' handler on core_bus(c). */
 int imgjob_setup(struct core *c);
 
+
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+#include "ixjob.h"
+
+/* What an image interaction asks for, read from its options. */
+struct imgjob__req {
+    int stability;                /* 0: MiniMax (/이미지), 1: Stability (/img) */
+    const char *prompt;           /* borrowed from the job; NULL when absent */
+    const char *ratio;            /* MiniMax: one of the supported ratios (static) */
+    int count;                    /* images, 1..PIC_MAX */
+    int has_image;                /* Stability: an attachment was given (att) */
+    struct ixjob_attachment att;  /* strings borrowed from the job */
+    double strength;              /* Stability: 0..1 */
+};
+
+/* Read ix's options. Pure. Returns 0, or -EINVAL when ix is not an image
+ * command. default_strength is IMG2IMG_STRENGTH. */
+int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjob__req *out);
+
 #endif

@@ -162,6 +162,7 @@ struct ingress {
     int closing;
     int broken;      /* a batch was not stored: store nothing until the holder resyncs */
     int warned_down; /* said that Redis is away */
+    int64_t stale_ms;                /* STALE_INTERACTION_MS, but for the fuzz target */
     uint64_t unstored[UNSTORED_MAX]; /* see remember_unstored */
     int unstored_next;
     unsigned requeued;
@@ -1003,7 +1004,7 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
         return;
     }
     int64_t age = snowflake_age_ms(id);
-    if (age > STALE_INTERACTION_MS && !(age < TOKEN_TTL_MS && take_unstored(in, snowflake(id)))) {
+    if (age > in->stale_ms && !(age < TOKEN_TTL_MS && take_unstored(in, snowflake(id)))) {
         /* A replay long after the fact. A holder that died after
          * acknowledging it is replaced within seconds, so this one was
          * handled before (the stored sequence went back: a Redis restored
@@ -1176,11 +1177,10 @@ static int unhex(const char *s, unsigned char *out, size_t n)
     return 0;
 }
 
-static int signature_ok(struct ingress *in, struct httpd_req *req, const char *body, size_t len)
+int ingress__verify(const struct ingress *in, const char *ts, const char *sig_hex, const char *body, size_t len)
 {
     unsigned char sig[crypto_sign_BYTES];
-    const char *ts = httpd_req_header(req, "X-Signature-Timestamp");
-    if (!ts || strlen(ts) > 32 || unhex(httpd_req_header(req, "X-Signature-Ed25519"), sig, sizeof(sig)))
+    if (!in->public_key_ok || !ts || strlen(ts) > 32 || unhex(sig_hex, sig, sizeof(sig)))
         return 0;
     size_t tl = strlen(ts);
     unsigned char *msg = mem_alloc(tl + len);
@@ -1293,26 +1293,26 @@ static void http_error(struct httpd_req *req, int status, const char *json)
 #define QUEUE_FULL_EN "Too many requests are waiting right now. Please try again shortly."
 
 /* Answer a command: defer it at once and queue its job (stored when Redis
- * can take it), or, when too many wait already, say so. */
-static void http_route(struct ingress *in, struct httpd_req *req, struct json_object *ix, const char *id,
-                       const struct cmd_def *cmd)
+ * can take it), or, when too many wait already, say so. Takes d->body. */
+static void http_route(struct ingress *in, struct httpd_req *req, struct ingress__http *d)
 {
     if (in->hj_count >= HTTP_QUEUE_MAX) {
-        http_reply(req, korean(ix) ? QUEUE_FULL_KO : QUEUE_FULL_EN);
+        http_reply(req, d->ko ? QUEUE_FULL_KO : QUEUE_FULL_EN);
         in->st.replied++;
+        mem_free(d->body);
         return;
     }
     struct http_job *j = mem_calloc(1, sizeof(*j));
     j->in = in;
-    snprintf(j->seen, sizeof(j->seen), "%s:ix:seen:%s", in->cfg->redis_prefix, id);
-    stream_key(in, cmd->role, j->key, sizeof(j->key));
+    snprintf(j->seen, sizeof(j->seen), "%s:ix:seen:%s", in->cfg->redis_prefix, d->id);
+    stream_key(in, d->role, j->key, sizeof(j->key));
     snprintf(j->ts, sizeof(j->ts), "%lld", (long long)wall_ms());
-    j->payload = interaction_payload(in, ix, cmd);
+    j->payload = d->body;
     j->pprev = in->hj_tail;
     *in->hj_tail = j;
     in->hj_tail = &j->next;
     in->hj_count++;
-    const char *json = defer_json(cmd->ephemeral);
+    const char *json = defer_json(d->ephemeral);
     httpd_respond(req, 200, "application/json", json, strlen(json));
     in->st.acked++;
     /* stored after this loop iteration sent the answer (on_flush) */
@@ -1320,12 +1320,71 @@ static void http_route(struct ingress *in, struct httpd_req *req, struct json_ob
         uv_check_start(&in->flush, on_flush);
 }
 
+static void http_answer(struct ingress__http *out, int status, const char *json)
+{
+    out->status = status;
+    out->body = mem_strdup(json);
+}
+
+void ingress__http_decide(struct ingress *in, const char *body, size_t len, struct ingress__http *out)
+{
+    memset(out, 0, sizeof(*out));
+    /* the body is NUL-terminated (httpd); a NUL inside ends the JSON text */
+    (void)len;
+    struct json_object *ix = json_tokener_parse(body);
+    struct json_object *type = jobj(ix, "type");
+    if (!ix || !json_object_is_type(ix, json_type_object) || !type) {
+        http_answer(out, 400, "{\"error\":\"malformed interaction\"}");
+        json_object_put(ix);
+        return;
+    }
+    if (json_object_get_int(type) == 1) {
+        http_answer(out, 200, "{\"type\":1}");
+        json_object_put(ix);
+        return;
+    }
+    const char *id = jstr(ix, "id");
+    if (!id || !*id || strlen(id) > 20 || strspn(id, "0123456789") != strlen(id)) {
+        http_answer(out, 400, "{\"error\":\"interaction without a valid id\"}");
+        json_object_put(ix);
+        return;
+    }
+    int64_t age = snowflake_age_ms(id);
+    if (age > in->stale_ms || age < -in->stale_ms) {
+        in->st.refused_stale++;
+        log_warn("signed interaction refused: the interaction is too old to be a delivery (a replay?)",
+                 LF_STR("interaction", id), LF_INT("age_ms", age));
+        http_answer(out, 401, "{\"error\":\"interaction too old\"}");
+        json_object_put(ix);
+        return;
+    }
+    in->st.interactions++;
+    struct decision dc;
+    decide(in, ix, &dc);
+    if (!dc.cmd) {
+        if (dc.ignore)
+            http_answer(out, 200, "{\"type\":8,\"data\":{\"choices\":[]}}");
+        else
+            out->status = 200, out->body = reply_json(dc.reply);
+        in->st.replied++;
+        json_object_put(ix);
+        return;
+    }
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    out->role = dc.cmd->role;
+    out->ephemeral = dc.cmd->ephemeral;
+    out->ko = korean(ix);
+    out->body = interaction_payload(in, ix, dc.cmd);
+    json_object_put(ix);
+}
+
 static void on_interactions(struct httpd_req *req, void *arg)
 {
     struct ingress *in = arg;
     size_t len;
     const char *body = httpd_req_body(req, &len);
-    if (!signature_ok(in, req, body, len)) {
+    if (!ingress__verify(in, httpd_req_header(req, "X-Signature-Timestamp"),
+                         httpd_req_header(req, "X-Signature-Ed25519"), body, len)) {
         http_error(req, 401, "{\"error\":\"invalid request signature\"}");
         return;
     }
@@ -1336,46 +1395,14 @@ static void on_interactions(struct httpd_req *req, void *arg)
         http_error(req, 401, "{\"error\":\"request timestamp too old or in the future\"}");
         return;
     }
-    struct json_object *ix = json_tokener_parse(body);
-    struct json_object *type = jobj(ix, "type");
-    if (!ix || !json_object_is_type(ix, json_type_object) || !type) {
-        http_error(req, 400, "{\"error\":\"malformed interaction\"}");
-        json_object_put(ix);
+    struct ingress__http d;
+    ingress__http_decide(in, body, len, &d);
+    if (d.status) {
+        httpd_respond(req, d.status, "application/json", d.body, strlen(d.body));
+        mem_free(d.body);
         return;
     }
-    if (json_object_get_int(type) == 1) {
-        http_error(req, 200, "{\"type\":1}");
-        json_object_put(ix);
-        return;
-    }
-    const char *id = jstr(ix, "id");
-    if (!id || !*id || strlen(id) > 20 || strspn(id, "0123456789") != strlen(id)) {
-        http_error(req, 400, "{\"error\":\"interaction without a valid id\"}");
-        json_object_put(ix);
-        return;
-    }
-    int64_t age = snowflake_age_ms(id);
-    if (age > STALE_INTERACTION_MS || age < -STALE_INTERACTION_MS) {
-        in->st.refused_stale++;
-        log_warn("signed interaction refused: the interaction is too old to be a delivery (a replay?)",
-                 LF_STR("interaction", id), LF_INT("age_ms", age));
-        http_error(req, 401, "{\"error\":\"interaction too old\"}");
-        json_object_put(ix);
-        return;
-    }
-    in->st.interactions++;
-    struct decision dc;
-    decide(in, ix, &dc);
-    if (dc.cmd) {
-        http_route(in, req, ix, id, dc.cmd);
-    } else {
-        if (dc.ignore)
-            http_error(req, 200, "{\"type\":8,\"data\":{\"choices\":[]}}");
-        else
-            http_reply(req, dc.reply);
-        in->st.replied++;
-    }
-    json_object_put(ix);
+    http_route(in, req, &d);
 }
 
 int ingress_http_route(struct ingress *in, struct httpd *h)
@@ -1403,8 +1430,12 @@ int ingress_new(uv_loop_t *loop, const struct config *cfg, struct rds *redis, st
     in->batch_events = BATCH_EVENTS;
     in->batch_bytes = BATCH_BYTES;
     in->queue_bytes = QUEUE_BYTES;
+    in->stale_ms = STALE_INTERACTION_MS;
     in->hj_tail = &in->hj_head;
     in->tok = json_tokener_new_ex(64);
+    /* ingress_http_route reports a bad key; requests need it from the start */
+    in->public_key_ok = cfg->discord_public_key && *cfg->discord_public_key &&
+                        !unhex(cfg->discord_public_key, in->public_key, sizeof(in->public_key));
     uv_check_init(loop, &in->flush);
     uv_timer_init(loop, &in->retry);
     in->flush.data = in->retry.data = in;
@@ -1417,6 +1448,11 @@ void ingress__set_limits(struct ingress *in, size_t batch_events, size_t batch_b
     in->batch_events = batch_events ? batch_events : BATCH_EVENTS;
     in->batch_bytes = batch_bytes ? batch_bytes : BATCH_BYTES;
     in->queue_bytes = queue_bytes ? queue_bytes : QUEUE_BYTES;
+}
+
+void ingress__set_stale_ms(struct ingress *in, int64_t ms)
+{
+    in->stale_ms = ms;
 }
 
 void ingress_set_holder(struct ingress *in, const char *lease_key, const char *session_key, const char *token,

@@ -83,6 +83,34 @@ void ingress_gateway_event(struct ingress *in, const struct gw_event *ev);
 void ingress_stats(const struct ingress *in, struct ingress_stats *out);
 /* Tests: smaller limits (0 keeps a default). */
 void ingress__set_limits(struct ingress *in, size_t batch_events, size_t batch_bytes, size_t queue_bytes);
+/* Tests and the fuzz target: how old (by its id) an interaction may be
+ * before it counts as a replay (default 10 s). */
+void ingress__set_stale_ms(struct ingress *in, int64_t ms);
 void ingress_close(struct ingress *in);
+
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+/* POST /interactions without httpd and Redis, in its two steps. */
+
+/* Whether sig_hex (X-Signature-Ed25519) signs ts (X-Signature-Timestamp)
+ * followed by body/len with the configured DISCORD_PUBLIC_KEY. 1 or 0;
+ * 0 when no key was set up (ingress_http_route) or a header is missing. */
+int ingress__verify(const struct ingress *in, const char *ts, const char *sig_hex, const char *body, size_t len);
+
+/* What a verified request gets. status != 0: answer at once with status
+ * and body (JSON); status 0: store body (the job payload) for role, then
+ * defer (ephemeral) and, if storing fails, say so in the caller's language
+ * (ko). */
+struct ingress__http {
+    int status;
+    char *body;  /* owned by the caller: mem_free */
+    char id[24]; /* status 0: the interaction id (at most 20 bytes) */
+    enum role role;
+    int ephemeral, ko;
+};
+
+/* Parse and decide. body must be NUL-terminated at len. Counts the
+ * interaction in the stats. Pure otherwise: no I/O. */
+void ingress__http_decide(struct ingress *in, const char *body, size_t len, struct ingress__http *out);
 
 #endif

@@ -632,20 +632,43 @@ static int chat_valid(const struct llm_request *rq, llm_done_cb *on_done)
     return 1;
 }
 
+static struct llm_call *call_new(const char *api_key, llm_delta_cb *on_delta, llm_done_cb *on_done, void *arg)
+{
+    struct llm_call *k = mem_calloc(1, sizeof *k);
+    k->on_delta = on_delta;
+    k->on_done = on_done;
+    k->arg = arg;
+    secret_set(&k->key, api_key);
+    sse_init(&k->sse, 0, 0, on_event, k);
+    buf_init(&k->plain, LLM_MAX_PLAIN_BODY);
+    k->tok = json_tokener_new_ex(64);
+    return k;
+}
+
+void llm__decode_chat(const struct hcl_response *h, const char *api_key, size_t chunk, llm_delta_cb *on_delta,
+                      llm_done_cb *on_done, void *arg)
+{
+    struct llm_call *k = call_new(api_key, on_delta, on_done, arg);
+    struct hcl_response r = *h;
+    size_t off = 0, step = chunk ? chunk : h->body_len;
+    while (off < h->body_len && !r.err) {
+        size_t n = h->body_len - off < step ? h->body_len - off : step;
+        if (on_data(h->body + off, n, k))
+            r.err = -ECANCELED, r.errstr = "cancelled"; /* what hcl reports after an abort */
+        off += n;
+    }
+    r.body = "";
+    r.body_len = 0;
+    on_xfer_done(&r, k);
+}
+
 int llm_chat(struct hcl *c, const struct llm_request *rq, llm_delta_cb *on_delta,
              llm_done_cb *on_done, void *arg, struct llm_call **out)
 {
     char url[MAX_URL];
     if (!c || !chat_valid(rq, on_done) || make_url(url, rq->base_url, "/chat/completions") < 0)
         return -EINVAL;
-    struct llm_call *k = mem_calloc(1, sizeof *k);
-    k->on_delta = on_delta;
-    k->on_done = on_done;
-    k->arg = arg;
-    secret_set(&k->key, rq->api_key);
-    sse_init(&k->sse, 0, 0, on_event, k);
-    buf_init(&k->plain, LLM_MAX_PLAIN_BODY);
-    k->tok = json_tokener_new_ex(64);
+    struct llm_call *k = call_new(rq->api_key, on_delta, on_done, arg);
     char *body = chat_body(rq);
     int rc = post_json(c, url, rq->api_key, body,
                        rq->timeout_ms > 0 ? rq->timeout_ms : LLM_DEFAULT_TIMEOUT_MS, 1,
@@ -734,6 +757,15 @@ static void on_mod_done(const struct hcl_response *h, void *arg)
     buf_free(&cats);
     secret_clear(&m->key);
     mem_free(m);
+}
+
+void llm__decode_moderation(const struct hcl_response *h, const char *api_key, llm_moderation_cb *cb, void *arg)
+{
+    struct llm_mod *m = mem_calloc(1, sizeof *m);
+    m->cb = cb;
+    m->arg = arg;
+    secret_set(&m->key, api_key);
+    on_mod_done(h, m);
 }
 
 int llm_moderate(struct hcl *c, const struct llm_moderation_request *rq, llm_moderation_cb *cb,

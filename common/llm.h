@@ -165,4 +165,20 @@ int llm_moderate(struct hcl *c, const struct llm_moderation_request *rq, llm_mod
  * up to whole milliseconds. Exposed for tests. */
 long llm_parse_duration_ms(const char *s);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+struct hcl_response;
+
+/* Decode a chat completion answer that did not come from the network, as
+ * llm_chat decodes what arrives: h->body goes to the stream reader in
+ * pieces of chunk bytes (0: one piece), then the call completes with h
+ * (its body then empty, as for a streamed transfer; an abort by the reader
+ * completes it with -ECANCELED as hcl would). on_delta and on_done run as
+ * for llm_chat, but synchronously, before this returns. */
+void llm__decode_chat(const struct hcl_response *h, const char *api_key, size_t chunk, llm_delta_cb *on_delta,
+                      llm_done_cb *on_done, void *arg);
+
+/* The same for a /moderations answer (buffered: h->body is the body). */
+void llm__decode_moderation(const struct hcl_response *h, const char *api_key, llm_moderation_cb *cb, void *arg);
+
 #endif

@@ -351,7 +351,7 @@ static const char *after_scheme(const char *url)
     const char *p = url;
     if (!isalpha((unsigned char)*p))
         return NULL;
-    while (isalnum((unsigned char)*p) || strchr("+-.", *p))
+    while (isalnum((unsigned char)*p) || (*p && strchr("+-.", *p))) /* strchr finds the NUL too */
         p++;
     return *p && !strncmp(p, "://", 3) ? p + 3 : NULL;
 }

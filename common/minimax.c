@@ -382,6 +382,16 @@ static void on_xfer_done(const struct hcl_response *h, void *arg)
     mem_free(k);
 }
 
+void mm__decode(int op, const struct hcl_response *h, const char *api_key, mm_cb *cb, void *arg)
+{
+    struct mm_call *k = mem_calloc(1, sizeof *k);
+    k->op = op >= OP_IMAGE && op <= OP_RETRIEVE ? (enum mm_op)op : OP_IMAGE;
+    k->cb = cb;
+    k->arg = arg;
+    secret_set(&k->key, api_key);
+    on_xfer_done(h, k);
+}
+
 /* ---- requests -------------------------------------------------------------- */
 
 static int make_url(char *out, const char *base, const char *path, const char *arg_name,

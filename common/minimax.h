@@ -117,4 +117,13 @@ int mm_video_query(struct hcl *c, const char *base_url, const char *api_key, con
 int mm_file_retrieve(struct hcl *c, const char *base_url, const char *api_key, const char *file_id,
                      long timeout_ms, mm_cb *cb, void *arg);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+struct hcl_response;
+
+/* Decode an answer that did not come from the network, as the call of kind
+ * op would (0 image, 1 video submit, 2 video query, 3 file retrieve); cb
+ * runs as for that call, but synchronously, before this returns. */
+void mm__decode(int op, const struct hcl_response *h, const char *api_key, mm_cb *cb, void *arg);
+
 #endif

@@ -132,9 +132,16 @@ static int valid_type(const char *t)
     return slash == 1 && part > 0 && n <= MAX_TYPE;
 }
 
+static int valid_fields(const struct st_req *rq);
+
 static int valid_req(struct hcl *c, const struct st_req *rq, st_cb *cb)
 {
-    if (!c || !rq || !cb || !rq->api_key || !*rq->api_key || !rq->prompt || !*rq->prompt ||
+    return c && cb && valid_fields(rq);
+}
+
+static int valid_fields(const struct st_req *rq)
+{
+    if (!rq || !rq->api_key || !*rq->api_key || !rq->prompt || !*rq->prompt ||
         !rq->endpoint || prov__utf8_len(rq->prompt) > ST_PROMPT_MAX)
         return 0;
     int core = !strcmp(rq->endpoint, "core");
@@ -330,4 +337,21 @@ int st_generate(struct hcl *c, const struct st_req *rq, st_cb *cb, void *arg)
         mem_free(k);
     }
     return rc;
+}
+
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+void st__decode(const char *endpoint, const struct hcl_response *h, const char *api_key, st_cb *cb, void *arg)
+{
+    struct st_call *k = mem_calloc(1, sizeof *k);
+    k->cb = cb;
+    k->arg = arg;
+    secret_set(&k->key, api_key);
+    snprintf(k->endpoint, sizeof k->endpoint, "%s", endpoint);
+    on_xfer_done(h, k);
+}
+
+int st__valid(const struct st_req *rq)
+{
+    return valid_fields(rq);
 }

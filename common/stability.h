@@ -73,4 +73,20 @@ typedef void st_cb(const struct st_result *r, void *arg);
  * sent only where they apply (sd3; without an image). */
 int st_generate(struct hcl *c, const struct st_req *rq, st_cb *cb, void *arg);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+struct hcl_response;
+
+/* Decode an answer that did not come from the network, as st_generate
+ * would for endpoint; cb runs as for st_generate, but synchronously,
+ * before this returns. */
+void st__decode(const char *endpoint, const struct hcl_response *h, const char *api_key, st_cb *cb, void *arg);
+
+struct buf;
+
+/* 1 when st_generate would accept rq (leaving out the client and callback
+ * checks), else 0. */
+int st__valid(const struct st_req *rq);
+
+
 #endif

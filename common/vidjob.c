@@ -1289,6 +1289,19 @@ static int valid_combo(const char *model, int duration, const char *res)
     return !(duration == 10 && !strcmp(res, "1080P") && !strncmp(model, "MiniMax-Hailuo", 14));
 }
 
+void vidjob__decode(const struct ixjob *ix, struct vidjob__req *out)
+{
+    struct json_object *lim;
+    out->upload_limit = json_object_object_get_ex(ix->root, "attachment_size_limit", &lim) &&
+                                json_object_get_int64(lim) > 0
+                            ? json_object_get_int64(lim)
+                            : DEFAULT_UPLOAD_LIMIT;
+    const char *prompt = ixjob_option(ix, "설명"), *len = ixjob_option(ix, "길이"), *res = ixjob_option(ix, "해상도");
+    out->prompt = prompt ? prompt : "";
+    out->duration = len ? atoi(len) : 6;
+    out->resolution = res ? res : "768P";
+}
+
 static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
@@ -1313,14 +1326,12 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     v->ko = ix.ko;
     v->created_ms = wall_ms();
     v->token_expires_ms = ix.token_expires_ms ? ix.token_expires_ms : v->created_ms + 15 * 60000;
-    struct json_object *lim;
-    v->upload_limit = json_object_object_get_ex(ix.root, "attachment_size_limit", &lim) && json_object_get_int64(lim) > 0
-                          ? json_object_get_int64(lim)
-                          : DEFAULT_UPLOAD_LIMIT;
-    const char *prompt = ixjob_option(&ix, "설명"), *len = ixjob_option(&ix, "길이"), *res = ixjob_option(&ix, "해상도");
-    v->prompt = mem_strdup(prompt ? prompt : "");
-    v->duration = len ? atoi(len) : 6;
-    snprintf(v->resolution, sizeof(v->resolution), "%s", res ? res : "768P");
+    struct vidjob__req rq;
+    vidjob__decode(&ix, &rq);
+    v->upload_limit = rq.upload_limit;
+    v->prompt = mem_strdup(rq.prompt);
+    v->duration = rq.duration;
+    snprintf(v->resolution, sizeof(v->resolution), "%s", rq.resolution);
     snprintf(v->model, sizeof(v->model), "%s", cfg->minimax_video_model);
     v->lim = (struct ulimit_req){.prefix = cfg->redis_prefix, .kind = "video", .user_id = v->user_id,
                                  .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,

@@ -27,4 +27,20 @@ struct core;
 
 int vidjob_setup(struct core *c);
 
+/* ---- internal: shared with the tests and the fuzz target ---------------- */
+
+#include <stdint.h>
+#include "ixjob.h"
+
+/* What a /비디오 interaction asks for, read from its options. */
+struct vidjob__req {
+    const char *prompt;     /* borrowed from the job; "" when absent */
+    const char *resolution; /* borrowed; "768P" when absent (checked later) */
+    int duration;           /* seconds as given (checked later); 6 when absent */
+    int64_t upload_limit;   /* bytes an attachment may have here */
+};
+
+/* Read ix's options. Pure; never fails. */
+void vidjob__decode(const struct ixjob *ix, struct vidjob__req *out);
+
 #endif

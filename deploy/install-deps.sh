@@ -1,5 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages this project needs to build, test and run.
+# clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) are for
+# `make fuzz` / `make fuzz-ci` only; the instances are built with cc.
 # Idempotent: packages already installed are left alone and apt is not touched
 # at all when nothing is missing. Needs root (or sudo) only when it installs.
 set -eu
@@ -8,7 +10,8 @@ PKGS="build-essential pkg-config ca-certificates curl procps util-linux python3 
  libuv1-dev libcurl4-openssl-dev libwebsockets-dev libwebsockets-evlib-uv libjson-c-dev \
  libhiredis-dev python3-nacl python3-yaml \
  libpq-dev libmicrohttpd-dev libopus-dev libsodium-dev zlib1g-dev \
- redis-server redis-tools postgresql postgresql-client openssl"
+ redis-server redis-tools postgresql postgresql-client openssl \
+ clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

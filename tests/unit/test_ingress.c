@@ -22,6 +22,7 @@
 #include "err.h"
 #include "ingress.h"
 #include "log.h"
+#include "mem.h"
 #include "rds.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
@@ -673,7 +674,69 @@ static void test_http_redis_away(void)
     utredis_kill_all();
 }
 
+/* ---- POST /interactions without httpd: what the fuzzer reaches ------------- */
+
+static void test_signature(void)
+{
+    setup("sig", NULL);
+    const char *ts = "1700000000", *body = "{\"type\":1}";
+    unsigned char msg[64], sig[crypto_sign_BYTES];
+    char hex[2 * crypto_sign_BYTES + 1];
+    size_t n = strlen(ts) + strlen(body);
+    memcpy(msg, ts, strlen(ts));
+    memcpy(msg + strlen(ts), body, strlen(body));
+    crypto_sign_detached(sig, NULL, msg, n, sk);
+    sodium_bin2hex(hex, sizeof(hex), sig, sizeof(sig));
+    UT_EQ_INT(ingress__verify(in, ts, hex, body, strlen(body)), 1);
+    UT_EQ_INT(ingress__verify(in, "1700000001", hex, body, strlen(body)), 0);
+    UT_EQ_INT(ingress__verify(in, ts, NULL, body, strlen(body)), 0);
+    UT_EQ_INT(ingress__verify(in, NULL, hex, body, strlen(body)), 0);
+    hex[3] = 'x';
+    UT_EQ_INT(ingress__verify(in, ts, hex, body, strlen(body)), 0);
+    teardown();
+}
+
+static void test_ping_and_job(void)
+{
+    setup("decide", NULL);
+    struct ingress__http d;
+    const char *ping = "{\"type\":1}";
+    ingress__http_decide(in, ping, strlen(ping), &d);
+    UT_EQ_INT(d.status, 200);
+    UT_EQ_STR(d.body, "{\"type\":1}");
+    mem_free(d.body);
+    char id[32], ix[1024];
+    snowflake_now(id, sizeof(id), 0);
+    interaction_json(ix, sizeof(ix), id, "t");
+    ingress__http_decide(in, ix, strlen(ix), &d);
+    UT_EQ_INT(d.status, 0);
+    UT_EQ_STR(d.id, id);
+    UT_CONTAINS(d.body, "\"command\":\"핑\"");
+    mem_free(d.body);
+    teardown();
+}
+
+/* Regression (fuzz_interactions): "id":"" was accepted. Every interaction
+ * with an empty id then shares one dedup key (<prefix>:ix:seen:), so all
+ * but the first within its TTL were deferred and never stored: the user
+ * saw "thinking..." forever. An empty id is a 400 like a missing one. */
+static void test_empty_id_is_refused(void)
+{
+    setup("emptyid", NULL);
+    struct ingress__http d;
+    char ix[1024];
+    interaction_json(ix, sizeof(ix), "", "t");
+    ingress__http_decide(in, ix, strlen(ix), &d);
+    UT_EQ_INT(d.status, 400);
+    UT_CONTAINS(d.body, "valid id");
+    mem_free(d.body);
+    teardown();
+}
+
 static const struct ut_case cases[] = {
+    UT_CASE(test_signature),
+    UT_CASE(test_ping_and_job),
+    UT_CASE(test_empty_id_is_refused),
     UT_CASE(test_burst_of_10000_in_one_iteration),
     UT_CASE(test_burst_of_big_events_is_split),
     UT_CASE(test_event_beyond_the_cap_fails_cleanly),

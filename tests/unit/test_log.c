@@ -180,7 +180,25 @@ static void test_huge_field_truncated_but_valid(void)
     json_object_put(o);
 }
 
+/* Regression (fuzz_config): a value that is all scheme letters ("hlue")
+ * made the scheme scanner read past its end: strchr("+-.", '\0') finds
+ * the terminator. The value sits in an exact-size heap copy so ASan sees
+ * any read past it. */
+static void test_redact_plain_word_reads_no_further(void)
+{
+    static const char *const words[] = {"hlue", "a", "h+", "x.y-z", ""};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        size_t n = strlen(words[i]) + 1;
+        char *copy = malloc(n), out[64];
+        memcpy(copy, words[i], n);
+        log_redact_url(copy, out, sizeof(out));
+        UT_EQ_STR(out, words[i]);
+        free(copy);
+    }
+}
+
 static const struct ut_case cases[] = {
+    UT_CASE(test_redact_plain_word_reads_no_further),
     UT_CASE(test_line_shape),
     UT_CASE(test_escaping_and_korean),
     UT_CASE(test_secrets_redacted_by_type),

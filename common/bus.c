@@ -87,6 +87,7 @@ struct bus {
 
     uv_timer_t renew_timer, claim_timer;
     uv_timer_t kick_timer; /* 0 ms: start queued jobs, then read, next turn */
+    uv_timer_t unblock_timer; /* CLIENT UNBLOCK came before the read blocked: again */
     int draining, closing, handles_open, rd_open;
     void (*drain_done)(void *);
     void *drain_arg;
@@ -99,6 +100,7 @@ static void job_unlink(struct bus *b, struct job *j);
 static int cmd_send(struct bus *b, rds_reply_cb *cb, void *arg, int argc, const char **argv);
 static int cmd_done(struct bus *b);
 static void on_unblock(struct rds *r, int status, const redisReply *reply, void *arg);
+static void send_unblock(struct bus *b);
 static void on_read(struct rds *r, int status, const redisReply *reply, void *arg);
 static void maybe_drained(struct bus *b);
 static void start_setup(struct bus *b);
@@ -951,8 +953,10 @@ int bus_new(uv_loop_t *loop, struct rds *cmd, const struct bus_opts *o, struct b
     uv_timer_init(loop, &b->renew_timer);
     uv_timer_init(loop, &b->claim_timer);
     uv_timer_init(loop, &b->kick_timer);
+    uv_timer_init(loop, &b->unblock_timer);
+    b->unblock_timer.data = b;
     b->renew_timer.data = b->claim_timer.data = b->kick_timer.data = b;
-    b->handles_open = 3;
+    b->handles_open = 4;
     uint64_t renew = (uint64_t)b->renew_ms, claim = (uint64_t)(b->claim_idle_ms / 2);
     uv_timer_start(&b->renew_timer, on_renew_timer, renew, renew);
     uv_timer_start(&b->claim_timer, on_claim_timer, claim, claim);
@@ -988,12 +992,7 @@ static void streams_changed(struct bus *b)
         return;
     if (b->read_outstanding) {
         b->resetup = 1;
-        if (b->client_id) {
-            char id[24];
-            snprintf(id, sizeof(id), "%lld", b->client_id);
-            const char *av[3] = {"CLIENT", "UNBLOCK", id};
-            rds_cmd(b->cmd, on_unblock, NULL, 3, av, NULL);
-        }
+        send_unblock(b);
         return;
     }
     if (b->rstate != RD_SETUP)
@@ -1185,12 +1184,34 @@ static void maybe_drained(struct bus *b)
     done(b->drain_arg);
 }
 
+/* CLIENT UNBLOCK goes on the command connection, the read on its own: the
+ * unblock can reach Redis before the read has blocked, and then finds
+ * nothing to unblock (0) while the read goes on to block for block_ms.
+ * So while a read we want back is still out, ask again shortly. */
+static void on_unblock_timer(uv_timer_t *t)
+{
+    send_unblock(t->data);
+}
+
 static void on_unblock(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    (void)status;
-    (void)reply;
-    (void)arg;
+    struct bus *b = arg;
+    if (cmd_done(b) || status || b->closing || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 && b->read_outstanding &&
+        (b->draining || b->resetup))
+        uv_timer_start(&b->unblock_timer, on_unblock_timer, 20, 0);
+}
+
+static void send_unblock(struct bus *b)
+{
+    if (b->closing || !b->read_outstanding || !b->client_id)
+        return;
+    char id[24];
+    snprintf(id, sizeof(id), "%lld", b->client_id);
+    const char *av[3] = {"CLIENT", "UNBLOCK", id};
+    cmd_send(b, on_unblock, b, 3, av);
 }
 
 void bus_drain(struct bus *b, void (*done)(void *arg), void *arg)
@@ -1199,12 +1220,7 @@ void bus_drain(struct bus *b, void (*done)(void *arg), void *arg)
     b->drain_done = done;
     b->drain_arg = arg;
     log_info("draining: no new jobs are taken", LF_INT("inflight", b->st.inflight));
-    if (b->read_outstanding && b->client_id) {
-        char id[24];
-        snprintf(id, sizeof(id), "%lld", b->client_id);
-        const char *av[3] = {"CLIENT", "UNBLOCK", id};
-        rds_cmd(b->cmd, on_unblock, NULL, 3, av, NULL);
-    }
+    send_unblock(b);
     maybe_drained(b);
 }
 
@@ -1274,5 +1290,6 @@ void bus_close(struct bus *b, void (*done)(void *arg), void *arg)
     uv_close((uv_handle_t *)&b->renew_timer, on_timer_closed);
     uv_close((uv_handle_t *)&b->claim_timer, on_timer_closed);
     uv_close((uv_handle_t *)&b->kick_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&b->unblock_timer, on_timer_closed);
     rds_close(b->rd, on_rd_closed, b);
 }

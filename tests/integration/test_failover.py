@@ -184,6 +184,10 @@ def test_video_killed_in_flight_admin_finishes_it(t):
     c.sim.wait_session()
     video = c.start("video", GATEWAY="off", **extra)
     wait_until(lambda: video.health()[1]["postgres"]["ok"], 20, "video has postgres")
+    # admin serves the video role while no video instance runs, and hands
+    # it back after a few beats: the job must go to video-3, not to admin
+    wait_until(lambda: 'discordbot_takeover{role="video"} 0' in admin.get("/metrics")[1], 20,
+               "admin handed the video role back")
     ix = c.sim.interaction(name="비디오", guild_id=GUILD, channel_id=CH_VID, locale="en-US",
                            user={"id": "600000000000000001", "username": "u"},
                            options=[{"name": "설명", "type": 3, "value": "finished by admin"}])

@@ -26,6 +26,15 @@ static inline void fuzz_setup(void)
     log_setup("fuzz", "fuzz", LOG_DEBUG, fd < 0 ? 2 : fd);
 }
 
+/* The initializer of a target that needs nothing but fuzz_setup. */
+#define FUZZ_INIT_DEFAULT                                                                          \
+    int LLVMFuzzerInitialize(int *argc, char ***argv)                                              \
+    {                                                                                              \
+        (void)argc, (void)argv;                                                                    \
+        fuzz_setup();                                                                              \
+        return 0;                                                                                  \
+    }
+
 /* A reader over the input, for targets that take a few parameters before
  * the bytes they feed (like FuzzedDataProvider, in C). */
 struct fz {

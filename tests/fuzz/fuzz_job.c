@@ -60,12 +60,7 @@ static void message(const char *payload)
     mem_free(m.question);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    fuzz_setup();
-    return 0;
-}
+FUZZ_INIT_DEFAULT
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -11,12 +11,7 @@
 #include "fuzz.h"
 #include "jscan.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    fuzz_setup();
-    return 0;
-}
+FUZZ_INIT_DEFAULT
 
 static const char *base;
 static size_t base_len;

@@ -48,12 +48,7 @@ static void on_moderated(int status, int flagged, const char *categories, void *
         abort(); /* (category names are the provider's keys, not free text) */
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    fuzz_setup();
-    return 0;
-}
+FUZZ_INIT_DEFAULT
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -51,12 +51,7 @@ static int parse(const uint8_t *d, size_t n, size_t max_line, size_t max_event, 
     return rc;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    fuzz_setup();
-    return 0;
-}
+FUZZ_INIT_DEFAULT
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -23,12 +23,7 @@ static void on_done(const struct st_result *r, void *arg)
     fz_no_key(r->message);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc, (void)argv;
-    fuzz_setup();
-    return 0;
-}
+FUZZ_INIT_DEFAULT
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

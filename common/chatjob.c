@@ -29,14 +29,28 @@
 #define QUESTION_MAX (32 << 10) /* bytes of a channel message taken as a question */
 #define SWEEP_EVERY_MS 60000   /* expired conversations are deleted this often */
 #define BUSY_RETRY_S 30        /* "try again in" when a job waited too long */
+#define UNSAVED_MAX 256          /* exchanges kept while PostgreSQL is away */
 #define PERM_ADMINISTRATOR (1ull << 3)
 #define PERM_MANAGE_CHANNELS (1ull << 4)
+
+/* An answered exchange not (yet, or not surely) in PostgreSQL: written
+ * again, with its turn key so it is stored once, when the store is back. */
+struct unsaved {
+    struct unsaved *next;
+    struct chat *chat;     /* while a write is out */
+    unsigned long long seq; /* answer order: rewritten in it */
+    char *scope, *guild_id, *channel_id, *user_id, *turn_key, *question, *answer;
+};
 
 struct chat {
     struct core *core;
     struct keypool *keys; /* NULL: no key configured (local servers) */
     int memory_down;      /* the last memory access found PostgreSQL away (logged once) */
     uv_timer_t sweep;
+    struct unsaved *unsaved; /* oldest first */
+    size_t nunsaved, nwriting; /* kept; written and not yet answered */
+    unsigned long long seq;
+    unsigned long long unsaved_dropped;
 };
 
 enum step { STEP_LIMITS, STEP_MODERATION, STEP_HISTORY, STEP_MODEL, STEP_STORE, STEP_REDIS };
@@ -282,6 +296,86 @@ static void tell(struct answer *a, const char *ko, const char *en)
 
 /* ---- memory and usage ---------------------------------------------------------- */
 
+static void unsaved_free(struct unsaved *u)
+{
+    mem_free(u->scope);
+    mem_free(u->guild_id);
+    mem_free(u->channel_id);
+    mem_free(u->user_id);
+    mem_free(u->turn_key);
+    mem_free(u->question);
+    mem_free(u->answer);
+    mem_free(u);
+}
+
+/* Keep u (in answer order) to write later; past UNSAVED_MAX the oldest
+ * exchange is forgotten, and counted. */
+static void unsaved_keep(struct chat *ch, struct unsaved *u)
+{
+    struct unsaved **p = &ch->unsaved;
+    while (*p && (*p)->seq < u->seq)
+        p = &(*p)->next;
+    u->next = *p;
+    *p = u;
+    u->chat = NULL;
+    if (++ch->nunsaved + ch->nwriting <= UNSAVED_MAX)
+        return;
+    struct unsaved *old = ch->unsaved;
+    ch->unsaved = old->next;
+    ch->nunsaved--;
+    if (ch->unsaved_dropped++ % 100 == 0)
+        log_warn("PostgreSQL away too long: an answered exchange is not kept in conversation memory",
+                 LF_INT("kept_max", UNSAVED_MAX), LF_INT("forgotten", (long long)ch->unsaved_dropped));
+    unsaved_free(old);
+}
+
+static void on_unsaved_written(int status, long long affected, void *arg)
+{
+    (void)affected;
+    struct unsaved *u = arg;
+    if (status == BC_ESHUTDOWN) { /* the chat may be gone already */
+        unsaved_free(u);
+        return;
+    }
+    struct chat *ch = u->chat;
+    ch->nwriting--;
+    if (status == -ENOTCONN || status == -ETIMEDOUT)
+        unsaved_keep(ch, u); /* its outcome is unknown: written again, once, later */
+    else
+        unsaved_free(u);
+}
+
+static void unsaved_write(struct chat *ch, struct store *s, struct unsaved *u)
+{
+    const struct config *cfg = core_config(ch->core);
+    struct conv_key k = {.scope_key = u->scope, .guild_id = u->guild_id, .channel_id = u->channel_id,
+                         .user_id = u->user_id, .turn_key = u->turn_key};
+    u->chat = ch;
+    ch->nwriting++;
+    int rc = conv_append(s, &k, u->question, u->answer, cfg->session_ttl_minutes, 2 * cfg->context_max_turns + 2,
+                         on_unsaved_written, u);
+    if (rc == -ENOTCONN || rc == -ENOBUFS) {
+        ch->nwriting--;
+        unsaved_keep(ch, u);
+    } else if (rc) {
+        ch->nwriting--;
+        unsaved_free(u);
+    }
+}
+
+/* Write what was kept, oldest first, ahead of anything queued after. */
+static void unsaved_flush(struct chat *ch, struct store *s)
+{
+    struct unsaved *list = ch->unsaved;
+    ch->unsaved = NULL;
+    ch->nunsaved = 0;
+    while (list) {
+        struct unsaved *u = list;
+        list = u->next;
+        unsaved_write(ch, s, u);
+    }
+}
+
 static struct store *memory_store(struct chat *ch)
 {
     struct store *s = core_store(ch->core);
@@ -292,7 +386,14 @@ static struct store *memory_store(struct chat *ch)
         log_info("PostgreSQL is back: conversation memory restored");
     if (s)
         ch->memory_down = !up;
+    if (up && ch->unsaved)
+        unsaved_flush(ch, s);
     return up ? s : NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? mem_strdup(s) : NULL;
 }
 
 static void remember(struct answer *a)
@@ -300,14 +401,23 @@ static void remember(struct answer *a)
     struct chat *ch = a->chat;
     const struct config *cfg = core_config(ch->core);
     struct store *s = memory_store(ch);
+    if (cfg->context_max_turns > 0 && core_store(ch->core)) {
+        struct unsaved *u = mem_calloc(1, sizeof(*u));
+        u->seq = ++ch->seq;
+        u->scope = mem_strdup(a->scope);
+        u->guild_id = dup_or_null(a->guild_id);
+        u->channel_id = dup_or_null(a->channel_id);
+        u->user_id = dup_or_null(a->user_id);
+        u->turn_key = dup_or_null(a->job ? a->ix.id ? a->ix.id : a->message_id : NULL);
+        u->question = mem_strdup(a->question);
+        u->answer = mem_strndup(buf_str(&a->text), a->text.len);
+        if (s)
+            unsaved_write(ch, s, u);
+        else
+            unsaved_keep(ch, u);
+    }
     if (!s)
         return;
-    if (cfg->context_max_turns > 0) {
-        struct conv_key k = {.scope_key = a->scope, .guild_id = a->guild_id, .channel_id = a->channel_id,
-                             .user_id = a->user_id};
-        conv_append(s, &k, a->question, buf_str(&a->text), cfg->session_ttl_minutes, 2 * cfg->context_max_turns + 2,
-                    NULL, NULL);
-    }
     struct usage_rec u = {.user_id = a->user_id, .guild_id = a->guild_id, .kind = "chat",
                           .model = cfg->openai_model, .requests = 1};
     if (a->usage.has_usage) {
@@ -919,6 +1029,12 @@ static void chat_health(struct json_object *health, void *arg)
         keypool_health(ch->keys, uv_now(core_loop(ch->core)), health);
 }
 
+static void chat_store_up(void *arg)
+{
+    struct chat *ch = arg;
+    memory_store(ch);
+}
+
 static void chat_redis_up(void *arg)
 {
     struct chat *ch = arg;
@@ -936,6 +1052,14 @@ static void chat_close(void *arg)
     struct chat *ch = arg;
     if (ch->keys)
         keypool_free(ch->keys);
+    if (ch->nunsaved)
+        log_warn("stopping with answered exchanges PostgreSQL never got: not in conversation memory",
+                 LF_INT("exchanges", (long long)ch->nunsaved));
+    while (ch->unsaved) {
+        struct unsaved *u = ch->unsaved;
+        ch->unsaved = u->next;
+        unsaved_free(u);
+    }
     uv_close((uv_handle_t *)&ch->sweep, on_sweep_closed);
 }
 
@@ -984,7 +1108,7 @@ int chatjob_setup(struct core *c)
              LF_INT("keys", ch->keys ? keypool_size(ch->keys) : 0), LF_BOOL("moderation", cfg->moderation),
              LF_INT("context_turns", cfg->context_max_turns));
     core_at_close(c, chat_close, ch);
-    struct core_hooks hooks = {.health = chat_health, .redis_up = chat_redis_up};
+    struct core_hooks hooks = {.health = chat_health, .redis_up = chat_redis_up, .store_up = chat_store_up};
     core_add_hooks(c, &hooks, ch);
     int rc = bus_register_role(core_bus(c), "chat", "discord.interaction", on_interaction, ch);
     if (!rc)

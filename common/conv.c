@@ -234,10 +234,13 @@ int conv_load(struct store *s, const char *scope_key, int max_turns, int max_tok
  *    conversation restarts: created_at = now(). Otherwise created_at only
  *    ever moves back (least), so every live message is at least as new as
  *    its conversation's created_at even when two appends race to create it.
- *  - ins: the pair, numbered in order (ids follow the ORDER BY).
+ *  - ins: the pair, numbered in order (ids follow the ORDER BY), unless a
+ *    pair with the same turn key ($12) is there already (a write repeated
+ *    after its first one went unconfirmed); the unique index settles a race.
  *  - cut/del: only see messages that existed before this statement, so the
  *    newest keep-2 of those are kept next to the new two; and a message
- *    older than the conversation's created_at is from before a restart. */
+ *    older than the conversation's created_at is from before a restart.
+ *    Nothing is deleted when nothing was inserted. */
 static const char APPEND_SQL[] =
     "WITH up AS ("
     " INSERT INTO conversations AS c (scope_key, guild_id, channel_id, thread_id, user_id)"
@@ -248,16 +251,19 @@ static const char APPEND_SQL[] =
     "  updated_at = greatest(c.updated_at, now())"
     " RETURNING c.id, c.created_at"
     "), ins AS ("
-    " INSERT INTO messages (conversation_id, role, content, token_estimate)"
-    " SELECT up.id, v.role, v.content, v.tok FROM up, (VALUES"
+    " INSERT INTO messages (conversation_id, role, content, token_estimate, turn_key)"
+    " SELECT up.id, v.role, v.content, v.tok, $12::text FROM up, (VALUES"
     "  (1, 'user', $6::text, $7::int), (2, 'assistant', $8::text, $9::int))"
     "  AS v (ord, role, content, tok)"
-    " ORDER BY v.ord RETURNING id"
+    " WHERE $12::text IS NULL OR NOT EXISTS (SELECT 1 FROM messages x"
+    "  WHERE x.conversation_id = up.id AND x.turn_key = $12::text)"
+    " ORDER BY v.ord ON CONFLICT DO NOTHING RETURNING id"
     "), cut AS ("
     " SELECT m.id FROM messages m WHERE m.conversation_id = (SELECT id FROM up)"
     " ORDER BY m.id DESC OFFSET $11::int LIMIT 1"
     "), del AS ("
     " DELETE FROM messages m USING up WHERE m.conversation_id = up.id"
+    "  AND EXISTS (SELECT 1 FROM ins)"
     "  AND (m.created_at < up.created_at OR m.id <= (SELECT id FROM cut))"
     " RETURNING m.id"
     ") "
@@ -298,8 +304,8 @@ int conv_append(struct store *s, const struct conv_key *k, const char *question,
     fmt_int(ttl, sizeof(ttl), ttl_min);
     fmt_int(keep_old, sizeof(keep_old), keep_messages - 2);
     const char *p[] = {k->scope_key, k->guild_id, k->channel_id, k->thread_id, k->user_id,
-                       q, q_tok, a, a_tok, ttl, keep_old};
-    int rc = submit(s, "append", APPEND_SQL, 11, p, on_append, NULL, cb, arg);
+                       q, q_tok, a, a_tok, ttl, keep_old, k->turn_key && k->turn_key[0] ? k->turn_key : NULL};
+    int rc = submit(s, "append", APPEND_SQL, 12, p, on_append, NULL, cb, arg);
     mem_free(q_fixed); /* store_query copied the parameters */
     mem_free(a_fixed);
     return rc;

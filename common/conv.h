@@ -52,6 +52,8 @@ typedef void conv_done_cb(int status, long long affected, void *arg);
  * or scope_key is rejected by the schema's checks (status BC_EPG). */
 struct conv_key {
     const char *scope_key, *guild_id, *channel_id, *thread_id, *user_id;
+    const char *turn_key; /* NULL or the id of what the exchange answered:
+                             conv_append stores one exchange per key once */
 };
 
 /* The newest turns of scope_key's conversation, trimmed so that there are at
@@ -76,7 +78,9 @@ int conv_load(struct store *s, const char *scope_key, int max_turns, int max_tok
  * ones are deleted. Each message's token_estimate is conv_estimate_tokens of
  * its (sanitized) text. One SQL statement (a CTE). affected = older messages
  * this call deleted (stale or beyond keep_messages); on status 0 both new
- * messages were stored. cb may be NULL.
+ * messages were stored, or, when k->turn_key is set, were already there
+ * (then nothing is deleted): an append whose outcome was lost (-ENOTCONN,
+ * -ETIMEDOUT) can be repeated safely. cb may be NULL.
  * Returns 0 (cb, if any, runs exactly once, never synchronously) or, without
  * calling cb: -EINVAL (NULL s, k, k->scope_key, k->channel_id, k->user_id,
  * question or answer; ttl_min < 1; keep_messages < 2), or store_query's

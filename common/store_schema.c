@@ -113,8 +113,18 @@ static const char m1_initial[] =
     "CREATE INDEX audit_log_ts_idx ON audit_log (ts);\n"
     "CREATE INDEX audit_log_guild_ts_idx ON audit_log (guild_id, ts) WHERE guild_id IS NOT NULL;\n";
 
+/* A turn may be stored again after a connection loss left its first write
+ * unconfirmed: turn_key (the interaction or message it answered) makes the
+ * second write find the first instead of adding the pair twice. */
+static const char m2_turn_key[] =
+    "ALTER TABLE messages ADD COLUMN turn_key text\n"
+    "  CHECK (turn_key IS NULL OR (turn_key <> '' AND length(turn_key) <= 100));\n"
+    "CREATE UNIQUE INDEX messages_turn_idx ON messages (conversation_id, turn_key, role)\n"
+    "  WHERE turn_key IS NOT NULL;\n";
+
 const struct store_migration store__migrations[] = {
     {1, "initial schema", m1_initial},
+    {2, "messages.turn_key", m2_turn_key},
 };
 
 const int store__nmigrations = (int)(sizeof(store__migrations) / sizeof(store__migrations[0]));

@@ -503,6 +503,28 @@ static void test_keep_messages(void)
     env_teardown();
 }
 
+/* An append repeated with the same turn key (its first outcome was lost to
+ * a connection drop) stores the exchange once and deletes nothing. */
+static void test_turn_key_stores_once(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct conv_key k = key_a;
+    k.turn_key = "1100000000000000001";
+    UT_EQ_INT(append_keep(s, &k, "q1", "a1", 4), 0);
+    UT_EQ_INT(append_keep(s, &k, "q1", "a1", 4), 0);
+    k.turn_key = "1100000000000000002";
+    UT_EQ_INT(append_keep(s, &k, "q2", "a2", 4), 0);
+    UT_EQ_INT(append_keep(s, &k, "q2", "a2", 4), 0); /* full budget: still nothing cut */
+    UT_EQ_STR(sql1("SELECT string_agg(content, ',' ORDER BY id) FROM messages"), "q1,a1,q2,a2");
+    k.turn_key = NULL; /* without a key every append is new */
+    UT_EQ_INT(append_keep(s, &k, "q3", "a3", 4), 2);
+    UT_EQ_INT(append_keep(s, &k, "q3", "a3", 4), 2);
+    UT_EQ_STR(sql1("SELECT string_agg(content, ',' ORDER BY id) FROM messages"), "q3,a3,q3,a3");
+    store_close_wait(s);
+    env_teardown();
+}
+
 static void test_schema_rejects_bad_key(void)
 {
     env_setup(1);
@@ -604,6 +626,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_ttl_expiry),
     UT_CASE(test_expire_sweep),
     UT_CASE(test_keep_messages),
+    UT_CASE(test_turn_key_stores_once),
     UT_CASE(test_schema_rejects_bad_key),
     UT_CASE(test_invalid_arguments),
     UT_CASE(test_store_down),

@@ -34,215 +34,11 @@
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"
+#include "ut_dsim.h"
 #include "ut_sys.h"
 
 #define TOKEN "Bot.sim-token.xyz"
 #define INTENTS ((1 << 0) | (1 << 9) | (1 << 12) | (1 << 15))
-
-/* ---- the simulator process ---------------------------------------------------- */
-
-struct sim {
-    pid_t pid;
-    int port;
-    int out_fd;
-};
-
-static void repo_root(char *out, size_t cap)
-{
-    const char *r = getenv("BOT_ROOT");
-    if (r && *r) {
-        snprintf(out, cap, "%s", r);
-        return;
-    }
-    /* <root>/build/<variant>/tests/unit/test_gw: drop the file and four dirs */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        for (int i = 0; i < 5; i++) {
-            char *slash = strrchr(exe, '/');
-            if (!slash)
-                break;
-            *slash = '\0';
-        }
-        snprintf(out, cap, "%s", exe);
-        return;
-    }
-    snprintf(out, cap, ".");
-}
-
-/* Start argv[0] with stdout on a pipe and stderr in $TMPDIR/<logname>.log
- * (or the test's stderr with UT_DEBUG), and wait for a first line
- * "<ready> port=N". */
-static void child_start(struct sim *s, char *const argv[], const char *logname, const char *ready)
-{
-    char logpath[PATH_MAX];
-    snprintf(logpath, sizeof logpath, "%s/%s.%d.log", utsys_tmp_dir(), logname, (int)getpid());
-    int p[2];
-    UT_EQ_INT(pipe(p), 0);
-    pid_t pid = fork();
-    UT_ASSERT(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed case exits: so does its helper */
-        dup2(p[1], 1);
-        int lf = open(getenv("UT_DEBUG") ? "/dev/stderr" : logpath,
-                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (lf >= 0)
-            dup2(lf, 2);
-        close(p[0]);
-        close(p[1]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(p[1]);
-    s->pid = pid;
-    s->out_fd = p[0];
-    char line[256] = "", want[64];
-    size_t got = 0;
-    uint64_t deadline = utsys_mono_ms() + (uint64_t)ut_scale_ms(15000);
-    while (!strchr(line, '\n')) {
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int left = (int)(deadline - utsys_mono_ms());
-        if (left <= 0 || poll(&pfd, 1, left) <= 0)
-            UT_FAIL("%s did not start (log: %s)", logname, logpath);
-        ssize_t n = read(p[0], line + got, sizeof line - 1 - got);
-        if (n <= 0)
-            UT_FAIL("%s exited at start (log: %s)", logname, logpath);
-        got += (size_t)n;
-        line[got] = '\0';
-    }
-    snprintf(want, sizeof want, "%s port=", ready);
-    const char *at = strstr(line, want);
-    s->port = at ? atoi(at + strlen(want)) : 0;
-    if (s->port <= 0)
-        UT_FAIL("%s said: %s", logname, line);
-}
-
-static void sim_start(struct sim *s)
-{
-    char root[PATH_MAX], script[PATH_MAX + 64];
-    repo_root(root, sizeof root);
-    snprintf(script, sizeof script, "%s/tests/sim/discord_sim.py", root);
-    struct stat st;
-    if (stat(script, &st))
-        UT_FAIL("simulator not found at %s", script);
-    char *argv[] = {"/usr/bin/python3", script, "--port", "0", "--token", TOKEN,
-                    "--application-id", "1", NULL};
-    child_start(s, argv, "discord_sim", "SIM READY");
-}
-
-static void sim_stop(struct sim *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGTERM);
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-            s->pid = 0;
-            break;
-        }
-        usleep(10000);
-    }
-    if (s->pid > 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-    }
-    close(s->out_fd);
-}
-
-/* A tiny blocking HTTP/1.1 client for the control API. Returns the parsed
- * JSON body (json_object_put it), failing the case on any error. */
-static struct json_object *sim_http(const struct sim *s, const char *method, const char *path,
-                                    const char *body)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    UT_ASSERT(fd >= 0);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    UT_EQ_INT(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    size_t blen = body ? strlen(body) : 0;
-    char head[512];
-    int hn = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, blen);
-    UT_EQ_INT(write(fd, head, (size_t)hn), hn);
-    if (blen)
-        UT_EQ_INT(write(fd, body, blen), (ssize_t)blen);
-    size_t cap = 65536, len = 0;
-    char *resp = mem_alloc(cap);
-    for (;;) {
-        if (len + 4096 > cap)
-            resp = mem_realloc(resp, cap *= 2);
-        ssize_t n = read(fd, resp + len, cap - len - 1);
-        if (n < 0)
-            UT_FAIL("control request %s %s: %s", method, path, strerror(errno));
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        resp[len] = '\0';
-        char *hend = strstr(resp, "\r\n\r\n");
-        const char *cl = hend ? strcasestr(resp, "\r\nContent-Length:") : NULL;
-        if (hend && cl && cl < hend &&
-            len >= (size_t)(hend + 4 - resp) + strtoul(cl + 17, NULL, 10))
-            break;
-    }
-    close(fd);
-    resp[len] = '\0';
-    int status = 0;
-    sscanf(resp, "HTTP/1.%*d %d", &status);
-    char *b = strstr(resp, "\r\n\r\n");
-    if (status != 200 || !b)
-        UT_FAIL("control request %s %s: status %d: %s", method, path, status, b ? b + 4 : resp);
-    struct json_object *o = json_tokener_parse(b + 4);
-    if (!o)
-        UT_FAIL("control request %s %s: bad JSON", method, path);
-    mem_free(resp);
-    return o;
-}
-
-static void sim_post(const struct sim *s, const char *path, const char *body)
-{
-    json_object_put(sim_http(s, "POST", path, body));
-}
-
-/* Field access by a dotted path with array indexes: "connections.-1.heartbeats". */
-static struct json_object *jget(struct json_object *o, const char *path)
-{
-    char key[128];
-    while (o && *path) {
-        size_t n = strcspn(path, ".");
-        snprintf(key, sizeof key, "%.*s", (int)n, path);
-        path += n + (path[n] == '.');
-        if (json_object_is_type(o, json_type_array)) {
-            long i = strtol(key, NULL, 10);
-            long len = (long)json_object_array_length(o);
-            if (i < 0)
-                i += len;
-            o = i >= 0 && i < len ? json_object_array_get_idx(o, (size_t)i) : NULL;
-        } else if (!json_object_object_get_ex(o, key, &o)) {
-            o = NULL;
-        }
-    }
-    return o;
-}
-
-static int64_t jint(struct json_object *o, const char *path)
-{
-    struct json_object *v = jget(o, path);
-    return v ? json_object_get_int64(v) : -1;
-}
-
-/* One number from the simulator's gateway state. */
-static int64_t sim_gw_int(const struct sim *s, const char *path)
-{
-    struct json_object *o = sim_http(s, "GET", "/_sim/gateway", NULL);
-    int64_t v = jint(o, path);
-    json_object_put(o);
-    return v;
-}
 
 /* ---- fixture ------------------------------------------------------------------ */
 
@@ -252,7 +48,7 @@ struct fx {
     uv_loop_t loop;
     struct utloop lp;
     uv_timer_t gate_timer;
-    struct sim sim;
+    struct utdsim sim;
     struct secret token;
     struct gw *g;
     enum gate_mode gate_mode;
@@ -269,7 +65,7 @@ struct fx {
     uint64_t flood_t0, flood_t1;
     int flood_count;
     char logpath[PATH_MAX]; /* the client's log lines, checked for the token */
-    struct sim proxy;       /* TLS in front of the simulator, when a case needs it */
+    struct utdsim proxy;       /* TLS in front of the simulator, when a case needs it */
     char cert[PATH_MAX], key[PATH_MAX];
 };
 
@@ -392,7 +188,7 @@ static int64_t wait_sim(struct fx *fx, const char *path, int64_t want, int ms)
 {
     uint64_t dl = utsys_mono_ms() + (uint64_t)ut_scale_ms(ms);
     for (;;) {
-        int64_t v = sim_gw_int(&fx->sim, path);
+        int64_t v = utdsim_gw_int(&fx->sim, path);
         if (v >= want)
             return v;
         if (utsys_mono_ms() > dl)
@@ -412,9 +208,9 @@ static void fx_init(struct fx *fx, const char *sim_config)
                  (int)getpid());
         utlog_start("test", "gw", fx->logpath);
     }
-    sim_start(&fx->sim);
+    utdsim_start(&fx->sim, TOKEN);
     if (sim_config)
-        sim_post(&fx->sim, "/_sim/config", sim_config);
+        utdsim_post(&fx->sim, "/_sim/config", sim_config);
     UT_EQ_INT(uv_loop_init(&fx->loop), 0);
     utloop_init(&fx->lp, &fx->loop, 5);
     uv_timer_init(&fx->loop, &fx->gate_timer);
@@ -496,7 +292,7 @@ static void fx_tls_proxy(struct fx *fx)
     char port[16];
     snprintf(port, sizeof port, "%d", fx->sim.port);
     char *argv[] = {"/usr/bin/python3", "-c", (char *)tls_proxy_py, fx->cert, fx->key, port, NULL};
-    child_start(&fx->proxy, argv, "tls_proxy", "PROXY READY");
+    utdsim_child_start(&fx->proxy, argv, "tls_proxy", "PROXY READY");
 }
 
 static void on_closed(void *arg)
@@ -527,11 +323,11 @@ static void fx_done(struct fx *fx)
     UT_NOT_CONTAINS(log, TOKEN);    /* the token never reaches a log line */
     UT_NOT_CONTAINS(log, "sim-token");
     utlog_stop(LOG_WARN);
-    sim_stop(&fx->proxy);
+    utdsim_stop(&fx->proxy);
     uv_close((uv_handle_t *)&fx->gate_timer, NULL);
     utloop_shutdown(&fx->lp); /* nothing of lws left on our loop */
     secret_clear(&fx->token);
-    sim_stop(&fx->sim);
+    utdsim_stop(&fx->sim);
 }
 
 /* Connect, identify, wait for READY. */
@@ -551,8 +347,8 @@ static int64_t sim_dispatch(struct fx *fx, const char *content)
              "{\"t\":\"MESSAGE_CREATE\",\"session_id\":\"%s\",\"d\":{\"id\":\"1\","
              "\"channel_id\":\"2\",\"content\":\"%s\"}}",
              fx->session, content);
-    struct json_object *r = sim_http(&fx->sim, "POST", "/_sim/dispatch", body);
-    int64_t seq = jint(r, "seq");
+    struct json_object *r = utdsim_http(&fx->sim, "POST", "/_sim/dispatch", body);
+    int64_t seq = utdsim_jint(r, "seq");
     json_object_put(r);
     UT_ASSERT(seq > 0);
     return seq;
@@ -593,7 +389,7 @@ static void sim_send_fragmented(struct fx *fx, const char *msg)
     char b64[800], body[900];
     base64(wire, w, b64);
     snprintf(body, sizeof body, "{\"data\":\"%s\",\"base64\":true,\"wire\":true}", b64);
-    sim_post(&fx->sim, "/_sim/gateway/raw", body);
+    utdsim_post(&fx->sim, "/_sim/gateway/raw", body);
 }
 
 /* A WebSocket server that completes the upgrade and then says nothing. */
@@ -621,21 +417,21 @@ static const char silent_py[] =
 
 static void check_identify(struct fx *fx, int compress)
 {
-    struct json_object *st = sim_http(&fx->sim, "GET", "/_sim/gateway", NULL);
-    UT_EQ_INT(jint(st, "identifies"), 1);
-    UT_ASSERT(json_object_get_boolean(jget(st, "identify_log.-1.token_matched")));
-    UT_EQ_INT(jint(st, "identify_log.-1.intents"), INTENTS);
-    UT_EQ_INT(jint(st, "identify_log.-1.shard.0"), 0);
-    UT_EQ_INT(jint(st, "identify_log.-1.shard.1"), 1);
-    UT_EQ_STR(json_object_get_string(jget(st, "identify_log.-1.properties.os")), "linux");
-    UT_EQ_STR(json_object_get_string(jget(st, "identify_log.-1.properties.browser")),
+    struct json_object *st = utdsim_http(&fx->sim, "GET", "/_sim/gateway", NULL);
+    UT_EQ_INT(utdsim_jint(st, "identifies"), 1);
+    UT_ASSERT(json_object_get_boolean(utdsim_jget(st, "identify_log.-1.token_matched")));
+    UT_EQ_INT(utdsim_jint(st, "identify_log.-1.intents"), INTENTS);
+    UT_EQ_INT(utdsim_jint(st, "identify_log.-1.shard.0"), 0);
+    UT_EQ_INT(utdsim_jint(st, "identify_log.-1.shard.1"), 1);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "identify_log.-1.properties.os")), "linux");
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "identify_log.-1.properties.browser")),
               "discordbot-c");
-    UT_EQ_STR(json_object_get_string(jget(st, "identify_log.-1.properties.device")),
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "identify_log.-1.properties.device")),
               "discordbot-c");
-    UT_EQ_STR(json_object_get_string(jget(st, "connections.-1.query.v")), "10");
-    UT_EQ_STR(json_object_get_string(jget(st, "connections.-1.query.encoding")), "json");
-    UT_EQ_INT(json_object_get_boolean(jget(st, "connections.-1.compress")), compress);
-    UT_EQ_INT(json_object_array_length(jget(st, "connections.-1.violations")), 0);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "connections.-1.query.v")), "10");
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "connections.-1.query.encoding")), "json");
+    UT_EQ_INT(json_object_get_boolean(utdsim_jget(st, "connections.-1.compress")), compress);
+    UT_EQ_INT(json_object_array_length(utdsim_jget(st, "connections.-1.violations")), 0);
     json_object_put(st);
 }
 
@@ -691,21 +487,21 @@ static void test_heartbeats(void)
     int64_t seq = sim_dispatch(&fx, "beat");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
     uint64_t t0 = utsys_mono_ms();
-    int64_t h0 = sim_gw_int(&fx.sim, "connections.-1.heartbeats");
+    int64_t h0 = utdsim_gw_int(&fx.sim, "connections.-1.heartbeats");
     run_for(&fx, 2100);
-    int64_t h1 = sim_gw_int(&fx.sim, "connections.-1.heartbeats");
+    int64_t h1 = utdsim_gw_int(&fx.sim, "connections.-1.heartbeats");
     double expect = (double)(utsys_mono_ms() - t0) / 300.0;
     UT_ASSERT(h1 - h0 >= (int64_t)expect - 1 && h1 - h0 <= (int64_t)expect + 2);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "connections.-1.last_heartbeat_d"), seq);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "connections.-1.last_heartbeat_d"), seq);
     UT_ASSERT(gw_latency_ms(fx.g) >= 0 && gw_latency_ms(fx.g) < ut_scale_ms(1000));
-    sim_post(&fx.sim, "/_sim/gateway/heartbeat_request", "{}");
+    utdsim_post(&fx.sim, "/_sim/gateway/heartbeat_request", "{}");
     wait_sim(&fx, "connections.-1.heartbeat_request_latency_ms", 0, 3000);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    double lat = json_object_get_double(jget(st, "connections.-1.heartbeat_request_latency_ms"));
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    double lat = json_object_get_double(utdsim_jget(st, "connections.-1.heartbeat_request_latency_ms"));
     UT_ASSERT(lat < ut_scale_ms(250)); /* answered at once, not at the next beat */
-    UT_EQ_INT(json_object_array_length(jget(st, "connections.-1.violations")), 0);
-    UT_EQ_INT(jint(st, "connections.-1.heartbeat_acks_sent"),
-              jint(st, "connections.-1.heartbeats"));
+    UT_EQ_INT(json_object_array_length(utdsim_jget(st, "connections.-1.violations")), 0);
+    UT_EQ_INT(utdsim_jint(st, "connections.-1.heartbeat_acks_sent"),
+              utdsim_jint(st, "connections.-1.heartbeats"));
     json_object_put(st);
     fx_done(&fx);
 }
@@ -717,7 +513,7 @@ static void test_resume_after_4000(void)
     struct fx fx;
     fx_init(&fx, NULL);
     fx_ready(&fx, 1);
-    sim_post(&fx.sim, "/_sim/gateway/close", "{\"code\":4000}");
+    utdsim_post(&fx.sim, "/_sim/gateway/close", "{\"code\":4000}");
     int64_t s1 = sim_dispatch(&fx, "missed one");
     int64_t s2 = sim_dispatch(&fx, "missed two");
     int64_t s3 = sim_dispatch(&fx, "missed three");
@@ -727,9 +523,9 @@ static void test_resume_after_4000(void)
     UT_EQ_STR(fx.last_type, "RESUMED");
     UT_EQ_INT(fx.order_errors, 0);
     UT_EQ_STR(fx.last_content, "missed three");
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resumes"), 1);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "sessions.-1.events_replayed"), 3);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resumes"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "sessions.-1.events_replayed"), 3);
     UT_EQ_INT(fx.gates, 1);
     UT_EQ_INT(fx.downs, 1);
     UT_EQ_INT(fx.ups, 2);
@@ -745,17 +541,17 @@ static void test_reconnect_op7(void)
     struct fx fx;
     fx_init(&fx, NULL);
     fx_ready(&fx, 1);
-    sim_post(&fx.sim, "/_sim/gateway/reconnect", "{}");
+    utdsim_post(&fx.sim, "/_sim/gateway/reconnect", "{}");
     RUN_UNTIL(&fx, fx.resumes == 1, 10000);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    UT_EQ_INT(jint(st, "identifies"), 1);
-    UT_EQ_INT(jint(st, "resumes"), 1);
-    UT_EQ_STR(json_object_get_string(jget(st, "closes.0.by")), "client");
-    UT_EQ_INT(jint(st, "closes.0.code"), 4000);
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    UT_EQ_INT(utdsim_jint(st, "identifies"), 1);
+    UT_EQ_INT(utdsim_jint(st, "resumes"), 1);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "closes.0.by")), "client");
+    UT_EQ_INT(utdsim_jint(st, "closes.0.code"), 4000);
     json_object_put(st);
-    sim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":true}");
+    utdsim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":true}");
     RUN_UNTIL(&fx, fx.resumes == 2, 10000);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     UT_EQ_INT(fx.gates, 1);
     fx_done(&fx);
 }
@@ -767,11 +563,11 @@ static void test_server_close_new_session(void)
     struct fx fx;
     fx_init(&fx, NULL);
     fx_ready(&fx, 0);
-    sim_post(&fx.sim, "/_sim/gateway/close", "{\"code\":4009}");
+    utdsim_post(&fx.sim, "/_sim/gateway/close", "{\"code\":4009}");
     RUN_UNTIL(&fx, fx.readies == 2, 10000);
     UT_EQ_INT(fx.gates, 2);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 2);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resume_attempts"), 0);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 2);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resume_attempts"), 0);
     UT_EQ_INT(fx.downs, 1);
     fx_done(&fx);
 }
@@ -786,14 +582,14 @@ static void test_invalid_session(void)
     char first[80];
     snprintf(first, sizeof first, "%s", fx.session);
     uint64_t t0 = utsys_mono_ms();
-    sim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":false}");
+    utdsim_post(&fx.sim, "/_sim/gateway/invalid_session", "{\"resumable\":false}");
     RUN_UNTIL(&fx, fx.readies == 2, 10000);
     uint64_t took = utsys_mono_ms() - t0;
     UT_ASSERT(took >= 1000 && took < (uint64_t)ut_scale_ms(7000));
     UT_EQ_INT(fx.gates, 2);
     UT_ASSERT(strcmp(first, fx.session) != 0);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 2);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resume_attempts"), 0);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 2);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resume_attempts"), 0);
     fx_done(&fx);
 }
 
@@ -807,11 +603,11 @@ static void test_gate_later(void)
     UT_EQ_INT(gw_start(fx.g, NULL), 0);
     RUN_UNTIL(&fx, fx.gates == 1, 5000);
     run_for(&fx, 400);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identify_attempts"), 0);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identify_attempts"), 0);
     UT_EQ_INT(fx.gates, 1); /* not asked twice while an answer is outstanding */
     gw_identify_go(fx.g);
     RUN_UNTIL(&fx, fx.readies == 1, 5000);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     fx_done(&fx);
 }
 
@@ -830,9 +626,9 @@ static void test_fatal_4004(void)
     run_for(&fx, 2500);
     UT_EQ_INT(fx.fatals, 1);
     UT_EQ_INT(fx.readies, 0);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identify_attempts"), 1);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    UT_EQ_INT(json_object_array_length(jget(st, "connections")), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identify_attempts"), 1);
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    UT_EQ_INT(json_object_array_length(utdsim_jget(st, "connections")), 1);
     json_object_put(st);
     UT_EQ_INT(gw_start(fx.g, NULL), BC_ESHUTDOWN);
     UT_EQ_INT(gw_send(fx.g, "{}", 2), BC_ESHUTDOWN);
@@ -850,7 +646,7 @@ static void test_fatal_4014(void)
     UT_EQ_INT(fx.fatal_code, 4014);
     UT_CONTAINS(fx.fatal_why, "MESSAGE_CONTENT");
     run_for(&fx, 1500);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identify_attempts"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identify_attempts"), 1);
     fx_done(&fx);
 }
 
@@ -861,16 +657,16 @@ static void test_zombie(void)
     struct fx fx;
     fx_init(&fx, "{\"heartbeat_interval_ms\":300}");
     fx_ready(&fx, 1);
-    int64_t conn = sim_gw_int(&fx.sim, "connections.-1.id");
+    int64_t conn = utdsim_gw_int(&fx.sim, "connections.-1.id");
     char body[64];
     snprintf(body, sizeof body, "{\"on\":true,\"conn_id\":%lld}", (long long)conn);
-    sim_post(&fx.sim, "/_sim/gateway/withhold_acks", body);
+    utdsim_post(&fx.sim, "/_sim/gateway/withhold_acks", body);
     RUN_UNTIL(&fx, fx.resumes == 1, 5000);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    UT_EQ_STR(json_object_get_string(jget(st, "closes.0.by")), "client");
-    UT_EQ_INT(jint(st, "closes.0.code"), 4000);
-    UT_EQ_INT(jint(st, "identifies"), 1);
-    UT_ASSERT(jint(st, "connections.0.acks_withheld") >= 1);
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "closes.0.by")), "client");
+    UT_EQ_INT(utdsim_jint(st, "closes.0.code"), 4000);
+    UT_EQ_INT(utdsim_jint(st, "identifies"), 1);
+    UT_ASSERT(utdsim_jint(st, "connections.0.acks_withheld") >= 1);
     json_object_put(st);
     fx_done(&fx);
 }
@@ -885,13 +681,13 @@ static void test_malformed_and_huge(void)
     fx_gw(&fx, 1, 256 * 1024);
     UT_EQ_INT(gw_start(fx.g, NULL), 0);
     RUN_UNTIL(&fx, fx.readies == 1, 10000);
-    sim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{not json\"}");
-    sim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{\\\"op\\\":42,\\\"d\\\":null}\"}");
-    sim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"[1,2,3]\"}");
-    sim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{\\\"op\\\":0,\\\"s\\\":5}\"}");
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{not json\"}");
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{\\\"op\\\":42,\\\"d\\\":null}\"}");
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"[1,2,3]\"}");
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", "{\"data\":\"{\\\"op\\\":0,\\\"s\\\":5}\"}");
     int64_t seq = sim_dispatch(&fx, "still here");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resume_attempts"), 0); /* same connection */
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resume_attempts"), 0); /* same connection */
 
     /* 1 MiB of JSON against a 256 KiB cap */
     size_t big = 1024 * 1024;
@@ -899,21 +695,21 @@ static void test_malformed_and_huge(void)
     int n = snprintf(body, 64, "{\"data\":\"{\\\"op\\\":0,\\\"t\\\":\\\"X\\\",\\\"d\\\":\\\"");
     memset(body + n, 'a', big);
     strcpy(body + n + big, "\\\"}\"}");
-    sim_post(&fx.sim, "/_sim/gateway/raw", body);
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", body);
     mem_free(body);
     RUN_UNTIL(&fx, fx.resumes == 1, 10000);
     seq = sim_dispatch(&fx, "after the big one");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
 
     /* bytes that are not zlib data, in a binary frame */
-    sim_post(&fx.sim, "/_sim/gateway/raw",
+    utdsim_post(&fx.sim, "/_sim/gateway/raw",
              "{\"data\":\"bm90IHpsaWIgZGF0YQAA//8=\",\"base64\":true,\"compress\":false,"
              "\"opcode\":2}");
     RUN_UNTIL(&fx, fx.resumes == 2, 10000);
     seq = sim_dispatch(&fx, "after the corrupt one");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
     UT_EQ_STR(fx.last_content, "after the corrupt one");
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     UT_EQ_INT(fx.order_errors, 0);
     fx_done(&fx);
 }
@@ -931,13 +727,13 @@ static void test_close_then_resume_elsewhere(void)
     struct gw_resume r;
     gw_get_resume(fx.g, &r);
     fx_close_gw(&fx);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "closes.-1.code"), 4000);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "closes.-1.code"), 4000);
     int64_t missed = sim_dispatch(&fx, "during the handover");
     fx_gw(&fx, 0, 0);
     UT_EQ_INT(gw_start(fx.g, &r), 0);
     RUN_UNTIL(&fx, fx.resumes == 1, 10000);
     UT_EQ_INT(fx.gates, 1); /* resuming needs no gate */
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     UT_EQ_STR(fx.last_content, "during the handover");
     UT_ASSERT(fx.last_seq == missed + 1); /* RESUMED after the replay */
     fx_done(&fx);
@@ -957,8 +753,8 @@ static void test_stale_session(void)
     RUN_UNTIL(&fx, fx.readies == 1, 10000);
     UT_EQ_INT(fx.resumes, 0);
     UT_EQ_INT(fx.gates, 1);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resume_attempts"), 1);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resume_attempts"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     struct gw_resume now;
     gw_get_resume(fx.g, &now);
     UT_EQ_STR(now.session_id, fx.session);
@@ -985,14 +781,14 @@ static void test_send_limit(void)
     memset(big, ' ', sizeof big);
     UT_EQ_INT(gw_send(fx.g, big, sizeof big), -EMSGSIZE);
     run_for(&fx, 2500);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    int64_t ops3 = jint(st, "connections.-1.ops.3"), beats = jint(st, "connections.-1.ops.1");
-    int64_t total = jint(st, "connections.-1.messages_received");
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    int64_t ops3 = utdsim_jint(st, "connections.-1.ops.3"), beats = utdsim_jint(st, "connections.-1.ops.1");
+    int64_t total = utdsim_jint(st, "connections.-1.messages_received");
     UT_ASSERT(ops3 >= GW_SEND_LIMIT - GW_SEND_RESERVE - 4);
     UT_ASSERT(ops3 <= GW_SEND_LIMIT - GW_SEND_RESERVE);
     UT_ASSERT(beats >= 1); /* heartbeats still got through */
     UT_ASSERT(total <= GW_SEND_LIMIT);
-    UT_EQ_INT(json_object_array_length(jget(st, "closes")), 0);
+    UT_EQ_INT(json_object_array_length(utdsim_jget(st, "closes")), 0);
     UT_EQ_INT(fx.downs, 0);
     json_object_put(st);
     fx_done(&fx);
@@ -1023,7 +819,7 @@ static void test_flood(void)
     pid_t helper = fork();
     UT_ASSERT(helper >= 0);
     if (helper == 0) {
-        json_object_put(sim_http(&fx.sim, "POST", "/_sim/gateway/flood", body));
+        json_object_put(utdsim_http(&fx.sim, "POST", "/_sim/gateway/flood", body));
         _exit(0);
     }
     RUN_UNTIL(&fx, fx.flood_count >= count, 30000);
@@ -1063,12 +859,12 @@ static void test_fragmented(void)
                                 "\\\"FRAGMENTED\\\",\\\"d\\\":{\\\"content\\\":\\\"");
     memset(body + n, 'x', big);
     strcpy(body + n + big, "\\\"}}\"}");
-    sim_post(&fx.sim, "/_sim/gateway/raw", body);
+    utdsim_post(&fx.sim, "/_sim/gateway/raw", body);
     mem_free(body);
     RUN_UNTIL(&fx, fx.fragmented_len == (int)big, 5000);
     int64_t seq = sim_dispatch(&fx, "next");
     RUN_UNTIL(&fx, fx.last_seq == seq, 5000);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "resume_attempts"), 0);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "resume_attempts"), 0);
     fx_done(&fx);
 }
 
@@ -1079,7 +875,7 @@ static void test_no_hello(void)
     struct fx fx;
     fx_init(&fx, NULL);
     char *argv[] = {"/usr/bin/python3", "-c", (char *)silent_py, NULL};
-    child_start(&fx.proxy, argv, "silent_ws", "SILENT READY");
+    utdsim_child_start(&fx.proxy, argv, "silent_ws", "SILENT READY");
     char url[128];
     snprintf(url, sizeof url, "ws://127.0.0.1:%d/gateway", fx.proxy.port);
     struct gw_opts o = {.token = &fx.token, .url = url, .intents = INTENTS,
@@ -1119,7 +915,7 @@ static void test_wss(void)
     fx_gw_at(&fx, url, 1, 0, fx.cert);
     UT_EQ_INT(gw_start(fx.g, &r), 0);
     RUN_UNTIL(&fx, fx.resumes == 1, 10000);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identifies"), 1);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identifies"), 1);
     fx_done(&fx);
 }
 
@@ -1137,7 +933,7 @@ static void test_wss_untrusted(void)
     run_for(&fx, 2200);
     UT_EQ_INT(fx.gates, 0);
     UT_EQ_INT(fx.readies, 0);
-    UT_EQ_INT(sim_gw_int(&fx.sim, "identify_attempts"), 0);
+    UT_EQ_INT(utdsim_gw_int(&fx.sim, "identify_attempts"), 0);
     if (utlog_active()) {
         UT_ASSERT(utlog_count("\"gateway connecting\"") >= 2);
         UT_ASSERT(utlog_count("\"gateway connection lost\"") >= 1);
@@ -1174,11 +970,11 @@ static void test_stop(void)
     gw_stop(fx.g);
     UT_EQ_INT(gw_connected(fx.g), 0);
     run_for(&fx, 1500);
-    struct json_object *st = sim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
-    UT_EQ_STR(json_object_get_string(jget(st, "closes.0.by")), "client");
-    UT_EQ_INT(jint(st, "closes.0.code"), 1000);
-    UT_EQ_STR(json_object_get_string(jget(st, "sessions.0.state")), "ended");
-    UT_EQ_INT(json_object_array_length(jget(st, "connections")), 1);
+    struct json_object *st = utdsim_http(&fx.sim, "GET", "/_sim/gateway", NULL);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "closes.0.by")), "client");
+    UT_EQ_INT(utdsim_jint(st, "closes.0.code"), 1000);
+    UT_EQ_STR(json_object_get_string(utdsim_jget(st, "sessions.0.state")), "ended");
+    UT_EQ_INT(json_object_array_length(utdsim_jget(st, "connections")), 1);
     json_object_put(st);
     UT_EQ_INT(fx.ups, ups);
     UT_EQ_INT(fx.downs, 0);

@@ -79,6 +79,29 @@ def private_dirty_kb(pid):
     return total
 
 
+def smaps_by_mapping(pid):
+    """Resident kB per mapping name (a library, the binary; anonymous memory,
+    heap and stacks together as "anonymous"), plus the process's PSS: what
+    idle RSS is made of, and what sharing the libraries saves."""
+    by, name = {}, None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if not head:
+                continue
+            if "-" in head[0] and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+                name = os.path.basename(path) if path.startswith("/") else "anonymous"
+            elif head[0] == "Rss:" and name is not None:
+                by[name] = by.get(name, 0) + int(head[1])
+    pss = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return {"rss_by_mapping_kb": by, "pss_kb": pss}
+
+
 def cpu_s(pid):
     """utime + stime of a live process, in seconds."""
     with open("/proc/%d/stat" % pid, "rb") as f:
@@ -233,6 +256,7 @@ def bench_idle(c, res):
             rss.append(status_kb(inst.pid))
             time.sleep(0.5)
         out["ours"][role] = {"rss_kb": rss, "private_dirty_kb": private_dirty_kb(inst.pid)}
+        out["ours"][role].update(smaps_by_mapping(inst.pid))
     if c.djs:
         rss = []
         for _ in range(3):

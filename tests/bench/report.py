@@ -195,6 +195,28 @@ def rows(res):
     return out
 
 
+def idle_breakdown(res, top=12):
+    """Where an idle instance's RSS goes, by mapping, for each role; PSS
+    shows what the four instances' shared library pages cost each."""
+    ours = _get(res, "idle", "ours") or {}
+    roles = [r for r in sorted(ours) if ours[r].get("rss_by_mapping_kb")]
+    if not roles:
+        return []
+    total = {}
+    for r in roles:
+        for name, kb in ours[r]["rss_by_mapping_kb"].items():
+            total[name] = total.get(name, 0) + kb
+    names = sorted(total, key=lambda n: -total[n])[:top]
+    lines = ["", "Idle RSS by mapping, kB (smaps; the rest is spread over smaller libraries):", "",
+             "| mapping | " + " | ".join("%s-instance" % r for r in roles) + " |",
+             "|---|" + "---|" * len(roles)]
+    for n in names:
+        lines.append("| %s | %s |" % (n, " | ".join(str(ours[r]["rss_by_mapping_kb"].get(n, 0)) for r in roles)))
+    lines.append("| **RSS** | %s |" % " | ".join(str(sum(ours[r]["rss_by_mapping_kb"].values())) for r in roles))
+    lines.append("| **PSS** | %s |" % " | ".join(str(ours[r].get("pss_kb", "?")) for r in roles))
+    return lines
+
+
 def markdown(res, images=()):
     m = res.get("machine", {})
     v = res.get("versions", {})
@@ -214,6 +236,7 @@ def markdown(res, images=()):
     lines += ["", "| figure | ours | discord.js / ceiling | ours / theirs | budget |", "|---|---|---|---|---|"]
     for r in rows(res):
         lines.append("| " + " | ".join(x.replace("|", "/") for x in r) + " |")
+    lines += idle_breakdown(res)
     if res.get("errors"):
         lines.append("")
         for k, e in sorted(res["errors"].items()):

@@ -29,7 +29,10 @@ def fake_results():
                     "latencies_ms": [2.0, 8.0]}]}
     return {"started_at": "2026-12-07T15:00:00+00:00", "machine": {"host": "test host/1", "cpus": 2},
             "versions": {"ours": "abc", "discord.js": "14.28.1"}, "config": {"runs": 3},
-            "idle": {"ours": {"chat": {"rss_kb": [9000, 9100, 9200]}}, "djs": {"rss_kb": [90000, 91000, 92000]}},
+            "idle": {"ours": {"chat": {"rss_kb": [9000, 9100, 9200], "pss_kb": 4100,
+                                       "rss_by_mapping_kb": {"libcrypto.so.3": 3100, "anonymous": 1500,
+                                                             "chat-instance": 300}}},
+                     "djs": {"rss_kb": [90000, 91000, 92000]}},
             "routing": {"ours": ours, "djs": djs, "ours_discard": ours, "redis": [{"rate": 300000.0}] * 3,
                         "event_bytes": 1205},
             "ack": {"low": ack, "high": ack, "low_rate": 100, "high_rate": 1000},
@@ -61,7 +64,8 @@ def test_bench_report(t):
                  "| deferred ack p99 at 100/s, ms | 4.00 ms | 8.00 ms (discord.js) | 0.50 x | 0.80 x (met) |",
                  "correct within 60 s", "| 10,000 / 9,990 / 10,000 / 64 |",
                  "1.07 x (missed)", "1.00 / 2.00 s (1 never)", "| 0 of 10 / 0 |", "| 1 of 5 |",
-                 "Ratios are ours / theirs"):
+                 "Ratios are ours / theirs", "| mapping | chat-instance |", "| libcrypto.so.3 | 3100 |",
+                 "| **RSS** | 4900 |", "| **PSS** | 4100 |"):
         check(want in md, lambda: "%r not in:\n%s" % (want, md))
     specs = report.plot_specs(res)
     check([s[0] for s in specs] == ["ack_latency", "events_rate", "rss_chats"], [s[0] for s in specs])

@@ -78,7 +78,7 @@ static const struct cfg_def cfg_defs[] = {
      "How long one XREADGROUP waits for new jobs."},
     {"CLAIM_IDLE_MS", CT_INT, "15000", F(claim_idle_ms), 1000, 3600000, 0,
      "A job pending this long on a silent consumer of the same role is reclaimed."},
-    {"FAILOVER_AFTER_MS", CT_INT, "3000", F(failover_after_ms), 500, 60000, 0,
+    {"FAILOVER_AFTER_MS", CT_INT, "2500", F(failover_after_ms), 500, 60000, 0,
      "An instance silent this long is down: another instance takes over its role and its pending jobs."},
     {"QUEUE_WAIT_MAX_SEC", CT_INT, "600", F(queue_wait_max_sec), 1, 840, 0,
      "A command that waited longer than this for a worker gets a \"busy, try again\" reply instead of a late answer."},

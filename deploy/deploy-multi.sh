@@ -120,7 +120,7 @@ port_of() {
     echo "${p:-$((8000 + $(role_number "$role")))}"
 }
 
-failover_ms() { local v; v=$(setting FAILOVER_AFTER_MS); echo "${v:-3000}"; }
+failover_ms() { local v; v=$(setting FAILOVER_AFTER_MS); echo "${v:-2500}"; }
 heartbeat_ms() { local v; v=$(setting HEARTBEAT_INTERVAL_MS); echo "${v:-1000}"; }
 drain_sec() { local v; v=$(setting DRAIN_TIMEOUT_SEC); echo "${v:-30}"; }
 

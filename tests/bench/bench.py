@@ -607,7 +607,7 @@ def bench_failover(c, res):
     ok = [x for x in times if x is not None]
     res["failover"] = {"kills": c.args.kills, "times_s": times,
                        "p50_s": pct(ok, 50) if ok else None, "p99_s": pct(ok, 99) if ok else None,
-                       "max_s": max(ok) if ok else None, "failover_after_ms": 3000}
+                       "max_s": max(ok) if ok else None, "failover_after_ms": 2500}
 
 
 def bench_holder(c, res):

@@ -475,6 +475,9 @@ static int xfer_set_common(struct hcl_xfer *x, const struct hcl_request *rq)
     SET(CURLOPT_HEADERDATA, (void *)x);
     if (!rq->on_data)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->resp.max);
+    if (rq->recv_buffer)
+        SET(CURLOPT_BUFFERSIZE, (long)(rq->recv_buffer < 1024 ? 1024 : rq->recv_buffer > (1 << 20) ? 1 << 20
+                                                                                              : rq->recv_buffer));
 #undef SET
     return rc ? BC_EHTTP : 0;
 }

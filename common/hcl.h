@@ -83,6 +83,10 @@ struct hcl_request {
     long timeout_ms;         /* whole transfer; 0 = HCL_DEFAULT_TIMEOUT_MS */
     long connect_timeout_ms; /* 0 = HCL_DEFAULT_CONNECT_TIMEOUT_MS */
     size_t max_response;     /* cap on the buffered body; 0 = HCL_DEFAULT_MAX_RESPONSE */
+    size_t recv_buffer;      /* bytes curl reads at a time, held for the whole transfer;
+                                0 = curl's default (16 KiB). A long stream of small
+                                events (SSE) needs little: thousands run at once. Below
+                                1024 counts as 1024 */
     /* Optional streaming (e.g. SSE): called with each chunk of the body as it
      * arrives, on the loop thread; the body is then not buffered and
      * max_response does not apply. Return 0 when the chunk was taken,

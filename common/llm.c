@@ -28,6 +28,7 @@
 #define MAX_CATEGORIES 2048
 #define MODERATION_TIMEOUT_MS 30000L
 #define MAX_RETRY_MS (24L * 3600 * 1000)
+#define LLM_RECV_BUFFER 4096 /* per streamed answer: SSE events are a few hundred bytes */
 
 enum body_mode { MODE_UNKNOWN = 0, MODE_SSE, MODE_JSON };
 
@@ -613,6 +614,7 @@ static int post_json(struct hcl *c, const char *url, const char *key, const char
         .body_len = strlen(body),
         .timeout_ms = timeout_ms,
         .on_data = stream ? on_data : NULL,
+        .recv_buffer = stream ? LLM_RECV_BUFFER : 0,
     };
     int rc = hcl_request(c, &rq, cb, arg, out);
     if (auth) {

@@ -485,6 +485,7 @@ struct stream {
     size_t off;
     int chunks;
     int bad;
+    size_t largest; /* chunk */
 };
 
 static int on_chunk(const char *data, size_t len, void *arg)
@@ -494,7 +495,34 @@ static int on_chunk(const char *data, size_t len, void *arg)
     if (s->off + len > BIG_LEN || memcmp(data, s->g.fx->big + s->off, len))
         s->bad++;
     s->off += len;
+    if (len > s->largest)
+        s->largest = len;
     return 0;
+}
+
+/* recv_buffer bounds what curl reads at a time (and keeps per transfer):
+ * a 2 KiB buffer hands the body over in chunks of at most 2 KiB, where
+ * curl's default gives 16 KiB ones. */
+static void test_small_receive_buffer(void)
+{
+    struct fx fx;
+    fx_init(&fx);
+    routes(&fx);
+    struct stream s = {.g.fx = &fx}, d = {.g.fx = &fx};
+    fx.pending = 2;
+    struct hcl_request rq = {.url = fx_url(&fx, "/big"), .on_data = on_chunk, .recv_buffer = 2048};
+    UT_EQ_INT(hcl_request(fx.c, &rq, on_got, &s, NULL), 0);
+    rq.recv_buffer = 0;
+    UT_EQ_INT(hcl_request(fx.c, &rq, on_got, &d, NULL), 0);
+    fx_run(&fx);
+    UT_EQ_INT(s.g.err, 0);
+    UT_EQ_INT(s.off, BIG_LEN);
+    UT_EQ_INT(s.bad, 0);
+    UT_ASSERT(s.largest <= 2048);
+    UT_EQ_INT(d.off, BIG_LEN);
+    UT_ASSERT(d.largest > 2048);
+    got_free(&s.g);
+    got_free(&d.g);
 }
 
 static void test_streaming(void)
@@ -1043,6 +1071,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_streaming),
     UT_CASE(test_streaming_abort),
     UT_CASE(test_close_from_on_data),
+    UT_CASE(test_small_receive_buffer),
     UT_CASE(test_concurrent),
     UT_CASE(test_cancel),
     UT_CASE(test_hcl_close_inflight),

@@ -838,7 +838,9 @@ static int start_discord(struct core *c)
                             .http = c->http,
                             .redis = c->cmd,
                             .redis_prefix = c->cfg.redis_prefix,
-                            .cluster_size = ROLE_COUNT};
+                            .cluster_size = ROLE_COUNT,
+                            /* room for one message of every job in flight */
+                            .max_queue = 1024 + (size_t)c->cfg.max_inflight};
     if ((rc = drest_new(c->loop, &ro, &c->rest)) || (rc = ingress_new(c->loop, &c->cfg, c->cmd, c->rest, &c->ingress)))
         return rc;
     if (has_key && c->httpd && (rc = ingress_http_route(c->ingress, c->httpd))) {

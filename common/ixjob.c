@@ -1,6 +1,7 @@
 #include "ixjob.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,8 @@
 
 #define EDIT_RETRY_MS 250
 #define EDIT_RETRY_WINDOW_MS 3000
+#define QUEUE_RETRY_MS 200       /* our queue to Discord was full: try again (plus jitter) */
+#define QUEUE_WAIT_MS 60000      /* for this long at most */
 
 static const char *jstr(struct json_object *o, const char *key)
 {
@@ -127,6 +130,7 @@ struct ixjob_edit {
     int in_flight; /* a drest request is out: it will call back */
     int finished;
     int failed;    /* the first send failed: status delivered on the next turn */
+    int queued_waits; /* times drest's queue was full */
 };
 
 static int edit_send(struct ixjob_edit *e);
@@ -192,6 +196,14 @@ static int edit_send(struct ixjob_edit *e)
     struct drest_req rq = {.method = "PATCH", .path = e->path, .json = e->json, .files = e->files,
                            .nfiles = e->nfiles, .bot_auth = 0};
     int rc = drest_request(e->rest, &rq, on_edited, e);
+    if (rc == -ENOBUFS && uv_now(e->loop) - e->started < QUEUE_WAIT_MS) {
+        /* Our own queue to Discord is full (thousands of answers at once):
+         * nothing was sent; wait for room instead of losing the answer. */
+        if (!e->queued_waits++)
+            log_debug("interaction edit waits for room in the REST queue");
+        uv_timer_start(&e->timer, on_retry, QUEUE_RETRY_MS + ((uintptr_t)e >> 4) % 100, 0);
+        return 0;
+    }
     if (rc) {
         log_warn("interaction edit not sent", LF_ERR(rc));
         return rc;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <json.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@
 #include "split.h"
 
 #define TYPING_EVERY_MS 8000
+#define QUEUE_RETRY_MS 200  /* the REST queue was full: send the part again after this */
+#define QUEUE_WAIT_MS 60000 /* for this long at most */
 #define SNOWFLAKE_MAX 24
 #define PART_BYTES (4 * SPLIT_DISCORD_MAX)
 
@@ -32,6 +35,9 @@ struct reply {
     int pending;    /* drest requests that will still call back */
     struct ixjob_edit *edit;
     int dirty, finishing, cancelled, closing;
+    int resend;             /* the timer sends parts[next_part] (or the file) again */
+    int sending_file;       /* the message with r->file is out */
+    uint64_t queue_full_ms; /* when drest's queue first refused the pending part; 0 */
     char *note;
     struct split_part *parts;
     size_t nparts, next_part;
@@ -256,10 +262,14 @@ static uint64_t wait_left(const struct reply *r)
     return r->last_edit_ms && now - r->last_edit_ms < every ? every - (now - r->last_edit_ms) : 0;
 }
 
+static void resend_part(struct reply *r);
+
 static void on_timer(uv_timer_t *t)
 {
     struct reply *r = t->data;
-    if (r->finishing)
+    if (r->resend)
+        resend_part(r);
+    else if (r->finishing)
         deliver_final(r);
     else if (r->dirty && !r->busy)
         send_progress(r);
@@ -309,6 +319,26 @@ void reply_changed(struct reply *r)
 
 static void after_part(struct reply *r, int status, int code)
 {
+    uint64_t now = uv_now(r->env.loop);
+    if (status == -ENOBUFS && (!r->queue_full_ms || now - r->queue_full_ms < QUEUE_WAIT_MS)) {
+        /* Our own queue to Discord is full (thousands of answers at once):
+         * nothing was sent; send the part again when there is room. */
+        if (!r->queue_full_ms)
+            r->queue_full_ms = now;
+        if (r->sending_file)
+            r->sending_file = 0; /* deliver_next sends it again */
+        else
+            r->next_part--;
+        r->resend = 1;
+        uv_timer_start(&r->timer, on_timer, QUEUE_RETRY_MS + ((uintptr_t)r >> 4) % 100, 0);
+        return;
+    }
+    r->queue_full_ms = 0;
+    if (r->sending_file && !status) {
+        r->sending_file = 0;
+        mem_free(r->file);
+        r->file = NULL;
+    }
     if (status) {
         log_warn("answer not delivered", LF_INT("status", status), LF_INT("code", code),
                  LF_INT("part", (long long)r->next_part));
@@ -329,13 +359,22 @@ static void deliver_next(struct reply *r)
         const char *msg = r->ko ? "(전체 답변은 첨부한 answer.txt에 있습니다)" : "(the whole answer is in answer.txt)";
         struct drest_file f = {.name = "answer.txt", .content_type = "text/plain; charset=utf-8", .data = r->file,
                                .len = r->file_len};
-        char *file = r->file;
-        r->file = NULL;
+        r->sending_file = 1; /* r->file goes once it is delivered: it may be sent again */
         send_more(r, msg, strlen(msg), &f, after_part);
-        mem_free(file); /* drest copied it */
         return;
     }
     finish(r, 0, 0);
+}
+
+static void resend_part(struct reply *r)
+{
+    r->resend = 0;
+    if (r->next_part) {
+        deliver_next(r);
+        return;
+    }
+    r->next_part = 1;
+    send_first(r, r->parts[0].text, r->parts[0].len, after_part);
 }
 
 static void deliver_final(struct reply *r)

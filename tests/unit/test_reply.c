@@ -81,6 +81,49 @@ static void on_discord(struct httpd_req *q, void *arg)
     httpd_respond(q, 200, "application/json", msg, strlen(msg));
 }
 
+static size_t fx_max_queue; /* drest's; 0: its default */
+
+/* A request that holds a place in drest's queue until released. */
+static struct {
+    struct httpd_req *held;
+    int answered;
+    uv_timer_t release;
+} occ;
+
+static void on_occupant_arrived(struct httpd_req *q, void *arg)
+{
+    (void)arg;
+    occ.held = q;
+}
+
+static void on_occupant_done(const struct drest_resp *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    occ.answered = 1;
+}
+
+static void on_release(uv_timer_t *t)
+{
+    if (occ.held)
+        httpd_respond(occ.held, 200, "application/json", "{}", 2);
+    occ.held = NULL;
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* Fill drest's one-request queue for release_ms: every send of the reply
+ * meanwhile is refused with -ENOBUFS. */
+static void occupy_queue(int release_ms)
+{
+    memset(&occ, 0, sizeof occ);
+    utfake_route(&F.f, "GET", "/api/v10/users/@me", on_occupant_arrived, NULL);
+    struct drest_req rq = {.method = "GET", .path = "/users/@me", .bot_auth = 1};
+    UT_EQ_INT(drest_request(F.d, &rq, on_occupant_done, NULL), 0);
+    UTLOOP_WAIT_FOR(&F.f.ul, occ.held != NULL, 5000);
+    UT_EQ_INT(uv_timer_init(&F.f.loop, &occ.release), 0);
+    uv_timer_start(&occ.release, on_release, (uint64_t)release_ms, 0);
+}
+
 static struct drest *get_rest(void *arg)
 {
     (void)arg;
@@ -104,7 +147,8 @@ static void fx_init(void)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         utfake_route(&F.f, routes[i][0], routes[i][1], on_discord, NULL);
     secret_set(&F.token, "MTIz.bot-token-for-tests");
-    struct drest_opts o = {.api_base = utfake_url(&F.f, "/api/v10"), .token = &F.token, .http = F.f.c};
+    struct drest_opts o = {.api_base = utfake_url(&F.f, "/api/v10"), .token = &F.token, .http = F.f.c,
+                           .max_queue = fx_max_queue};
     UT_EQ_INT(drest_new(&F.f.loop, &o, &F.d), 0);
     buf_init(&F.text, 1 << 20);
     UT_EQ_INT(uv_timer_init(&F.f.loop, &F.feed), 0);
@@ -383,6 +427,35 @@ static void test_channel_reply_created_then_edited(void)
     fx_free();
 }
 
+/* Thousands of answers at once can fill the REST client's queue: a part it
+ * refuses (-ENOBUFS, nothing sent) is sent again once there is room, not
+ * lost. Here the queue holds one request and another holds it for 600 ms
+ * while the answer finishes: an interaction's @original (ixjob waits), then
+ * a channel reply (reply waits). */
+static void test_full_rest_queue_waits_for_room(void)
+{
+    for (int interaction = 1; interaction >= 0; interaction--) {
+        fx_max_queue = 1;
+        fx_init();
+        occupy_queue(600);
+        start_reply(interaction, 100);
+        stream("words ", 3);
+        fx_end();
+        UT_EQ_INT(F.status, 0);
+        UT_EQ_INT(occ.answered, 1);
+        UT_ASSERT(F.nhits >= 1);
+        const struct hit *last = &F.hits[F.nhits - 1];
+        UT_ASSERT(interaction ? is(last, "PATCH", "/messages/@original")
+                              : is(last, "POST", "/channels/" CH "/messages"));
+        char *c = content_of(last);
+        UT_EQ_STR(c, "words words words ");
+        UT_ASSERT(last->at - F.started >= 500); /* it waited for the room */
+        mem_free(c);
+        fx_free();
+        fx_max_queue = 0;
+    }
+}
+
 static void on_cancel_later(uv_timer_t *t)
 {
     (void)t;
@@ -449,6 +522,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_long_answer_split_into_followups),
     UT_CASE(test_very_long_answer_attached_as_file),
     UT_CASE(test_channel_reply_created_then_edited),
+    UT_CASE(test_full_rest_queue_waits_for_room),
     UT_CASE(test_cancel_sends_nothing_more),
     UT_CASE(test_note_alone_when_no_text),
     UT_CASE(test_rest_gone_fails_cleanly),

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 
 #include "err.h"
+#include "idmap.h"
 #include "log.h"
 #include "mem.h"
 
@@ -49,6 +50,9 @@ enum reader_state { RD_DOWN, RD_SETUP, RD_READY };
 
 struct bus {
     uv_loop_t *loop;
+    /* by (stream, entry id): jobs running, jobs queued, acks unconfirmed;
+     * thousands of each at once must not be found by walking the lists */
+    struct idmap inflight_ix, queued_ix, acks_ix;
     struct rds *cmd, *rd;
     char *prefix, *consumer;
     char maxlen[16];
@@ -127,18 +131,12 @@ static unsigned capacity(const struct bus *b)
 
 static struct job *find_inflight(struct bus *b, int stream, const char *id)
 {
-    for (struct job *j = b->inflight; j; j = j->next)
-        if (j->stream == stream && !strcmp(j->pub.id, id))
-            return j;
-    return NULL;
+    return idmap_get(&b->inflight_ix, stream, id);
 }
 
 static struct job *find_queued(struct bus *b, int stream, const char *id)
 {
-    for (struct job *j = b->queue; j; j = j->next)
-        if (j->stream == stream && !strcmp(j->pub.id, id))
-            return j;
-    return NULL;
+    return idmap_get(&b->queued_ix, stream, id);
 }
 
 /* Drop j from the queue (another consumer owns it now). */
@@ -155,14 +153,12 @@ static void queue_remove(struct bus *b, struct job *j)
     if (b->queue_tail == j)
         b->queue_tail = prev;
     b->nqueued--;
+    idmap_del(&b->queued_ix, j->stream, j->pub.id);
 }
 
 static struct pending_ack *find_ack(struct bus *b, int stream, const char *id)
 {
-    for (struct pending_ack *a = b->acks; a; a = a->next)
-        if (a->stream == stream && !strcmp(a->id, id))
-            return a;
-    return NULL;
+    return idmap_get(&b->acks_ix, stream, id);
 }
 
 /* ---- the shared command connection -------------------------------------- */
@@ -199,6 +195,7 @@ static void ack_unlink(struct bus *b, struct pending_ack *a)
     if (a->next)
         a->next->prev = a->prev;
     b->nacks--;
+    idmap_del(&b->acks_ix, a->stream, a->id);
 }
 
 static void on_ack(struct rds *r, int status, const redisReply *reply, void *arg)
@@ -239,6 +236,7 @@ static void ack(struct bus *b, int stream, const char *id)
         b->acks->prev = a;
     b->acks = a;
     b->nacks++;
+    idmap_put(&b->acks_ix, stream, a->id, a);
     send_ack(b, a);
 }
 
@@ -435,6 +433,7 @@ static void dispatch(struct bus *b, int stream, const redisReply *entry, int red
             b->queue = j;
         b->queue_tail = j;
         b->nqueued++;
+        idmap_put(&b->queued_ix, j->stream, j->pub.id, j);
         if (capacity(b))
             schedule_kick(b); /* room, but behind others queued: in order */
         return;
@@ -452,6 +451,7 @@ static struct job *queue_pop(struct bus *b)
         b->queue_tail = NULL;
     j->next = NULL;
     b->nqueued--;
+    idmap_del(&b->queued_ix, j->stream, j->pub.id);
     return j;
 }
 
@@ -466,6 +466,7 @@ static void start_job(struct bus *b, struct job *j)
         b->inflight->prev = j;
     b->inflight = j;
     b->st.inflight++;
+    idmap_put(&b->inflight_ix, j->stream, j->pub.id, j);
     if (j->pub.redelivered) {
         /* it may have been answered already: look for its done marker */
         char key[256];
@@ -491,6 +492,7 @@ static void job_unlink(struct bus *b, struct job *j)
     if (j->next)
         j->next->prev = j->prev;
     b->st.inflight--;
+    idmap_del(&b->inflight_ix, j->stream, j->pub.id);
 }
 
 void bus_finish(struct bus_job *pub, enum bus_result r, const char *reason)
@@ -1235,6 +1237,9 @@ static void bus_free(struct bus *b)
     }
     for (int i = 0; i < b->nhandlers; i++)
         mem_free(b->handlers[i].type);
+    idmap_free(&b->inflight_ix);
+    idmap_free(&b->queued_ix);
+    idmap_free(&b->acks_ix);
     mem_free(b->prefix);
     mem_free(b->consumer);
     mem_free(b);

@@ -828,23 +828,39 @@ static void on_renew(struct rds *r, int status, const redisReply *reply, void *a
         schedule_kick(b); /* (a lost queued job may have been in the way) */
 }
 
+/* The process stood still (stopped, starved) since the last renewal: another
+ * consumer may own our jobs by now; none may answer until Redis confirms.
+ * The loop's clock is brought up to date first: after a stop it is stale. */
+static void check_stall(struct bus *b)
+{
+    uv_update_time(b->loop);
+    uint64_t now = uv_now(b->loop);
+    if (!b->last_renew_ms || now - b->last_renew_ms <= (uint64_t)(2 * b->renew_ms + 500))
+        return;
+    int n = 0;
+    b->stall_epoch++;
+    for (struct job *j = b->inflight; j; j = j->next, n++)
+        j->pub.lease_unsure = 1;
+    for (struct job *j = b->queue; j; j = j->next)
+        j->pub.lease_unsure = 1;
+    if (n)
+        log_warn("the process stood still; jobs hold their answers until their leases are confirmed",
+                 LF_INT("stalled_ms", now - b->last_renew_ms), LF_INT("jobs", n));
+    b->last_renew_ms = now; /* noticed once; the renewal timer is due and confirms or loses them */
+}
+
+void bus_job_recheck(struct bus_job *pub)
+{
+    struct job *j = (struct job *)pub;
+    if (j && !j->bus->closing)
+        check_stall(j->bus);
+}
+
 static void on_renew_timer(uv_timer_t *t)
 {
     struct bus *b = t->data;
+    check_stall(b);
     uint64_t now = uv_now(b->loop);
-    if (b->last_renew_ms && now - b->last_renew_ms > (uint64_t)(2 * b->renew_ms + 500)) {
-        /* the process stood still (stopped, starved): another consumer may
-         * own our jobs by now; none may answer until Redis confirms */
-        int n = 0;
-        b->stall_epoch++;
-        for (struct job *j = b->inflight; j; j = j->next, n++)
-            j->pub.lease_unsure = 1;
-        for (struct job *j = b->queue; j; j = j->next)
-            j->pub.lease_unsure = 1;
-        if (n)
-            log_warn("the process stood still; jobs hold their answers until their leases are confirmed",
-                     LF_INT("stalled_ms", now - b->last_renew_ms), LF_INT("jobs", n));
-    }
     b->last_renew_ms = now;
     if ((!b->inflight && !b->queue) || !rds_up(b->cmd))
         return;

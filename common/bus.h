@@ -133,6 +133,13 @@ void bus_mark_done(struct bus_job *job);
 int bus_add(struct bus *b, const char *role, const char *type, const char *payload, size_t len,
             bus_add_cb *cb, void *arg);
 void bus_finish(struct bus_job *job, enum bus_result r, const char *reason);
+/* Call right before answering. The renewal timer notices a stall (the
+ * process stopped or starved) only when it runs, but after a stop the
+ * replies that were waiting (a model's last chunk) run first: this checks
+ * with a fresh clock and, after a stall, marks every job lease_unsure
+ * (logged as the timer would) so the caller holds its answer. Then read
+ * job->lease_lost and job->lease_unsure as usual. */
+void bus_job_recheck(struct bus_job *job);
 /* Tell the bus the command connection came up (flushes kept acks). */
 void bus_cmd_up(struct bus *b);
 /* The job reader is connected and its groups exist. */

@@ -249,6 +249,8 @@ static void on_lease_wait(uv_timer_t *t);
 
 static void finish_with(struct answer *a, const char *note, int told)
 {
+    if (a->job)
+        bus_job_recheck(a->job);
     if (a->job && a->job->lease_lost) {
         /* another consumer took the job over while we worked: it answers */
         log_warn("chat job taken over by another consumer; not answering", LF_EXT("id", a->job->id));

@@ -1722,6 +1722,38 @@ static void test_stall_marks_lease_unsure(void)
     env_teardown();
 }
 
+/* After a stop, what was waiting on the sockets (a model's last chunk) runs
+ * before the renewal timer: a handler about to answer asks
+ * bus_job_recheck, which notices the stall with a fresh clock and marks
+ * the job unsure at once; the next renewal confirms it. Here the loop
+ * stands still outside any callback, so its clock is stale. */
+static void test_recheck_notices_a_stall_before_the_timer(void)
+{
+    env_setup("recheck");
+    utlog_start("test", "bus", NULL);
+    struct stall s = {.rec = {.mode = H_HOLD}, .ms = 0};
+    struct tb t;
+    stall_open(&s, &t);
+    struct added a;
+    add_wait(&t, "t.job", "{}", 2, &a);
+    WAIT_FOR(s.rec.calls == 1, 5000);
+    struct bus_job *job = s.rec.c[0].job;
+    UT_EQ_INT(job->lease_unsure, 0);
+    utsys_sleep_ms(1500); /* stands still: more than 2 x 200 + 500 ms */
+    bus_job_recheck(job);
+    UT_EQ_INT(job->lease_unsure, 1); /* before any timer ran */
+    UT_EQ_INT(job->lease_lost, 0);
+    UT_CONTAINS(utlog_text(), "the process stood still");
+    WAIT_FOR(!job->lease_unsure, 3000); /* the next renewal confirms it */
+    bus_job_recheck(job);               /* nothing new: stays sure */
+    UT_EQ_INT(job->lease_unsure, 0);
+    finish_call(&s.rec, 0, BUS_DONE);
+    WAIT_FOR(pending(NULL) == 0, 5000);
+    uv_close((uv_handle_t *)&s.watch, NULL);
+    tb_close(&t);
+    env_teardown();
+}
+
 static void test_stall_with_lease_stolen(void)
 {
     env_setup("stallstolen");
@@ -1869,6 +1901,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_on_finish_hook),
     UT_CASE(test_stall_marks_lease_unsure),
     UT_CASE(test_stall_with_lease_stolen),
+    UT_CASE(test_recheck_notices_a_stall_before_the_timer),
     UT_CASE(test_stall_old_renewal_does_not_confirm),
     {NULL, NULL},
 };

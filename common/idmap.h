@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 struct idmap_slot {
-    const char *key; /* NULL: empty; IDMAP_GONE: deleted */
+    const char *key; /* NULL: empty; a marker of idmap.c: deleted */
     void *val;
     uint32_t hash;
     int tag;
@@ -27,8 +27,8 @@ struct idmap {
 /* A zeroed struct idmap is an empty map; idmap_free empties it again. */
 void idmap_free(struct idmap *m);
 /* Index val under (tag, key); key is borrowed. A pair already there gets
- * the new val. Returns 0, or -ENOMEM (only from the allocator's failure
- * policy: mem_ aborts, so in practice never). */
+ * the new val. Returns 0, or -EINVAL when m or key is NULL (memory comes
+ * from mem_, which aborts when there is none). */
 int idmap_put(struct idmap *m, int tag, const char *key, void *val);
 /* The val of (tag, key), or NULL. */
 void *idmap_get(const struct idmap *m, int tag, const char *key);

@@ -32,7 +32,7 @@ GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
         -Wno-missing-field-initializers
-BASE_CFLAGS := -std=gnu17 -g -D_GNU_SOURCE -Icommon $(WARN) \
+BASE_CFLAGS := -std=gnu17 -g -D_GNU_SOURCE -I. -Icommon $(WARN) \
         -DBC_VERSION='"$(VERSION)"' -DBC_GIT_REV='"$(GIT_REV)"' \
         $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
@@ -42,16 +42,19 @@ ifeq ($(VARIANT)$(DEVTAG),release)
   SAN :=
   LIB := common/libbotcore.a
   BIN = $(1)-instance/$(1)-instance
+  ROLE_LIB = $(1)-instance/lib$(1).a
 else ifeq ($(VARIANT),release)
   OPT := -O2
   SAN :=
   LIB := $(BUILD)/common/libbotcore.a
   BIN = $(BUILD)/$(1)-instance/$(1)-instance
+  ROLE_LIB = $(BUILD)/$(1)-instance/lib$(1).a
 else ifeq ($(VARIANT),asan)
   OPT := -O1 -fno-omit-frame-pointer
   SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LIB := $(BUILD)/common/libbotcore.a
   BIN = $(BUILD)/$(1)-instance/$(1)-instance
+  ROLE_LIB = $(BUILD)/$(1)-instance/lib$(1).a
 else
   $(error unknown VARIANT $(VARIANT): use release or asan)
 endif
@@ -62,6 +65,17 @@ LDFLAGS := $(SAN) $(EXTRA_LDFLAGS)
 CORE_SRC := $(if $(MODULES),$(MODULES:%=common/%.c),$(sort $(wildcard common/*.c)))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
+# A role's code (everything in <role>-instance/ but main.c) is built into
+# lib<role>.a beside its main.c. Which role libraries a binary links is said
+# here and in its main.c: every instance answers the admin commands while no
+# admin instance is alive, and the admin instance takes over every role
+# (docs/architecture.md). Listed in link order, libbotcore.a last.
+ROLE_SRC = $(filter-out $(1)-instance/main.c,$(sort $(wildcard $(1)-instance/*.c)))
+LINKS_chat := chat admin
+LINKS_image := image admin
+LINKS_video := video admin
+LINKS_admin := admin chat image video
+ROLE_LIBS := $(foreach r,$(ROLES),$(call ROLE_LIB,$(r)))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 
@@ -69,9 +83,9 @@ UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 .DELETE_ON_ERROR:
 .SECONDARY:
 
-all: $(LIB) $(BINS) $(UNIT_BINS)
+all: $(LIB) $(ROLE_LIBS) $(BINS) $(UNIT_BINS)
 
-lib: $(LIB)
+lib: $(LIB) $(ROLE_LIBS)
 bins: $(BINS)
 unit: $(UNIT_BINS)
 
@@ -88,14 +102,20 @@ $(LIB): $(CORE_OBJ)
 	ar rcs $@ $^
 
 define role_rules
-$(call BIN,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)-instance/*.c)) $(LIB)
+$(call ROLE_LIB,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(call ROLE_SRC,$(1)))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIB) $$(LIBS)
+	rm -f $$@
+	ar rcs $$@ $$^
+
+$(call BIN,$(1)): $(BUILD)/$(1)-instance/main.o $(foreach l,$(LINKS_$(1)),$(call ROLE_LIB,$(l))) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(foreach l,$(LINKS_$(1)),$(call ROLE_LIB,$(l))) $(LIB) $$(LIBS)
 endef
 $(foreach r,$(ROLES),$(eval $(call role_rules,$(r))))
 
-$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+# A unit test may test a role's code: the role libraries come first.
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(ROLE_LIBS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(ROLE_LIBS) $(LIB) $(LIBS)
 
 test: all
 	$(PYTHON) tests/run.py --variant $(VARIANT)
@@ -147,6 +167,10 @@ FUZZ_CFLAGS := $(BASE_CFLAGS) -Wno-format-nonliteral -O1 -fno-omit-frame-pointer
 FUZZ_LIB := $(FUZZ_DIR)/common/libbotcore.a
 FUZZ_CORE_OBJ := $(sort $(wildcard common/*.c))
 FUZZ_CORE_OBJ := $(FUZZ_CORE_OBJ:%.c=$(FUZZ_DIR)/%.o)
+# the roles' code, for targets that parse a role's job payload
+FUZZ_ROLE_LIB := $(FUZZ_DIR)/libroles.a
+FUZZ_ROLE_OBJ := $(foreach r,$(ROLES),$(call ROLE_SRC,$(r)))
+FUZZ_ROLE_OBJ := $(FUZZ_ROLE_OBJ:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_SECONDS ?= 60
@@ -155,7 +179,7 @@ FUZZ_CI_SECONDS ?= 8
 FUZZ_TARGETS ?=
 FUZZ_RUN := $(if $(FUZZ_TARGETS),$(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%),$(FUZZ_BINS))
 
-$(FUZZ_DIR)/common/%.o: common/%.c | check-deps
+$(FUZZ_DIR)/%.o: %.c | check-deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
@@ -163,9 +187,13 @@ $(FUZZ_LIB): $(FUZZ_CORE_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB)
+$(FUZZ_ROLE_LIB): $(FUZZ_ROLE_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_ROLE_LIB) $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_LIB) $(LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_ROLE_LIB) $(FUZZ_LIB) $(LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -181,8 +209,8 @@ fuzz-ci: fuzz-build
 	tests/fuzz/run.sh run $(FUZZ_CI_SECONDS) $(FUZZ_RUN)
 
 clean:
-	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance)
+	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance $(r)-instance/lib$(r).a)
 
 -include $(CORE_OBJ:.o=.d) $(UNIT_BINS:=.d)
--include $(FUZZ_CORE_OBJ:.o=.d) $(FUZZ_BINS:=.d)
+-include $(FUZZ_CORE_OBJ:.o=.d) $(FUZZ_ROLE_OBJ:.o=.d) $(FUZZ_BINS:=.d)
 -include $(foreach r,$(ROLES),$(patsubst %.c,$(BUILD)/%.d,$(wildcard $(r)-instance/*.c)))

@@ -1,13 +1,14 @@
 /* admin-instance: monitoring and the backup for every role. It registers
  * the slash commands at start (when they changed) and answers the admin
- * commands (/핑, /상태, /인스턴스: see common/admincmd.h). Setup is a short
- * list of role setups: each role that this instance can serve registers
- * its handlers here. */
+ * commands (/핑, /상태, /인스턴스: see admincmd.h). It links the chat,
+ * image and video roles' libraries because it takes their streams over
+ * when their instances stop beating (docs/architecture.md); setup is the
+ * list of the roles it can serve, each registering its handlers. */
 #include "admincmd.h"
-#include "chatjob.h"
+#include "chat-instance/chatjob.h"
 #include "core.h"
-#include "imgjob.h"
-#include "vidjob.h"
+#include "image-instance/imgjob.h"
+#include "video-instance/vidjob.h"
 
 static int setup(struct core *c)
 {

@@ -1,7 +1,7 @@
 /* chat-instance: streaming LLM chat (/채팅, /chat, chat channels). Like
  * every instance it can also answer the admin commands while no admin
  * instance is alive. */
-#include "admincmd.h"
+#include "admin-instance/admincmd.h"
 #include "chatjob.h"
 #include "core.h"
 

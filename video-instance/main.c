@@ -1,6 +1,6 @@
 /* video-instance: the video role. Like every instance it can also answer the
  * admin commands while no admin instance is alive. */
-#include "admincmd.h"
+#include "admin-instance/admincmd.h"
 #include "core.h"
 #include "vidjob.h"
 

@@ -10,11 +10,11 @@
  * Checks: what the decoders promise (ranges, never-NULL strings). */
 #include <math.h>
 #include <stdlib.h>
-#include "chatjob.h"
+#include "chat-instance/chatjob.h"
 #include "fuzz.h"
-#include "imgjob.h"
+#include "image-instance/imgjob.h"
 #include "ixjob.h"
-#include "vidjob.h"
+#include "video-instance/vidjob.h"
 
 static void options(const struct ixjob *ix)
 {

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <math.h>
 
-#include "imgjob.h"
+#include "image-instance/imgjob.h"
 #include "ixjob.h"
 #include "ut.h"
 

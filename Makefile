@@ -62,7 +62,10 @@ endif
 CFLAGS := $(BASE_CFLAGS) $(OPT) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN) $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(if $(MODULES),$(MODULES:%=common/%.c),$(sort $(wildcard common/*.c)))
+# common/ is grouped into layer folders (base, parse, io, service, discord,
+# process: docs/architecture.md); tests/tools/layers.py checks that a file
+# includes nothing from a layer above its own.
+CORE_SRC := $(if $(MODULES),$(foreach m,$(MODULES),$(wildcard common/*/$(m).c)),$(sort $(wildcard common/*/*.c)))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
 # A role's code (everything in <role>-instance/ but main.c) is built into
@@ -165,7 +168,7 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # clang also flags vsnprintf(fmt, ap) inside printf-like wrappers (gcc does not)
 FUZZ_CFLAGS := $(BASE_CFLAGS) -Wno-format-nonliteral -O1 -fno-omit-frame-pointer $(FUZZ_SAN) $(EXTRA_CFLAGS)
 FUZZ_LIB := $(FUZZ_DIR)/common/libbotcore.a
-FUZZ_CORE_OBJ := $(sort $(wildcard common/*.c))
+FUZZ_CORE_OBJ := $(sort $(wildcard common/*/*.c))
 FUZZ_CORE_OBJ := $(FUZZ_CORE_OBJ:%.c=$(FUZZ_DIR)/%.o)
 # the roles' code, for targets that parse a role's job payload
 FUZZ_ROLE_LIB := $(FUZZ_DIR)/libroles.a

@@ -8,19 +8,19 @@
 #include <string.h>
 #include <time.h>
 
-#include "buf.h"
-#include "bus.h"
-#include "cmds.h"
-#include "err.h"
-#include "core.h"
-#include "failover.h"
-#include "ixjob.h"
-#include "log.h"
-#include "mem.h"
+#include "base/buf.h"
+#include "service/bus.h"
+#include "discord/cmds.h"
+#include "base/err.h"
+#include "process/core.h"
+#include "process/failover.h"
+#include "discord/ixjob.h"
+#include "base/log.h"
+#include "base/mem.h"
 #include "ping.h"
-#include "rds.h"
-#include "secret.h"
-#include "store.h"
+#include "io/rds.h"
+#include "base/secret.h"
+#include "io/store.h"
 
 #define PERM_ADMINISTRATOR (1ull << 3)
 #define MEMBER_ROLES_MAX 250  /* Discord's own cap on a member's roles */

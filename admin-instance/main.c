@@ -6,7 +6,7 @@
  * list of the roles it can serve, each registering its handlers. */
 #include "admincmd.h"
 #include "chat-instance/chatjob.h"
-#include "core.h"
+#include "process/core.h"
 #include "image-instance/imgjob.h"
 #include "video-instance/vidjob.h"
 

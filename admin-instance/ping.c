@@ -4,14 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
-#include "core.h"
-#include "drest.h"
-#include "err.h"
-#include "ixjob.h"
-#include "log.h"
-#include "mem.h"
-#include "rds.h"
+#include "service/bus.h"
+#include "process/core.h"
+#include "discord/drest.h"
+#include "base/err.h"
+#include "discord/ixjob.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "io/rds.h"
 
 struct ping {
     struct core *c;

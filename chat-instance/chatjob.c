@@ -8,22 +8,22 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 
-#include "bus.h"
-#include "conv.h"
-#include "core.h"
-#include "err.h"
-#include "hcl.h"
-#include "ixjob.h"
-#include "keypool.h"
-#include "llm.h"
-#include "log.h"
-#include "mem.h"
-#include "perf.h"
-#include "rds.h"
-#include "reply.h"
-#include "store.h"
-#include "ulimit.h"
-#include "usage.h"
+#include "service/bus.h"
+#include "service/conv.h"
+#include "process/core.h"
+#include "base/err.h"
+#include "io/hcl.h"
+#include "discord/ixjob.h"
+#include "service/keypool.h"
+#include "service/llm.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "process/perf.h"
+#include "io/rds.h"
+#include "discord/reply.h"
+#include "io/store.h"
+#include "service/ulimit.h"
+#include "service/usage.h"
 
 #define ANSWER_MAX (256 << 10) /* bytes of one answer kept */
 #define QUESTION_MAX (32 << 10) /* bytes of a channel message taken as a question */

@@ -3,7 +3,7 @@
  * instance is alive. */
 #include "admin-instance/admincmd.h"
 #include "chatjob.h"
-#include "core.h"
+#include "process/core.h"
 
 static int setup(struct core *c)
 {

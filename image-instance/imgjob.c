@@ -7,21 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
-#include "core.h"
-#include "dl.h"
-#include "drest.h"
-#include "err.h"
-#include "ixjob.h"
-#include "keypool.h"
-#include "log.h"
-#include "mem.h"
-#include "perf.h"
-#include "minimax.h"
-#include "stability.h"
-#include "store.h"
-#include "ulimit.h"
-#include "usage.h"
+#include "service/bus.h"
+#include "process/core.h"
+#include "service/dl.h"
+#include "discord/drest.h"
+#include "base/err.h"
+#include "discord/ixjob.h"
+#include "service/keypool.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "process/perf.h"
+#include "service/minimax.h"
+#include "service/stability.h"
+#include "io/store.h"
+#include "service/ulimit.h"
+#include "service/usage.h"
 
 #define PIC_MAX 4                      /* images per command */
 #define PIC_DL_MAX (20u << 20)         /* one generated image downloaded */

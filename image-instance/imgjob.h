@@ -25,7 +25,7 @@ int imgjob_setup(struct core *c);
 
 /* ---- internal: shared with the tests and the fuzz target ---------------- */
 
-#include "ixjob.h"
+#include "discord/ixjob.h"
 
 /* What an image interaction asks for, read from its options. */
 struct imgjob__req {

@@ -1,7 +1,7 @@
 /* image-instance: the image role. Like every instance it can also answer the
  * admin commands while no admin instance is alive. */
 #include "admin-instance/admincmd.h"
-#include "core.h"
+#include "process/core.h"
 #include "imgjob.h"
 
 static int setup(struct core *c)

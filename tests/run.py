@@ -50,7 +50,7 @@ TAIL_LINES = 80
 
 # Integration files that test the test tools (simulators, harness, runner,
 # docs and compose linters), not our binaries: counted apart.
-SELF_TEST_FILES = ("test_harness", "test_docs", "test_compose")
+SELF_TEST_FILES = ("test_harness", "test_docs", "test_compose", "test_layers")
 
 SECRET_CHECK_ID = "secrets/no_secret_in_logs"
 

@@ -9,21 +9,21 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "core.h"
-#include "dl.h"
-#include "drest.h"
-#include "err.h"
-#include "ixjob.h"
-#include "keypool.h"
-#include "log.h"
-#include "mem.h"
-#include "perf.h"
-#include "minimax.h"
-#include "rds.h"
-#include "store.h"
-#include "ulimit.h"
-#include "usage.h"
+#include "service/bus.h"
+#include "process/core.h"
+#include "service/dl.h"
+#include "discord/drest.h"
+#include "base/err.h"
+#include "discord/ixjob.h"
+#include "service/keypool.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "process/perf.h"
+#include "service/minimax.h"
+#include "io/rds.h"
+#include "io/store.h"
+#include "service/ulimit.h"
+#include "service/usage.h"
 
 #define SCAN_EVERY_MS 30000
 #define TOKEN_MARGIN_MS 90000            /* move to the channel this long before the token dies */

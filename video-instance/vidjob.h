@@ -30,7 +30,7 @@ int vidjob_setup(struct core *c);
 /* ---- internal: shared with the tests and the fuzz target ---------------- */
 
 #include <stdint.h>
-#include "ixjob.h"
+#include "discord/ixjob.h"
 
 /* What a /비디오 interaction asks for, read from its options. */
 struct vidjob__req {

@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
-#include "hcl.h"
-#include "log.h"
-#include "mem.h"
+#include "io/hcl.h"
+#include "base/log.h"
+#include "base/mem.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

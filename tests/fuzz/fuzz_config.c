@@ -1,4 +1,4 @@
-/* fuzz_config: configuration values (common/config.c): the environment,
+/* fuzz_config: configuration values (common/base/config.c): the environment,
  * --SETTING=value flags and an --env-file (quotes, comments, export,
  * escapes), every value type's validator (numbers, booleans, URLs, enums,
  * snowflakes, hex keys, secrets and keyed secret lists), then cfg_dump.
@@ -14,9 +14,9 @@
  * problems or the warnings; cfg_free releases everything. */
 #include <stdio.h>
 #include <stdlib.h>
-#include "buf.h"
-#include "config.h"
-#include "err.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/err.h"
 #include "fuzz.h"
 
 #define SECRET "FZSECRETxq7Hk2"

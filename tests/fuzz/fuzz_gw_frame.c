@@ -1,7 +1,7 @@
 /* fuzz_gw_frame: what the gateway connection does with the bytes Discord
  * sends: WebSocket fragments through the zlib-stream inflater
- * (common/zstream.c) into complete messages, each decoded by the gateway
- * envelope decoder (gw__decode in common/gw.c: the envelope scanned with
+ * (common/parse/zstream.c) into complete messages, each decoded by the gateway
+ * envelope decoder (gw__decode in common/io/gw.c: the envelope scanned with
  * jscan, op, d, and for a dispatch t and s), then d parsed with json-c as
  * the ingress does for the events it reads.
  *
@@ -18,11 +18,11 @@
 #include <json.h>
 #include <stdlib.h>
 #include <zlib.h>
-#include "buf.h"
-#include "err.h"
+#include "base/buf.h"
+#include "base/err.h"
 #include "fuzz.h"
-#include "gw.h"
-#include "zstream.h"
+#include "io/gw.h"
+#include "parse/zstream.h"
 
 static struct json_tokener *tok;
 static z_stream def; /* mode 2's deflater, reset per input (deflateInit costs 256 KiB) */

@@ -1,5 +1,5 @@
 /* fuzz_interactions: POST /interactions without httpd and Redis
- * (common/ingress.c): the signature check (ingress__verify: the two
+ * (common/discord/ingress.c): the signature check (ingress__verify: the two
  * headers, hex, Ed25519 over timestamp + body) and, for a verified body,
  * ingress__http_decide: JSON parsing, PING, the command and channel
  * decision, the immediate answers, and the job payload a worker will read.
@@ -15,9 +15,9 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <uv.h>
-#include "config.h"
+#include "base/config.h"
 #include "fuzz.h"
-#include "ingress.h"
+#include "discord/ingress.h"
 
 static uv_loop_t loop;
 static struct config cfg;

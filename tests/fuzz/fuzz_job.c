@@ -1,7 +1,7 @@
 /* fuzz_job: job payload decoding, i.e. what a worker reads from a Redis
  * stream entry that the ingress (or anyone who can write to Redis) stored:
  *  - ixjob_parse and its accessors (string, number and attachment options,
- *    the attachment's metadata from resolved data) in common/ixjob.c;
+ *    the attachment's metadata from resolved data) in common/discord/ixjob.c;
  *  - each role's reading of it: imgjob__decode (/이미지, /img: ratio, count,
  *    strength, attachment), vidjob__decode (/비디오: prompt, length,
  *    resolution, upload limit), and chatjob__parse_message (a channel
@@ -13,7 +13,7 @@
 #include "chat-instance/chatjob.h"
 #include "fuzz.h"
 #include "image-instance/imgjob.h"
-#include "ixjob.h"
+#include "discord/ixjob.h"
 #include "video-instance/vidjob.h"
 
 static void options(const struct ixjob *ix)

@@ -1,5 +1,5 @@
 /* fuzz_jscan: the scanner that routes every gateway event without a tree
- * (common/jscan.c), on the shapes the ingress asks of it: an envelope, a
+ * (common/parse/jscan.c), on the shapes the ingress asks of it: an envelope, a
  * message's members, its author object and its mentions array.
  *
  * Checks: every value found lies inside the input; a member that is an
@@ -9,7 +9,7 @@
  * convert or refuse, never crash. */
 #include <stdlib.h>
 #include "fuzz.h"
-#include "jscan.h"
+#include "parse/jscan.h"
 
 FUZZ_INIT_DEFAULT
 

@@ -1,4 +1,4 @@
-/* fuzz_llm: the OpenAI-compatible answer decoder (common/llm.c): a
+/* fuzz_llm: the OpenAI-compatible answer decoder (common/service/llm.c): a
  * streamed chat completion (Server-Sent Events of JSON chunks, or a plain
  * JSON answer from a server that ignored "stream"), error bodies, rate
  * limit headers, and the /moderations answer. Reached through
@@ -11,7 +11,7 @@
  * NULL and the error texts never carry the API key; the deltas add up to text_len. */
 #include <stdlib.h>
 #include "fuzz.h"
-#include "llm.h"
+#include "service/llm.h"
 
 struct seen {
     size_t delta_bytes;

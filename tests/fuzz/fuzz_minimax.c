@@ -1,4 +1,4 @@
-/* fuzz_minimax: the MiniMax answer decoder (common/minimax.c) for the four
+/* fuzz_minimax: the MiniMax answer decoder (common/service/minimax.c) for the four
  * calls (image generation with URLs or base64 images, video submit, video
  * query, file retrieve), reached through mm__decode, which runs the same
  * code as a real transfer's completion.
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <strings.h>
 #include "fuzz.h"
-#include "minimax.h"
+#include "service/minimax.h"
 
 static void on_done(const struct mm_result *r, void *arg)
 {

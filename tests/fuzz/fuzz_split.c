@@ -1,4 +1,4 @@
-/* fuzz_split: the message splitter (common/split.c) that cuts model output
+/* fuzz_split: the message splitter (common/parse/split.c) that cuts model output
  * (and so anything a user can make the model say) into Discord messages.
  *
  * Input: [max_cp u16][max_bytes u16] then the text. Besides the sanitizers
@@ -8,7 +8,7 @@
  * + tail; on valid UTF-8 no slice starts inside a sequence. */
 #include <stdlib.h>
 #include "fuzz.h"
-#include "split.h"
+#include "parse/split.h"
 
 static int valid_utf8(const unsigned char *s, size_t n)
 {

@@ -1,4 +1,4 @@
-/* fuzz_sse: the Server-Sent-Events parser (common/sse.c), which reads the
+/* fuzz_sse: the Server-Sent-Events parser (common/parse/sse.c), which reads the
  * OpenAI-compatible streaming answers byte by byte from the network.
  *
  * Input: [caps][chunking seed] then the stream. The stream is parsed twice,
@@ -7,9 +7,9 @@
  * bytes may be split anywhere). Small caps are chosen half the time so the
  * BC_ETOOBIG paths are reached. */
 #include <stdlib.h>
-#include "buf.h"
+#include "base/buf.h"
 #include "fuzz.h"
-#include "sse.h"
+#include "parse/sse.h"
 
 struct seen {
     struct buf log; /* "<len>:<data>\n" per event */

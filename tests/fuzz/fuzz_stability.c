@@ -1,4 +1,4 @@
-/* fuzz_stability: the Stability answer decoder (common/stability.c): image
+/* fuzz_stability: the Stability answer decoder (common/service/stability.c): image
  * bytes with finish-reason/seed/content-type headers, or a JSON error
  * body, reached through st__decode, which runs the same code as a real
  * transfer's completion.
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <strings.h>
 #include "fuzz.h"
-#include "stability.h"
+#include "service/stability.h"
 
 static void on_done(const struct st_result *r, void *arg)
 {

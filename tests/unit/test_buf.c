@@ -1,6 +1,6 @@
-#include "buf.h"
-#include "err.h"
-#include "mem.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/mem.h"
 #include "ut.h"
 
 static void test_append_within_cap(void)

@@ -19,10 +19,10 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
-#include "bus.h"
-#include "err.h"
-#include "log.h"
-#include "rds.h"
+#include "service/bus.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "io/rds.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

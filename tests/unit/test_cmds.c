@@ -1,7 +1,7 @@
 #include <json.h>
 #include <regex.h>
 
-#include "cmds.h"
+#include "discord/cmds.h"
 #include "ut.h"
 
 static void test_table_lookup(void)

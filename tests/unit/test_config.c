@@ -3,9 +3,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "err.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
 #include "ut.h"
 
 static char *noenv[] = {NULL};

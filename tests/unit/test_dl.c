@@ -15,11 +15,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "dl.h"
-#include "err.h"
-#include "log.h"
-#include "mem.h"
+#include "base/buf.h"
+#include "service/dl.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_log.h"

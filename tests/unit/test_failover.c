@@ -17,13 +17,13 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "bus.h"
-#include "config.h"
-#include "err.h"
-#include "failover.h"
-#include "log.h"
-#include "rds.h"
+#include "base/buf.h"
+#include "service/bus.h"
+#include "base/config.h"
+#include "base/err.h"
+#include "process/failover.h"
+#include "base/log.h"
+#include "io/rds.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

@@ -1,4 +1,4 @@
-#include "glob.h"
+#include "base/glob.h"
 #include "ut.h"
 
 static void test_korean_patterns(void)

@@ -26,11 +26,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "err.h"
-#include "gw.h"
-#include "log.h"
-#include "mem.h"
-#include "secret.h"
+#include "base/err.h"
+#include "io/gw.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/secret.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

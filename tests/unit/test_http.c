@@ -11,11 +11,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "err.h"
-#include "hcl.h"
-#include "httpd.h"
-#include "log.h"
-#include "mem.h"
+#include "base/err.h"
+#include "io/hcl.h"
+#include "io/httpd.h"
+#include "base/log.h"
+#include "base/mem.h"
 #include "ut.h"
 #include "ut_sys.h"
 

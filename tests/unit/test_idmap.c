@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "idmap.h"
-#include "mem.h"
+#include "base/idmap.h"
+#include "base/mem.h"
 #include "ut.h"
 
 #define N 20000

@@ -6,7 +6,7 @@
 #include <math.h>
 
 #include "image-instance/imgjob.h"
-#include "ixjob.h"
+#include "discord/ixjob.h"
 #include "ut.h"
 
 #define IX(cmd, opts)                                                                               \

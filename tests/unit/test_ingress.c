@@ -16,14 +16,14 @@
 #include <json.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "config.h"
-#include "drest.h"
-#include "err.h"
-#include "ingress.h"
-#include "log.h"
-#include "mem.h"
-#include "rds.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "discord/drest.h"
+#include "base/err.h"
+#include "discord/ingress.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "io/rds.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_loop.h"

@@ -11,13 +11,13 @@
 
 #include <uv.h>
 
-#include "drest.h"
-#include "err.h"
-#include "hcl.h"
-#include "httpd.h"
-#include "ixjob.h"
-#include "log.h"
-#include "mem.h"
+#include "discord/drest.h"
+#include "base/err.h"
+#include "io/hcl.h"
+#include "io/httpd.h"
+#include "discord/ixjob.h"
+#include "base/log.h"
+#include "base/mem.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_log.h"

@@ -6,7 +6,7 @@
 
 #include <json.h>
 
-#include "jscan.h"
+#include "parse/jscan.h"
 #include "ut.h"
 
 static const char *const env_keys[] = {"op", "t", "s", "d"};

@@ -10,12 +10,12 @@
 #include <json-c/json.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "err.h"
-#include "keypool.h"
-#include "log.h"
-#include "rds.h"
-#include "secret.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "service/keypool.h"
+#include "base/log.h"
+#include "io/rds.h"
+#include "base/secret.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

@@ -11,10 +11,10 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
-#include "err.h"
-#include "lease.h"
-#include "log.h"
-#include "rds.h"
+#include "base/err.h"
+#include "service/lease.h"
+#include "base/log.h"
+#include "io/rds.h"
 #include "ut.h"
 #include "ut_loop.h"
 #include "ut_redis.h"

@@ -12,12 +12,12 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "err.h"
-#include "httpd.h"
-#include "llm.h"
-#include "log.h"
-#include "mem.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "io/httpd.h"
+#include "service/llm.h"
+#include "base/log.h"
+#include "base/mem.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_log.h"

@@ -2,9 +2,9 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "log.h"
-#include "secret.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/secret.h"
 #include "ut.h"
 #include "ut_log.h"
 

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "bus.h"
-#include "err.h"
-#include "log.h"
-#include "perf.h"
-#include "prov.h"
+#include "base/buf.h"
+#include "service/bus.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "process/perf.h"
+#include "service/prov.h"
 #include "ut.h"
 #include "ut_log.h"
 

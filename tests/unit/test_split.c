@@ -3,9 +3,9 @@
  * that lose nothing (the slices join back into the answer). */
 #include <errno.h>
 
-#include "buf.h"
-#include "mem.h"
-#include "split.h"
+#include "base/buf.h"
+#include "base/mem.h"
+#include "parse/split.h"
 #include "ut.h"
 
 /* Strict UTF-8 check, independent of split's own decoder. */

@@ -1,10 +1,10 @@
 /* test_sse: the event-stream parser fed in every possible way. */
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "mem.h"
-#include "sse.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/mem.h"
+#include "parse/sse.h"
 #include "ut.h"
 
 /* Collects events as "<data>|" so that a whole stream compares as a string. */

@@ -11,13 +11,13 @@
 #include <string.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "err.h"
-#include "keypool.h"
-#include "log.h"
-#include "mem.h"
-#include "prov.h"
-#include "stability.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "service/keypool.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "service/prov.h"
+#include "service/stability.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_log.h"

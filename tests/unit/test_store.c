@@ -15,9 +15,9 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
-#include "err.h"
-#include "log.h"
-#include "store.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "io/store.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

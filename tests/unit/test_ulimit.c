@@ -14,10 +14,10 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
-#include "err.h"
-#include "log.h"
-#include "rds.h"
-#include "ulimit.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "io/rds.h"
+#include "service/ulimit.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

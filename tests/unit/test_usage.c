@@ -8,10 +8,10 @@
 
 #include <uv.h>
 
-#include "err.h"
-#include "log.h"
-#include "store.h"
-#include "usage.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "io/store.h"
+#include "service/usage.h"
 #include "ut.h"
 #include "ut_log.h"
 #include "ut_loop.h"

@@ -8,11 +8,11 @@
 #include <time.h>
 #include <zlib.h>
 
-#include "buf.h"
-#include "err.h"
-#include "mem.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/mem.h"
 #include "ut.h"
-#include "zstream.h"
+#include "parse/zstream.h"
 
 /* ---- a deflating "server" ------------------------------------------------ */
 

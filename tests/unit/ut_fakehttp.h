@@ -30,11 +30,11 @@
 
 #include <uv.h>
 
-#include "hcl.h"
-#include "httpd.h"
-#include "log.h"
-#include "mem.h"
-#include "secret.h"
+#include "io/hcl.h"
+#include "io/httpd.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/secret.h"
 #include "ut.h"
 #include "ut_loop.h"
 

@@ -73,7 +73,10 @@ BINS := $(foreach r,$(ROLES),$(call BIN,$(r)))
 # here and in its main.c: every instance answers the admin commands while no
 # admin instance is alive, and the admin instance takes over every role
 # (docs/architecture.md). Listed in link order, libbotcore.a last.
-ROLE_SRC = $(filter-out $(1)-instance/main.c,$(sort $(wildcard $(1)-instance/*.c)))
+# Each role's command rows (<role>-instance/commands.c) are linked into
+# every binary and test: any instance routes any command to its role.
+ROLE_SRC = $(filter-out $(1)-instance/main.c $(1)-instance/commands.c,$(sort $(wildcard $(1)-instance/*.c)))
+CMDS_OBJ := $(foreach r,$(ROLES),$(BUILD)/$(r)-instance/commands.o)
 LINKS_chat := chat admin
 LINKS_image := image admin
 LINKS_video := video admin
@@ -110,15 +113,15 @@ $(call ROLE_LIB,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(call ROLE_SRC,$(1)))
 	rm -f $$@
 	ar rcs $$@ $$^
 
-$(call BIN,$(1)): $(BUILD)/$(1)-instance/main.o $(foreach l,$(LINKS_$(1)),$(call ROLE_LIB,$(l))) $(LIB)
+$(call BIN,$(1)): $(BUILD)/$(1)-instance/main.o $(CMDS_OBJ) $(foreach l,$(LINKS_$(1)),$(call ROLE_LIB,$(l))) $(LIB)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(foreach l,$(LINKS_$(1)),$(call ROLE_LIB,$(l))) $(LIB) $$(LIBS)
 endef
 $(foreach r,$(ROLES),$(eval $(call role_rules,$(r))))
 
 # A unit test may test a role's code: the role libraries come first.
-$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(ROLE_LIBS) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $< $(ROLE_LIBS) $(LIB) $(LIBS)
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(CMDS_OBJ) $(ROLE_LIBS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(CMDS_OBJ) $(ROLE_LIBS) $(LIB) $(LIBS)
 
 test: all
 	$(PYTHON) tests/run.py --variant $(VARIANT)
@@ -174,6 +177,7 @@ FUZZ_CORE_OBJ := $(FUZZ_CORE_OBJ:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_ROLE_LIB := $(FUZZ_DIR)/libroles.a
 FUZZ_ROLE_OBJ := $(foreach r,$(ROLES),$(call ROLE_SRC,$(r)))
 FUZZ_ROLE_OBJ := $(FUZZ_ROLE_OBJ:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_CMDS_OBJ := $(foreach r,$(ROLES),$(FUZZ_DIR)/$(r)-instance/commands.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_SECONDS ?= 60
@@ -194,9 +198,9 @@ $(FUZZ_ROLE_LIB): $(FUZZ_ROLE_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_ROLE_LIB) $(FUZZ_LIB)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_CMDS_OBJ) $(FUZZ_ROLE_LIB) $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_ROLE_LIB) $(FUZZ_LIB) $(LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_CMDS_OBJ) $(FUZZ_ROLE_LIB) $(FUZZ_LIB) $(LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -215,5 +219,5 @@ clean:
 	rm -rf build common/libbotcore.a $(foreach r,$(ROLES),$(r)-instance/$(r)-instance $(r)-instance/lib$(r).a)
 
 -include $(CORE_OBJ:.o=.d) $(UNIT_BINS:=.d)
--include $(FUZZ_CORE_OBJ:.o=.d) $(FUZZ_ROLE_OBJ:.o=.d) $(FUZZ_BINS:=.d)
+-include $(FUZZ_CORE_OBJ:.o=.d) $(FUZZ_ROLE_OBJ:.o=.d) $(FUZZ_CMDS_OBJ:.o=.d) $(FUZZ_BINS:=.d)
 -include $(foreach r,$(ROLES),$(patsubst %.c,$(BUILD)/%.d,$(wildcard $(r)-instance/*.c)))

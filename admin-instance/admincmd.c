@@ -1,4 +1,5 @@
 #include "admincmd.h"
+#include "commands.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1089,15 +1090,13 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
         bus_finish(job, BUS_FAILED, "malformed interaction job");
         return;
     }
-    const struct cmd_def *cmd = cmds_find(ix.command);
-    const char *name = cmd && cmd->role == ROLE_ADMIN ? cmd->name : "";
-    if (!strcmp(name, "핑")) {
-        ping_run(c, job, &ix);
-        return;
-    }
-    if (strcmp(name, "상태") && strcmp(name, "인스턴스")) {
+    if (!ix.cmd || ix.cmd->role != ROLE_ADMIN) {
         ixjob_free(&ix);
         bus_finish(job, BUS_FAILED, "not a command of the admin role");
+        return;
+    }
+    if (ix.cmd->id == ADMIN_CMD_PING) {
+        ping_run(c, job, &ix);
         return;
     }
     struct adm *a = mem_calloc(1, sizeof(*a));
@@ -1109,7 +1108,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     enum access acc = access_of(core_config(c), &a->ix);
     if (acc != ACCESS_OK)
         refuse(a, acc);
-    else if (!strcmp(name, "상태"))
+    else if (ix.cmd->id == ADMIN_CMD_STATUS)
         status_start(a);
     else
         instances_answer(a);

@@ -6,8 +6,12 @@
  * list of the roles it can serve, each registering its handlers. */
 #include "admincmd.h"
 #include "chat-instance/chatjob.h"
-#include "process/core.h"
+#include "chat-instance/commands.h"
+#include "commands.h"
+#include "image-instance/commands.h"
 #include "image-instance/imgjob.h"
+#include "process/core.h"
+#include "video-instance/commands.h"
 #include "video-instance/vidjob.h"
 
 static int setup(struct core *c)
@@ -25,5 +29,7 @@ static int setup(struct core *c)
 
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_ADMIN, setup);
+    static const struct cmd_table *const commands[] = {&chat_commands, &image_commands, &video_commands,
+                                                       &admin_commands, NULL};
+    return core_main(argc, argv, envp, ROLE_ADMIN, commands, setup);
 }

@@ -1,4 +1,5 @@
 #include "chatjob.h"
+#include "commands.h"
 
 #include <errno.h>
 #include <json.h>
@@ -763,7 +764,7 @@ static void on_chatmode_set(struct rds *r, int status, const redisReply *reply, 
     struct answer *a = arg;
     if (!back(a))
         return;
-    const char *mode = ixjob_option(&a->ix, !strcmp(a->ix.command, "chatmode") ? "mode" : "모드");
+    const char *mode = ixjob_option(&a->ix, "mode");
     if (status || rds_reply_error(reply))
         tell(a, "채팅 모드를 바꾸지 못했습니다 (Redis 연결 문제). 잠시 후 다시 시도해 주세요.",
              "The chat mode could not be changed (Redis is not reachable); please try again shortly.");
@@ -777,7 +778,7 @@ static void on_chatmode_set(struct rds *r, int status, const redisReply *reply, 
 
 static void cmd_chatmode(struct answer *a)
 {
-    const char *mode = ixjob_option(&a->ix, !strcmp(a->ix.command, "chatmode") ? "mode" : "모드");
+    const char *mode = ixjob_option(&a->ix, "mode");
     const char *perms = jstr(a->ix.root, "member_permissions");
     unsigned long long p = perms ? strtoull(perms, NULL, 10) : 0;
     if (a->ix.guild_id && !(p & (PERM_ADMINISTRATOR | PERM_MANAGE_CHANNELS))) {
@@ -872,12 +873,16 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     a->channel_id = ix.channel_id;
     a->guild_id = ix.guild_id;
     a->user_id = ix.user_id;
-    const char *c = ix.command;
     if (!a->user_id || !a->channel_id) {
         answer_end(a, BUS_FAILED, "interaction without user or channel");
         return;
     }
-    if (!strcmp(c, "채팅") || !strcmp(c, "chat")) {
+    if (!ix.cmd || ix.cmd->role != ROLE_CHAT) {
+        answer_end(a, BUS_FAILED, "not a chat command");
+        return;
+    }
+    switch ((enum chat_cmd)ix.cmd->id) {
+    case CHAT_CMD_CHAT: {
         const struct config *cfg = core_config(ch->core);
         int64_t waited = ix.received_ms ? wall_ms() - ix.received_ms : 0;
         if (waited > (int64_t)cfg->queue_wait_max_sec * 1000) {
@@ -889,17 +894,20 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
             tell(a, ko, en);
             return;
         }
-        const char *q = ixjob_option(&ix, !strcmp(c, "chat") ? "question" : "질문");
+        const char *q = ixjob_option(&ix, "question");
         a->question = mem_strdup(q ? q : "");
         answer_begin(a);
-    } else if (!strcmp(c, "초기화") || !strcmp(c, "reset")) {
+        break;
+    }
+    case CHAT_CMD_RESET:
         cmd_reset(a);
-    } else if (!strcmp(c, "채팅모드") || !strcmp(c, "chatmode")) {
+        break;
+    case CHAT_CMD_MODE:
         cmd_chatmode(a);
-    } else if (!strcmp(c, "사용량") || !strcmp(c, "usage")) {
+        break;
+    case CHAT_CMD_USAGE:
         cmd_usage(a);
-    } else {
-        answer_end(a, BUS_FAILED, "not a chat command");
+        break;
     }
 }
 

@@ -1270,7 +1270,7 @@ PSQL = os.environ.get("TRY_PSQL") or "psql"
 channel_arg, command = sys.argv[1], sys.argv[2]
 RCLI = sys.argv[3:]
 ROLES = ("chat", "image", "video", "admin")
-# option names and types per command, as in common/discord/cmds.c (3 string, 4 integer, 10 number, 11 attachment)
+# option names and types per command, as in each role's <role>-instance/commands.c (3 string, 4 integer, 10 number, 11 attachment)
 OPTIONS = {
     "채팅": [("질문", 3)], "chat": [("question", 3)],
     "초기화": [], "reset": [], "사용량": [], "usage": [],

@@ -1,4 +1,5 @@
 #include "imgjob.h"
+#include "commands.h"
 
 #include <errno.h>
 #include <json.h>
@@ -723,9 +724,11 @@ static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
 int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjob__req *out)
 {
     memset(out, 0, sizeof(*out));
-    const char *c = ix->command ? ix->command : "";
-    if (!strcmp(c, "이미지")) {
-        out->ratio = ixjob_option(ix, "비율");
+    if (!ix->cmd || ix->cmd->role != ROLE_IMAGE)
+        return -EINVAL;
+    switch ((enum image_cmd)ix->cmd->id) {
+    case IMAGE_CMD_MINIMAX: {
+        out->ratio = ixjob_option(ix, "ratio");
         static const char *const ratios[] = {"1:1", "16:9", "4:3", "3:2", "2:3", "3:4", "9:16", "21:9"};
         int ok = !out->ratio;
         for (size_t i = 0; out->ratio && i < sizeof(ratios) / sizeof(ratios[0]); i++)
@@ -735,21 +738,23 @@ int imgjob__decode(const struct ixjob *ix, double default_strength, struct imgjo
             out->ratio = "1:1";
         double n = 1;
         /* json-c reads NaN too; a count that is not a number is the default */
-        if (ixjob_option_num(ix, "개수", &n) && isnan(n))
+        if (ixjob_option_num(ix, "count", &n) && isnan(n))
             n = 1;
         out->count = n < 1 ? 1 : n > PIC_MAX ? PIC_MAX : (int)n;
-    } else if (!strcmp(c, "img")) {
+        break;
+    }
+    case IMAGE_CMD_STABILITY: {
         out->stability = 1;
         out->count = 1;
-        out->has_image = ixjob_attachment(ix, "이미지", &out->att);
+        out->has_image = ixjob_attachment(ix, "image", &out->att);
         double s;
         out->strength = default_strength;
-        if (ixjob_option_num(ix, "강도", &s) && !isnan(s))
+        if (ixjob_option_num(ix, "strength", &s) && !isnan(s))
             out->strength = s < 0 ? 0 : s > 1 ? 1 : s;
-    } else {
-        return -EINVAL;
+        break;
     }
-    out->prompt = ixjob_option(ix, "설명");
+    }
+    out->prompt = ixjob_option(ix, "prompt");
     return 0;
 }
 

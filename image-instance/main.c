@@ -1,8 +1,15 @@
-/* image-instance: the image role. Like every instance it can also answer the
- * admin commands while no admin instance is alive. */
+/* image-instance: the image role (/이미지, /img). Like every instance it can
+ * also answer the admin commands while no admin instance is alive, so it
+ * links the admin role's library too. Every instance routes any command to
+ * the role that serves it, so it carries every role's command table (rows,
+ * not code). */
 #include "admin-instance/admincmd.h"
-#include "process/core.h"
+#include "admin-instance/commands.h"
+#include "chat-instance/commands.h"
+#include "commands.h"
 #include "imgjob.h"
+#include "process/core.h"
+#include "video-instance/commands.h"
 
 static int setup(struct core *c)
 {
@@ -12,5 +19,7 @@ static int setup(struct core *c)
 
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_IMAGE, setup);
+    static const struct cmd_table *const commands[] = {&chat_commands, &image_commands, &video_commands,
+                                                       &admin_commands, NULL};
+    return core_main(argc, argv, envp, ROLE_IMAGE, commands, setup);
 }

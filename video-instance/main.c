@@ -1,6 +1,13 @@
-/* video-instance: the video role. Like every instance it can also answer the
- * admin commands while no admin instance is alive. */
+/* video-instance: the video role (/비디오). Like every instance it can also
+ * answer the admin commands while no admin instance is alive, so it links
+ * the admin role's library too. Every instance routes any command to the
+ * role that serves it, so it carries every role's command table (rows, not
+ * code). */
 #include "admin-instance/admincmd.h"
+#include "admin-instance/commands.h"
+#include "chat-instance/commands.h"
+#include "commands.h"
+#include "image-instance/commands.h"
 #include "process/core.h"
 #include "vidjob.h"
 
@@ -12,5 +19,7 @@ static int setup(struct core *c)
 
 int main(int argc, char **argv, char **envp)
 {
-    return core_main(argc, argv, envp, ROLE_VIDEO, setup);
+    static const struct cmd_table *const commands[] = {&chat_commands, &image_commands, &video_commands,
+                                                       &admin_commands, NULL};
+    return core_main(argc, argv, envp, ROLE_VIDEO, commands, setup);
 }

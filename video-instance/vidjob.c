@@ -1,4 +1,5 @@
 #include "vidjob.h"
+#include "commands.h"
 
 #include <errno.h>
 #include <json.h>
@@ -1296,7 +1297,8 @@ void vidjob__decode(const struct ixjob *ix, struct vidjob__req *out)
                                 json_object_get_int64(lim) > 0
                             ? json_object_get_int64(lim)
                             : DEFAULT_UPLOAD_LIMIT;
-    const char *prompt = ixjob_option(ix, "설명"), *len = ixjob_option(ix, "길이"), *res = ixjob_option(ix, "해상도");
+    const char *prompt = ixjob_option(ix, "prompt"), *len = ixjob_option(ix, "length"),
+               *res = ixjob_option(ix, "resolution");
     out->prompt = prompt ? prompt : "";
     out->duration = len ? atoi(len) : 6;
     out->resolution = res ? res : "768P";
@@ -1307,7 +1309,8 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     (void)b;
     struct vidjob *g = arg;
     struct ixjob ix;
-    if (ixjob_parse(&ix, job->payload) || !ix.user_id || !ix.channel_id || strcmp(ix.command, "비디오")) {
+    if (ixjob_parse(&ix, job->payload) || !ix.user_id || !ix.channel_id || !ix.cmd || ix.cmd->role != ROLE_VIDEO ||
+        ix.cmd->id != VIDEO_CMD_VIDEO) {
         ixjob_free(&ix);
         bus_finish(job, BUS_FAILED, "not a video command");
         return;

@@ -415,7 +415,7 @@ static void decide(struct ingress *in, struct json_object *ix, struct decision *
         return;
     }
     const char *name = jstr(data, "name");
-    const struct cmd_def *cmd = name ? cmds_find(name) : NULL;
+    const struct cmd_def *cmd = name ? cmds_find(name, NULL) : NULL;
     if (!cmd) {
         snprintf(out->reply, sizeof(out->reply), "%s",
                  ko ? "알 수 없는 명령입니다." : "Unknown command.");
@@ -458,7 +458,8 @@ static char *interaction_payload(struct ingress *in, struct json_object *ix, con
         json_object_object_add(o, "channel_name", json_object_new_string(cname));
     if (pname)
         json_object_object_add(o, "parent_channel_name", json_object_new_string(pname));
-    json_object_object_add(o, "command", json_object_new_string(cmd->name));
+    /* the name that was used: an English twin's options go by English names */
+    json_object_object_add(o, "command", json_object_get(jobj(data, "name")));
     json_object_object_add(o, "role", json_object_new_string(role_name(cmd->role)));
     json_object_object_add(o, "ephemeral", json_object_new_boolean(cmd->ephemeral));
     if (user)

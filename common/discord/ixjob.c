@@ -5,10 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "discord/drest.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "discord/cmds.h"
+#include "discord/drest.h"
 
 #define EDIT_RETRY_MS 250
 #define EDIT_RETRY_WINDOW_MS 3000
@@ -50,6 +51,7 @@ int ixjob_parse(struct ixjob *j, const char *payload)
     j->token_expires_ms = jint(o, "token_expires_ms");
     if (!j->id || !j->token || !j->app_id || !j->command)
         goto bad;
+    j->cmd = cmds_find(j->command, &j->en);
     return 0;
 bad:
     json_object_put(o);
@@ -63,24 +65,12 @@ void ixjob_free(struct ixjob *j)
     memset(j, 0, sizeof(*j));
 }
 
-const char *ixjob_option(const struct ixjob *j, const char *name)
+static struct json_object *option_value(const struct ixjob *j, const char *key)
 {
-    struct json_object *opts;
-    if (!json_object_object_get_ex(j->root, "options", &opts) || !json_object_is_type(opts, json_type_array))
-        return NULL;
-    for (size_t i = 0; i < json_object_array_length(opts); i++) {
-        struct json_object *op = json_object_array_get_idx(opts, i);
-        const char *n = jstr(op, "name");
-        if (n && !strcmp(n, name))
-            return jstr(op, "value");
-    }
-    return NULL;
-}
-
-static struct json_object *option_value(const struct ixjob *j, const char *name)
-{
+    const char *name = cmds_option_name(j->cmd, j->en, key);
     struct json_object *opts, *v;
-    if (!json_object_object_get_ex(j->root, "options", &opts) || !json_object_is_type(opts, json_type_array))
+    if (!name || !json_object_object_get_ex(j->root, "options", &opts) ||
+        !json_object_is_type(opts, json_type_array))
         return NULL;
     for (size_t i = 0; i < json_object_array_length(opts); i++) {
         struct json_object *op = json_object_array_get_idx(opts, i);
@@ -91,19 +81,25 @@ static struct json_object *option_value(const struct ixjob *j, const char *name)
     return NULL;
 }
 
-int ixjob_option_num(const struct ixjob *j, const char *name, double *out)
+const char *ixjob_option(const struct ixjob *j, const char *key)
 {
-    struct json_object *v = option_value(j, name);
+    struct json_object *v = option_value(j, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+int ixjob_option_num(const struct ixjob *j, const char *key, double *out)
+{
+    struct json_object *v = option_value(j, key);
     if (!v || !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
         return 0;
     *out = json_object_get_double(v);
     return 1;
 }
 
-int ixjob_attachment(const struct ixjob *j, const char *name, struct ixjob_attachment *out)
+int ixjob_attachment(const struct ixjob *j, const char *key, struct ixjob_attachment *out)
 {
     memset(out, 0, sizeof(*out));
-    struct json_object *v = option_value(j, name), *res, *atts, *a;
+    struct json_object *v = option_value(j, key), *res, *atts, *a;
     if (!v || !json_object_is_type(v, json_type_string))
         return 0;
     if (!json_object_object_get_ex(j->root, "resolved", &res) ||

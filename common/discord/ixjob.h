@@ -19,31 +19,38 @@
 #include <stdint.h>
 #include <uv.h>
 
+struct cmd_def;
 struct drest;
 
 struct ixjob {
     struct json_object *root; /* owned; the strings below point into it */
     const char *id, *token, *app_id, *command, *locale, *user_id, *channel_id, *guild_id;
+    const struct cmd_def *cmd; /* the command's row (cmds_find), NULL if none has that name */
+    int en;                   /* the command is an English twin: its options go by their English names */
     int ko;                   /* answer in Korean */
     int64_t received_ms, token_expires_ms;
 };
 
-/* Parse payload. Returns 0, or BC_EPROTO (j is then empty, safe to free). */
+/* Parse payload and find its command's row. Returns 0, or BC_EPROTO (j is
+ * then empty, safe to free). */
 int ixjob_parse(struct ixjob *j, const char *payload);
 void ixjob_free(struct ixjob *j);
-/* The string option called name, or NULL. */
-const char *ixjob_option(const struct ixjob *j, const char *name);
+/* Options go by their key in the command's row (cmd_option.key), whatever
+ * the language of the command that was used; none is found when the
+ * command has no row or no option with that key. */
+/* The string option key, or NULL. */
+const char *ixjob_option(const struct ixjob *j, const char *key);
 
-/* The number option called name (INTEGER or NUMBER): 1 and *out, or 0. */
-int ixjob_option_num(const struct ixjob *j, const char *name, double *out);
+/* The number option key (INTEGER or NUMBER): 1 and *out, or 0. */
+int ixjob_option_num(const struct ixjob *j, const char *key, double *out);
 
-/* The attachment option called name, from the interaction's resolved data.
+/* The attachment option key, from the interaction's resolved data.
  * Strings point into the job (NULL when absent). */
 struct ixjob_attachment {
     const char *url, *filename, *content_type;
     int64_t size;
 };
-int ixjob_attachment(const struct ixjob *j, const char *name, struct ixjob_attachment *out);
+int ixjob_attachment(const struct ixjob *j, const char *key, struct ixjob_attachment *out);
 
 /* status 0 when Discord accepted the edit, else the drest error or HTTP
  * status (negative), with Discord's code in *code. */

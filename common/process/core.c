@@ -915,8 +915,10 @@ static int start(struct core *c, core_setup_fn *setup)
     return 0;
 }
 
-int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn *setup)
+int core_main(int argc, char **argv, char **envp, enum role role, const struct cmd_table *const *commands,
+              core_setup_fn *setup)
 {
+    cmds_use(commands);
     struct core *c = mem_calloc(1, sizeof(*c));
     int rc = load_config(c, argc, argv, envp, role);
     if (rc != CFG_RUN) {

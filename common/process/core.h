@@ -27,7 +27,11 @@ struct hcl;
 /* Role setup: register job handlers on core_bus(c). Non-zero aborts start. */
 typedef int core_setup_fn(struct core *c);
 
-int core_main(int argc, char **argv, char **envp, enum role role, core_setup_fn *setup);
+struct cmd_table;
+/* commands: every role's command table, NULL-terminated (cmds_use): any
+ * instance routes any command to the role that serves it. */
+int core_main(int argc, char **argv, char **envp, enum role role, const struct cmd_table *const *commands,
+              core_setup_fn *setup);
 
 uv_loop_t *core_loop(struct core *c);
 const struct config *core_config(const struct core *c);

@@ -18,7 +18,8 @@
 
 static void options(const struct ixjob *ix)
 {
-    static const char *const names[] = {"question", "질문", "설명", "비율", "개수", "강도", "이미지", "길이", "해상도"};
+    static const char *const names[] = {"question", "mode",     "prompt",     "ratio", "count",
+                                        "strength", "image", "length", "resolution", "질문"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         const char *s = ixjob_option(ix, names[i]);
         double d;

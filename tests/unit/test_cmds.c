@@ -4,15 +4,54 @@
 #include "discord/cmds.h"
 #include "ut.h"
 
+static const struct cmd_def *find(const char *name)
+{
+    return cmds_find(name, NULL);
+}
+
 static void test_table_lookup(void)
 {
-    UT_ASSERT(cmds_find("채팅")->role == ROLE_CHAT);
-    UT_ASSERT(cmds_find("chat")->role == ROLE_CHAT);
-    UT_ASSERT(cmds_find("img")->role == ROLE_IMAGE);
-    UT_ASSERT(cmds_find("비디오")->role == ROLE_VIDEO);
-    UT_ASSERT(cmds_find("ping") == cmds_find("핑"));
-    UT_ASSERT(cmds_find("상태")->admin && cmds_find("인스턴스")->admin && !cmds_find("핑")->admin);
-    UT_ASSERT(cmds_find("nope") == NULL);
+    int en = -1;
+    UT_ASSERT(cmds_find("채팅", &en)->role == ROLE_CHAT && en == 0);
+    UT_ASSERT(cmds_find("chat", &en) == find("채팅") && en == 1); /* a twin: one row */
+    UT_EQ_STR(find("chat")->key, "chat");
+    UT_ASSERT(find("img")->role == ROLE_IMAGE);
+    UT_ASSERT(find("비디오")->role == ROLE_VIDEO);
+    UT_ASSERT(cmds_find("ping", &en) == find("핑") && en == 0); /* a localization: one command */
+    UT_ASSERT(find("상태")->admin && find("인스턴스")->admin && !find("핑")->admin);
+    UT_ASSERT(find("nope") == NULL);
+    UT_EQ_STR(cmds_option_name(find("chat"), 0, "question"), "질문");
+    UT_EQ_STR(cmds_option_name(find("chat"), 1, "question"), "question");
+    UT_EQ_STR(cmds_option_name(find("img"), 1, "strength"), "강도"); /* no English name: the one name */
+    UT_ASSERT(cmds_option_name(find("img"), 0, "count") == NULL);
+    UT_ASSERT(cmds_option_name(NULL, 0, "count") == NULL);
+}
+
+/* The tables the roles declare hold together: keys, (role, id) pairs and
+ * registered names are unique, options' keys unique within a command. */
+static void test_tables_are_consistent(void)
+{
+    const struct cmd_def *seen[64];
+    size_t n = 0;
+    for (size_t t = 0; ut_commands[t]; t++)
+        for (size_t i = 0; i < ut_commands[t]->n; i++) {
+            const struct cmd_def *d = &ut_commands[t]->defs[i];
+            UT_ASSERT(d->key && d->name && d->desc_en && d->desc_ko && d->available);
+            UT_ASSERT(!d->twin || d->name_en);
+            UT_ASSERT(find(d->name) == d && (!d->name_en || find(d->name_en) == d));
+            for (size_t k = 0; k < n; k++) {
+                UT_ASSERT(strcmp(seen[k]->key, d->key) != 0);
+                UT_ASSERT(seen[k]->role != d->role || seen[k]->id != d->id);
+                UT_ASSERT(strcmp(seen[k]->name, d->name) != 0);
+            }
+            for (const struct cmd_option *a = d->options; a && a->key; a++)
+                for (const struct cmd_option *b = a + 1; b->key; b++)
+                    UT_ASSERT(strcmp(a->key, b->key) != 0 && strcmp(a->name, b->name) != 0);
+            UT_ASSERT(n < sizeof(seen) / sizeof(seen[0]));
+            seen[n++] = d;
+        }
+    UT_EQ_INT(n, 10);
+    UT_EQ_INT(cmds_count(), 14); /* four twins */
 }
 
 /* Discord's limits: names 1-32 chars (code points), descriptions 1-100,
@@ -32,9 +71,7 @@ static void test_json_respects_discord_limits(void)
     cmds_json(&b);
     struct json_object *arr = json_tokener_parse(buf_str(&b)), *v;
     UT_ASSERT(arr && json_object_is_type(arr, json_type_array));
-    int n;
-    cmds_all(&n);
-    UT_EQ_INT(json_object_array_length(arr), n);
+    UT_EQ_INT(json_object_array_length(arr), cmds_count());
     for (size_t i = 0; i < json_object_array_length(arr); i++) {
         struct json_object *c = json_object_array_get_idx(arr, i);
         json_object_object_get_ex(c, "name", &v);
@@ -42,7 +79,7 @@ static void test_json_respects_discord_limits(void)
         UT_ASSERT(cps(name) >= 1 && cps(name) <= 32);
         json_object_object_get_ex(c, "description", &v);
         UT_ASSERT(cps(json_object_get_string(v)) >= 1 && cps(json_object_get_string(v)) <= 100);
-        if (cmds_find(name)->admin) {
+        if (find(name)->admin) {
             UT_ASSERT(json_object_object_get_ex(c, "default_member_permissions", &v));
             UT_EQ_STR(json_object_get_string(v), "0");
         }
@@ -78,19 +115,16 @@ static void test_chat_commands_and_twins(void)
 {
     const char *twins[][2] = {{"초기화", "reset"}, {"채팅모드", "chatmode"}, {"사용량", "usage"}};
     for (int i = 0; i < 3; i++) {
-        const struct cmd_def *k = cmds_find(twins[i][0]), *e = cmds_find(twins[i][1]);
-        UT_ASSERT(k && e && k != e);
-        UT_ASSERT(k->role == ROLE_CHAT && e->role == ROLE_CHAT && k->available && e->available);
-        UT_ASSERT(!k->admin && !e->admin);
-        UT_EQ_INT(k->ephemeral, e->ephemeral);
-        UT_EQ_INT(k->open_everywhere, e->open_everywhere);
-        UT_EQ_STR(k->desc_en, e->desc_en);
+        const struct cmd_def *k = find(twins[i][0]);
+        UT_ASSERT(k && k == find(twins[i][1]) && k->twin);
+        UT_EQ_STR(k->key, twins[i][1]);
+        UT_ASSERT(k->role == ROLE_CHAT && k->available && !k->admin);
     }
-    UT_ASSERT(cmds_find("reset")->ephemeral && !cmds_find("reset")->open_everywhere);
-    UT_ASSERT(!cmds_find("chatmode")->ephemeral && !cmds_find("chatmode")->open_everywhere);
-    UT_ASSERT(cmds_find("usage")->ephemeral && cmds_find("usage")->open_everywhere);
-    UT_EQ_STR(cmds_find("채팅모드")->permissions, "16");
-    UT_ASSERT(cmds_find("reset")->permissions == NULL && cmds_find("chat")->permissions == NULL);
+    UT_ASSERT(find("reset")->ephemeral && !find("reset")->open_everywhere);
+    UT_ASSERT(!find("chatmode")->ephemeral && !find("chatmode")->open_everywhere);
+    UT_ASSERT(find("usage")->ephemeral && find("usage")->open_everywhere);
+    UT_EQ_STR(find("채팅모드")->permissions, "16");
+    UT_ASSERT(find("reset")->permissions == NULL && find("chat")->permissions == NULL);
 }
 
 /* 채팅모드/chatmode: one required string option with fixed choices, shown in
@@ -146,6 +180,7 @@ static void test_hash_is_stable(void)
 
 static const struct ut_case cases[] = {
     UT_CASE(test_table_lookup),
+    UT_CASE(test_tables_are_consistent),
     UT_CASE(test_json_respects_discord_limits),
     UT_CASE(test_hash_is_stable),
     UT_CASE(test_chat_commands_and_twins),

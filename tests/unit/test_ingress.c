@@ -21,6 +21,7 @@
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ingress.h"
+#include "discord/ixjob.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "io/rds.h"
@@ -712,6 +713,24 @@ static void test_ping_and_job(void)
     UT_EQ_INT(d.status, 0);
     UT_EQ_STR(d.id, id);
     UT_CONTAINS(d.body, "\"command\":\"핑\"");
+    mem_free(d.body);
+    /* an English twin keeps the name that was used: its options go by
+     * their English names (regression: the job said 채팅, and the worker
+     * found no "질문" among the options of /chat) */
+    snowflake_now(id, sizeof(id), 0);
+    snprintf(ix, sizeof(ix),
+             "{\"id\":\"%s\",\"token\":\"t\",\"type\":2,\"application_id\":\"9\",\"guild_id\":\"1\","
+             "\"channel_id\":\"10\",\"channel\":{\"id\":\"10\",\"name\":\"채팅방-1\",\"type\":0},"
+             "\"locale\":\"en-US\",\"member\":{\"user\":{\"id\":\"5\"},\"permissions\":\"0\"},"
+             "\"data\":{\"name\":\"chat\",\"options\":[{\"name\":\"question\",\"type\":3,\"value\":\"hi\"}]}}",
+             id);
+    ingress__http_decide(in, ix, strlen(ix), &d);
+    UT_EQ_INT(d.status, 0);
+    UT_CONTAINS(d.body, "\"command\":\"chat\"");
+    struct ixjob job;
+    UT_EQ_INT(ixjob_parse(&job, d.body), 0);
+    UT_EQ_STR(ixjob_option(&job, "question"), "hi");
+    ixjob_free(&job);
     mem_free(d.body);
     teardown();
 }

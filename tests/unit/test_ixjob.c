@@ -26,10 +26,10 @@
 #define EDIT_PATH "/api/webhooks/777/tok-abc/messages/@original"
 
 static const char job_json[] =
-    "{\"id\":\"900\",\"token\":\"tok-abc\",\"application_id\":\"777\",\"command\":\"이미지\","
+    "{\"id\":\"900\",\"token\":\"tok-abc\",\"application_id\":\"777\",\"command\":\"img\","
     "\"locale\":\"ko\",\"channel_id\":\"55\",\"guild_id\":\"66\",\"user\":{\"id\":\"42\"},"
     "\"received_ms\":1700000000000,\"token_expires_ms\":1700000900000,"
-    "\"options\":[{\"name\":\"설명\",\"type\":3,\"value\":\"고양이\"},{\"name\":\"개수\",\"type\":4,\"value\":2},"
+    "\"options\":[{\"name\":\"설명\",\"type\":3,\"value\":\"고양이\"},{\"name\":\"강도\",\"type\":10,\"value\":2},"
     "{\"name\":\"이미지\",\"type\":11,\"value\":\"att1\"}],"
     "\"resolved\":{\"attachments\":{\"att1\":{\"url\":\"https://cdn.example/a.png\",\"filename\":\"a.png\","
     "\"content_type\":\"image/png\",\"size\":1234}}}}";
@@ -104,28 +104,55 @@ static void test_parse_fields_and_options(void)
     UT_EQ_STR(j.id, "900");
     UT_EQ_STR(j.token, "tok-abc");
     UT_EQ_STR(j.app_id, "777");
-    UT_EQ_STR(j.command, "이미지");
+    UT_EQ_STR(j.command, "img");
+    UT_ASSERT(j.cmd && !strcmp(j.cmd->key, "img") && j.cmd->role == ROLE_IMAGE && !j.en);
     UT_EQ_STR(j.user_id, "42");
     UT_EQ_STR(j.channel_id, "55");
     UT_EQ_STR(j.guild_id, "66");
     UT_EQ_INT(j.ko, 1);
     UT_EQ_INT(j.received_ms, 1700000000000LL);
     UT_EQ_INT(j.token_expires_ms, 1700000900000LL);
-    UT_EQ_STR(ixjob_option(&j, "설명"), "고양이");
-    UT_ASSERT(ixjob_option(&j, "없음") == NULL);
-    UT_ASSERT(ixjob_option(&j, "개수") == NULL); /* not a string */
+    /* options go by their key in the command's row, not by their name */
+    UT_EQ_STR(ixjob_option(&j, "prompt"), "고양이");
+    UT_ASSERT(ixjob_option(&j, "설명") == NULL);
+    UT_ASSERT(ixjob_option(&j, "nope") == NULL);
+    UT_ASSERT(ixjob_option(&j, "strength") == NULL); /* not a string */
     double n = 0;
-    UT_EQ_INT(ixjob_option_num(&j, "개수", &n), 1);
+    UT_EQ_INT(ixjob_option_num(&j, "strength", &n), 1);
     UT_ASSERT(n == 2.0);
-    UT_EQ_INT(ixjob_option_num(&j, "설명", &n), 0);
+    UT_EQ_INT(ixjob_option_num(&j, "prompt", &n), 0);
     struct ixjob_attachment a;
-    UT_EQ_INT(ixjob_attachment(&j, "이미지", &a), 1);
+    UT_EQ_INT(ixjob_attachment(&j, "image", &a), 1);
     UT_EQ_STR(a.url, "https://cdn.example/a.png");
     UT_EQ_STR(a.filename, "a.png");
     UT_EQ_STR(a.content_type, "image/png");
     UT_EQ_INT(a.size, 1234);
-    UT_EQ_INT(ixjob_attachment(&j, "설명", &a), 0); /* no such attachment */
+    UT_EQ_INT(ixjob_attachment(&j, "prompt", &a), 0); /* no such attachment */
     ixjob_free(&j);
+}
+
+/* 채팅 and its English twin chat: one row, one key per option, whichever
+ * language's command (and option names) the user typed. */
+static void test_twin_options_go_by_key(void)
+{
+    static const char *const jobs[][2] = {
+        {"{\"id\":\"1\",\"token\":\"t\",\"application_id\":\"a\",\"command\":\"채팅\","
+         "\"options\":[{\"name\":\"질문\",\"type\":3,\"value\":\"안녕\"}]}", "안녕"},
+        {"{\"id\":\"1\",\"token\":\"t\",\"application_id\":\"a\",\"command\":\"chat\","
+         "\"options\":[{\"name\":\"question\",\"type\":3,\"value\":\"hi\"}]}", "hi"},
+        /* a Korean option name under the English command is not its option */
+        {"{\"id\":\"1\",\"token\":\"t\",\"application_id\":\"a\",\"command\":\"chat\","
+         "\"options\":[{\"name\":\"질문\",\"type\":3,\"value\":\"hi\"}]}", NULL},
+    };
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+        struct ixjob j;
+        UT_EQ_INT(ixjob_parse(&j, jobs[i][0]), 0);
+        UT_ASSERT(j.cmd && !strcmp(j.cmd->key, "chat"));
+        UT_EQ_INT(j.en, i > 0);
+        const char *q = ixjob_option(&j, "question");
+        UT_ASSERT(jobs[i][1] ? q && !strcmp(q, jobs[i][1]) : !q);
+        ixjob_free(&j);
+    }
 }
 
 static void test_parse_rejects_bad_payloads(void)
@@ -299,6 +326,7 @@ static void test_cancel_while_waiting_to_retry(void)
 
 static const struct ut_case cases[] = {
     UT_CASE(test_parse_fields_and_options),
+    UT_CASE(test_twin_options_go_by_key),
     UT_CASE(test_parse_rejects_bad_payloads),
     UT_CASE(test_edit_without_rest_calls_back_later_once),
     UT_CASE(test_edit_refused_by_drest_calls_back_later_once),

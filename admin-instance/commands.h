@@ -1,0 +1,13 @@
+/* The admin role's slash commands (rows in commands.c; see discord/cmds.h).
+ * Every binary carries this table: any instance routes /핑 to the admin
+ * stream. */
+#ifndef BC_ADMIN_COMMANDS_H
+#define BC_ADMIN_COMMANDS_H
+
+#include "discord/cmds.h"
+
+enum admin_cmd { ADMIN_CMD_PING, ADMIN_CMD_STATUS, ADMIN_CMD_INSTANCES };
+
+extern const struct cmd_table admin_commands;
+
+#endif

@@ -1096,7 +1096,8 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
         return;
     }
     if (ix.cmd->id == ADMIN_CMD_PING) {
-        ping_run(c, job, &ix);
+        struct ping_deps d = {core_loop(c), core_rest(c), core_redis(c), core_config(c)};
+        ping_run(&d, job, &ix);
         return;
     }
     struct adm *a = mem_calloc(1, sizeof(*a));

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "service/bus.h"
-#include "process/core.h"
+#include "base/config.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
@@ -14,7 +14,7 @@
 #include "io/rds.h"
 
 struct ping {
-    struct core *c;
+    struct ping_deps d;
     struct bus_job *job; /* NULL once cancelled or finished */
     struct ixjob ix;
     uint64_t t_redis, t_rest;
@@ -138,7 +138,7 @@ static void fmt_ms(char *out, size_t n, double ms, int ko)
 
 static void ping_answer(struct ping *p)
 {
-    const struct config *cfg = core_config(p->c);
+    const struct config *cfg = p->d.cfg;
     char gw[128], rest[32], redis[32], text[700];
     int ko = p->ix.ko;
     if (p->holder[0]) {
@@ -157,7 +157,7 @@ static void ping_answer(struct ping *p)
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "content", json_object_new_string(text));
     const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (p->job->lease_lost || !core_rest(p->c)) {
+    if (p->job->lease_lost || !p->d.rest) {
         /* another consumer owns the job now: it answers, not us (and
          * without a REST client there is nobody to answer to) */
         json_object_put(o);
@@ -165,16 +165,16 @@ static void ping_answer(struct ping *p)
         return;
     }
     /* NULL only for bad arguments: then on_edited never runs */
-    p->edit = ixjob_edit_original(core_loop(p->c), core_rest(p->c), &p->ix, json, on_edited, p);
+    p->edit = ixjob_edit_original(p->d.loop, p->d.rest, &p->ix, json, on_edited, p);
     json_object_put(o);
     if (!p->edit)
         ping_end(p, BUS_FAILED, "job without an application id or token");
 }
 
-void ping_run(struct core *c, struct bus_job *job, struct ixjob *ix)
+void ping_run(const struct ping_deps *d, struct bus_job *job, struct ixjob *ix)
 {
     struct ping *p = mem_calloc(1, sizeof(*p));
-    p->c = c;
+    p->d = *d;
     p->job = job;
     p->ix = *ix;
     memset(ix, 0, sizeof(*ix));
@@ -183,19 +183,19 @@ void ping_run(struct core *c, struct bus_job *job, struct ixjob *ix)
     job->cancel = ping_cancel;
     job->cancel_arg = p;
     char key[160];
-    snprintf(key, sizeof(key), "%s:gw:0:session", core_config(c)->redis_prefix);
+    snprintf(key, sizeof(key), "%s:gw:0:session", d->cfg->redis_prefix);
     const char *ping[] = {"PING"};
     const char *hm[] = {"HMGET", key, "latency_ms", "holder"};
     p->t_redis = uv_hrtime();
-    if (rds_cmd(core_redis(c), on_redis, p, 1, ping, NULL) == 0)
+    if (rds_cmd(d->redis, on_redis, p, 1, ping, NULL) == 0)
         p->waiting++;
-    if (rds_cmd(core_redis(c), on_session, p, 4, hm, NULL) == 0)
+    if (rds_cmd(d->redis, on_session, p, 4, hm, NULL) == 0)
         p->waiting++;
     struct drest_req rq = {.method = "GET", .path = "/users/@me", .bot_auth = 1};
     p->t_rest = uv_hrtime();
     if ((rest_probe.at && p->t_rest - rest_probe.at < REST_PROBE_EVERY_NS) || rest_probe.busy) {
         p->rest_ms = rest_probe.ms; /* measured a moment ago, or being measured */
-    } else if (core_rest(c) && drest_request(core_rest(c), &rq, on_rest, p) == 0) {
+    } else if (d->rest && drest_request(d->rest, &rq, on_rest, p) == 0) {
         rest_probe.busy = 1;
         p->waiting++;
     }

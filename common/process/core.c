@@ -8,9 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "discord/cmdreg.h"
 #include "discord/cmds.h"
 #include "process/diag.h"
 #include "process/failover.h"
+#include "process/health.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/gwhold.h"
@@ -42,7 +44,8 @@ struct core {
     struct ingress *ingress;
     struct gwhold *gwhold;
     struct failover *failover;
-    uv_timer_t reg_timer;   /* slash-command registration retries */
+    struct diag_deps diag;  /* what the diag.* probes use (rest set once it exists) */
+    struct cmdreg *reg;     /* slash-command registration, or NULL */
     int reg_done;
     struct {
         void (*fn)(void *);
@@ -263,68 +266,34 @@ static void on_store_state(struct store *s, int up, void *arg)
 
 /* ---- /health and /metrics ------------------------------------------------ */
 
-static const char *health_status(const struct core *c, int *http)
+static void view(struct core *c, struct health_view *v)
 {
-    *http = 200;
-    if (c->state != CS_RUNNING) {
-        *http = 503;
-        return "draining";
-    }
-    if (!redis_ok(c)) {
-        *http = 503;
-        return "unhealthy";
-    }
-    return pg_ok(c) ? "ok" : "degraded";
+    *v = (struct health_view){.cfg = &c->cfg,
+                              .draining = c->state != CS_RUNNING,
+                              .uptime_s = uptime_s(c),
+                              .redis = c->cmd,
+                              .redis_ok = redis_ok(c),
+                              .redis_latency_ms = c->redis_latency_ms,
+                              .store = c->store,
+                              .pg_ok = pg_ok(c),
+                              .loop_lag_ms = loop_lag_ms(c),
+                              .beats_sent = c->beats_sent,
+                              .beats_failed = c->beats_failed,
+                              .bus = c->bus,
+                              .gwhold = c->gwhold,
+                              .ingress = c->ingress,
+                              .rest = c->rest,
+                              .perf = c->perf,
+                              .failover = c->failover};
 }
 
 static void on_health(struct httpd_req *req, void *arg)
 {
     struct core *c = arg;
-    struct bus_stats st;
-    bus_stats(c->bus, &st);
+    struct health_view v;
+    view(c, &v);
     int http;
-    const char *status = health_status(c, &http);
-    struct json_object *o = json_object_new_object(), *redis = json_object_new_object(),
-                       *pg = json_object_new_object();
-    json_object_object_add(o, "status", json_object_new_string(status));
-    json_object_object_add(o, "instance", json_object_new_string(c->cfg.name));
-    json_object_object_add(o, "role", json_object_new_string(role_name(c->cfg.role)));
-    json_object_object_add(o, "version", json_object_new_string(BC_VERSION));
-    json_object_object_add(o, "pid", json_object_new_int(getpid()));
-    json_object_object_add(o, "uptime_s", json_object_new_int64((int64_t)uptime_s(c)));
-    json_object_object_add(redis, "ok", json_object_new_boolean(redis_ok(c)));
-    char lat[32];
-    snprintf(lat, sizeof(lat), "%.3f", c->redis_latency_ms);
-    json_object_object_add(redis, "latency_ms", json_object_new_double_s(c->redis_latency_ms, lat));
-    if (!redis_ok(c))
-        json_object_object_add(redis, "error", json_object_new_string(rds_errstr(c->cmd)));
-    json_object_object_add(o, "redis", redis);
-    json_object_object_add(pg, "ok", json_object_new_boolean(pg_ok(c)));
-    json_object_object_add(pg, "configured", json_object_new_boolean(c->store != NULL));
-    if (c->store && !pg_ok(c))
-        json_object_object_add(pg, "error", json_object_new_string(store_errstr(c->store)));
-    else if (!c->store)
-        json_object_object_add(pg, "error", json_object_new_string("DATABASE_URL not set"));
-    json_object_object_add(o, "postgres", pg);
-    if (c->gwhold) {
-        struct gwhold_status gs;
-        gwhold_status(c->gwhold, &gs);
-        struct json_object *gw = json_object_new_object();
-        json_object_object_add(gw, "state", json_object_new_string(gs.state));
-        json_object_object_add(gw, "holder", json_object_new_boolean(gs.holder));
-        snprintf(lat, sizeof(lat), "%.3f", gs.latency_ms);
-        /* null until the first heartbeat is acknowledged */
-        json_object_object_add(gw, "latency_ms",
-                               gs.latency_ms >= 0 ? json_object_new_double_s(gs.latency_ms, lat) : NULL);
-        if (*gs.error)
-            json_object_object_add(gw, "error", json_object_new_string(gs.error));
-        json_object_object_add(o, "gateway", gw);
-    }
-    snprintf(lat, sizeof(lat), "%.3f", loop_lag_ms(c));
-    json_object_object_add(o, "loop_lag_ms", json_object_new_double_s(loop_lag_ms(c), lat));
-    json_object_object_add(o, "inflight", json_object_new_int64(st.inflight));
-    json_object_object_add(o, "processed", json_object_new_int64((int64_t)st.processed));
-    json_object_object_add(o, "failed", json_object_new_int64((int64_t)(st.failed + st.dead)));
+    struct json_object *o = health_json(&v, &http);
     for (int i = 0; i < c->nhooks && c->state == CS_RUNNING; i++)
         if (c->hooks[i].h.health)
             c->hooks[i].h.health(o, c->hooks[i].arg);
@@ -334,120 +303,15 @@ static void on_health(struct httpd_req *req, void *arg)
     json_object_put(o);
 }
 
-/* Gateway, ingress and REST figures; only where Discord is configured. */
-static void metrics_discord(struct core *c, struct buf *b)
-{
-    if (c->gwhold) {
-        struct gwhold_status gs;
-        gwhold_status(c->gwhold, &gs);
-        buf_printf(b,
-                   "# HELP discordbot_gateway_holder 1 while this instance holds the gateway session.\n"
-                   "# TYPE discordbot_gateway_holder gauge\ndiscordbot_gateway_holder %d\n"
-                   "# HELP discordbot_gateway_connected 1 while connected and identified or resumed.\n"
-                   "# TYPE discordbot_gateway_connected gauge\ndiscordbot_gateway_connected %d\n"
-                   "# HELP discordbot_gateway_latency_seconds Last gateway heartbeat round trip.\n"
-                   "# TYPE discordbot_gateway_latency_seconds gauge\ndiscordbot_gateway_latency_seconds %.6f\n",
-                   gs.holder, !strcmp(gs.state, "connected"), gs.latency_ms > 0 ? gs.latency_ms / 1000.0 : 0.0);
-    }
-    if (c->ingress) {
-        struct ingress_stats is;
-        ingress_stats(c->ingress, &is);
-        buf_printf(b,
-                   "# HELP discordbot_gateway_events_total Gateway events handled, and routed into role streams.\n"
-                   "# TYPE discordbot_gateway_events_total counter\n"
-                   "discordbot_gateway_events_total{result=\"received\"} %llu\n"
-                   "discordbot_gateway_events_total{result=\"routed\"} %llu\n"
-                   "# HELP discordbot_interactions_total Interactions received, and answered at once.\n"
-                   "# TYPE discordbot_interactions_total counter\n"
-                   "discordbot_interactions_total{result=\"received\"} %llu\n"
-                   "discordbot_interactions_total{result=\"replied\"} %llu\n"
-                   "discordbot_interactions_total{result=\"ack_failed\"} %llu\n",
-                   (unsigned long long)is.events, (unsigned long long)is.routed,
-                   (unsigned long long)is.interactions, (unsigned long long)is.replied,
-                   (unsigned long long)is.ack_failed);
-    }
-    if (c->rest) {
-        struct drest_stats ds;
-        drest_stats(c->rest, &ds);
-        buf_printf(b,
-                   "# HELP discordbot_discord_requests_total Discord REST attempts by status class.\n"
-                   "# TYPE discordbot_discord_requests_total counter\n"
-                   "discordbot_discord_requests_total{status=\"2xx\"} %llu\n"
-                   "discordbot_discord_requests_total{status=\"4xx\"} %llu\n"
-                   "discordbot_discord_requests_total{status=\"5xx\"} %llu\n"
-                   "discordbot_discord_requests_total{status=\"error\"} %llu\n"
-                   "# HELP discordbot_discord_429_total Discord 429 answers by scope (each means a wrong guess).\n"
-                   "# TYPE discordbot_discord_429_total counter\n"
-                   "discordbot_discord_429_total{scope=\"global\"} %llu\n"
-                   "discordbot_discord_429_total{scope=\"user\"} %llu\n"
-                   "discordbot_discord_429_total{scope=\"shared\"} %llu\n"
-                   "# HELP discordbot_discord_ratelimit_waits_total Requests that waited for a rate limit.\n"
-                   "# TYPE discordbot_discord_ratelimit_waits_total counter\n"
-                   "discordbot_discord_ratelimit_waits_total %llu\n"
-                   "# HELP discordbot_discord_invalid_requests 401/403/429 answers in the last 10 minutes.\n"
-                   "# TYPE discordbot_discord_invalid_requests gauge\n"
-                   "discordbot_discord_invalid_requests %u\n"
-                   "# HELP discordbot_discord_queued Discord requests accepted and not yet completed.\n"
-                   "# TYPE discordbot_discord_queued gauge\ndiscordbot_discord_queued %zu\n",
-                   ds.status_2xx, ds.status_4xx, ds.status_5xx, ds.transport_errors, ds.rl429_global,
-                   ds.rl429_user, ds.rl429_shared, ds.rl_waits, ds.invalid_10min, ds.queued);
-    }
-}
-
 static void on_metrics(struct httpd_req *req, void *arg)
 {
     struct core *c = arg;
-    struct bus_stats st;
-    bus_stats(c->bus, &st);
+    struct health_view v;
+    view(c, &v);
     struct buf b;
     buf_init(&b, 64 << 10);
-    buf_printf(&b,
-               "# HELP discordbot_info Instance identity.\n# TYPE discordbot_info gauge\n"
-               "discordbot_info{name=\"%s\",role=\"%s\",version=\"%s\"} 1\n"
-               "# HELP discordbot_uptime_seconds Seconds since start.\n# TYPE discordbot_uptime_seconds gauge\n"
-               "discordbot_uptime_seconds %llu\n"
-               "# HELP discordbot_draining 1 while draining for shutdown.\n# TYPE discordbot_draining gauge\n"
-               "discordbot_draining %d\n",
-               c->cfg.name, role_name(c->cfg.role), BC_VERSION, (unsigned long long)uptime_s(c),
-               c->state != CS_RUNNING);
-    buf_printf(&b,
-               "# HELP discordbot_jobs_inflight Jobs being processed now.\n# TYPE discordbot_jobs_inflight gauge\n"
-               "discordbot_jobs_inflight %u\n"
-               "# HELP discordbot_jobs_total Jobs finished, by result.\n# TYPE discordbot_jobs_total counter\n"
-               "discordbot_jobs_total{result=\"done\"} %llu\n"
-               "discordbot_jobs_total{result=\"failed\"} %llu\n"
-               "discordbot_jobs_total{result=\"retry\"} %llu\n"
-               "discordbot_jobs_total{result=\"dead_letter\"} %llu\n"
-               "# HELP discordbot_jobs_reclaimed_total Idle jobs taken over from silent consumers.\n"
-               "# TYPE discordbot_jobs_reclaimed_total counter\n"
-               "discordbot_jobs_reclaimed_total %llu\n",
-               st.inflight, (unsigned long long)st.processed, (unsigned long long)st.failed,
-               (unsigned long long)st.retried, (unsigned long long)st.dead, (unsigned long long)st.reclaimed);
-    buf_printf(&b,
-               "# HELP discordbot_redis_up 1 when Redis is reachable.\n# TYPE discordbot_redis_up gauge\n"
-               "discordbot_redis_up %d\n"
-               "# HELP discordbot_redis_latency_seconds Last heartbeat round trip.\n"
-               "# TYPE discordbot_redis_latency_seconds gauge\n"
-               "discordbot_redis_latency_seconds %.6f\n"
-               "# HELP discordbot_postgres_up 1 when PostgreSQL is reachable and migrated.\n"
-               "# TYPE discordbot_postgres_up gauge\n"
-               "discordbot_postgres_up %d\n"
-               "# HELP discordbot_heartbeats_total Heartbeats written, by result.\n"
-               "# TYPE discordbot_heartbeats_total counter\n"
-               "discordbot_heartbeats_total{result=\"ok\"} %llu\n"
-               "discordbot_heartbeats_total{result=\"error\"} %llu\n"
-               "# HELP discordbot_loop_lag_seconds Worst event-loop stall in the last two heartbeat intervals.\n"
-               "# TYPE discordbot_loop_lag_seconds gauge\n"
-               "discordbot_loop_lag_seconds %.6f\n",
-               redis_ok(c), c->redis_latency_ms / 1000.0, pg_ok(c), (unsigned long long)c->beats_sent,
-               (unsigned long long)c->beats_failed, loop_lag_ms(c) / 1000.0);
-    metrics_discord(c, &b);
-    int rc = perf_metrics(c->perf, &b);
-    if (c->failover)
-        failover_metrics(c->failover, &b);
-    /* appends are not checked one by one: a buf's failure is sticky, so
-     * this one check says whether the text is whole (never serve it cut) */
-    if (rc || (rc = buf_error(&b))) {
+    int rc = health_metrics(&v, &b);
+    if (rc) { /* never serve it cut */
         log_error("metrics too large, not served", LF_INT("cap", b.max), LF_ERR(rc));
         static const char msg[] = "metrics too large for the exposition buffer (see the instance log)\n";
         httpd_respond(req, 500, "text/plain; charset=utf-8", msg, sizeof(msg) - 1);
@@ -524,6 +388,8 @@ static void begin_drain(struct core *c, const char *why)
     log_perf(c); /* the totals of this run, whenever it ends */
     if (c->gwhold)
         gwhold_stop(c->gwhold); /* another instance resumes the session now */
+    cmdreg_close(c->reg); /* no more registration attempts */
+    c->reg = NULL;
     uv_timer_start(&c->drain_timer, on_drain_timeout, (uint64_t)c->cfg.drain_timeout_sec * 1000, 0);
     bus_drain(c->bus, on_drained, c);
 }
@@ -551,7 +417,8 @@ static void close_all(struct core *c)
     uv_close((uv_handle_t *)&c->perf_timer, NULL);
     uv_close((uv_handle_t *)&c->sigterm, NULL);
     uv_close((uv_handle_t *)&c->sigint, NULL);
-    uv_close((uv_handle_t *)&c->reg_timer, NULL);
+    cmdreg_close(c->reg);
+    c->reg = NULL;
     if (c->failover)
         failover_close(c->failover);
     if (c->gwhold)
@@ -573,7 +440,7 @@ static void close_all(struct core *c)
 static void close_owners(void *arg)
 {
     struct core *c = arg;
-    c->rest = NULL;
+    c->rest = c->diag.rest = NULL;
     if (c->bus)
         bus_close(c->bus, NULL, NULL);
     /* roles release what they hold once their jobs were cancelled */
@@ -690,134 +557,14 @@ static int start_redis(struct core *c)
 
 /* ---- Discord --------------------------------------------------------------- */
 
-struct reg_ctx {
-    struct core *c;
-    char app[24];
-    char hash[65];
-    char key[160];
-};
-
-static void on_reg_timer(uv_timer_t *t);
-
-static void reg_finish(struct core *c, int ok)
+/* The admin instance keeps the slash commands registered; with
+ * --register-commands any instance registers them once and exits. */
+static void on_registration(int ok, void *arg)
 {
+    struct core *c = arg;
     c->reg_done = ok ? 1 : -1;
     if (c->cfg.register_commands)
         close_all(c); /* --register-commands: done */
-    if (!ok && !c->cfg.register_commands && c->state == CS_RUNNING)
-        uv_timer_start(&c->reg_timer, on_reg_timer, 60000, 0);
-}
-
-static void on_hash_saved(struct rds *r, int status, const redisReply *reply, void *arg)
-{
-    (void)r;
-    (void)status;
-    (void)reply;
-    mem_free(arg);
-}
-
-static void on_registered(const struct drest_resp *r, void *arg)
-{
-    struct reg_ctx *rc = arg;
-    struct core *c = rc->c;
-    if (r->err == BC_ESHUTDOWN) {
-        mem_free(rc);
-        return;
-    }
-    if (r->err || r->status >= 300) {
-        log_error("slash command registration failed", LF_INT("status", r->status), LF_INT("code", r->code),
-                  LF_STR("error", r->err ? r->errstr : (r->message ? r->message : "")));
-        mem_free(rc);
-        reg_finish(c, 0);
-        return;
-    }
-    log_info("slash commands registered", LF_STR("scope", *c->cfg.discord_guild_id ? "guild" : "global"),
-             LF_STR("hash", rc->hash));
-    const char *av[] = {"SET", rc->key, rc->hash};
-    if (rds_cmd(c->cmd, on_hash_saved, rc, 3, av, NULL))
-        mem_free(rc);
-    reg_finish(c, 1);
-}
-
-static void on_reg_hash(struct rds *r, int status, const redisReply *reply, void *arg)
-{
-    (void)r;
-    struct reg_ctx *rc = arg;
-    struct core *c = rc->c;
-    if (status == BC_ESHUTDOWN) {
-        mem_free(rc);
-        return;
-    }
-    if (!status && reply && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, rc->hash)) {
-        log_info("slash commands unchanged; not registering again", LF_STR("hash", rc->hash));
-        mem_free(rc);
-        reg_finish(c, 1);
-        return;
-    }
-    char path[200];
-    if (*c->cfg.discord_guild_id)
-        snprintf(path, sizeof(path), "/applications/%s/guilds/%s/commands", rc->app, c->cfg.discord_guild_id);
-    else
-        snprintf(path, sizeof(path), "/applications/%s/commands", rc->app);
-    struct buf body;
-    buf_init(&body, 1 << 20);
-    cmds_json(&body);
-    struct drest_req rq = {.method = "PUT", .path = path, .json = body.p, .json_len = body.len, .bot_auth = 1};
-    if (drest_request(c->rest, &rq, on_registered, rc)) {
-        mem_free(rc);
-        reg_finish(c, 0);
-    }
-    buf_free(&body);
-}
-
-static void register_with(struct core *c, const char *app)
-{
-    struct reg_ctx *rc = mem_calloc(1, sizeof(*rc));
-    rc->c = c;
-    snprintf(rc->app, sizeof(rc->app), "%s", app);
-    cmds_hash(rc->hash);
-    snprintf(rc->key, sizeof(rc->key), "%s:commands:%s:%s", c->cfg.redis_prefix, app,
-             *c->cfg.discord_guild_id ? c->cfg.discord_guild_id : "global");
-    const char *av[] = {"GET", rc->key};
-    if (rds_cmd(c->cmd, on_reg_hash, rc, 2, av, NULL)) {
-        mem_free(rc);
-        uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
-    }
-}
-
-static void on_app_id(struct rds *r, int status, const redisReply *reply, void *arg)
-{
-    (void)r;
-    struct core *c = arg;
-    if (status == BC_ESHUTDOWN)
-        return;
-    if (!status && reply && reply->type == REDIS_REPLY_STRING) {
-        register_with(c, reply->str);
-        return;
-    }
-    if (c->cfg.register_commands) {
-        log_error("cannot register commands: application id unknown; set DISCORD_APPLICATION_ID");
-        reg_finish(c, 0);
-        return;
-    }
-    /* not known yet: the gateway holder stores it at READY */
-    uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
-}
-
-static void on_reg_timer(uv_timer_t *t)
-{
-    struct core *c = t->data;
-    if (c->state != CS_RUNNING && !c->cfg.register_commands)
-        return;
-    if (*c->cfg.discord_app_id) {
-        register_with(c, c->cfg.discord_app_id);
-        return;
-    }
-    char key[128];
-    snprintf(key, sizeof(key), "%s:discord:app_id", c->cfg.redis_prefix);
-    const char *av[] = {"GET", key};
-    if (rds_cmd(c->cmd, on_app_id, c, 2, av, NULL))
-        uv_timer_start(&c->reg_timer, on_reg_timer, 2000, 0);
 }
 
 static int start_discord(struct core *c)
@@ -843,6 +590,7 @@ static int start_discord(struct core *c)
                             .max_queue = 1024 + (size_t)c->cfg.max_inflight};
     if ((rc = drest_new(c->loop, &ro, &c->rest)) || (rc = ingress_new(c->loop, &c->cfg, c->cmd, c->rest, &c->ingress)))
         return rc;
+    c->diag.rest = c->rest;
     if (has_key && c->httpd && (rc = ingress_http_route(c->ingress, c->httpd))) {
         log_error("cannot serve POST /interactions", LF_ERR(rc));
         return rc;
@@ -853,7 +601,8 @@ static int start_discord(struct core *c)
         gwhold_start(c->gwhold);
     }
     if (has_token && (c->cfg.role == ROLE_ADMIN || c->cfg.register_commands))
-        uv_timer_start(&c->reg_timer, on_reg_timer, 0, 0);
+        return cmdreg_start(c->loop, &c->cfg, c->cmd, c->rest, c->cfg.register_commands, on_registration, c,
+                            &c->reg);
     return 0;
 }
 
@@ -881,8 +630,7 @@ static int start(struct core *c, core_setup_fn *setup)
     uv_timer_init(c->loop, &c->perf_timer);
     c->perf_timer.data = c;
     c->perf = perf_new();
-    uv_timer_init(c->loop, &c->reg_timer);
-    c->lag_timer.data = c->reg_timer.data = c;
+    c->lag_timer.data = c;
     uv_signal_init(c->loop, &c->sigterm);
     uv_signal_init(c->loop, &c->sigint);
     c->beat_timer.data = c->drain_timer.data = c;
@@ -896,7 +644,8 @@ static int start(struct core *c, core_setup_fn *setup)
     struct hcl_opts ho = {.user_agent = ua};
     if ((rc = hcl_new(c->loop, &ho, &c->http)))
         return rc;
-    if (c->cfg.diag_jobs && (rc = diag_register(c)))
+    c->diag = (struct diag_deps){.loop = c->loop, .redis = c->cmd, .cfg = &c->cfg};
+    if (c->cfg.diag_jobs && (rc = diag_register(c->bus, &c->diag)))
         return rc;
     if (setup && (rc = setup(c)))
         return rc;

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/config.h"
 #include "service/bus.h"
-#include "process/core.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -16,7 +16,7 @@
 #define DIAG_RESULTS_MAXLEN "10000"
 
 struct diag_job {
-    struct core *core;
+    const struct diag_deps *deps;
     struct bus_job *job;
     uv_timer_t timer;
 };
@@ -33,14 +33,14 @@ static void on_result(struct rds *r, int status, const redisReply *reply, void *
         bus_finish(job, BUS_DONE, NULL);
 }
 
-static void record(struct core *c, struct bus_job *job)
+static void record(const struct diag_deps *d, struct bus_job *job)
 {
-    const struct config *cfg = core_config(c);
+    const struct config *cfg = d->cfg;
     char key[160];
     snprintf(key, sizeof(key), "%s:diag:results", cfg->redis_prefix);
     const char *av[] = {"XADD", key, "MAXLEN", "~", DIAG_RESULTS_MAXLEN, "*", "job", job->id,
                         "role", job->role, "consumer", cfg->name, "type", job->type, "payload", job->payload};
-    if (rds_cmd(core_redis(c), on_result, job, (int)(sizeof(av) / sizeof(av[0])), av, NULL))
+    if (rds_cmd(d->redis, on_result, job, (int)(sizeof(av) / sizeof(av[0])), av, NULL))
         bus_finish(job, BUS_RETRY, "redis unavailable");
 }
 
@@ -76,13 +76,13 @@ static void on_posted(const struct drest_resp *r, void *arg)
 static void on_post(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
-    struct core *c = arg;
+    const struct diag_deps *d = arg;
     struct json_object *root = json_tokener_parse(job->payload), *ch, *content;
     char path[96];
-    if (!core_rest(c) || !root || !json_object_object_get_ex(root, "channel_id", &ch) ||
+    if (!d->rest || !root || !json_object_object_get_ex(root, "channel_id", &ch) ||
         !json_object_object_get_ex(root, "content", &content) || strlen(json_object_get_string(ch)) > 20) {
         json_object_put(root);
-        bus_finish(job, BUS_FAILED, core_rest(c) ? "diag.post needs {channel_id, content}" : "no Discord client");
+        bus_finish(job, BUS_FAILED, d->rest ? "diag.post needs {channel_id, content}" : "no Discord client");
         return;
     }
     snprintf(path, sizeof(path), "/channels/%s/messages", json_object_get_string(ch));
@@ -90,7 +90,7 @@ static void on_post(struct bus *b, struct bus_job *job, void *arg)
     json_object_object_add(body, "content", json_object_get(content));
     const char *json = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     struct drest_req rq = {.method = "POST", .path = path, .json = json, .bot_auth = 1};
-    if (drest_request(core_rest(c), &rq, on_posted, job))
+    if (drest_request(d->rest, &rq, on_posted, job))
         bus_finish(job, BUS_RETRY, "discord client busy");
     json_object_put(body);
     json_object_put(root);
@@ -105,10 +105,10 @@ static void on_slept(uv_timer_t *t)
 {
     struct diag_job *d = t->data;
     struct bus_job *job = d->job;
-    struct core *c = d->core;
+    const struct diag_deps *deps = d->deps;
     job->cancel = NULL;
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
-    record(c, job);
+    record(deps, job);
 }
 
 static void on_cancel(struct bus_job *job, void *arg)
@@ -122,7 +122,7 @@ static void on_cancel(struct bus_job *job, void *arg)
 static void on_sleep(struct bus *b, struct bus_job *job, void *arg)
 {
     (void)b;
-    struct core *c = arg;
+    const struct diag_deps *deps = arg;
     long long ms = -1;
     struct json_object *root = json_tokener_parse(job->payload), *v;
     if (root && json_object_object_get_ex(root, "ms", &v) && json_object_is_type(v, json_type_int))
@@ -133,25 +133,25 @@ static void on_sleep(struct bus *b, struct bus_job *job, void *arg)
         return;
     }
     struct diag_job *d = mem_calloc(1, sizeof(*d));
-    d->core = c;
+    d->deps = deps;
     d->job = job;
-    uv_timer_init(core_loop(c), &d->timer);
+    uv_timer_init(deps->loop, &d->timer);
     d->timer.data = d;
     job->cancel = on_cancel;
     job->cancel_arg = d;
     uv_timer_start(&d->timer, on_slept, (uint64_t)ms, 0);
 }
 
-int diag_register(struct core *c)
+int diag_register(struct bus *b, const struct diag_deps *d)
 {
-    struct bus *b = core_bus(c);
-    int rc = bus_register(b, "diag.echo", on_echo, c);
+    void *arg = (void *)d; /* handlers take it back as const */
+    int rc = bus_register(b, "diag.echo", on_echo, arg);
     if (!rc)
-        rc = bus_register(b, "diag.sleep", on_sleep, c);
+        rc = bus_register(b, "diag.sleep", on_sleep, arg);
     if (!rc)
-        rc = bus_register(b, "diag.fail", on_fail, c);
+        rc = bus_register(b, "diag.fail", on_fail, arg);
     if (!rc)
-        rc = bus_register(b, "diag.post", on_post, c);
+        rc = bus_register(b, "diag.post", on_post, arg);
     if (!rc)
         log_info("diag jobs enabled", LF_STR("types", "diag.echo diag.sleep diag.fail diag.post"));
     return rc;

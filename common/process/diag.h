@@ -9,8 +9,23 @@
 #ifndef BC_DIAG_H
 #define BC_DIAG_H
 
-struct core;
+#include <uv.h>
 
-int diag_register(struct core *c);
+struct bus;
+struct config;
+struct drest;
+struct rds;
+
+/* What the probes use; borrowed, must outlive the bus. rest may be NULL
+ * (diag.post then fails). */
+struct diag_deps {
+    uv_loop_t *loop;
+    struct rds *redis;
+    struct drest *rest;
+    const struct config *cfg;
+};
+
+/* Register the diag.* handlers on b. Returns 0 or bus_register's error. */
+int diag_register(struct bus *b, const struct diag_deps *d);
 
 #endif

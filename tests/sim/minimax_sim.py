@@ -24,7 +24,6 @@ import base64
 import collections
 import hashlib
 import json
-import os
 import secrets
 import struct
 import sys
@@ -210,89 +209,6 @@ class Task:
                 "forced": bool(self.forced), "queries": self.queries, "statuses_seen": self.statuses_seen,
                 "file_id": self.file_id, "retrieves": f.get("retrieves", 0), "downloads": f.get("downloads", 0),
                 "submits": sim.submits.get((self.key_fp, phash(self.prompt)), {}).get("count", 0)}
-
-
-class Sim(simhttp.ProviderSim):
-    DEFAULTS = DEFAULT_CONFIG
-    Key = KeyState
-
-    def __init__(self, args):
-        super().__init__(args)
-        self.api = Api(self)
-        self.control = Control(self)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        super().reset(keep_keys, keep_config)
-        self.tasks = collections.OrderedDict()      # task_id -> Task
-        self.files = collections.OrderedDict()      # name -> {kind, ...}
-        self.file_names = {}                        # video file_id -> name
-        self.submits = collections.OrderedDict()    # (key_fp, phash(prompt)) -> {count, accepted, task_ids}
-        self.colour_counter = 0
-        self.by_code = collections.Counter()
-        self.by_path = collections.Counter()
-        self.images_generated = 0
-        self.images_failed = 0
-        self.tasks_created = 0
-        self.file_downloads = 0
-        self.bytes_served = 0
-        self.hung = 0
-
-    def refusal(self, e):
-        return [("Content-Type", "application/json")], \
-            jdump({"base_resp": {"status_code": 2013, "status_msg": e.text}}).encode()
-
-    async def route(self, req, reader, writer):
-        if req.path.startswith("/_files/"):
-            return await self.api.download(req, writer)
-        if req.path.startswith("/v1/"):
-            return await self.api.handle(req, reader, writer)
-        return await send(writer, 404, [("Content-Type", "text/plain")], b"404 page not found\n")
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        self.by_path[req.path] += 1
-        if fp:
-            self.by_key[fp] += 1
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "base_code": None}
-        self.log_entries.append(e)
-        return e
-
-    def finish(self, e, status, code=None):
-        e["status"] = status
-        e["base_code"] = code
-        self.by_status[str(status)] += 1
-        if code is not None:
-            self.by_code[str(code)] += 1
-
-    def add_file(self, name, rec):
-        self.files[name] = rec
-        while len(self.files) > int(self.cfg["max_files"]):
-            old, r = self.files.popitem(last=False)
-            if r.get("file_id"):
-                self.file_names.pop(r["file_id"], None)
-
-    def add_task(self, task):
-        self.tasks[task.task_id] = task
-        self.tasks_created += 1
-        while len(self.tasks) > int(self.cfg["max_tasks"]):
-            self.tasks.popitem(last=False)
-
-    def count_submit(self, fp, prompt):
-        k = (fp, phash(prompt))
-        s = self.submits.get(k)
-        if s is None:
-            s = self.submits[k] = {"key_fingerprint": fp, "prompt": prompt[:int(self.cfg["log_prompt_chars"])],
-                                   "prompt_chars": len(prompt), "count": 0, "accepted": 0, "task_ids": []}
-            while len(self.submits) > int(self.cfg["max_tasks"]):
-                self.submits.popitem(last=False)
-        s["count"] += 1
-        return s
-
-    def trigger(self, name, text):
-        w = self.cfg.get(name)
-        return bool(w) and isinstance(text, str) and w in text
 
 
 # ----------------------------------------------------------------------------
@@ -680,11 +596,6 @@ class Control(simhttp.Control):
     ROUTES = {**simhttp.Control.ROUTES, ("GET", "/_sim/tasks"): "get_tasks", ("POST", "/_sim/tasks"): "set_task"}
     BEHAVIOURS = BEHAVIOURS
 
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "behaviours": list(BEHAVIOURS)}
-
     def check_config(self, k, v):
         if k == "video_steps_ms":
             check_steps(v)
@@ -758,6 +669,78 @@ def check_steps(v):
     if not isinstance(v, dict) or any(k not in STATES for k in v) or \
             any(not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0 for x in v.values()):
         raise BadControl("video_steps_ms is a number or {Preparing, Queueing, Processing: ms}")
+
+
+# ----------------------------------------------------------------------------
+# Server
+
+
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
+
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        self.tasks = collections.OrderedDict()      # task_id -> Task
+        self.files = collections.OrderedDict()      # name -> {kind, ...}
+        self.file_names = {}                        # video file_id -> name
+        self.submits = collections.OrderedDict()    # (key_fp, phash(prompt)) -> {count, accepted, task_ids}
+        self.colour_counter = 0
+        self.by_code = collections.Counter()
+        self.images_generated = 0
+        self.images_failed = 0
+        self.tasks_created = 0
+        self.file_downloads = 0
+        self.bytes_served = 0
+        self.hung = 0
+
+    def refusal(self, e):
+        return [("Content-Type", "application/json")], \
+            jdump({"base_resp": {"status_code": 2013, "status_msg": e.text}}).encode()
+
+    async def route(self, req, reader, writer):
+        if req.path.startswith("/_files/"):
+            return await self.api.download(req, writer)
+        if req.path.startswith("/v1/"):
+            return await self.api.handle(req, reader, writer)
+        return await send(writer, 404, [("Content-Type", "text/plain")], b"404 page not found\n")
+
+    def new_entry(self, req, fp):
+        return super().new_entry(req, fp, base_code=None)
+
+    def finish(self, e, status, code=None):
+        e["status"] = status
+        e["base_code"] = code
+        self.by_status[str(status)] += 1
+        if code is not None:
+            self.by_code[str(code)] += 1
+
+    def add_file(self, name, rec):
+        self.files[name] = rec
+        while len(self.files) > int(self.cfg["max_files"]):
+            old, r = self.files.popitem(last=False)
+            if r.get("file_id"):
+                self.file_names.pop(r["file_id"], None)
+
+    def add_task(self, task):
+        self.tasks[task.task_id] = task
+        self.tasks_created += 1
+        while len(self.tasks) > int(self.cfg["max_tasks"]):
+            self.tasks.popitem(last=False)
+
+    def count_submit(self, fp, prompt):
+        k = (fp, phash(prompt))
+        s = self.submits.get(k)
+        if s is None:
+            s = self.submits[k] = {"key_fingerprint": fp, "prompt": prompt[:int(self.cfg["log_prompt_chars"])],
+                                   "prompt_chars": len(prompt), "count": 0, "accepted": 0, "task_ids": []}
+            while len(self.submits) > int(self.cfg["max_tasks"]):
+                self.submits.popitem(last=False)
+        s["count"] += 1
+        return s
+
+    def trigger(self, name, text):
+        w = self.cfg.get(name)
+        return bool(w) and isinstance(text, str) and w in text
 
 
 def main(argv=None):

@@ -21,7 +21,6 @@ import asyncio
 import collections
 import json
 import math
-import os
 import secrets
 import sys
 import time
@@ -119,82 +118,6 @@ class KeyState(simhttp.KeyState):
         self.window_start = 0.0
         self.req_count = 0
         self.tok_count = 0
-
-
-class Sim(simhttp.ProviderSim):
-    DEFAULTS = DEFAULT_CONFIG
-    Key = KeyState
-    backlog = 4096
-
-    def __init__(self, args):
-        super().__init__(args)
-        self.api = Api(self)
-        self.control = Control(self)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        super().reset(keep_keys, keep_config)
-        self.script = collections.deque()
-        self.by_path = collections.Counter()
-        self.by_outcome = collections.Counter()
-        self.max_streams = getattr(self, "active_streams", 0)
-        self.active_streams = getattr(self, "active_streams", 0)
-        self.streams_started = 0
-        self.streams_completed = 0
-        self.chunks_sent = 0
-        self.flagged = 0
-
-    def refusal(self, e):
-        return [("Content-Type", "application/json")], ApiError(e.status, e.text, "invalid_request_error").body()
-
-    async def route(self, req, reader, writer):
-        if req.path == "/v1" or req.path.startswith("/v1/"):
-            return await self.api.handle(req, reader, writer)
-        return await send_json(writer, 404, ApiError(404, "Invalid URL (%s %s)" % (req.method, req.path),
-                                                     "invalid_request_error").body())
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        self.by_path[req.path] += 1
-        if fp:
-            self.by_key[fp] += 1
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "request_id": "req_" + secrets.token_hex(12)}
-        self.log_entries.append(e)
-        return e
-
-    def finish(self, e, status):
-        e["status"] = status
-        self.by_status[str(status)] += 1
-
-    def ratelimit_headers(self, ks, tokens):
-        if not self.cfg["ratelimit_headers"] or ks is None:
-            return []
-        now = time.monotonic()
-        if now - ks.window_start >= 60.0:
-            ks.window_start, ks.req_count, ks.tok_count = now, 0, 0
-        ks.req_count += 1
-        ks.tok_count += tokens
-        lr, lt = int(self.cfg["limit_requests"]), int(self.cfg["limit_tokens"])
-        left = max(0.0, 60.0 - (now - ks.window_start))
-        per_req = 60.0 / max(1, lr)
-        per_tok = 60.0 / max(1, lt)
-        return [("x-ratelimit-limit-requests", str(lr)), ("x-ratelimit-limit-tokens", str(lt)),
-                ("x-ratelimit-remaining-requests", str(max(0, lr - ks.req_count))),
-                ("x-ratelimit-remaining-tokens", str(max(0, lt - ks.tok_count))),
-                ("x-ratelimit-reset-requests", duration(min(left, per_req * ks.req_count))),
-                ("x-ratelimit-reset-tokens", duration(min(left, per_tok * max(1, ks.tok_count))))]
-
-    def over_limit(self, ks):
-        if not self.cfg["enforce_rate_limits"] or ks is None:
-            return False
-        if time.monotonic() - ks.window_start >= 60.0:
-            return False
-        return ks.req_count >= int(self.cfg["limit_requests"]) or ks.tok_count >= int(self.cfg["limit_tokens"])
-
-    def delivery(self, ks, name):
-        v = ks.opts.get(name) if ks is not None else None
-        return self.cfg[name] if v is None else v
 
 
 # ----------------------------------------------------------------------------
@@ -586,11 +509,10 @@ class Api:
 class Control(simhttp.Control):
     ROUTES = {**simhttp.Control.ROUTES, ("POST", "/_sim/script"): "set_script", ("GET", "/_sim/script"): "get_script"}
     BEHAVIOURS = BEHAVIOURS
+    BASE_PATH = "/v1"
 
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d/v1" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "model": sim.cfg["model"]}
+    def about(self):
+        return {"model": self.sim.cfg["model"]}
 
     def check_config(self, k, v):
         if k == "transfer" and v not in ("chunked", "close"):
@@ -624,6 +546,71 @@ class Control(simhttp.Control):
                 "streams_completed": sim.streams_completed, "chunks_sent": sim.chunks_sent,
                 "script_queued": len(sim.script), "moderation_flagged": sim.flagged,
                 "open_connections": len(sim.writers), "sim_errors": sim.sim_errors}
+
+
+# ----------------------------------------------------------------------------
+# Server
+
+
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
+    backlog = 4096
+
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        self.script = collections.deque()
+        self.by_outcome = collections.Counter()
+        self.max_streams = getattr(self, "active_streams", 0)
+        self.active_streams = getattr(self, "active_streams", 0)
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.chunks_sent = 0
+        self.flagged = 0
+
+    def refusal(self, e):
+        return [("Content-Type", "application/json")], ApiError(e.status, e.text, "invalid_request_error").body()
+
+    async def route(self, req, reader, writer):
+        if req.path == "/v1" or req.path.startswith("/v1/"):
+            return await self.api.handle(req, reader, writer)
+        return await send_json(writer, 404, ApiError(404, "Invalid URL (%s %s)" % (req.method, req.path),
+                                                     "invalid_request_error").body())
+
+    def new_entry(self, req, fp):
+        return super().new_entry(req, fp, request_id="req_" + secrets.token_hex(12))
+
+    def finish(self, e, status):
+        e["status"] = status
+        self.by_status[str(status)] += 1
+
+    def ratelimit_headers(self, ks, tokens):
+        if not self.cfg["ratelimit_headers"] or ks is None:
+            return []
+        now = time.monotonic()
+        if now - ks.window_start >= 60.0:
+            ks.window_start, ks.req_count, ks.tok_count = now, 0, 0
+        ks.req_count += 1
+        ks.tok_count += tokens
+        lr, lt = int(self.cfg["limit_requests"]), int(self.cfg["limit_tokens"])
+        left = max(0.0, 60.0 - (now - ks.window_start))
+        per_req = 60.0 / max(1, lr)
+        per_tok = 60.0 / max(1, lt)
+        return [("x-ratelimit-limit-requests", str(lr)), ("x-ratelimit-limit-tokens", str(lt)),
+                ("x-ratelimit-remaining-requests", str(max(0, lr - ks.req_count))),
+                ("x-ratelimit-remaining-tokens", str(max(0, lt - ks.tok_count))),
+                ("x-ratelimit-reset-requests", duration(min(left, per_req * ks.req_count))),
+                ("x-ratelimit-reset-tokens", duration(min(left, per_tok * max(1, ks.tok_count))))]
+
+    def over_limit(self, ks):
+        if not self.cfg["enforce_rate_limits"] or ks is None:
+            return False
+        if time.monotonic() - ks.window_start >= 60.0:
+            return False
+        return ks.req_count >= int(self.cfg["limit_requests"]) or ks.tok_count >= int(self.cfg["limit_tokens"])
+
+    def delivery(self, ks, name):
+        v = ks.opts.get(name) if ks is not None else None
+        return self.cfg[name] if v is None else v
 
 
 def main(argv=None):

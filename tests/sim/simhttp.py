@@ -14,6 +14,7 @@ import collections
 import datetime
 import hashlib
 import json
+import os
 import resource
 import signal
 import socket
@@ -379,11 +380,13 @@ class ProviderSim(Server):
 
     DEFAULTS = {}
     Key = KeyState
+    Api = Control = None    # the classes of its /v1 (or /v2beta) API and of its control API
 
     def __init__(self, args):
         super().__init__()
         self.cli_keys = list(args.key or [])
         self.reset()
+        self.api, self.control = self.Api(self), self.Control(self)
 
     def reset(self, keep_keys=False, keep_config=False):
         if not keep_config:
@@ -396,6 +399,19 @@ class ProviderSim(Server):
         self.sim_errors = 0
         self.by_status = collections.Counter()
         self.by_key = collections.Counter()
+        self.by_path = collections.Counter()
+
+    def new_entry(self, req, fp, **more):
+        """A request (with the key of fingerprint fp) counted and in the log: its entry."""
+        self.log_seq += 1
+        self.requests += 1
+        self.by_path[req.path] += 1
+        if fp:
+            self.by_key[fp] += 1
+        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
+             "key_fingerprint": fp, "status": None, **more}
+        self.log_entries.append(e)
+        return e
 
     async def answer(self, req, reader, writer):
         if req.path.startswith("/_sim/"):
@@ -423,6 +439,7 @@ class Control:
               ("GET", "/_sim/stats"): "stats", ("POST", "/_sim/reset"): "reset"}
     BEHAVIOURS = ("ok",)
     KEY_FIELDS = ("key", "behaviour", "remove")     # POST /_sim/keys fields that are not key options
+    BASE_PATH = ""      # what base_url in /_sim/info ends with
 
     def __init__(self, sim):
         self.sim = sim
@@ -443,6 +460,15 @@ class Control:
             return 400, jdump({"error": "invalid JSON or value: %s" % e}).encode()
         except BadControl as e:
             return 400, jdump({"error": str(e)}).encode()
+
+    def info(self, req, body):
+        sim = self.sim
+        return {"port": sim.port, "base_url": "http://127.0.0.1:%d%s" % (sim.port, self.BASE_PATH), "pid": os.getpid(),
+                "started_at": sim.started_at, **self.about()}
+
+    def about(self):
+        """What /_sim/info tells besides where the simulator is."""
+        return {"behaviours": list(self.BEHAVIOURS)}
 
     def get_config(self, req, body):
         return {"config": self.sim.cfg}

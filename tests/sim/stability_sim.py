@@ -19,7 +19,6 @@ facts it follows are in the Stability section of
 import asyncio
 import base64
 import collections
-import os
 import re
 import secrets
 import struct
@@ -327,55 +326,6 @@ class KeyState(simhttp.KeyState):
         return dict(super().info(), rate_limited_for_s=round(left, 3), requests_in_window=len(self.recent))
 
 
-class Sim(simhttp.ProviderSim):
-    DEFAULTS = DEFAULT_CONFIG
-    Key = KeyState
-
-    def __init__(self, args):
-        super().__init__(args)
-        self.api = Api(self)
-        self.control = Control(self)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        super().reset(keep_keys, keep_config)
-        if keep_keys:
-            for ks in self.keys.values():
-                ks.recent.clear()
-                ks.blocked_until = 0.0
-        self.colour_counter = 0
-        self.by_error = collections.Counter()
-        self.by_endpoint = collections.Counter()
-        self.finish_reasons = collections.Counter()
-        self.credits = 0.0
-        self.images = 0
-        self.rate_limited = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.hung = 0
-
-    def body_limits(self):
-        return int(self.cfg["max_body_bytes"]), DRAIN_MAX
-
-    def refusal(self, e):
-        name = "payload_too_large" if e.status == 413 else "bad_request"
-        return [("Content-Type", "application/json")], \
-            jdump({"id": secrets.token_hex(16), "name": name, "errors": [e.text]}).encode()
-
-    async def route(self, req, reader, writer):
-        return await self.api.handle(req, reader, writer)
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        if fp:
-            self.by_key[fp] += 1
-        self.bytes_in += req.body_bytes
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "error_name": None, "body_bytes": req.body_bytes}
-        self.log_entries.append(e)
-        return e
-
-
 class ApiError(Exception):
     def __init__(self, status, name, errors, headers=()):
         super().__init__("%d %s" % (status, name))
@@ -646,11 +596,6 @@ class Control(simhttp.Control):
     BEHAVIOURS = BEHAVIOURS
     KEY_FIELDS = ("key", "behaviour", "remove", "unblock")
 
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "behaviours": list(BEHAVIOURS)}
-
     def check_config(self, k, v):
         if k == "max_body_bytes" and v > DRAIN_MAX:
             raise BadControl("max_body_bytes is at most %d" % DRAIN_MAX)
@@ -671,6 +616,46 @@ class Control(simhttp.Control):
                 "credits": round(sim.credits, 3), "rate_limited": sim.rate_limited, "bytes_in": sim.bytes_in,
                 "bytes_out": sim.bytes_out, "hung": sim.hung, "open_connections": len(sim.writers),
                 "sim_errors": sim.sim_errors}
+
+
+# ----------------------------------------------------------------------------
+# Server
+
+
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
+
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        if keep_keys:
+            for ks in self.keys.values():
+                ks.recent.clear()
+                ks.blocked_until = 0.0
+        self.colour_counter = 0
+        self.by_error = collections.Counter()
+        self.by_endpoint = collections.Counter()
+        self.finish_reasons = collections.Counter()
+        self.credits = 0.0
+        self.images = 0
+        self.rate_limited = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.hung = 0
+
+    def body_limits(self):
+        return int(self.cfg["max_body_bytes"]), DRAIN_MAX
+
+    def refusal(self, e):
+        name = "payload_too_large" if e.status == 413 else "bad_request"
+        return [("Content-Type", "application/json")], \
+            jdump({"id": secrets.token_hex(16), "name": name, "errors": [e.text]}).encode()
+
+    async def route(self, req, reader, writer):
+        return await self.api.handle(req, reader, writer)
+
+    def new_entry(self, req, fp):
+        self.bytes_in += req.body_bytes
+        return super().new_entry(req, fp, error_name=None, body_bytes=req.body_bytes)
 
 
 def main(argv=None):

@@ -53,17 +53,15 @@ def fingerprint(key):
 
 
 class HttpError(Exception):
-    """A request that cannot be served: answered with status, the connection
-    closed (unless close is False, for errors a handler raises)."""
+    """A request that cannot be read: answered with status, then the connection is closed."""
 
-    def __init__(self, status, text, close=True):
+    def __init__(self, status, text):
         super().__init__(text)
-        self.status, self.text, self.close = status, text, close
+        self.status, self.text = status, text
 
 
 class Request:
-    __slots__ = ("method", "target", "path", "query", "query_all", "version", "headers", "body", "body_bytes",
-                 "too_large")
+    __slots__ = ("method", "path", "query", "query_all", "version", "headers", "body", "body_bytes", "too_large")
 
     def header(self, name, default=""):
         return self.headers.get(name.lower(), default)
@@ -98,7 +96,7 @@ async def read_request(reader, writer, max_body, drain_max=None, refuse=True):
     if len(parts) != 3:
         raise HttpError(400, "bad request line")
     req = Request()
-    req.method, req.target, req.version = parts[0].upper(), parts[1], parts[2]
+    req.method, target, req.version = parts[0].upper(), parts[1], parts[2]
     req.headers = {}
     for line in lines[1:]:
         if not line:
@@ -108,52 +106,53 @@ async def read_request(reader, writer, max_body, drain_max=None, refuse=True):
             raise HttpError(400, "bad header line")
         name, value = name.strip().lower(), value.strip()
         req.headers[name] = req.headers[name] + ", " + value if name in req.headers else value
-    u = urllib.parse.urlsplit(req.target)
+    u = urllib.parse.urlsplit(target)
     req.path = urllib.parse.unquote(u.path) or "/"
     req.query_all = urllib.parse.parse_qs(u.query, keep_blank_values=True)
     req.query = {k: v[-1] for k, v in req.query_all.items()}
     req.body, req.body_bytes, req.too_large = b"", 0, False
+    chunked, length = "chunked" in req.header("transfer-encoding").lower(), req.header("content-length")
+    if not chunked and not length:
+        return req
+    n = None    # chunked: the size is known at the end
+    if not chunked:
+        try:
+            n = int(length)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise HttpError(400, "bad Content-Length")
+        req.body_bytes = n
     drain_max = max_body if drain_max is None else drain_max
     expect = req.header("expect").lower() == "100-continue"
-    chunked = "chunked" in req.header("transfer-encoding").lower()
-    if chunked or req.header("content-length"):
-        n = None
-        if not chunked:
-            try:
-                n = int(req.header("content-length"))
-            except ValueError:
-                raise HttpError(400, "bad Content-Length")
-            if n < 0:
-                raise HttpError(400, "bad Content-Length")
-            req.body_bytes = n
-        if n is not None and n > max_body and (expect or n > drain_max):
-            req.too_large = True
-            if refuse:
-                raise HttpError(413, "body too large")
-            return req
+    if n is not None and n > max_body and (expect or n > drain_max):
+        body = None
+    else:
         if expect and n != 0:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if chunked:
-            req.body, req.body_bytes, req.too_large = await read_chunked(reader, max_body, drain_max)
-            if req.too_large and req.body is None:
-                if refuse:
-                    raise HttpError(413, "body too large")
-                req.body = b""
+        if n is None:
+            body, req.body_bytes = await read_chunked(reader, max_body, drain_max)
         elif n > max_body:
-            req.too_large = True
+            body = b""
             while n > 0:
                 got = await reader.read(min(n, 1 << 20))
                 if not got:
                     raise asyncio.IncompleteReadError(b"", n)
                 n -= len(got)
         else:
-            req.body = await reader.readexactly(n)
+            body = await reader.readexactly(n)
+    req.too_large = req.body_bytes > max_body
+    if body is None:    # not read
+        if refuse:
+            raise HttpError(413, "body too large")
+        body = b""
+    req.body = body
     return req
 
 
 async def read_chunked(reader, max_body, drain_max):
-    """(body, size, too large) of a chunked body; the body is b"" when it is
-    over max_body, None when reading stopped past drain_max."""
+    """(body, size) of a chunked body; the body is b"" when it is over
+    max_body, None when reading stopped past drain_max."""
     out, total = bytearray(), 0
     while True:
         try:
@@ -163,15 +162,13 @@ async def read_chunked(reader, max_body, drain_max):
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":
                 pass
-            return (b"" if total > max_body else bytes(out)), total, total > max_body
+            return (b"" if total > max_body else bytes(out)), total
         total += size
         if total > drain_max:
-            return None, total, True
+            return None, total
         piece = (await reader.readexactly(size + 2))[:-2]
         if total <= max_body:
             out += piece
-        else:
-            out = bytearray()
 
 
 def response_head(status, headers, length=None, close=False, chunked=False):

@@ -198,8 +198,8 @@ async def send(writer, status, headers, body, close=False):
     return True
 
 
-async def send_json(writer, status, body, headers=()):
-    return await send(writer, status, [("Content-Type", "application/json")] + list(headers), body)
+async def send_json(writer, status, body):
+    return await send(writer, status, [("Content-Type", "application/json")], body)
 
 
 async def hang(reader):

@@ -19,7 +19,6 @@ interactions delivered over HTTP). Discord facts it follows:
 /work/shared/reference/discord.md.
 """
 
-import argparse
 import asyncio
 import base64
 import collections
@@ -31,7 +30,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import socket
 import struct
 import sys
@@ -43,6 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (as tests/run.py)
 import openapi_check  # noqa: E402
+import simhttp  # noqa: E402
+from simhttp import MIB, jdump, log, response  # noqa: E402
 
 try:
     import nacl.signing
@@ -52,7 +52,7 @@ except ImportError:  # signing is only needed for deliver=http
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MIB = 1024 * 1024
+simhttp.NAME = "discord-sim"
 
 # Intents the gateway filters on (discord.md).
 INTENT_GUILDS = 1 << 0
@@ -122,25 +122,6 @@ DEFAULT_CONFIG = {
 }
 
 
-def log(level, msg, *args):
-    text = msg % args if args else msg
-    ts = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-    sys.stderr.write("%s discord-sim %s %s\n" % (ts, level, text))
-    sys.stderr.flush()
-
-
-VERBOSE = False
-
-
-def debug(msg, *args):
-    if VERBOSE:
-        log("debug", msg, *args)
-
-
-def jdump(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
 def iso_now(t=None):
     t = time.time() if t is None else t
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat()
@@ -198,132 +179,7 @@ def invalid_form(items):
 
 
 # ----------------------------------------------------------------------------
-# HTTP/1.1 server side
-
-
-class HttpError(Exception):
-    def __init__(self, status, text, close=True):
-        super().__init__(text)
-        self.status, self.text, self.close = status, text, close
-
-
-class Request:
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "peer",
-                 "too_large")
-
-    def header(self, name, default=None):
-        return self.headers.get(name.lower(), default)
-
-    def json(self):
-        if not self.body:
-            return {}
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HttpError(400, "invalid JSON: %s" % e, close=False)
-
-
-REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
-           204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-           426: "Upgrade Required", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-async def read_request(reader, writer, max_body):
-    """One request from a keep-alive connection; None at a clean EOF."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise HttpError(400, "truncated request head")
-        return None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        method, target, version = lines[0].split(" ", 2)
-    except ValueError:
-        raise HttpError(400, "bad request line")
-    req = Request()
-    req.method, req.target, req.version = method.upper(), target, version
-    req.headers = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise HttpError(400, "bad header line")
-        name = name.strip().lower()
-        value = value.strip()
-        req.headers[name] = req.headers[name] + ", " + value if name in req.headers else value
-    parts = urllib.parse.urlsplit(target)
-    req.path = urllib.parse.unquote(parts.path) or "/"
-    req.query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-    req.peer = writer.get_extra_info("peername")
-    req.too_large = False
-    req.body = b""
-    te = req.headers.get("transfer-encoding", "").lower()
-    cl = req.headers.get("content-length")
-    expect = req.headers.get("expect", "").lower() == "100-continue"
-    if "chunked" in te:
-        if expect:
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        req.body = await _read_chunked(reader, max_body, req)
-    elif cl is not None:
-        try:
-            n = int(cl)
-        except ValueError:
-            raise HttpError(400, "bad Content-Length")
-        if n > max_body:
-            req.too_large = True
-            if expect or n > 4 * max_body:
-                # Refuse without reading it; the connection cannot be reused.
-                return req
-            await _discard(reader, n)
-            return req
-        if expect and n:
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        req.body = await reader.readexactly(n) if n else b""
-    return req
-
-
-async def _discard(reader, n):
-    while n > 0:
-        chunk = await reader.read(min(n, 1 << 20))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", n)
-        n -= len(chunk)
-
-
-async def _read_chunked(reader, max_body, req):
-    out = bytearray()
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size = int(line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return bytes(out)
-        data = await reader.readexactly(size + 2)
-        if len(out) + size > max_body:
-            req.too_large = True
-        else:
-            out += data[:-2]
-
-
-def build_response(status, headers, body, close=False):
-    head = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
-    have = {k.lower() for k, _ in headers}
-    if "date" not in have:
-        head.append("Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))
-    for k, v in headers:
-        head.append("%s: %s" % (k, v))
-    if status not in (101, 204, 304):
-        head.append("Content-Length: %d" % len(body))
-    if close:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body if status != 204 else b"")
+# multipart/form-data
 
 
 def parse_content_type(value):
@@ -488,7 +344,7 @@ class GwConn:
         self.sim = sim
         self.id = cid
         self.reader, self.writer = reader, writer
-        self.query = {k: v[-1] for k, v in query.items()}
+        self.query = query
         self.compress = self.query.get("compress") == "zlib-stream"
         self.zobj = zlib.compressobj() if self.compress else None
         self.session = None
@@ -615,14 +471,14 @@ class Gateway:
         key = req.header("sec-websocket-key")
         if (req.header("upgrade", "").lower() != "websocket" or not key
                 or "upgrade" not in req.header("connection", "").lower()):
-            writer.write(build_response(400, [("Content-Type", "text/plain")], b"websocket upgrade expected", True))
+            writer.write(response(400, [("Content-Type", "text/plain")], b"websocket upgrade expected", True))
             return
         if req.header("sec-websocket-version") != "13":
-            writer.write(build_response(426, [("Sec-WebSocket-Version", "13")], b"", True))
+            writer.write(response(426, [("Sec-WebSocket-Version", "13")], b"", True))
             return
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        writer.write(build_response(101, [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                          ("Sec-WebSocket-Accept", accept)], b""))
+        writer.write(response(101, [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                    ("Sec-WebSocket-Accept", accept)], b""))
         sim.conn_seq += 1
         conn = GwConn(sim, sim.conn_seq, reader, writer, req.query)
         sim.conns[conn.id] = conn
@@ -993,8 +849,7 @@ class RestCtx:
         self.body, self.files, self.entry = body, files, entry
 
     def q(self, name):
-        v = self.req.query.get(name)
-        return v[-1] if v else None
+        return self.req.query.get(name)
 
 
 class Interaction:
@@ -1066,14 +921,17 @@ def _att_brief(a):
 # The simulator
 
 
-class Sim:
+class Sim(simhttp.Server):
+    backlog = 512
+    refuse_large = False    # too large bodies get Discord's 413
+
     def __init__(self, args):
+        super().__init__()
         self.token = args.token
         self.app_id = args.application_id
         self.bot_user_id = args.bot_user_id or args.application_id
         self.bot_name = args.bot_name
         self.app_flags = 0
-        self.port = None
         self.snow = Snowflakes()
         seed = bytes.fromhex(args.key_seed) if args.key_seed else None
         if nacl is not None:
@@ -1091,8 +949,9 @@ class Sim:
             log("warn", "no OpenAPI checking: %s", e)
         self.routes = build_routes()
         self.gateway = Gateway(self)
+        self.rest = Rest(self)
+        self.control = Control(self)
         self.started_mono = time.monotonic()
-        self.started_at = time.time()
         self.guilds = {}
         self.channels = {}
         self.conns = {}
@@ -1100,6 +959,41 @@ class Sim:
         self.conn_seq = 0
         self.withhold_acks = False
         self.reset_state(full=True)
+
+    # -- the server
+
+    def body_limits(self):
+        n = int(self.cfg["max_request_bytes"])
+        return n, 4 * n     # past 4 * the limit a body is not even read
+
+    async def answer(self, req, reader, writer):
+        if req.path in ("/gateway", "/gateway/") and "upgrade" in req.header("connection").lower():
+            await self.gateway.serve(req, reader, writer)
+            return False
+        if req.path.startswith(API_PREFIX + "/"):
+            status, headers, body = await self.rest.handle(req)
+        elif req.path.startswith("/_sim/"):
+            status, headers, body = await self.control.handle(req)
+        else:
+            status, headers, body = 404, [("Content-Type", "application/json")], \
+                b'{"message": "404: Not Found", "code": 0}'
+        close = req.too_large and not req.body or req.header("connection").lower() == "close" \
+            or req.version == "HTTP/1.0"
+        await simhttp.send(writer, status, headers, body, close)
+        return not close
+
+    def started(self):
+        self.housekeeper = asyncio.get_running_loop().create_task(self.housekeeping())
+        log("info", "listening on 127.0.0.1:%d, application %s, spec %s", self.port, self.app_id,
+            self.checker.path if self.checker else "not loaded")
+
+    def stopping(self):
+        log("info", "stopping")
+        self.housekeeper.cancel()
+
+    def close_connections(self):
+        for c in list(self.conns.values()):
+            c.close(1001, "simulator stopping")
 
     # -- state
 
@@ -1685,10 +1579,10 @@ class Rest:
         auth = req.header("authorization")
         entry = {
             "seq": sim.log_seq, "time": time.time(), "method": req.method, "path": sub,
-            "query": {k: v[-1] for k, v in req.query.items()}, "route": None, "bucket": None,
+            "query": req.query, "route": None, "bucket": None,
             "major": None, "has_bot_auth": bool(auth and auth.startswith("Bot ")),
             "auth_ok": bool(auth) and secrets.compare_digest(auth.encode(), ("Bot " + sim.token).encode()),
-            "user_agent": req.header("user-agent"), "content_type": req.header("content-type"),
+            "user_agent": req.header("user-agent", None), "content_type": req.header("content-type", None),
             "json": None, "files": [], "body_size": len(req.body), "status": None, "code": None,
             "violations": [],
         }
@@ -1802,7 +1696,7 @@ class Rest:
         body = self.parse_body(ctx)
         ctx.body = None if body is openapi_check._MISSING else body
         if sim.checker is not None:
-            vs = sim.checker.check_request(req.method, sub, req.query, ctx.ctype, body, ctx.parts)
+            vs = sim.checker.check_request(req.method, sub, req.query_all, ctx.ctype, body, ctx.parts)
             for v in vs:
                 v["seq"] = entry["seq"]
                 entry["violations"].append(v)
@@ -1916,7 +1810,7 @@ class Rest:
                             ("X-RateLimit-Bucket", route.bucket_hash)]
             body = f.get("body") or {"message": RATE_LIMITED, "retry_after": retry, "global": is_global, "code": 0}
         else:
-            body = f.get("body") or {"message": "%d: %s" % (status, REASONS.get(status, "Error")), "code": 0}
+            body = f.get("body") or {"message": "%d: %s" % (status, simhttp.REASONS.get(status, "Error")), "code": 0}
         for k, v in (f.get("headers") or {}).items():
             headers.append((k, str(v)))
         return status, body, headers
@@ -2217,7 +2111,7 @@ async def http_request(method, url, headers, body, timeout):
                     rh.append((k.strip(), v.strip()))
             hd = {k.lower(): v for k, v in rh}
             if "chunked" in hd.get("transfer-encoding", "").lower():
-                data = await _read_chunked(reader, 16 * MIB, type("R", (), {"too_large": False})())
+                data = (await simhttp.read_chunked(reader, 16 * MIB, 1 << 62))[0]
             elif "content-length" in hd:
                 data = await reader.readexactly(int(hd["content-length"]))
             else:
@@ -2299,7 +2193,10 @@ class Control:
                 methods.add(m)
                 continue
             try:
-                body = req.json() if req.method in ("POST", "PUT", "PATCH") else {}
+                body = json.loads(req.body) if req.body and req.method in ("POST", "PUT", "PATCH") else {}
+            except (ValueError, UnicodeDecodeError) as e:
+                return 400, [("Content-Type", "application/json")], jdump({"error": "invalid JSON: %s" % e}).encode()
+            try:
                 if not isinstance(body, dict):
                     raise BadControl("the body must be a JSON object")
                 res = getattr(self, "c_" + h)(req, body, **hit.groupdict())
@@ -2307,8 +2204,6 @@ class Control:
                     res = await res
             except BadControl as e:
                 return 400, [("Content-Type", "application/json")], jdump({"error": str(e)}).encode()
-            except HttpError as e:
-                return e.status, [("Content-Type", "application/json")], jdump({"error": e.text}).encode()
             except Exception:
                 import traceback
                 log("error", "control %s %s crashed:\n%s", req.method, req.path, traceback.format_exc())
@@ -2717,7 +2612,7 @@ class Control:
 
     def c_get_log(self, req, body):
         sim = self.sim
-        q = {k: v[-1] for k, v in req.query.items()}
+        q = req.query
         since = int(q.get("since", 0))
         limit = int(q.get("limit", 100000))
         out = []
@@ -2757,7 +2652,7 @@ class Control:
 
     def c_channel_messages(self, req, body, id):
         sim = self.sim
-        everyone = (req.query.get("all") or ["0"])[-1] in ("1", "true")
+        everyone = req.query.get("all", "0") in ("1", "true")
         recs = [sim.messages[m] for m in sim.channel_msgs.get(id, ()) if m in sim.messages]
         return {"channel_id": id, "messages": [r.info() for r in recs if everyone or r.by_bot]}
 
@@ -2863,94 +2758,20 @@ class Control:
 # Server
 
 
-async def serve_conn(sim, rest, control, reader, writer):
-    try:
-        while True:
-            try:
-                req = await read_request(reader, writer, int(sim.cfg["max_request_bytes"]))
-            except HttpError as e:
-                writer.write(build_response(e.status, [("Content-Type", "text/plain")], e.text.encode(), True))
-                break
-            if req is None:
-                break
-            if req.path in ("/gateway", "/gateway/") and "upgrade" in req.header("connection", "").lower():
-                await sim.gateway.serve(req, reader, writer)
-                return
-            if req.path.startswith(API_PREFIX + "/"):
-                status, headers, body = await rest.handle(req)
-            elif req.path.startswith("/_sim/"):
-                status, headers, body = await control.handle(req)
-            else:
-                status, headers, body = 404, [("Content-Type", "application/json")], \
-                    b'{"message": "404: Not Found", "code": 0}'
-            close = req.too_large and not req.body or req.header("connection", "").lower() == "close" \
-                or req.version == "HTTP/1.0"
-            writer.write(build_response(status, headers, body, close))
-            await writer.drain()
-            if close:
-                break
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-        pass
-    except Exception:
-        import traceback
-        log("error", "connection handler crashed:\n%s", traceback.format_exc())
-    finally:
-        try:
-            writer.close()
-        except (ConnectionError, RuntimeError, OSError):
-            pass
+def check_args(ap, args):
+    if not args.application_id.isdigit():
+        ap.error("--application-id must be a snowflake")
 
 
-async def main_async(args):
-    sim = Sim(args)
-    rest = Rest(sim)
-    control = Control(sim)
-    server = await asyncio.start_server(lambda r, w: serve_conn(sim, rest, control, r, w),
-                                        "127.0.0.1", args.port, limit=1 << 20, backlog=512)
-    sim.port = server.sockets[0].getsockname()[1]
-    hk = asyncio.get_running_loop().create_task(sim.housekeeping())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log("info", "listening on 127.0.0.1:%d, application %s, spec %s", sim.port, sim.app_id,
-        sim.checker.path if sim.checker else "not loaded")
-    sys.stdout.write("SIM READY port=%d\n" % sim.port)
-    sys.stdout.flush()
-    await stop.wait()
-    log("info", "stopping")
-    hk.cancel()
-    server.close()
-    for c in list(sim.conns.values()):
-        c.close(1001, "simulator stopping")
-    await asyncio.sleep(0.05)
-
-
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description="Discord simulator for integration tests")
-    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
+def main(argv=None):
+    ap = simhttp.arg_parser("Discord simulator for integration tests", keys=False)
     ap.add_argument("--token", required=True, help="the bot token the simulator accepts")
     ap.add_argument("--application-id", required=True, help="application id (a snowflake)")
     ap.add_argument("--bot-user-id", default=None, help="bot user id (default: the application id)")
     ap.add_argument("--bot-name", default="simbot", help="bot username")
     ap.add_argument("--spec", default=None, help="OpenAPI spec path (default: %s)" % openapi_check.DEFAULT_SPEC)
     ap.add_argument("--key-seed", default=None, help="64 hex digits: a fixed Ed25519 key (default: random)")
-    ap.add_argument("--verbose", action="store_true", help="debug logging")
-    args = ap.parse_args(argv)
-    if not args.application_id.isdigit():
-        ap.error("--application-id must be a snowflake")
-    return args
-
-
-def main(argv=None):
-    global VERBOSE
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    VERBOSE = args.verbose
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return simhttp.main(Sim, ap, argv, check_args)
 
 
 if __name__ == "__main__":

@@ -19,25 +19,22 @@ Python 3 standard library only. The facts it follows are in the MiniMax
 section of /work/shared/reference/providers.md.
 """
 
-import argparse
 import asyncio
 import base64
 import collections
-import datetime
 import hashlib
 import json
-import os
 import secrets
-import signal
-import socket
 import struct
 import sys
 import time
-import urllib.parse
 import zlib
 
-MIB = 1024 * 1024
-MAX_BODY = 32 * MIB          # request bodies above this get HTTP 413 (and the connection closed)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (as tests/run.py)
+import simhttp  # noqa: E402
+from simhttp import MIB, BadControl, debug, fingerprint, jdump, response_head, send  # noqa: E402
+
+simhttp.NAME = "minimax-sim"
 
 # base_resp codes (providers.md) and the messages MiniMax sends with them
 CODES = {
@@ -62,11 +59,13 @@ CODES = {
 BEHAVIOURS = ("ok", "500", "hang", "video_fail") + tuple(str(c) for c in sorted(CODES))
 CONTENT_BEHAVIOURS = ("1026", "1027", "video_fail")   # only touch image/video submits
 
-KEY_OPTIONS = {
-    "remaining": None,        # misbehave this many times, then act as "ok" (None: always)
-    "video_steps_ms": None,   # per-key task timing override (like the config key)
-    "delay_ms": None,         # per-key latency override
-}
+class KeyState(simhttp.KeyState):
+    OPTIONS = {
+        "remaining": None,        # misbehave this many times, then act as "ok" (None: always)
+        "video_steps_ms": None,   # per-key task timing override (like the config key)
+        "delay_ms": None,         # per-key latency override
+    }
+
 
 STATES = ("Preparing", "Queueing", "Processing")
 
@@ -97,29 +96,6 @@ IMAGE_MODELS = ("image-01", "image-01-live")
 ASPECTS = {"1:1": (1, 1), "16:9": (16, 9), "4:3": (4, 3), "3:2": (3, 2), "2:3": (2, 3), "3:4": (3, 4),
            "9:16": (9, 16), "21:9": (21, 9)}
 RES_SIZE = {"720P": (1280, 720), "768P": (1366, 768), "1080P": (1920, 1080)}
-
-VERBOSE = False
-
-
-def log(level, msg, *args):
-    text = msg % args if args else msg
-    ts = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-    sys.stderr.write("%s minimax-sim %s %s\n" % (ts, level, text))
-    sys.stderr.flush()
-
-
-def debug(msg, *args):
-    if VERBOSE:
-        log("debug", msg, *args)
-
-
-def jdump(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(key):
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
 
 def phash(prompt):
     """Submits are counted per (key, prompt); the prompt is kept as a hash (bodies can be big)."""
@@ -178,116 +154,7 @@ def video_chunks(total, seed, size=65536):
 
 
 # ----------------------------------------------------------------------------
-# HTTP/1.1, server side
-
-
-class HttpError(Exception):
-    def __init__(self, status, text, close=True):
-        super().__init__(text)
-        self.status, self.text, self.close = status, text, close
-
-
-class Request:
-    __slots__ = ("method", "path", "query", "version", "headers", "body", "target")
-
-    def header(self, name, default=""):
-        return self.headers.get(name, default)
-
-
-REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
-
-
-async def read_request(reader, max_body=MAX_BODY):
-    """The next request on a keep-alive connection; None at EOF."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise HttpError(400, "truncated request head")
-        return None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "bad request line")
-    req = Request()
-    req.method, req.target, req.version = parts[0].upper(), parts[1], parts[2]
-    req.headers = {}
-    for line in lines[1:]:
-        if line:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpError(400, "bad header line")
-            req.headers[name.strip().lower()] = value.strip()
-    u = urllib.parse.urlsplit(req.target)
-    req.path = urllib.parse.unquote(u.path) or "/"
-    req.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
-    req.body = b""
-    if "chunked" in req.header("transfer-encoding").lower():
-        out = bytearray()
-        while True:
-            try:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                raise HttpError(400, "bad chunk size")
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                break
-            out += (await reader.readexactly(size + 2))[:-2]
-            if len(out) > max_body:
-                raise HttpError(413, "body too large")
-        req.body = bytes(out)
-    elif req.header("content-length"):
-        try:
-            n = int(req.header("content-length"))
-        except ValueError:
-            raise HttpError(400, "bad Content-Length")
-        if n < 0:
-            raise HttpError(400, "bad Content-Length")
-        if n > max_body:
-            raise HttpError(413, "body too large")
-        req.body = await reader.readexactly(n)
-    return req
-
-
-def response_head(status, headers, length=None, close=False):
-    out = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
-           "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())]
-    out += ["%s: %s" % kv for kv in headers]
-    if length is not None:
-        out.append("Content-Length: %d" % length)
-    if close:
-        out.append("Connection: close")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
-
-
-# ----------------------------------------------------------------------------
 # State
-
-
-class KeyState:
-    __slots__ = ("fp", "behaviour", "opts", "served")
-
-    def __init__(self, key, behaviour="ok", opts=None):
-        self.fp = fingerprint(key)
-        self.behaviour = behaviour
-        self.opts = dict(KEY_OPTIONS)
-        self.opts.update(opts or {})
-        self.served = 0
-
-    def active(self):
-        """The behaviour in force now ("ok" once `remaining` is used up)."""
-        rem = self.opts.get("remaining")
-        if self.behaviour != "ok" and rem is not None and self.served >= int(rem):
-            return "ok"
-        return self.behaviour
-
-    def info(self):
-        return {"key_fingerprint": self.fp, "behaviour": self.behaviour, "options": self.opts,
-                "misbehaviours_served": self.served}
 
 
 def steps_of(v):
@@ -342,86 +209,6 @@ class Task:
                 "forced": bool(self.forced), "queries": self.queries, "statuses_seen": self.statuses_seen,
                 "file_id": self.file_id, "retrieves": f.get("retrieves", 0), "downloads": f.get("downloads", 0),
                 "submits": sim.submits.get((self.key_fp, phash(self.prompt)), {}).get("count", 0)}
-
-
-class Sim:
-    def __init__(self, args):
-        self.port = 0
-        self.started_at = time.time()
-        self.cli_keys = list(args.key or [])
-        self.writers = set()
-        self.reset(keep_keys=False, keep_config=False)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        if not keep_config:
-            self.cfg = json.loads(json.dumps(DEFAULT_CONFIG))
-        if not keep_keys:
-            self.keys = {k: KeyState(k) for k in self.cli_keys}
-        self.log_entries = collections.deque(maxlen=int(self.cfg["log_max_entries"]))
-        self.log_seq = 0
-        self.tasks = collections.OrderedDict()      # task_id -> Task
-        self.files = collections.OrderedDict()      # name -> {kind, ...}
-        self.file_names = {}                        # video file_id -> name
-        self.submits = collections.OrderedDict()    # (key_fp, phash(prompt)) -> {count, accepted, task_ids}
-        self.colour_counter = 0
-        self.requests = 0
-        self.by_status = collections.Counter()
-        self.by_code = collections.Counter()
-        self.by_key = collections.Counter()
-        self.by_path = collections.Counter()
-        self.images_generated = 0
-        self.images_failed = 0
-        self.tasks_created = 0
-        self.file_downloads = 0
-        self.bytes_served = 0
-        self.hung = 0
-        self.sim_errors = 0
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        self.by_path[req.path] += 1
-        if fp:
-            self.by_key[fp] += 1
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "base_code": None}
-        self.log_entries.append(e)
-        return e
-
-    def finish(self, e, status, code=None):
-        e["status"] = status
-        e["base_code"] = code
-        self.by_status[str(status)] += 1
-        if code is not None:
-            self.by_code[str(code)] += 1
-
-    def add_file(self, name, rec):
-        self.files[name] = rec
-        while len(self.files) > int(self.cfg["max_files"]):
-            old, r = self.files.popitem(last=False)
-            if r.get("file_id"):
-                self.file_names.pop(r["file_id"], None)
-
-    def add_task(self, task):
-        self.tasks[task.task_id] = task
-        self.tasks_created += 1
-        while len(self.tasks) > int(self.cfg["max_tasks"]):
-            self.tasks.popitem(last=False)
-
-    def count_submit(self, fp, prompt):
-        k = (fp, phash(prompt))
-        s = self.submits.get(k)
-        if s is None:
-            s = self.submits[k] = {"key_fingerprint": fp, "prompt": prompt[:int(self.cfg["log_prompt_chars"])],
-                                   "prompt_chars": len(prompt), "count": 0, "accepted": 0, "task_ids": []}
-            while len(self.submits) > int(self.cfg["max_tasks"]):
-                self.submits.popitem(last=False)
-        s["count"] += 1
-        return s
-
-    def trigger(self, name, text):
-        w = self.cfg.get(name)
-        return bool(w) and isinstance(text, str) and w in text
 
 
 # ----------------------------------------------------------------------------
@@ -549,10 +336,7 @@ class Api:
         if route is None:
             body = b"404 page not found\n"
             sim.finish(ent, 404)
-            writer.write(response_head(404, [("Content-Type", "text/plain; charset=utf-8"), ("Trace-Id", trace)],
-                                       len(body)) + body)
-            await writer.drain()
-            return True
+            return await send(writer, 404, [("Content-Type", "text/plain; charset=utf-8"), ("Trace-Id", trace)], body)
         ent["endpoint"] = route
         if req.method == "POST":
             ent["body_bytes"] = len(req.body)
@@ -573,15 +357,13 @@ class Api:
             ks.served += 1
             sim.finish(ent, "hang")
             sim.hung += 1
-            return await self.hang(reader)
+            return await simhttp.hang(reader)
         if behaviour == "500":
             ks.served += 1
             body = b"<html><head><title>500 Internal Server Error</title></head><body><center>" \
                    b"<h1>500 Internal Server Error</h1></center></body></html>"
             sim.finish(ent, 500)
-            writer.write(response_head(500, [("Content-Type", "text/html"), ("Trace-Id", trace)], len(body)) + body)
-            await writer.drain()
-            return True
+            return await send(writer, 500, [("Content-Type", "text/html"), ("Trace-Id", trace)], body)
         try:
             if behaviour not in ("ok",) + CONTENT_BEHAVIOURS:
                 if ks is not None:
@@ -596,10 +378,7 @@ class Api:
         data = jdump(obj).encode()
         sim.finish(ent, 200, code)
         debug("%s %s key=%s behaviour=%s -> base_resp %s", req.method, req.path, fp, behaviour, code)
-        writer.write(response_head(200, [("Content-Type", "application/json; charset=utf-8"), ("Trace-Id", trace)],
-                                   len(data)) + data)
-        await writer.drain()
-        return True
+        return await send(writer, 200, [("Content-Type", "application/json; charset=utf-8"), ("Trace-Id", trace)], data)
 
     @staticmethod
     def error_obj(route, e):
@@ -609,14 +388,6 @@ class Api:
         if route == "video_submit":
             return {"task_id": "", "base_resp": br}
         return {"base_resp": br}
-
-    async def hang(self, reader):
-        try:
-            while await reader.read(65536):
-                pass
-        except (ConnectionError, OSError):
-            pass
-        return False
 
     def parse_json(self, req):
         try:
@@ -782,16 +553,12 @@ class Api:
         if rec is None or req.method not in ("GET", "HEAD"):
             body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code></Error>"
             sim.finish(ent, 404)
-            writer.write(response_head(404, [("Content-Type", "application/xml")], len(body)) + body)
-            await writer.drain()
-            return True
+            return await send(writer, 404, [("Content-Type", "application/xml")], body)
         if expires and expires.isdigit() and int(expires) < time.time():
             body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>" \
                    b"<Message>Request has expired.</Message></Error>"
             sim.finish(ent, 403)
-            writer.write(response_head(403, [("Content-Type", "application/xml")], len(body)) + body)
-            await writer.drain()
-            return True
+            return await send(writer, 403, [("Content-Type", "application/xml")], body)
         if rec["kind"] == "image":
             data = png_bytes(rec["w"], rec["h"], rec["rgb"], rec["pad"])
             pieces, total, ctype = [data], len(data), "image/png"
@@ -825,122 +592,27 @@ class Api:
 # Control API
 
 
-class BadControl(Exception):
-    pass
+class Control(simhttp.Control):
+    ROUTES = {**simhttp.Control.ROUTES, ("GET", "/_sim/tasks"): "get_tasks", ("POST", "/_sim/tasks"): "set_task"}
+    BEHAVIOURS = BEHAVIOURS
 
+    def check_config(self, k, v):
+        if k == "video_steps_ms":
+            check_steps(v)
+        elif k == "video_fail_state" and v not in STATES:
+            raise BadControl("video_fail_state is one of %s" % ", ".join(STATES))
+        elif k == "image_short_side" and not 1 <= v <= 4096:
+            raise BadControl("image_short_side is 1..4096")
+        elif k == "video_bytes" and not 40 <= v <= 4 * 1024 * MIB:
+            raise BadControl("video_bytes is 40 .. 4 GiB")
+        elif k == "log_max_entries" and v < 1:
+            raise BadControl("log_max_entries is at least 1")
 
-class Control:
-    def __init__(self, sim):
-        self.sim = sim
-
-    async def handle(self, req):
-        routes = {("GET", "/_sim/info"): self.info, ("GET", "/_sim/config"): self.get_config,
-                  ("POST", "/_sim/config"): self.set_config, ("GET", "/_sim/keys"): self.get_keys,
-                  ("POST", "/_sim/keys"): self.set_keys, ("GET", "/_sim/log"): self.get_log,
-                  ("GET", "/_sim/tasks"): self.get_tasks, ("POST", "/_sim/tasks"): self.set_task,
-                  ("GET", "/_sim/stats"): self.stats, ("POST", "/_sim/reset"): self.reset}
-        fn = routes.get((req.method, req.path.rstrip("/")))
-        if fn is None:
-            paths = {p for _m, p in routes}
-            status = 405 if req.path.rstrip("/") in paths else 404
-            return status, jdump({"error": "no such control endpoint: %s %s" % (req.method, req.path)}).encode()
-        try:
-            body = json.loads(req.body) if req.body else {}
-            if not isinstance(body, dict):
-                raise BadControl("the body is a JSON object")
-            return 200, jdump(fn(req, body)).encode()
-        except (ValueError, UnicodeDecodeError) as e:
-            return 400, jdump({"error": "invalid JSON or value: %s" % e}).encode()
-        except BadControl as e:
-            return 400, jdump({"error": str(e)}).encode()
-
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "behaviours": list(BEHAVIOURS)}
-
-    def get_config(self, req, body):
-        return {"config": self.sim.cfg}
-
-    def set_config(self, req, body):
-        sim = self.sim
-        unknown = sorted(k for k in body if k not in DEFAULT_CONFIG)
-        if unknown:
-            raise BadControl("unknown config key(s): %s" % ", ".join(unknown))
-        for k, v in body.items():
-            d = DEFAULT_CONFIG[k]
-            if k == "video_steps_ms":
-                check_steps(v)
-            elif k == "video_fail_state":
-                if v not in STATES:
-                    raise BadControl("video_fail_state is one of %s" % ", ".join(STATES))
-            elif isinstance(d, bool):
-                if not isinstance(v, bool):
-                    raise BadControl("%s is a boolean" % k)
-            elif isinstance(d, (int, float)):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                    raise BadControl("%s is a number >= 0" % k)
-                if k in ("image_short_side",) and not 1 <= v <= 4096:
-                    raise BadControl("image_short_side is 1..4096")
-                if k == "video_bytes" and not 40 <= v <= 4 * 1024 * MIB:
-                    raise BadControl("video_bytes is 40 .. 4 GiB")
-                if k == "log_max_entries" and v < 1:
-                    raise BadControl("log_max_entries is at least 1")
-            elif v is not None and not isinstance(v, str):
-                raise BadControl("%s is a string or null" % k)
-        sim.cfg.update(body)
-        if "log_max_entries" in body:
-            sim.log_entries = collections.deque(sim.log_entries, maxlen=int(body["log_max_entries"]))
-        return {"config": sim.cfg}
-
-    def set_keys(self, req, body):
-        sim = self.sim
-        items = body.get("keys") if "keys" in body else [body]
-        if not isinstance(items, list):
-            raise BadControl("keys is a list of {key, behaviour, ...}")
-        out = []
-        for it in items:
-            if not isinstance(it, dict) or not isinstance(it.get("key"), str) or not it["key"]:
-                raise BadControl("each entry needs a key (a string)")
-            key = it["key"]
-            if it.get("remove"):
-                sim.keys.pop(key, None)
-                out.append({"key_fingerprint": fingerprint(key), "removed": True})
-                continue
-            b = str(it.get("behaviour", "ok"))
-            if b not in BEHAVIOURS:
-                raise BadControl("behaviour is one of %s" % ", ".join(BEHAVIOURS))
-            opts = {k: v for k, v in it.items() if k not in ("key", "behaviour", "remove")}
-            bad = sorted(k for k in opts if k not in KEY_OPTIONS)
-            if bad:
-                raise BadControl("unknown key option(s): %s (known: %s)" % (", ".join(bad), ", ".join(KEY_OPTIONS)))
-            for k, v in opts.items():
-                if v is None:
-                    continue
-                if k == "video_steps_ms":
-                    check_steps(v)
-                elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                    raise BadControl("%s is a number >= 0 or null" % k)
-            ks = KeyState(key, b, opts)
-            sim.keys[key] = ks
-            out.append(ks.info())
-        return {"keys": out}
-
-    def get_keys(self, req, body):
-        return {"keys": [k.info() for k in self.sim.keys.values()]}
-
-    def get_log(self, req, body):
-        q = req.query
-        since = int(q.get("since", 0))
-        limit = int(q.get("limit", 1000000))
-        path = q.get("path")
-        out = []
-        for e in self.sim.log_entries:
-            if e["seq"] > since and (not path or e["path"] == path):
-                out.append(e)
-                if len(out) >= limit:
-                    break
-        return {"entries": out, "last_seq": self.sim.log_seq}
+    def check_key_option(self, k, v):
+        if k == "video_steps_ms":
+            check_steps(v)
+        else:
+            super().check_key_option(k, v)
 
     def get_tasks(self, req, body):
         sim = self.sim
@@ -988,10 +660,6 @@ class Control:
                 "file_downloads": sim.file_downloads, "bytes_served": sim.bytes_served, "hung": sim.hung,
                 "open_connections": len(sim.writers), "sim_errors": sim.sim_errors}
 
-    def reset(self, req, body):
-        self.sim.reset(keep_keys=bool(body.get("keep_keys")), keep_config=bool(body.get("keep_config")))
-        return {"ok": True}
-
 
 def check_steps(v):
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -1007,99 +675,76 @@ def check_steps(v):
 # Server
 
 
-async def serve_conn(sim, api, control, reader, writer):
-    sim.writers.add(writer)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-    try:
-        while True:
-            try:
-                req = await read_request(reader)
-            except HttpError as e:
-                body = jdump({"base_resp": {"status_code": 2013, "status_msg": e.text}}).encode()
-                writer.write(response_head(e.status, [("Content-Type", "application/json")], len(body), True) + body)
-                await writer.drain()
-                break
-            if req is None:
-                break
-            if req.path.startswith("/_sim/"):
-                status, body = await control.handle(req)
-                writer.write(response_head(status, [("Content-Type", "application/json")], len(body)) + body)
-                await writer.drain()
-                keep = True
-            elif req.path.startswith("/_files/"):
-                keep = await api.download(req, writer)
-            elif req.path.startswith("/v1/"):
-                keep = await api.handle(req, reader, writer)
-            else:
-                body = b"404 page not found\n"
-                writer.write(response_head(404, [("Content-Type", "text/plain")], len(body)) + body)
-                await writer.drain()
-                keep = True
-            if not keep or req.header("connection").lower() == "close" or req.version == "HTTP/1.0":
-                break
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-        pass
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        import traceback
-        sim.sim_errors += 1
-        log("error", "connection handler crashed:\n%s", traceback.format_exc())
-    finally:
-        sim.writers.discard(writer)
-        try:
-            writer.close()
-        except (ConnectionError, RuntimeError, OSError):
-            pass
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
 
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        self.tasks = collections.OrderedDict()      # task_id -> Task
+        self.files = collections.OrderedDict()      # name -> {kind, ...}
+        self.file_names = {}                        # video file_id -> name
+        self.submits = collections.OrderedDict()    # (key_fp, phash(prompt)) -> {count, accepted, task_ids}
+        self.colour_counter = 0
+        self.by_code = collections.Counter()
+        self.images_generated = 0
+        self.images_failed = 0
+        self.tasks_created = 0
+        self.file_downloads = 0
+        self.bytes_served = 0
+        self.hung = 0
 
-async def main_async(args):
-    sim = Sim(args)
-    api = Api(sim)
-    control = Control(sim)
-    server = await asyncio.start_server(lambda r, w: serve_conn(sim, api, control, r, w), "127.0.0.1",
-                                        args.port, limit=1 << 20, backlog=1024)
-    sim.port = server.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log("info", "listening on 127.0.0.1:%d (%d key(s) from the command line)", sim.port, len(sim.cli_keys))
-    sys.stdout.write("SIM READY port=%d\n" % sim.port)
-    sys.stdout.flush()
-    await stop.wait()
-    log("info", "stopping (%d open connection(s), %d request(s) served)", len(sim.writers), sim.requests)
-    server.close()
-    for w in list(sim.writers):
-        try:
-            w.transport.abort()
-        except (RuntimeError, OSError, AttributeError):
-            pass
-    await asyncio.sleep(0.05)
+    def refusal(self, e):
+        return [("Content-Type", "application/json")], \
+            jdump({"base_resp": {"status_code": 2013, "status_msg": e.text}}).encode()
 
+    async def route(self, req, reader, writer):
+        if req.path.startswith("/_files/"):
+            return await self.api.download(req, writer)
+        if req.path.startswith("/v1/"):
+            return await self.api.handle(req, reader, writer)
+        return await send(writer, 404, [("Content-Type", "text/plain")], b"404 page not found\n")
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description="MiniMax native API simulator for integration tests")
-    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
-    ap.add_argument("--key", action="append", help="an API key that answers normally (repeatable)")
-    ap.add_argument("--verbose", action="store_true", help="debug logging")
-    return ap.parse_args(argv)
+    def new_entry(self, req, fp):
+        return super().new_entry(req, fp, base_code=None)
+
+    def finish(self, e, status, code=None):
+        e["status"] = status
+        e["base_code"] = code
+        self.by_status[str(status)] += 1
+        if code is not None:
+            self.by_code[str(code)] += 1
+
+    def add_file(self, name, rec):
+        self.files[name] = rec
+        while len(self.files) > int(self.cfg["max_files"]):
+            old, r = self.files.popitem(last=False)
+            if r.get("file_id"):
+                self.file_names.pop(r["file_id"], None)
+
+    def add_task(self, task):
+        self.tasks[task.task_id] = task
+        self.tasks_created += 1
+        while len(self.tasks) > int(self.cfg["max_tasks"]):
+            self.tasks.popitem(last=False)
+
+    def count_submit(self, fp, prompt):
+        k = (fp, phash(prompt))
+        s = self.submits.get(k)
+        if s is None:
+            s = self.submits[k] = {"key_fingerprint": fp, "prompt": prompt[:int(self.cfg["log_prompt_chars"])],
+                                   "prompt_chars": len(prompt), "count": 0, "accepted": 0, "task_ids": []}
+            while len(self.submits) > int(self.cfg["max_tasks"]):
+                self.submits.popitem(last=False)
+        s["count"] += 1
+        return s
+
+    def trigger(self, name, text):
+        w = self.cfg.get(name)
+        return bool(w) and isinstance(text, str) and w in text
 
 
 def main(argv=None):
-    global VERBOSE
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    VERBOSE = args.verbose
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return simhttp.main(Sim, simhttp.arg_parser("MiniMax native API simulator for integration tests"), argv)
 
 
 if __name__ == "__main__":

@@ -17,23 +17,19 @@ Python 3 standard library only. The OpenAI facts it follows are in
 /work/shared/reference/providers.md.
 """
 
-import argparse
 import asyncio
 import collections
-import datetime
-import hashlib
 import json
 import math
-import os
-import resource
 import secrets
-import signal
-import socket
 import sys
 import time
-import urllib.parse
 
-MIB = 1024 * 1024
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (as tests/run.py)
+import simhttp  # noqa: E402
+from simhttp import BadControl, jdump, response_head, send_json  # noqa: E402
+
+simhttp.NAME = "openai-sim"
 
 BEHAVIOURS = ("ok", "401", "429_rate", "429_quota", "500", "hang", "break")
 
@@ -75,29 +71,6 @@ MOD_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threaten
                   "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent",
                   "sexual", "sexual/minors", "violence", "violence/graphic")
 
-VERBOSE = False
-
-
-def log(level, msg, *args):
-    text = msg % args if args else msg
-    ts = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-    sys.stderr.write("%s openai-sim %s %s\n" % (ts, level, text))
-    sys.stderr.flush()
-
-
-def debug(msg, *args):
-    if VERBOSE:
-        log("debug", msg, *args)
-
-
-def jdump(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(key):
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
 def has_hangul(s):
     return any("\uac00" <= c <= "\ud7a3" or "\u1100" <= c <= "\u11ff" or "\u3130" <= c <= "\u318f" for c in s)
 
@@ -133,184 +106,18 @@ def bad_request(message, param=None, code=None):
 
 
 # ----------------------------------------------------------------------------
-# HTTP/1.1, server side
-
-
-class HttpError(Exception):
-    def __init__(self, status, text):
-        super().__init__(text)
-        self.status, self.text = status, text
-
-
-class Request:
-    __slots__ = ("method", "path", "query", "version", "headers", "body")
-
-    def header(self, name, default=""):
-        return self.headers.get(name, default)
-
-
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Payload Too Large", 429: "Too Many Requests",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error"}
-
-
-async def read_request(reader, max_body=32 * MIB):
-    """The next request on a keep-alive connection; None at EOF."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise HttpError(400, "truncated request head")
-        return None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "bad request line")
-    req = Request()
-    req.method, target, req.version = parts[0].upper(), parts[1], parts[2]
-    req.headers = {}
-    for line in lines[1:]:
-        if line:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpError(400, "bad header line")
-            req.headers[name.strip().lower()] = value.strip()
-    u = urllib.parse.urlsplit(target)
-    req.path = urllib.parse.unquote(u.path) or "/"
-    req.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
-    req.body = b""
-    if "chunked" in req.header("transfer-encoding").lower():
-        out = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                break
-            out += (await reader.readexactly(size + 2))[:-2]
-            if len(out) > max_body:
-                raise HttpError(413, "body too large")
-        req.body = bytes(out)
-    elif req.header("content-length"):
-        try:
-            n = int(req.header("content-length"))
-        except ValueError:
-            raise HttpError(400, "bad Content-Length")
-        if n > max_body:
-            raise HttpError(413, "body too large")
-        req.body = await reader.readexactly(n)
-    return req
-
-
-def response_head(status, headers, length=None, close=False, chunked=False):
-    out = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
-           "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())]
-    out += ["%s: %s" % kv for kv in headers]
-    if length is not None:
-        out.append("Content-Length: %d" % length)
-    if chunked:
-        out.append("Transfer-Encoding: chunked")
-    if close:
-        out.append("Connection: close")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
-
-
-# ----------------------------------------------------------------------------
 # State
 
 
-class KeyState:
-    __slots__ = ("fp", "behaviour", "opts", "window_start", "req_count", "tok_count", "served")
+class KeyState(simhttp.KeyState):
+    __slots__ = ("window_start", "req_count", "tok_count")
+    OPTIONS = KEY_OPTIONS
 
     def __init__(self, key, behaviour="ok", opts=None):
-        self.fp = fingerprint(key)
-        self.behaviour = behaviour
-        self.opts = dict(KEY_OPTIONS)
-        self.opts.update(opts or {})
+        super().__init__(key, behaviour, opts)
         self.window_start = 0.0
         self.req_count = 0
         self.tok_count = 0
-        self.served = 0  # misbehaviours served (for "remaining")
-
-    def info(self):
-        return {"key_fingerprint": self.fp, "behaviour": self.behaviour, "options": self.opts,
-                "misbehaviours_served": self.served}
-
-
-class Sim:
-    def __init__(self, args):
-        self.port = 0
-        self.started_at = time.time()
-        self.cli_keys = list(args.key or [])
-        self.writers = set()
-        self.reset(keep_keys=False, keep_config=False)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        if not keep_config:
-            self.cfg = dict(DEFAULT_CONFIG)
-        if not keep_keys:
-            self.keys = {k: KeyState(k) for k in self.cli_keys}
-        self.script = collections.deque()
-        self.log_entries = collections.deque(maxlen=int(self.cfg["log_max_entries"]))
-        self.log_seq = 0
-        self.requests = 0
-        self.by_status = collections.Counter()
-        self.by_key = collections.Counter()
-        self.by_path = collections.Counter()
-        self.by_outcome = collections.Counter()
-        self.max_streams = getattr(self, "active_streams", 0)
-        self.active_streams = getattr(self, "active_streams", 0)
-        self.streams_started = 0
-        self.streams_completed = 0
-        self.chunks_sent = 0
-        self.sim_errors = 0
-        self.flagged = 0
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        self.by_path[req.path] += 1
-        if fp:
-            self.by_key[fp] += 1
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "request_id": "req_" + secrets.token_hex(12)}
-        self.log_entries.append(e)
-        return e
-
-    def finish(self, e, status):
-        e["status"] = status
-        self.by_status[str(status)] += 1
-
-    def ratelimit_headers(self, ks, tokens):
-        if not self.cfg["ratelimit_headers"] or ks is None:
-            return []
-        now = time.monotonic()
-        if now - ks.window_start >= 60.0:
-            ks.window_start, ks.req_count, ks.tok_count = now, 0, 0
-        ks.req_count += 1
-        ks.tok_count += tokens
-        lr, lt = int(self.cfg["limit_requests"]), int(self.cfg["limit_tokens"])
-        left = max(0.0, 60.0 - (now - ks.window_start))
-        per_req = 60.0 / max(1, lr)
-        per_tok = 60.0 / max(1, lt)
-        return [("x-ratelimit-limit-requests", str(lr)), ("x-ratelimit-limit-tokens", str(lt)),
-                ("x-ratelimit-remaining-requests", str(max(0, lr - ks.req_count))),
-                ("x-ratelimit-remaining-tokens", str(max(0, lt - ks.tok_count))),
-                ("x-ratelimit-reset-requests", duration(min(left, per_req * ks.req_count))),
-                ("x-ratelimit-reset-tokens", duration(min(left, per_tok * max(1, ks.tok_count))))]
-
-    def over_limit(self, ks):
-        if not self.cfg["enforce_rate_limits"] or ks is None:
-            return False
-        if time.monotonic() - ks.window_start >= 60.0:
-            return False
-        return ks.req_count >= int(self.cfg["limit_requests"]) or ks.tok_count >= int(self.cfg["limit_tokens"])
-
-    def delivery(self, ks, name):
-        v = ks.opts.get(name) if ks is not None else None
-        return self.cfg[name] if v is None else v
 
 
 # ----------------------------------------------------------------------------
@@ -378,7 +185,7 @@ class Api:
                            "invalid_request_error", None)
         key = h[7:].strip()
         ks = self.sim.keys.get(key)
-        fp = fingerprint(key)
+        fp = simhttp.fingerprint(key)
         if ks is None and self.sim.cfg["accept_any_key"]:
             ks = self.sim.keys[key] = KeyState(key)
         return ks, fp
@@ -387,13 +194,9 @@ class Api:
         """The behaviour to act out for this request (counts "remaining")."""
         if ks is None:
             return "401"
-        b = ks.behaviour
-        if b == "ok":
-            return b
-        rem = ks.opts.get("remaining")
-        if rem is not None and ks.served >= int(rem):
-            return "ok"
-        ks.served += 1
+        b = ks.active()
+        if b != "ok":
+            ks.served += 1
         return b
 
     def error_for(self, behaviour, ks):
@@ -466,9 +269,7 @@ class Api:
         headers = [("Content-Type", "application/json"), ("x-request-id", ent["request_id"]),
                    ("openai-processing-ms", "1")] + self.sim.ratelimit_headers(ks, tokens) + list(extra)
         self.sim.finish(ent, status)
-        writer.write(response_head(status, headers, len(body)) + body)
-        await writer.drain()
-        return True
+        return await simhttp.send(writer, status, headers, body)
 
     async def send_error(self, writer, ent, err, ks):
         ent["error_code"] = err.code
@@ -477,12 +278,7 @@ class Api:
     async def hang(self, reader, ent):
         """Keep the connection open, answer nothing, until the client leaves."""
         ent["hung"] = True
-        try:
-            while await reader.read(65536):
-                pass
-        except (ConnectionError, OSError):
-            pass
-        return False
+        return await simhttp.hang(reader)
 
     # -- chat
 
@@ -710,99 +506,20 @@ class Api:
 # Control API
 
 
-class BadControl(Exception):
-    pass
+class Control(simhttp.Control):
+    ROUTES = {**simhttp.Control.ROUTES, ("POST", "/_sim/script"): "set_script", ("GET", "/_sim/script"): "get_script"}
+    BEHAVIOURS = BEHAVIOURS
+    BASE_PATH = "/v1"
 
+    def about(self):
+        return {"model": self.sim.cfg["model"]}
 
-class Control:
-    def __init__(self, sim):
-        self.sim = sim
+    def check_config(self, k, v):
+        if k == "transfer" and v not in ("chunked", "close"):
+            raise BadControl("transfer is 'chunked' or 'close'")
 
-    async def handle(self, req):
-        routes = {("GET", "/_sim/info"): self.info, ("GET", "/_sim/config"): self.get_config,
-                  ("POST", "/_sim/config"): self.set_config, ("GET", "/_sim/keys"): self.get_keys,
-                  ("POST", "/_sim/keys"): self.set_keys, ("POST", "/_sim/script"): self.set_script,
-                  ("GET", "/_sim/script"): self.get_script, ("GET", "/_sim/log"): self.get_log,
-                  ("GET", "/_sim/stats"): self.stats, ("POST", "/_sim/reset"): self.reset}
-        fn = routes.get((req.method, req.path.rstrip("/")))
-        if fn is None:
-            paths = {p for _m, p in routes}
-            status = 405 if req.path.rstrip("/") in paths else 404
-            return status, jdump({"error": "no such control endpoint: %s %s" % (req.method, req.path)}).encode()
-        try:
-            body = json.loads(req.body) if req.body else {}
-            if not isinstance(body, dict):
-                raise BadControl("the body is a JSON object")
-            return 200, jdump(fn(req, body)).encode()
-        except (ValueError, UnicodeDecodeError) as e:
-            return 400, jdump({"error": "invalid JSON: %s" % e}).encode()
-        except BadControl as e:
-            return 400, jdump({"error": str(e)}).encode()
-
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d/v1" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "model": sim.cfg["model"]}
-
-    def get_config(self, req, body):
-        return {"config": self.sim.cfg}
-
-    def set_config(self, req, body):
-        sim = self.sim
-        unknown = sorted(k for k in body if k not in DEFAULT_CONFIG)
-        if unknown:
-            raise BadControl("unknown config key(s): %s" % ", ".join(unknown))
-        for k, v in body.items():
-            d = DEFAULT_CONFIG[k]
-            if isinstance(d, bool):
-                if not isinstance(v, bool):
-                    raise BadControl("%s is a boolean" % k)
-            elif isinstance(d, (int, float)):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                    raise BadControl("%s is a number >= 0" % k)
-            elif k == "transfer" and v not in ("chunked", "close"):
-                raise BadControl("transfer is 'chunked' or 'close'")
-            elif v is not None and not isinstance(v, str):
-                raise BadControl("%s is a string" % k)
-        sim.cfg.update(body)
-        if "log_max_entries" in body:
-            sim.log_entries = collections.deque(sim.log_entries, maxlen=int(body["log_max_entries"]))
-        return {"config": sim.cfg}
-
-    def set_keys(self, req, body):
-        sim = self.sim
-        items = body.get("keys") if "keys" in body else [body]
-        if not isinstance(items, list):
-            raise BadControl("keys is a list of {key, behaviour, ...}")
-        out = []
-        for it in items:
-            if not isinstance(it, dict) or not isinstance(it.get("key"), str) or not it["key"]:
-                raise BadControl("each entry needs a key (a string)")
-            key = it["key"]
-            if it.get("remove"):
-                sim.keys.pop(key, None)
-                out.append({"key_fingerprint": fingerprint(key), "removed": True})
-                continue
-            b = str(it.get("behaviour", "ok"))
-            if b not in BEHAVIOURS:
-                raise BadControl("behaviour is one of %s" % ", ".join(BEHAVIOURS))
-            opts = {k: v for k, v in it.items() if k not in ("key", "behaviour", "remove")}
-            bad = sorted(k for k in opts if k not in KEY_OPTIONS)
-            if bad:
-                raise BadControl("unknown key option(s): %s (known: %s)" % (", ".join(bad), ", ".join(KEY_OPTIONS)))
-            for k, v in opts.items():
-                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                    raise BadControl("%s is a number >= 0 or null" % k)
-            old = sim.keys.get(key)
-            ks = KeyState(key, b, opts)
-            if old is not None:  # keep the rate-limit window
-                ks.window_start, ks.req_count, ks.tok_count = old.window_start, old.req_count, old.tok_count
-            sim.keys[key] = ks
-            out.append(ks.info())
-        return {"keys": out}
-
-    def get_keys(self, req, body):
-        return {"keys": [k.info() for k in self.sim.keys.values()]}
+    def keep_key_state(self, old, ks, item):  # the rate-limit window
+        ks.window_start, ks.req_count, ks.tok_count = old.window_start, old.req_count, old.tok_count
 
     def set_script(self, req, body):
         sim = self.sim
@@ -820,19 +537,6 @@ class Control:
     def get_script(self, req, body):
         return {"queued": len(self.sim.script)}
 
-    def get_log(self, req, body):
-        q = req.query
-        since = int(q.get("since", 0))
-        limit = int(q.get("limit", 1000000))
-        path = q.get("path")
-        out = []
-        for e in self.sim.log_entries:
-            if e["seq"] > since and (not path or e["path"] == path):
-                out.append(e)
-                if len(out) >= limit:
-                    break
-        return {"entries": out, "last_seq": self.sim.log_seq}
-
     def stats(self, req, body):
         sim = self.sim
         return {"requests": sim.requests, "by_status": dict(sim.by_status), "by_key_fingerprint": dict(sim.by_key),
@@ -843,118 +547,74 @@ class Control:
                 "script_queued": len(sim.script), "moderation_flagged": sim.flagged,
                 "open_connections": len(sim.writers), "sim_errors": sim.sim_errors}
 
-    def reset(self, req, body):
-        self.sim.reset(keep_keys=bool(body.get("keep_keys")), keep_config=bool(body.get("keep_config")))
-        return {"ok": True}
-
 
 # ----------------------------------------------------------------------------
 # Server
 
 
-async def serve_conn(sim, api, control, reader, writer):
-    sim.writers.add(writer)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-    try:
-        while True:
-            try:
-                req = await read_request(reader)
-            except HttpError as e:
-                body = jdump({"error": {"message": e.text, "type": "invalid_request_error", "param": None,
-                                        "code": None}}).encode()
-                writer.write(response_head(e.status, [("Content-Type", "application/json")], len(body), True) + body)
-                break
-            if req is None:
-                break
-            if req.path.startswith("/_sim/"):
-                status, body = await control.handle(req)
-                writer.write(response_head(status, [("Content-Type", "application/json")], len(body)) + body)
-                await writer.drain()
-                keep = True
-            elif req.path == "/v1" or req.path.startswith("/v1/"):
-                keep = await api.handle(req, reader, writer)
-            else:
-                body = jdump({"error": {"message": "Invalid URL (%s %s)" % (req.method, req.path),
-                                        "type": "invalid_request_error", "param": None, "code": None}}).encode()
-                writer.write(response_head(404, [("Content-Type", "application/json")], len(body)) + body)
-                await writer.drain()
-                keep = True
-            if not keep or req.header("connection").lower() == "close" or req.version == "HTTP/1.0":
-                break
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-        pass
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        import traceback
-        sim.sim_errors += 1
-        log("error", "connection handler crashed:\n%s", traceback.format_exc())
-    finally:
-        sim.writers.discard(writer)
-        try:
-            writer.close()
-        except (ConnectionError, RuntimeError, OSError):
-            pass
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
+    backlog = 4096
 
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        self.script = collections.deque()
+        self.by_outcome = collections.Counter()
+        self.max_streams = getattr(self, "active_streams", 0)
+        self.active_streams = getattr(self, "active_streams", 0)
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.chunks_sent = 0
+        self.flagged = 0
 
-def raise_fd_limit():
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        if soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ValueError, OSError):
-        pass
+    def refusal(self, e):
+        return [("Content-Type", "application/json")], ApiError(e.status, e.text, "invalid_request_error").body()
 
+    async def route(self, req, reader, writer):
+        if req.path == "/v1" or req.path.startswith("/v1/"):
+            return await self.api.handle(req, reader, writer)
+        return await send_json(writer, 404, ApiError(404, "Invalid URL (%s %s)" % (req.method, req.path),
+                                                     "invalid_request_error").body())
 
-async def main_async(args):
-    raise_fd_limit()
-    sim = Sim(args)
-    api = Api(sim)
-    control = Control(sim)
-    server = await asyncio.start_server(lambda r, w: serve_conn(sim, api, control, r, w), "127.0.0.1",
-                                        args.port, limit=1 << 20, backlog=4096)
-    sim.port = server.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log("info", "listening on 127.0.0.1:%d (%d key(s) from the command line)", sim.port, len(sim.cli_keys))
-    sys.stdout.write("SIM READY port=%d\n" % sim.port)
-    sys.stdout.flush()
-    await stop.wait()
-    log("info", "stopping (%d open connection(s), %d request(s) served)", len(sim.writers), sim.requests)
-    server.close()
-    for w in list(sim.writers):
-        try:
-            w.transport.abort()
-        except (RuntimeError, OSError, AttributeError):
-            pass
-    await asyncio.sleep(0.05)
+    def new_entry(self, req, fp):
+        return super().new_entry(req, fp, request_id="req_" + secrets.token_hex(12))
 
+    def finish(self, e, status):
+        e["status"] = status
+        self.by_status[str(status)] += 1
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description="OpenAI-compatible chat simulator for integration tests")
-    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
-    ap.add_argument("--key", action="append", help="an API key that answers normally (repeatable)")
-    ap.add_argument("--verbose", action="store_true", help="debug logging")
-    return ap.parse_args(argv)
+    def ratelimit_headers(self, ks, tokens):
+        if not self.cfg["ratelimit_headers"] or ks is None:
+            return []
+        now = time.monotonic()
+        if now - ks.window_start >= 60.0:
+            ks.window_start, ks.req_count, ks.tok_count = now, 0, 0
+        ks.req_count += 1
+        ks.tok_count += tokens
+        lr, lt = int(self.cfg["limit_requests"]), int(self.cfg["limit_tokens"])
+        left = max(0.0, 60.0 - (now - ks.window_start))
+        per_req = 60.0 / max(1, lr)
+        per_tok = 60.0 / max(1, lt)
+        return [("x-ratelimit-limit-requests", str(lr)), ("x-ratelimit-limit-tokens", str(lt)),
+                ("x-ratelimit-remaining-requests", str(max(0, lr - ks.req_count))),
+                ("x-ratelimit-remaining-tokens", str(max(0, lt - ks.tok_count))),
+                ("x-ratelimit-reset-requests", duration(min(left, per_req * ks.req_count))),
+                ("x-ratelimit-reset-tokens", duration(min(left, per_tok * max(1, ks.tok_count))))]
+
+    def over_limit(self, ks):
+        if not self.cfg["enforce_rate_limits"] or ks is None:
+            return False
+        if time.monotonic() - ks.window_start >= 60.0:
+            return False
+        return ks.req_count >= int(self.cfg["limit_requests"]) or ks.tok_count >= int(self.cfg["limit_tokens"])
+
+    def delivery(self, ks, name):
+        v = ks.opts.get(name) if ks is not None else None
+        return self.cfg[name] if v is None else v
 
 
 def main(argv=None):
-    global VERBOSE
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    VERBOSE = args.verbose
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return simhttp.main(Sim, simhttp.arg_parser("OpenAI-compatible chat simulator for integration tests"), argv)
 
 
 if __name__ == "__main__":

@@ -16,32 +16,25 @@ facts it follows are in the Stability section of
 /work/shared/reference/providers.md.
 """
 
-import argparse
 import asyncio
 import base64
 import collections
-import datetime
-import hashlib
-import json
-import os
 import re
 import secrets
-import signal
-import socket
 import struct
 import sys
 import time
 import urllib.parse
 import zlib
 
-MIB = 1024 * 1024
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (as tests/run.py)
+import simhttp  # noqa: E402
+from simhttp import MIB, BadControl, debug, jdump, send  # noqa: E402
+
+simhttp.NAME = "stability-sim"
 DRAIN_MAX = 64 * MIB   # bigger bodies than this are not read: 413 and the connection is closed
 
 BEHAVIOURS = ("ok", "401", "403", "429", "500", "hang")
-KEY_OPTIONS = {
-    "remaining": None,   # misbehave this many times, then act as "ok" (None: always)
-    "delay_ms": None,    # per-key generation latency (None: the config's)
-}
 
 DEFAULT_CONFIG = {
     "max_body_bytes": 10 * MIB,          # larger bodies -> 413 payload_too_large
@@ -70,29 +63,6 @@ SD3_MODELS = {"sd3.5-large": 6.5, "sd3.5-large-turbo": 4, "sd3.5-medium": 3.5, "
 CREDITS = {"ultra": 8, "core": 3}
 SEED_MAX = 4294967294
 MIN_SIDE, MAX_PIXELS = 64, 9437184
-
-VERBOSE = False
-
-
-def debug(msg, *args):
-    if VERBOSE:
-        log("debug", msg, *args)
-
-
-def log(level, msg, *args):
-    text = msg % args if args else msg
-    ts = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-    sys.stderr.write("%s stability-sim %s %s\n" % (ts, level, text))
-    sys.stderr.flush()
-
-
-def jdump(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(key):
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
 
 # ----------------------------------------------------------------------------
 # Image encoders (one solid colour) and the sniffer for uploads
@@ -244,109 +214,7 @@ def colour_of(n):
 
 
 # ----------------------------------------------------------------------------
-# HTTP/1.1 and multipart/form-data
-
-
-class HttpError(Exception):
-    def __init__(self, status, text):
-        super().__init__(text)
-        self.status, self.text = status, text
-
-
-class Request:
-    __slots__ = ("method", "path", "query", "version", "headers", "body", "too_large", "body_bytes")
-
-    def header(self, name, default=""):
-        return self.headers.get(name, default)
-
-
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Payload Too Large", 422: "Unprocessable Entity",
-           429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
-
-
-async def read_request(reader, max_body):
-    """The next request; None at EOF. A body over max_body (up to DRAIN_MAX)
-    is read and dropped (req.too_large) so the 413 can be answered."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise HttpError(400, "truncated request head")
-        return None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "bad request line")
-    req = Request()
-    req.method, target, req.version = parts[0].upper(), parts[1], parts[2]
-    req.headers = {}
-    for line in lines[1:]:
-        if line:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpError(400, "bad header line")
-            req.headers[name.strip().lower()] = value.strip()
-    u = urllib.parse.urlsplit(target)
-    req.path = urllib.parse.unquote(u.path) or "/"
-    req.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
-    req.body, req.too_large, req.body_bytes = b"", False, 0
-    if "chunked" in req.header("transfer-encoding").lower():
-        out = bytearray()
-        total = 0
-        while True:
-            try:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                raise HttpError(400, "bad chunk size")
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                break
-            total += size
-            if total > DRAIN_MAX:
-                raise HttpError(413, "body too large")
-            piece = (await reader.readexactly(size + 2))[:-2]
-            if not req.too_large:
-                out += piece
-                if len(out) > max_body:
-                    req.too_large = True
-                    out = bytearray()
-        req.body, req.body_bytes = bytes(out), total
-    elif req.header("content-length"):
-        try:
-            n = int(req.header("content-length"))
-        except ValueError:
-            raise HttpError(400, "bad Content-Length")
-        if n < 0:
-            raise HttpError(400, "bad Content-Length")
-        req.body_bytes = n
-        if n > DRAIN_MAX:
-            raise HttpError(413, "body too large")
-        if n > max_body:
-            req.too_large = True
-            left = n
-            while left:
-                got = await reader.read(min(left, 1 << 20))
-                if not got:
-                    raise asyncio.IncompleteReadError(b"", left)
-                left -= len(got)
-        else:
-            req.body = await reader.readexactly(n)
-    return req
-
-
-def response_head(status, headers, length=None, close=False):
-    out = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status")),
-           "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())]
-    out += ["%s: %s" % kv for kv in headers]
-    if length is not None:
-        out.append("Content-Length: %d" % length)
-    if close:
-        out.append("Connection: close")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+# multipart/form-data
 
 
 _TOKEN = re.compile(r'\s*([^\s=;]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*))?\s*(?:;|$)')
@@ -441,75 +309,21 @@ def parse_multipart(body, ctype):
 # State
 
 
-class KeyState:
-    __slots__ = ("fp", "behaviour", "opts", "served", "recent", "blocked_until")
+class KeyState(simhttp.KeyState):
+    __slots__ = ("recent", "blocked_until")
+    OPTIONS = {
+        "remaining": None,   # misbehave this many times, then act as "ok" (None: always)
+        "delay_ms": None,    # per-key generation latency (None: the config's)
+    }
 
     def __init__(self, key, behaviour="ok", opts=None):
-        self.fp = fingerprint(key)
-        self.behaviour = behaviour
-        self.opts = dict(KEY_OPTIONS)
-        self.opts.update(opts or {})
-        self.served = 0
+        super().__init__(key, behaviour, opts)
         self.recent = collections.deque()
         self.blocked_until = 0.0
 
-    def active(self):
-        rem = self.opts.get("remaining")
-        if self.behaviour != "ok" and rem is not None and self.served >= int(rem):
-            return "ok"
-        return self.behaviour
-
     def info(self):
         left = max(0.0, self.blocked_until - time.monotonic())
-        return {"key_fingerprint": self.fp, "behaviour": self.behaviour, "options": self.opts,
-                "misbehaviours_served": self.served, "rate_limited_for_s": round(left, 3),
-                "requests_in_window": len(self.recent)}
-
-
-class Sim:
-    def __init__(self, args):
-        self.port = 0
-        self.started_at = time.time()
-        self.cli_keys = list(args.key or [])
-        self.writers = set()
-        self.reset(False, False)
-
-    def reset(self, keep_keys=False, keep_config=False):
-        if not keep_config:
-            self.cfg = dict(DEFAULT_CONFIG)
-        if not keep_keys:
-            self.keys = {k: KeyState(k) for k in self.cli_keys}
-        else:
-            for ks in self.keys.values():
-                ks.recent.clear()
-                ks.blocked_until = 0.0
-        self.log_entries = collections.deque(maxlen=int(self.cfg["log_max_entries"]))
-        self.log_seq = 0
-        self.requests = 0
-        self.colour_counter = 0
-        self.by_status = collections.Counter()
-        self.by_error = collections.Counter()
-        self.by_key = collections.Counter()
-        self.by_endpoint = collections.Counter()
-        self.finish_reasons = collections.Counter()
-        self.credits = 0.0
-        self.images = 0
-        self.rate_limited = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.hung = 0
-        self.sim_errors = 0
-
-    def new_entry(self, req, fp):
-        self.log_seq += 1
-        self.requests += 1
-        if fp:
-            self.by_key[fp] += 1
-        self.bytes_in += req.body_bytes
-        e = {"seq": self.log_seq, "time": round(time.time(), 3), "method": req.method, "path": req.path,
-             "key_fingerprint": fp, "status": None, "error_name": None, "body_bytes": req.body_bytes}
-        self.log_entries.append(e)
-        return e
+        return dict(super().info(), rate_limited_for_s=round(left, 3), requests_in_window=len(self.recent))
 
 
 class ApiError(Exception):
@@ -534,7 +348,7 @@ class Api:
         sim = self.sim
         h = req.header("authorization")
         key = h[7:].strip() if h.lower().startswith("bearer ") else ""
-        fp = fingerprint(key) if key else None
+        fp = simhttp.fingerprint(key) if key else None
         ks = sim.keys.get(key) if key else None
         ent = sim.new_entry(req, fp)
         rid = secrets.token_hex(16)
@@ -570,12 +384,7 @@ class Api:
                 ent["status"] = "hang"
                 sim.by_status["hang"] += 1
                 sim.hung += 1
-                try:
-                    while await reader.read(65536):
-                        pass
-                except (ConnectionError, OSError):
-                    pass
-                return False
+                return await simhttp.hang(reader)
             return await self.generate(req, writer, ent, ks, endpoint, behaviour, rid)
         except ApiError as e:
             return await self.send_error(writer, ent, e, rid, close=req.body_bytes > DRAIN_MAX)
@@ -614,9 +423,7 @@ class Api:
         sim.by_status[str(e.status)] += 1
         sim.by_error[e.name] += 1
         sim.bytes_out += len(body)
-        writer.write(response_head(e.status, [("Content-Type", "application/json")] + e.headers, len(body),
-                                   close) + body)
-        await writer.drain()
+        await send(writer, e.status, [("Content-Type", "application/json")] + e.headers, body, close)
         return not close
 
     def fields_of(self, req, ent):
@@ -774,9 +581,7 @@ class Api:
         debug("POST %s key=%s -> 200 %s %s", req.path, ent["key_fingerprint"], finish, fmt)
         sim.by_status["200"] += 1
         sim.bytes_out += len(body)
-        writer.write(response_head(200, hdrs, len(body)) + body)
-        await writer.drain()
-        return True
+        return await send(writer, 200, hdrs, body)
 
     def hit(self, name, text):
         w = self.sim.cfg.get(name)
@@ -787,115 +592,21 @@ class Api:
 # Control API
 
 
-class BadControl(Exception):
-    pass
+class Control(simhttp.Control):
+    BEHAVIOURS = BEHAVIOURS
+    KEY_FIELDS = ("key", "behaviour", "remove", "unblock")
 
+    def check_config(self, k, v):
+        if k == "max_body_bytes" and v > DRAIN_MAX:
+            raise BadControl("max_body_bytes is at most %d" % DRAIN_MAX)
+        if k == "image_short_side" and not 1 <= v <= 4096:
+            raise BadControl("image_short_side is 1..4096")
+        if k in ("rate_limit_window_s", "log_max_entries") and v <= 0:
+            raise BadControl("%s is > 0" % k)
 
-class Control:
-    def __init__(self, sim):
-        self.sim = sim
-
-    async def handle(self, req):
-        routes = {("GET", "/_sim/info"): self.info, ("GET", "/_sim/config"): self.get_config,
-                  ("POST", "/_sim/config"): self.set_config, ("GET", "/_sim/keys"): self.get_keys,
-                  ("POST", "/_sim/keys"): self.set_keys, ("GET", "/_sim/log"): self.get_log,
-                  ("GET", "/_sim/stats"): self.stats, ("POST", "/_sim/reset"): self.reset}
-        fn = routes.get((req.method, req.path.rstrip("/")))
-        if fn is None:
-            paths = {p for _m, p in routes}
-            status = 405 if req.path.rstrip("/") in paths else 404
-            return status, jdump({"error": "no such control endpoint: %s %s" % (req.method, req.path)}).encode()
-        try:
-            body = json.loads(req.body) if req.body else {}
-            if not isinstance(body, dict):
-                raise BadControl("the body is a JSON object")
-            return 200, jdump(fn(req, body)).encode()
-        except (ValueError, UnicodeDecodeError) as e:
-            return 400, jdump({"error": "invalid JSON or value: %s" % e}).encode()
-        except BadControl as e:
-            return 400, jdump({"error": str(e)}).encode()
-
-    def info(self, req, body):
-        sim = self.sim
-        return {"port": sim.port, "base_url": "http://127.0.0.1:%d" % sim.port, "pid": os.getpid(),
-                "started_at": sim.started_at, "behaviours": list(BEHAVIOURS)}
-
-    def get_config(self, req, body):
-        return {"config": self.sim.cfg}
-
-    def set_config(self, req, body):
-        sim = self.sim
-        unknown = sorted(k for k in body if k not in DEFAULT_CONFIG)
-        if unknown:
-            raise BadControl("unknown config key(s): %s" % ", ".join(unknown))
-        for k, v in body.items():
-            d = DEFAULT_CONFIG[k]
-            if isinstance(d, bool):
-                if not isinstance(v, bool):
-                    raise BadControl("%s is a boolean" % k)
-            elif isinstance(d, (int, float)):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                    raise BadControl("%s is a number >= 0" % k)
-                if k in ("max_body_bytes",) and v > DRAIN_MAX:
-                    raise BadControl("max_body_bytes is at most %d" % DRAIN_MAX)
-                if k in ("image_short_side",) and not 1 <= v <= 4096:
-                    raise BadControl("image_short_side is 1..4096")
-                if k in ("rate_limit_window_s", "log_max_entries") and v <= 0:
-                    raise BadControl("%s is > 0" % k)
-            elif v is not None and not isinstance(v, str):
-                raise BadControl("%s is a string or null" % k)
-        sim.cfg.update(body)
-        if "log_max_entries" in body:
-            sim.log_entries = collections.deque(sim.log_entries, maxlen=int(body["log_max_entries"]))
-        return {"config": sim.cfg}
-
-    def set_keys(self, req, body):
-        sim = self.sim
-        items = body.get("keys") if "keys" in body else [body]
-        if not isinstance(items, list):
-            raise BadControl("keys is a list of {key, behaviour, ...}")
-        out = []
-        for it in items:
-            if not isinstance(it, dict) or not isinstance(it.get("key"), str) or not it["key"]:
-                raise BadControl("each entry needs a key (a string)")
-            key = it["key"]
-            if it.get("remove"):
-                sim.keys.pop(key, None)
-                out.append({"key_fingerprint": fingerprint(key), "removed": True})
-                continue
-            b = str(it.get("behaviour", "ok"))
-            if b not in BEHAVIOURS:
-                raise BadControl("behaviour is one of %s" % ", ".join(BEHAVIOURS))
-            opts = {k: v for k, v in it.items() if k not in ("key", "behaviour", "remove", "unblock")}
-            bad_opts = sorted(k for k in opts if k not in KEY_OPTIONS)
-            if bad_opts:
-                raise BadControl("unknown key option(s): %s (known: %s)"
-                                 % (", ".join(bad_opts), ", ".join(KEY_OPTIONS)))
-            for k, v in opts.items():
-                if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                    raise BadControl("%s is a number >= 0 or null" % k)
-            old = sim.keys.get(key)
-            ks = KeyState(key, b, opts)
-            if old is not None and not it.get("unblock"):   # keep the rate-limit state
-                ks.recent, ks.blocked_until = old.recent, old.blocked_until
-            sim.keys[key] = ks
-            out.append(ks.info())
-        return {"keys": out}
-
-    def get_keys(self, req, body):
-        return {"keys": [k.info() for k in self.sim.keys.values()]}
-
-    def get_log(self, req, body):
-        q = req.query
-        since = int(q.get("since", 0))
-        limit = int(q.get("limit", 1000000))
-        out = []
-        for e in self.sim.log_entries:
-            if e["seq"] > since:
-                out.append(e)
-                if len(out) >= limit:
-                    break
-        return {"entries": out, "last_seq": self.sim.log_seq}
+    def keep_key_state(self, old, ks, item):  # the rate-limit state, unless unblocked
+        if not item.get("unblock"):
+            ks.recent, ks.blocked_until = old.recent, old.blocked_until
 
     def stats(self, req, body):
         sim = self.sim
@@ -906,102 +617,49 @@ class Control:
                 "bytes_out": sim.bytes_out, "hung": sim.hung, "open_connections": len(sim.writers),
                 "sim_errors": sim.sim_errors}
 
-    def reset(self, req, body):
-        self.sim.reset(keep_keys=bool(body.get("keep_keys")), keep_config=bool(body.get("keep_config")))
-        return {"ok": True}
-
 
 # ----------------------------------------------------------------------------
 # Server
 
 
-async def serve_conn(sim, api, control, reader, writer):
-    sim.writers.add(writer)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-    try:
-        while True:
-            try:
-                req = await read_request(reader, int(sim.cfg["max_body_bytes"]))
-            except HttpError as e:
-                name = "payload_too_large" if e.status == 413 else "bad_request"
-                body = jdump({"id": secrets.token_hex(16), "name": name, "errors": [e.text]}).encode()
-                writer.write(response_head(e.status, [("Content-Type", "application/json")], len(body), True) + body)
-                await writer.drain()
-                break
-            if req is None:
-                break
-            if req.path.startswith("/_sim/"):
-                status, body = await control.handle(req)
-                writer.write(response_head(status, [("Content-Type", "application/json")], len(body)) + body)
-                await writer.drain()
-                keep = True
-            else:
-                keep = await api.handle(req, reader, writer)
-            if not keep or req.header("connection").lower() == "close" or req.version == "HTTP/1.0":
-                break
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-        pass
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        import traceback
-        sim.sim_errors += 1
-        log("error", "connection handler crashed:\n%s", traceback.format_exc())
-    finally:
-        sim.writers.discard(writer)
-        try:
-            writer.close()
-        except (ConnectionError, RuntimeError, OSError):
-            pass
+class Sim(simhttp.ProviderSim):
+    DEFAULTS, Key, Api, Control = DEFAULT_CONFIG, KeyState, Api, Control
 
+    def reset(self, keep_keys=False, keep_config=False):
+        super().reset(keep_keys, keep_config)
+        if keep_keys:
+            for ks in self.keys.values():
+                ks.recent.clear()
+                ks.blocked_until = 0.0
+        self.colour_counter = 0
+        self.by_error = collections.Counter()
+        self.by_endpoint = collections.Counter()
+        self.finish_reasons = collections.Counter()
+        self.credits = 0.0
+        self.images = 0
+        self.rate_limited = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.hung = 0
 
-async def main_async(args):
-    sim = Sim(args)
-    api = Api(sim)
-    control = Control(sim)
-    server = await asyncio.start_server(lambda r, w: serve_conn(sim, api, control, r, w), "127.0.0.1",
-                                        args.port, limit=1 << 20, backlog=1024)
-    sim.port = server.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log("info", "listening on 127.0.0.1:%d (%d key(s) from the command line)", sim.port, len(sim.cli_keys))
-    sys.stdout.write("SIM READY port=%d\n" % sim.port)
-    sys.stdout.flush()
-    await stop.wait()
-    log("info", "stopping (%d open connection(s), %d request(s) served)", len(sim.writers), sim.requests)
-    server.close()
-    for w in list(sim.writers):
-        try:
-            w.transport.abort()
-        except (RuntimeError, OSError, AttributeError):
-            pass
-    await asyncio.sleep(0.05)
+    def body_limits(self):
+        return int(self.cfg["max_body_bytes"]), DRAIN_MAX
 
+    def refusal(self, e):
+        name = "payload_too_large" if e.status == 413 else "bad_request"
+        return [("Content-Type", "application/json")], \
+            jdump({"id": secrets.token_hex(16), "name": name, "errors": [e.text]}).encode()
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description="Stability AI v2beta simulator for integration tests")
-    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
-    ap.add_argument("--key", action="append", help="an API key that answers normally (repeatable)")
-    ap.add_argument("--verbose", action="store_true", help="debug logging")
-    return ap.parse_args(argv)
+    async def route(self, req, reader, writer):
+        return await self.api.handle(req, reader, writer)
+
+    def new_entry(self, req, fp):
+        self.bytes_in += req.body_bytes
+        return super().new_entry(req, fp, error_name=None, body_bytes=req.body_bytes)
 
 
 def main(argv=None):
-    global VERBOSE
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    VERBOSE = args.verbose
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return simhttp.main(Sim, simhttp.arg_parser("Stability AI v2beta simulator for integration tests"), argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/utf8.h"
+
 enum log_level log__level = LOG_INFO;
 
 static struct {
@@ -48,38 +50,6 @@ const char *log_level_name(enum log_level level)
     return (level >= LOG_DEBUG && level <= LOG_OFF) ? log_names[level] : "?";
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned int cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (left < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return n;
-}
-
 size_t log_json_escape(char *out, size_t outlen, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -110,12 +80,12 @@ size_t log_json_escape(char *out, size_t outlen, const char *s, size_t len)
             esc[0] = (char)c;
             elen = 1;
         } else {
-            adv = utf8_seq(p + i, len - i);
+            adv = utf8_decode(s + i, len - i, NULL);
             if (adv) {
-                src = (const char *)p + i;
+                src = s + i;
                 elen = adv;
             } else {
-                memcpy(esc, "\xEF\xBF\xBD", 3);
+                src = UTF8_REPLACEMENT;
                 elen = 3;
                 adv = 1;
             }
@@ -553,12 +523,7 @@ static int ext_masked(const char *s, size_t n, size_t full)
 /* The text an LF_EXT field shows, into out (LOG_EXT_MAX * 4 + 8 bytes). */
 static void ext_render(const char *v, char *out)
 {
-    size_t full = strlen(v), n = full;
-    if (n > LOG_EXT_MAX) {
-        n = LOG_EXT_MAX;
-        while (n && ((unsigned char)v[n] & 0xC0) == 0x80)
-            n--; /* never cut inside a UTF-8 sequence */
-    }
+    size_t full = strlen(v), n = utf8_trunc(v, full, LOG_EXT_MAX);
     if (ext_key_like(v, n) || ext_masked(v, n, full)) {
         strcpy(out, "[redacted]");
         return;

@@ -197,7 +197,31 @@ static void test_redact_plain_word_reads_no_further(void)
     }
 }
 
+/* An LF_EXT value over LOG_EXT_MAX is cut before a character, never
+ * inside one; stray continuation bytes hold nothing together, so a run of
+ * them is cut at the limit (it used to be cut back to nothing). */
+static void test_ext_cut_keeps_characters_whole(void)
+{
+    char ko[200 * 3 + 1] = "", junk[300];
+    for (int i = 0; i < 200; i++)
+        strcat(ko, "가");
+    memset(junk, 0x80, sizeof(junk) - 1);
+    junk[sizeof(junk) - 1] = '\0';
+    capture();
+    log_info("ext", LF_EXT("ko", ko), LF_EXT("junk", junk), LF_STR("sur", "a\xED\xA0\x80"));
+    struct json_object *o = parse_line(utlog_text());
+    char want[LOG_EXT_MAX * 3 + 8] = "";
+    for (int i = 0; i < LOG_EXT_MAX / 3; i++)
+        strcat(want, "가");
+    strcat(want, "...");
+    UT_EQ_STR(get(o, "ko"), want);
+    UT_EQ_INT(strlen(get(o, "junk")), LOG_EXT_MAX * 3 + 3); /* each byte a U+FFFD, then "..." */
+    UT_EQ_STR(get(o, "sur"), "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* a surrogate is no character */
+    json_object_put(o);
+}
+
 static const struct ut_case cases[] = {
+    UT_CASE(test_ext_cut_keeps_characters_whole),
     UT_CASE(test_redact_plain_word_reads_no_further),
     UT_CASE(test_line_shape),
     UT_CASE(test_escaping_and_korean),

@@ -19,42 +19,9 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/utf8.h"
 
 /* ---- text ---------------------------------------------------------------- */
-
-/* Length (2-4) of the valid multi-byte UTF-8 sequence at s, its code point
- * in *cp; 0 if the bytes there are not one (overlong, surrogate, > U+10FFFF,
- * truncated). s[0] >= 0x80. */
-static size_t utf8_seq(const unsigned char *s, size_t left, unsigned int *cp)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned int v;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        v = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        v = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        v = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (left < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF))) ||
-        (n == 4 && (v < 0x10000 || v > 0x10FFFF)))
-        return 0;
-    *cp = v;
-    return n;
-}
 
 /* Hangul, kana and CJK ideographs (with their punctuation and fullwidth
  * forms): tokenizers spend about one token on each of these. */
@@ -68,16 +35,15 @@ static int cp_wide(unsigned int cp)
 
 size_t conv_estimate_tokens(const char *text, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)text;
     size_t ascii = 0, wide = 0, other = 0;
     for (size_t i = 0; i < len;) {
-        unsigned int cp = 0;
-        size_t n = p[i] < 0x80 ? 1 : utf8_seq(p + i, len - i, &cp);
-        if (p[i] < 0x80) {
-            ascii++;
-        } else if (n == 0) {
+        uint32_t cp = 0;
+        size_t n = utf8_decode(text + i, len - i, &cp);
+        if (n == 0) {
             other++; /* an invalid byte */
             n = 1;
+        } else if (cp < 0x80) {
+            ascii++;
         } else if (cp_wide(cp)) {
             wide++;
         } else {
@@ -88,22 +54,12 @@ size_t conv_estimate_tokens(const char *text, size_t len)
     return ascii / 4 + (ascii % 4 != 0) + wide + other / 2 + other % 2;
 }
 
-/* Length of the valid UTF-8 sequence at p (1-4), 0 if there is none. */
-static size_t seq_len(const unsigned char *p, size_t left)
-{
-    unsigned int cp;
-    return p[0] < 0x80 ? 1 : utf8_seq(p, left, &cp);
-}
-
 /* NULL when s is valid UTF-8 (send it as is); otherwise a copy, to be
  * mem_free'd, with every byte that does not start a valid sequence replaced
  * by U+FFFD, as PostgreSQL rejects invalid UTF-8 in text. */
-static char *utf8_fix(const char *s)
+static char *fix_utf8(const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t len = strlen(s), i = 0, n;
-    while (i < len && (n = seq_len(p + i, len - i)) > 0)
-        i += n;
+    size_t len = strlen(s), i = utf8_valid_len(s, len), n;
     if (i == len)
         return NULL;
     if (len > (SIZE_MAX - 1) / 3)
@@ -112,13 +68,13 @@ static char *utf8_fix(const char *s)
     size_t o = i;
     memcpy(out, s, i);
     while (i < len) {
-        n = seq_len(p + i, len - i);
+        n = utf8_decode(s + i, len - i, NULL);
         if (n) {
-            memcpy(out + o, p + i, n);
+            memcpy(out + o, s + i, n);
             o += n;
             i += n;
         } else {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            memcpy(out + o, UTF8_REPLACEMENT, 3);
             o += 3;
             i++;
         }
@@ -296,7 +252,7 @@ int conv_append(struct store *s, const struct conv_key *k, const char *question,
     if (!s || !k || !k->scope_key || !k->channel_id || !k->user_id || !question || !answer ||
         ttl_min < 1 || keep_messages < 2)
         return -EINVAL;
-    char *q_fixed = utf8_fix(question), *a_fixed = utf8_fix(answer);
+    char *q_fixed = fix_utf8(question), *a_fixed = fix_utf8(answer);
     const char *q = q_fixed ? q_fixed : question, *a = a_fixed ? a_fixed : answer;
     char q_tok[24], a_tok[24], ttl[24], keep_old[24];
     fmt_tokens(q_tok, sizeof(q_tok), q);

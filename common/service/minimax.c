@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
+#include "base/utf8.h"
 
 #define MAX_URL 2048
 #define IMAGE_TIMEOUT_MS 120000L
@@ -477,7 +478,7 @@ int mm_image(struct hcl *c, const struct mm_image_req *rq, mm_cb *cb, void *arg)
 {
     char url[MAX_URL];
     if (!rq || !valid_common(c, rq->base_url, rq->api_key, cb) || !rq->prompt || !*rq->prompt ||
-        prov__utf8_len(rq->prompt) > MM_IMAGE_PROMPT_MAX || rq->n < 1 || rq->n > MM_IMAGE_MAX ||
+        utf8_count(rq->prompt, strlen(rq->prompt)) > MM_IMAGE_PROMPT_MAX || rq->n < 1 || rq->n > MM_IMAGE_MAX ||
         (rq->model && !*rq->model) || (rq->aspect_ratio && !*rq->aspect_ratio) ||
         make_url(url, rq->base_url, "/v1/image_generation", NULL, NULL) < 0)
         return -EINVAL;
@@ -499,7 +500,7 @@ int mm_video_submit(struct hcl *c, const struct mm_video_req *rq, mm_cb *cb, voi
 {
     char url[MAX_URL];
     if (!rq || !valid_common(c, rq->base_url, rq->api_key, cb) || !rq->model || !*rq->model ||
-        !rq->prompt || !*rq->prompt || prov__utf8_len(rq->prompt) > MM_VIDEO_PROMPT_MAX ||
+        !rq->prompt || !*rq->prompt || utf8_count(rq->prompt, strlen(rq->prompt)) > MM_VIDEO_PROMPT_MAX ||
         rq->duration < 0 || (rq->resolution && !*rq->resolution) ||
         (rq->first_frame_image && !*rq->first_frame_image) ||
         make_url(url, rq->base_url, "/v1/video_generation", NULL, NULL) < 0)

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "base/err.h"
+#include "base/utf8.h"
 
 #define MAX_RETRY_MS (24L * 3600 * 1000)
 
@@ -87,38 +88,6 @@ int prov__transport_status(int err)
     }
 }
 
-size_t prov__utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        n += (*p & 0xC0) != 0x80;
-    return n;
-}
-
-/* Length of the well-formed UTF-8 sequence at s (1..4, at most left), or
- * 0 when it is not one. Overlong forms and surrogates are not rejected:
- * the text is only shown, and the log escapes what it cannot print. */
-static size_t utf8_seq(const unsigned char *s, size_t left)
-{
-    size_t n;
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        n = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-        n = 3;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    if (n > left)
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 void prov__message(char *dst, size_t dstlen, const char *src, size_t len, const struct secret *key)
 {
     static const char red[] = "[redacted]";
@@ -136,7 +105,7 @@ void prov__message(char *dst, size_t dstlen, const char *src, size_t len, const 
             i += klen;
             continue;
         }
-        size_t n = utf8_seq(s + i, len - i);
+        size_t n = utf8_decode(src + i, len - i, NULL);
         if (o + (n ? n : 1) + 1 > dstlen)
             break;
         if (n == 0) {

@@ -55,10 +55,6 @@ long prov__retry_after_ms(const char *value);
  * cap) protocol, anything else network. */
 int prov__transport_status(int err);
 
-/* Number of UTF-8 code points in s (bytes that do not continue a sequence;
- * invalid bytes count one each). */
-size_t prov__utf8_len(const char *s);
-
 /* A provider's text made safe to show: copied into dst (dstlen bytes,
  * NUL-terminated) from len bytes of src, every occurrence of the key's
  * value replaced by "[redacted]", control characters by a space, and cut

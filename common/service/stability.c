@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
+#include "base/utf8.h"
 
 #define MAX_URL 2048
 #define DEFAULT_TIMEOUT_MS 120000L
@@ -142,7 +143,7 @@ static int valid_req(struct hcl *c, const struct st_req *rq, st_cb *cb)
 static int valid_fields(const struct st_req *rq)
 {
     if (!rq || !rq->api_key || !*rq->api_key || !rq->prompt || !*rq->prompt ||
-        !rq->endpoint || prov__utf8_len(rq->prompt) > ST_PROMPT_MAX)
+        !rq->endpoint || utf8_count(rq->prompt, strlen(rq->prompt)) > ST_PROMPT_MAX)
         return 0;
     int core = !strcmp(rq->endpoint, "core");
     if (!core && strcmp(rq->endpoint, "ultra") && strcmp(rq->endpoint, "sd3"))

@@ -7,49 +7,7 @@
 
 #include "base/err.h"
 #include "base/mem.h"
-
-/* Length of the UTF-8 sequence at s (n bytes available); 1 for a byte that
- * does not start a well-formed sequence, so invalid input still advances. */
-static size_t u8len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-    if (l > n)
-        return 1;
-    for (size_t i = 1; i < l; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 1;
-    return l;
-}
-
-static uint32_t u8dec(const unsigned char *s, size_t l)
-{
-    static const unsigned mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
-    uint32_t cp = s[0] & mask[l];
-    for (size_t i = 1; i < l; i++)
-        cp = (cp << 6) | (s[i] & 0x3F);
-    return cp;
-}
-
-size_t split_count_cp(const char *text, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = 0;
-    for (size_t i = 0; i < len; i += u8len(s + i, len - i))
-        n++;
-    return n;
-}
-
-/* Start of the code point that ends at p (p > 0). */
-static size_t prev_boundary(const char *t, size_t p)
-{
-    size_t q = p - 1;
-    while (q > 0 && p - q < 4 && ((unsigned char)t[q] & 0xC0) == 0x80)
-        q--;
-    if (u8len((const unsigned char *)t + q, p - q) != p - q)
-        return p - 1; /* not one sequence: the last byte stands alone */
-    return q;
-}
+#include "base/utf8.h"
 
 /* A code point that must stay with the one before it. */
 static int joins_previous(uint32_t cp)
@@ -58,10 +16,12 @@ static int joins_previous(uint32_t cp)
            (cp >= 0x1F3FB && cp <= 0x1F3FF) || (cp >= 0xE0020 && cp <= 0xE007F);
 }
 
+/* The code point at p; U+FFFD, which joins nothing, for an ill-formed byte. */
 static uint32_t cp_at(const char *t, size_t len, size_t p)
 {
-    const unsigned char *s = (const unsigned char *)t + p;
-    return u8dec(s, u8len(s, len - p));
+    uint32_t cp = 0xFFFD;
+    utf8_decode(t + p, len - p, &cp);
+    return cp;
 }
 
 /* The fence marker of the line [ls, le), if it is one: offset of the ``` or
@@ -163,7 +123,7 @@ static size_t best_cut(const char *t, size_t len, size_t hard)
             return best[b];
     size_t p = hard;
     for (int i = 0; i < 16 && p > 0 && p < len; i++) {
-        size_t q = prev_boundary(t, p);
+        size_t q = utf8_prev(t, p);
         if (!joins_previous(cp_at(t, len, p)) && cp_at(t, len, q) != 0x200D)
             break;
         p = q;
@@ -210,10 +170,9 @@ int split_next(const char *text, size_t len, size_t max_cp, size_t max_bytes, co
     }
     size_t head = head_len(&st);
     size_t bcp = max_cp - head, bb = max_bytes - head; /* room for the text and a closing fence */
-    const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, n = 0, hard = 0;
     while (i < len) {
-        size_t l = u8len(s + i, len - i);
+        size_t l = utf8_step(text + i, len - i);
         if (n + 1 > bcp || i + l > bb)
             break;
         i += l;

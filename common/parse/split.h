@@ -5,8 +5,10 @@
  * added fence lines included. A cut prefers, in this order, a paragraph
  * break (blank line), a line break, a sentence end (". ", "? ", "! ", "。",
  * "？", "！"; Korean "다. " is a ". "), a space, and only then any code point
- * boundary; it never falls inside a UTF-8 sequence, and a preferred break is
- * only taken from the second half of the room, so parts do not get tiny.
+ * boundary; it never falls inside a well-formed UTF-8 sequence, and a
+ * preferred break is only taken from the second half of the room, so parts
+ * do not get tiny. Code points are counted as utf8_count counts them
+ * (base/utf8.h): an ill-formed byte is one of its own.
  * A ``` code fence is never left open across messages: when a cut falls
  * inside a fenced block the part ends with a closing ``` line and the next
  * part starts by reopening the fence with the same language tag. A fence
@@ -76,8 +78,5 @@ struct split_part {
 int split_all(const char *text, size_t len, size_t max_cp, size_t max_bytes, struct split_part **parts,
               size_t *n);
 void split_free(struct split_part *parts, size_t n);
-
-/* Code points in text (an invalid byte counts as one). */
-size_t split_count_cp(const char *text, size_t len);
 
 #endif

@@ -8,22 +8,8 @@
  * + tail; on valid UTF-8 no slice starts inside a sequence. */
 #include <stdlib.h>
 #include "fuzz.h"
+#include "base/utf8.h"
 #include "parse/split.h"
-
-static int valid_utf8(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i], k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                          : (c & 0xF8) == 0xF0 ? 4 : 0;
-        if (!k || i + k > n)
-            return 0;
-        for (unsigned j = 1; j < k; j++)
-            if ((s[i + j] & 0xC0) != 0x80)
-                return 0;
-        i += k;
-    }
-    return 1;
-}
 
 FUZZ_INIT_DEFAULT
 
@@ -40,13 +26,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* only bad limits may fail, and these are valid */
     if (len && !n)
         abort();
-    int utf8 = valid_utf8(f.p, len);
+    int utf8 = utf8_valid(text, len);
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         const struct split_part *p = &parts[i];
         if (p->src_off != off || p->src_len == 0 || p->src_off + p->src_len > len)
             abort(); /* slices must tile the input */
-        if (p->len > max_bytes || split_count_cp(p->text, p->len) > max_cp)
+        if (p->len > max_bytes || utf8_count(p->text, p->len) > max_cp)
             abort(); /* over a limit */
         if (p->head + p->src_len + p->tail != p->len || p->text[p->len] != '\0' ||
             memcmp(p->text + p->head, text + p->src_off, p->src_len))

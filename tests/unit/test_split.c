@@ -5,25 +5,9 @@
 
 #include "base/buf.h"
 #include "base/mem.h"
+#include "base/utf8.h"
 #include "parse/split.h"
 #include "ut.h"
-
-/* Strict UTF-8 check, independent of split's own decoder. */
-static int valid_utf8(const char *t, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)t;
-    for (size_t i = 0; i < len;) {
-        unsigned c = s[i];
-        size_t l = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        if (!l || i + l > len || (l == 2 && c < 0xC2))
-            return 0;
-        for (size_t k = 1; k < l; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-        i += l;
-    }
-    return 1;
-}
 
 /* Lines starting with ``` that do not also close on the same line. */
 static int fence_lines(const char *t, size_t len)
@@ -57,9 +41,9 @@ static size_t check_parts(const char *text, size_t len, size_t max_cp, size_t ma
     for (size_t i = 0; i < n; i++) {
         UT_ASSERT(p[i].len > 0);
         UT_EQ_INT(strlen(p[i].text), p[i].len);
-        UT_ASSERT(split_count_cp(p[i].text, p[i].len) <= max_cp);
+        UT_ASSERT(utf8_count(p[i].text, p[i].len) <= max_cp);
         UT_ASSERT(p[i].len <= max_bytes);
-        UT_ASSERT(valid_utf8(p[i].text, p[i].len));
+        UT_ASSERT(utf8_valid(p[i].text, p[i].len));
         if (fence_lines(p[i].text, p[i].len) % 2)
             UT_FAIL("part %zu has an open fence:\n%s", i, p[i].text);
         UT_EQ_INT(p[i].src_off, off);
@@ -97,7 +81,7 @@ static void test_korean_answer_with_code(void)
             add(&b, "    x = compute(x, \"값\")  # 주석 comment\n");
         add(&b, "```\n\n");
     }
-    size_t cps = split_count_cp(b.p, b.len);
+    size_t cps = utf8_count(b.p, b.len);
     UT_ASSERT(cps >= 7000);
     size_t n = check_parts(b.p, b.len, SPLIT_DISCORD_MAX, 8000);
     UT_ASSERT(n >= 4);
@@ -228,7 +212,7 @@ static void test_streaming_next(void)
         struct buf m;
         buf_init(&m, 8000);
         UT_EQ_INT(split_render(b.p + msg_off, &st, &cut, &m), 0);
-        UT_ASSERT(split_count_cp(m.p, m.len) <= SPLIT_DISCORD_MAX);
+        UT_ASSERT(utf8_count(m.p, m.len) <= SPLIT_DISCORD_MAX);
         UT_EQ_INT(fence_lines(m.p, m.len) % 2, 0);
         buf_free(&m);
         if (!cut.complete) {
@@ -244,7 +228,34 @@ static void test_streaming_next(void)
     buf_free(&b);
 }
 
+/* Ill-formed bytes (a surrogate, stray continuation bytes, F5..FF) each
+ * count as one code point and are cut between like any character, so
+ * splitting always makes progress; the well-formed sequences among them
+ * are still never cut. */
+static void test_ill_formed_bytes(void)
+{
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    for (int i = 0; i < 400; i++)
+        add(&b, i % 5 == 0 ? "\xED\xA0\x80" : i % 5 == 1 ? "가" : i % 5 == 2 ? "\x80\x80" : i % 5 == 3 ? "🌏" : "\xFF");
+    struct split_part *p;
+    size_t n, off = 0;
+    UT_EQ_INT(split_all(b.p, b.len, 100, 8000, &p, &n), 0);
+    UT_ASSERT(n >= 2);
+    for (size_t i = 0; i < n; i++) {
+        UT_EQ_INT(p[i].src_off, off);
+        UT_ASSERT(p[i].src_len > 0);
+        UT_ASSERT(utf8_count(p[i].text, p[i].len) <= 100);
+        UT_EQ_INT(utf8_trunc(b.p, b.len, off), off); /* no well-formed sequence cut */
+        off += p[i].src_len;
+    }
+    UT_EQ_INT(off, b.len);
+    split_free(p, n);
+    buf_free(&b);
+}
+
 static const struct ut_case cases[] = {
+    UT_CASE(test_ill_formed_bytes),
     UT_CASE(test_korean_answer_with_code),
     UT_CASE(test_prefers_paragraph_then_line_then_sentence),
     UT_CASE(test_one_long_word),

@@ -3,26 +3,14 @@
 #include <ctype.h>
 #include <string.h>
 
-/* Bytes in the UTF-8 sequence starting with c (1 for invalid lead bytes, so
- * malformed names still match byte by byte instead of looping). */
-static size_t seqlen(unsigned char c)
-{
-    if (c >= 0xF0 && c <= 0xF4)
-        return 4;
-    if (c >= 0xE0)
-        return c <= 0xEF ? 3 : 1;
-    if (c >= 0xC2)
-        return 2;
-    return 1;
-}
+#include "base/utf8.h"
 
+/* Bytes of the character at s (not at its NUL): a whole well-formed UTF-8
+ * sequence, or one ill-formed byte, so malformed names still match byte by
+ * byte instead of looping. */
 static size_t advance(const char *s)
 {
-    size_t n = seqlen((unsigned char)*s);
-    for (size_t i = 1; i < n; i++)
-        if (!s[i])
-            return i;
-    return n;
+    return utf8_step(s, strnlen(s, 4));
 }
 
 int glob_match_n(const char *p, size_t n, const char *s)

@@ -1,7 +1,8 @@
 /* glob: channel-name patterns that work for every script.
  *
  * '*' matches any run of characters, '?' exactly one character (a whole
- * UTF-8 sequence, so "채팅방-?" matches "채팅방-1" and "채팅방-가"), every
+ * UTF-8 sequence, so "채팅방-?" matches "채팅방-1" and "채팅방-가"; in a
+ * name that is not valid UTF-8 each ill-formed byte is one), every
  * other character itself; ASCII letters compare case-insensitively, others
  * exactly. A list is comma-separated; spaces around entries are ignored. */
 #ifndef BC_GLOB_H

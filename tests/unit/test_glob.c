@@ -37,7 +37,13 @@ static void test_lists(void)
 
 static void test_malformed_utf8_does_not_hang(void)
 {
-    UT_ASSERT(glob_match("?", "\xE0\x80")); /* a truncated sequence counts as one character */
+    UT_ASSERT(glob_match("??", "\xE0\x80")); /* each ill-formed byte is a character */
+    UT_ASSERT(!glob_match("?", "\xE0\x80"));
+    UT_ASSERT(glob_match("???", "\xED\xA0\x80")); /* a surrogate is three */
+    UT_ASSERT(glob_match("a??b", "a\xEA\xB0" "b")); /* 가 cut short: two characters */
+    UT_ASSERT(!glob_match("a?b", "a\xEA\xB0" "b"));
+    UT_ASSERT(!glob_match("a?", "a\xEA\xB0"));
+    UT_ASSERT(glob_match("?\xEA\xB0", "x\xEA\xB0"));
     UT_ASSERT(glob_match("*", "\xff\xfe\xE0"));
     UT_ASSERT(glob_match("?\xff", "a\xff"));
 }

@@ -18,6 +18,7 @@
 #include "discord/ixjob.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/utf8.h"
 #include "ping.h"
 #include "io/rds.h"
 #include "base/secret.h"
@@ -254,15 +255,23 @@ static void refuse(struct adm *a, enum access why)
 
 /* ---- text helpers ---------------------------------------------------------------- */
 
-/* Characters as Discord counts them (UTF-16 code units) in s[0..n). */
+/* Bytes of the character at s[0..n) (n > 0), and in *w how many Discord
+ * counts it as: UTF-16 code units, 2 outside the BMP (a surrogate pair),
+ * else 1, an ill-formed byte included. */
+static size_t char_at(const char *s, size_t n, size_t *w)
+{
+    uint32_t cp = 0;
+    size_t len = utf8_decode(s, n, &cp);
+    *w = cp >= 0x10000 ? 2 : 1;
+    return len ? len : 1;
+}
+
+/* Characters as Discord counts them in s[0..n). */
 static size_t chars_n(const char *s, size_t n)
 {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char b = (unsigned char)s[i];
-        c += (b & 0xC0) != 0x80;
-        c += b >= 0xF0; /* outside the BMP: a surrogate pair */
-    }
+    size_t c = 0, w;
+    for (size_t i = 0; i < n; c += w)
+        i += char_at(s + i, n - i, &w);
     return c;
 }
 
@@ -275,16 +284,13 @@ static size_t chars(const char *s)
  * ending on a code point boundary. */
 static size_t prefix_bytes(const char *s, size_t n, size_t max)
 {
-    size_t c = 0, i = 0;
+    size_t c = 0, i = 0, w;
     while (i < n) {
-        size_t j = i + 1;
-        while (j < n && ((unsigned char)s[j] & 0xC0) == 0x80)
-            j++;
-        size_t w = 1 + ((unsigned char)s[i] >= 0xF0);
+        size_t len = char_at(s + i, n - i, &w);
         if (c + w > max)
             break;
         c += w;
-        i = j;
+        i += len;
     }
     return i;
 }

@@ -19,6 +19,7 @@
 #include "service/llm.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/utf8.h"
 #include "process/perf.h"
 #include "io/rds.h"
 #include "discord/reply.h"
@@ -641,9 +642,7 @@ static void audit_flagged(struct answer *a, const char *categories)
         return;
     }
     char excerpt[400];
-    size_t n = strlen(a->question) < 300 ? strlen(a->question) : 300;
-    while (n && ((unsigned char)a->question[n] & 0xC0) == 0x80)
-        n--; /* never cut inside a UTF-8 sequence */
+    size_t n = utf8_trunc(a->question, strlen(a->question), 300);
     memcpy(excerpt, a->question, n);
     excerpt[n] = 0;
     const char *p[] = {core_config(a->chat->core)->name, a->guild_id, a->user_id, categories, a->channel_id,

@@ -1,6 +1,7 @@
 #include <json.h>
 #include <regex.h>
 
+#include "base/utf8.h"
 #include "discord/cmds.h"
 #include "ut.h"
 
@@ -58,10 +59,7 @@ static void test_tables_are_consistent(void)
  * admin commands hidden with "0". */
 static size_t cps(const char *s)
 {
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
+    return utf8_count(s, strlen(s));
 }
 
 static void test_json_respects_discord_limits(void)

@@ -20,6 +20,7 @@
 #include "service/minimax.h"
 #include "service/prov.h"
 #include "base/secret.h"
+#include "base/utf8.h"
 #include "ut.h"
 #include "ut_fakehttp.h"
 #include "ut_log.h"
@@ -742,21 +743,6 @@ static void test_file_retrieve(void)
 
 /* ---- messages and keys ---------------------------------------------------------- */
 
-static int valid_utf8(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
-        if (!n)
-            return 0;
-        for (size_t i = 1; i < n; i++)
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
-        p += n;
-    }
-    return 1;
-}
-
 static void test_message_cut_and_cleaned(void)
 {
     char *long_ko = repeat("가", 600);
@@ -769,7 +755,7 @@ static void test_message_cut_and_cleaned(void)
     UT_EQ_INT(fx.g.status, PROV_BAD_REQUEST);
     UT_ASSERT(strlen(fx.g.msg) < PROV_MAX_MESSAGE);
     UT_ASSERT(strlen(fx.g.msg) > PROV_MAX_MESSAGE - 8);
-    UT_ASSERT(valid_utf8(fx.g.msg)); /* cut between characters */
+    UT_ASSERT(utf8_valid(fx.g.msg, strlen(fx.g.msg))); /* cut between characters */
     UT_ASSERT(!strncmp(fx.g.msg, "bad  line 가가", strlen("bad  line 가가")));
     fx_end(&fx);
     buf_free(&body);

@@ -19,6 +19,7 @@
 #include "io/httpd.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/utf8.h"
 #include "discord/reply.h"
 #include "base/secret.h"
 #include "parse/split.h"
@@ -253,10 +254,7 @@ static char *content_of(const struct hit *h)
 
 static size_t code_points(const char *s)
 {
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
+    return utf8_count(s, strlen(s));
 }
 
 static int is(const struct hit *h, const char *method, const char *path_end)

@@ -6,35 +6,31 @@
 
 static void test_valid_sequences_of_each_length(void)
 {
-    uint32_t cp = 0;
-    UT_EQ_INT(DEC("A", &cp), 1);
-    UT_EQ_INT(cp, 'A');
-    UT_EQ_INT(utf8_decode("\0", 1, &cp), 1); /* NUL is U+0000 */
-    UT_EQ_INT(cp, 0);
-    UT_EQ_INT(DEC("\x7F", &cp), 1);
-    UT_EQ_INT(cp, 0x7F);
-    UT_EQ_INT(DEC("\xC2\x80", &cp), 2); /* the first two-byte code point */
-    UT_EQ_INT(cp, 0x80);
-    UT_EQ_INT(DEC("é", &cp), 2);
-    UT_EQ_INT(cp, 0xE9);
-    UT_EQ_INT(DEC("\xDF\xBF", &cp), 2);
-    UT_EQ_INT(cp, 0x7FF);
-    UT_EQ_INT(DEC("\xE0\xA0\x80", &cp), 3);
-    UT_EQ_INT(cp, 0x800);
-    UT_EQ_INT(DEC("가", &cp), 3);
-    UT_EQ_INT(cp, 0xAC00);
-    UT_EQ_INT(DEC("\xED\x9F\xBF", &cp), 3); /* just below the surrogates */
-    UT_EQ_INT(cp, 0xD7FF);
-    UT_EQ_INT(DEC("\xEE\x80\x80", &cp), 3); /* just above them */
-    UT_EQ_INT(cp, 0xE000);
-    UT_EQ_INT(DEC("\xEF\xBF\xBD", &cp), 3);
-    UT_EQ_INT(cp, 0xFFFD);
-    UT_EQ_INT(DEC("\xF0\x90\x80\x80", &cp), 4);
-    UT_EQ_INT(cp, 0x10000);
-    UT_EQ_INT(DEC("🌏", &cp), 4);
-    UT_EQ_INT(cp, 0x1F30F);
-    UT_EQ_INT(DEC("\xF4\x8F\xBF\xBF", &cp), 4);
-    UT_EQ_INT(cp, 0x10FFFF);
+    static const struct {
+        const char *s;
+        size_t len;
+        uint32_t cp;
+    } ok[] = {
+        {"A", 1, 'A'},
+        {"\0", 1, 0}, /* NUL is U+0000 */
+        {"\x7F", 1, 0x7F},
+        {"\xC2\x80", 2, 0x80}, /* the first two-byte code point */
+        {"é", 2, 0xE9},
+        {"\xDF\xBF", 2, 0x7FF},
+        {"\xE0\xA0\x80", 3, 0x800},
+        {"가", 3, 0xAC00},
+        {"\xED\x9F\xBF", 3, 0xD7FF}, /* just below the surrogates */
+        {"\xEE\x80\x80", 3, 0xE000}, /* just above them */
+        {"\xEF\xBF\xBD", 3, 0xFFFD},
+        {"\xF0\x90\x80\x80", 4, 0x10000},
+        {"🌏", 4, 0x1F30F},
+        {"\xF4\x8F\xBF\xBF", 4, 0x10FFFF},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        uint32_t cp = 0xFFFFFFFF;
+        UT_EQ_INT(utf8_decode(ok[i].s, ok[i].len, &cp), ok[i].len);
+        UT_EQ_INT(cp, ok[i].cp);
+    }
     UT_EQ_INT(utf8_decode("가나", 6, NULL), 3); /* one sequence, not the string; cp may be NULL */
 }
 

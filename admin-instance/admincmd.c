@@ -23,6 +23,7 @@
 #include "io/rds.h"
 #include "base/secret.h"
 #include "io/store.h"
+#include "service/usage.h"
 
 #define PERM_ADMINISTRATOR (1ull << 3)
 #define MEMBER_ROLES_MAX 250  /* Discord's own cap on a member's roles */
@@ -818,32 +819,23 @@ static void keys_read(struct adm *a)
     }
 }
 
-/* Today's (UTC) usage per kind: the amount the daily limit counts (chat
- * requests, images, videos), how many users, and the busiest user's. */
-static const char usage_sql[] =
-    "SELECT kind, sum(n), count(*), max(n) FROM ("
-    " SELECT kind, user_id, sum(CASE WHEN kind = 'chat' THEN requests ELSE units END) AS n"
-    " FROM usage_daily WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY kind, user_id) per"
-    " GROUP BY kind";
-
-static void on_usage(struct store *s, int status, const PGresult *res, void *arg)
+static void on_usage(int status, const struct usage_total *t, size_t n, void *arg)
 {
-    (void)s;
     struct adm *a = arg;
     struct facts *f = a->f;
-    if (status || !res) {
+    if (status) {
         f->pg = PG_DOWN;
         done_one(a);
         return;
     }
     f->pg = PG_OK;
     f->pg_ms = (double)(uv_hrtime() - f->t_pg) / 1e6;
-    for (int i = 0; i < PQntuples(res) && PQnfields(res) == 4; i++)
+    for (size_t i = 0; i < n; i++)
         for (int k = 0; k < KIND_COUNT; k++)
-            if (!strcmp(PQgetvalue(res, i, 0), kind_names[k])) {
-                f->use[k].amount = strtoll(PQgetvalue(res, i, 1), NULL, 10);
-                f->use[k].users = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-                f->use[k].busiest = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+            if (!strcmp(t[i].kind, kind_names[k])) {
+                f->use[k].amount = t[i].amount;
+                f->use[k].users = t[i].users;
+                f->use[k].busiest = t[i].busiest;
             }
     done_one(a);
 }
@@ -857,7 +849,7 @@ static void usage_probe(struct adm *a)
     }
     a->f->pg = PG_DOWN;
     a->f->t_pg = uv_hrtime();
-    if (store_query(s, usage_sql, 0, NULL, on_usage, a) == 0)
+    if (usage_totals_today(s, on_usage, a) == 0)
         a->waiting++;
 }
 

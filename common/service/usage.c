@@ -18,6 +18,7 @@
 struct usage_req {
     usage_done_cb *done;
     usage_rows_cb *rows;
+    usage_totals_cb *totals;
     void *arg;
 };
 
@@ -125,6 +126,54 @@ int usage_today(struct store *s, const char *user_id, usage_rows_cb *cb, void *a
     q->arg = arg;
     const char *p[] = {user_id};
     int rc = store_query(s, TODAY_SQL, 1, p, on_today, q);
+    if (rc < 0)
+        mem_free(q);
+    return rc;
+}
+
+/* ---- totals ----------------------------------------------------------------- */
+
+/* The inner query sums each user's amount of a kind over guilds and models;
+ * the outer one sums those per kind and takes the largest. */
+static const char TOTALS_SQL[] =
+    "SELECT kind, sum(n), count(*), max(n) FROM ("
+    " SELECT kind, user_id, sum(CASE WHEN kind = 'chat' THEN requests ELSE units END) AS n"
+    " FROM usage_daily WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY kind, user_id) per"
+    " GROUP BY kind ORDER BY kind COLLATE \"C\"";
+
+static void on_totals(struct store *s, int status, const PGresult *res, void *arg)
+{
+    (void)s;
+    struct usage_req *r = arg;
+    struct usage_total *t = NULL;
+    size_t n = 0;
+    if (status == 0 && PQnfields(res) == 4) {
+        n = (size_t)PQntuples(res);
+        if (n)
+            t = mem_calloc(n, sizeof(*t));
+        for (size_t i = 0; i < n; i++) {
+            int row = (int)i;
+            t[i].kind = PQgetvalue(res, row, 0);
+            t[i].amount = strtoll(PQgetvalue(res, row, 1), NULL, 10);
+            t[i].users = strtoll(PQgetvalue(res, row, 2), NULL, 10);
+            t[i].busiest = strtoll(PQgetvalue(res, row, 3), NULL, 10);
+        }
+    } else if (status) {
+        log_failure("totals", status, res);
+    }
+    r->totals(status, t, n, r->arg);
+    mem_free(t);
+    mem_free(r);
+}
+
+int usage_totals_today(struct store *s, usage_totals_cb *cb, void *arg)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    struct usage_req *q = mem_calloc(1, sizeof(*q));
+    q->totals = cb;
+    q->arg = arg;
+    int rc = store_query(s, TOTALS_SQL, 0, NULL, on_totals, q);
     if (rc < 0)
         mem_free(q);
     return rc;

@@ -3,7 +3,8 @@
  * One row of usage_daily per (UTC day, user, guild, kind, model) holds what
  * that user spent there: requests, prompt and completion tokens, units
  * (images, video seconds) and estimated credits. Quota checks and cost
- * reports read it. What this module promises:
+ * reports read it, through this module only: the SQL against usage_daily
+ * lives here. What this module promises:
  *
  *  - usage_add is one atomic upsert (INSERT .. ON CONFLICT DO UPDATE) that
  *    adds to the counters, so instances may count the same user at once
@@ -63,5 +64,23 @@ typedef void usage_rows_cb(int status, const struct usage_row *rows, size_t n, v
  * (kind, model), ordered by kind then model (bytewise). No usage: status 0,
  * n 0. Returns as usage_add (-EINVAL: NULL s, user_id or cb). */
 int usage_today(struct store *s, const char *user_id, usage_rows_cb *cb, void *arg);
+
+/* Today's (UTC) totals of one kind over every user: amount is what the
+ * per-user daily limit counts (chat requests; images and video units),
+ * users how many users spent any of it, busiest the amount of the user who
+ * spent the most. kind is borrowed like the rows. */
+struct usage_total {
+    const char *kind;
+    long long amount, users, busiest;
+};
+
+/* status 0 on success, else the store status. totals are borrowed for the
+ * callback's duration (NULL when n is 0, and always when status != 0). */
+typedef void usage_totals_cb(int status, const struct usage_total *totals, size_t n, void *arg);
+
+/* The current UTC day's totals per kind (the cluster status report), one
+ * entry per kind anyone used today, ordered by kind (bytewise); no usage:
+ * status 0, n 0. Returns as usage_add (-EINVAL: NULL s or cb). */
+int usage_totals_today(struct store *s, usage_totals_cb *cb, void *arg);
 
 #endif

@@ -149,6 +149,40 @@ static struct today today(struct store *s, const char *user)
     return t;
 }
 
+struct totals {
+    int called, status, null_totals;
+    size_t n;
+    struct usage_total t[MAXR];
+    char kind[MAXR][16];
+};
+
+static void on_totals(int status, const struct usage_total *t, size_t n, void *arg)
+{
+    struct totals *x = arg;
+    x->called++;
+    x->status = status;
+    x->n = n;
+    x->null_totals = t == NULL;
+    UT_ASSERT(n <= MAXR);
+    for (size_t i = 0; i < n; i++) {
+        x->t[i] = t[i];
+        snprintf(x->kind[i], sizeof(x->kind[i]), "%s", t[i].kind);
+        x->t[i].kind = x->kind[i]; /* the original is borrowed */
+    }
+}
+
+static struct totals totals(struct store *s)
+{
+    struct totals x;
+    memset(&x, 0, sizeof(x));
+    UT_EQ_INT(usage_totals_today(s, on_totals, &x), 0);
+    UT_EQ_INT(x.called, 0);
+    WAIT_FOR(x.called, 10000);
+    UT_EQ_INT(x.called, 1);
+    UT_EQ_INT(x.status, 0);
+    return x;
+}
+
 static const char *sql1(const char *sql)
 {
     static char out[1024];
@@ -254,6 +288,48 @@ static void test_today_sums_guilds(void)
     env_teardown();
 }
 
+/* What the cluster status shows: per kind, the amount the daily limit
+ * counts (requests for chat, units else), users, and the busiest user's
+ * amount over every guild and model. */
+static void test_totals_today(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct totals x = totals(s);
+    UT_EQ_INT(x.n, 0); /* nothing yet is not an error */
+    UT_EQ_INT(x.null_totals, 1);
+
+    add(s, &(struct usage_rec){"42", "9", "chat", "m-a", 3, 100, 200, 0, 1});
+    add(s, &(struct usage_rec){"42", NULL, "chat", "m-b", 2, 1, 2, 0, 0});
+    add(s, &(struct usage_rec){"43", "8", "chat", "m-a", 4, 5, 5, 0, 0});
+    add(s, &(struct usage_rec){"44", "8", "chat", "m-a", 1, 5, 5, 0, 0});
+    add(s, &(struct usage_rec){"42", "9", "image", "pic", 1, 0, 0, 4, 0});
+    add(s, &(struct usage_rec){"43", "9", "image", "pic", 2, 0, 0, 6, 0});
+    add(s, &(struct usage_rec){"43", "9", "video", "clip", 1, 0, 0, 8, 0});
+    /* Yesterday does not count today. */
+    utpg_run(utpg.kv,
+             "INSERT INTO usage_daily (day, user_id, guild_id, kind, model, requests, units) VALUES "
+             "((now() AT TIME ZONE 'UTC')::date - 1, '45', '9', 'video', 'clip', 1, 1000)",
+             NULL, 0);
+
+    x = totals(s);
+    UT_EQ_INT(x.n, 3);
+    UT_EQ_STR(x.t[0].kind, "chat");
+    UT_EQ_INT(x.t[0].amount, 10);
+    UT_EQ_INT(x.t[0].users, 3);
+    UT_EQ_INT(x.t[0].busiest, 5); /* 42: 3 + 2 over two guilds and models */
+    UT_EQ_STR(x.t[1].kind, "image");
+    UT_EQ_INT(x.t[1].amount, 10); /* units, not requests */
+    UT_EQ_INT(x.t[1].users, 2);
+    UT_EQ_INT(x.t[1].busiest, 6);
+    UT_EQ_STR(x.t[2].kind, "video");
+    UT_EQ_INT(x.t[2].amount, 8);
+    UT_EQ_INT(x.t[2].users, 1);
+    UT_EQ_INT(x.t[2].busiest, 8);
+    store_close_wait(s);
+    env_teardown();
+}
+
 static void test_rejects(void)
 {
     env_setup(1);
@@ -289,8 +365,11 @@ static void test_rejects(void)
     UT_EQ_INT(usage_today(NULL, "42", on_today, &t), -EINVAL);
     UT_EQ_INT(usage_today(s, NULL, on_today, &t), -EINVAL);
     UT_EQ_INT(usage_today(s, "42", NULL, &t), -EINVAL);
+    struct totals x = {0};
+    UT_EQ_INT(usage_totals_today(NULL, on_totals, &x), -EINVAL);
+    UT_EQ_INT(usage_totals_today(s, NULL, &x), -EINVAL);
     utloop_run_for(&lp, 50);
-    UT_EQ_INT(a.called + t.called, 0);
+    UT_EQ_INT(a.called + t.called + x.called, 0);
 
     /* What the schema refuses comes back as a query error. */
     r = ok, r.kind = "audio";
@@ -323,10 +402,13 @@ static void test_store_down(void)
     UT_EQ_INT(usage_add(s, &r, on_added, &a), -ENOTCONN);
     UT_EQ_INT(usage_add(s, &r, NULL, NULL), -ENOTCONN);
     UT_EQ_INT(usage_today(s, "42", on_today, &t), -ENOTCONN);
+    struct totals x = {0};
+    UT_EQ_INT(usage_totals_today(s, on_totals, &x), -ENOTCONN);
     utloop_run_for(&lp, 100);
     store_close_wait(s);
     UT_EQ_INT(a.called, 0); /* refused means never called back */
     UT_EQ_INT(t.called, 0);
+    UT_EQ_INT(x.called, 0);
     UT_EQ_INT(never, 0);
     env_teardown();
 }
@@ -340,8 +422,13 @@ static void test_close_calls_back(void)
     struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
     UT_EQ_INT(usage_add(s, &r, on_added, &a), 0);
     UT_EQ_INT(usage_today(s, "42", on_today, &t), 0);
+    struct totals x = {0};
+    UT_EQ_INT(usage_totals_today(s, on_totals, &x), 0);
     int done = 0;
     store_close(s, on_closed, &done);
+    UT_EQ_INT(x.called, 1);
+    UT_EQ_INT(x.status, BC_ESHUTDOWN);
+    UT_EQ_INT(x.null_totals, 1);
     UT_EQ_INT(a.called, 1);
     UT_EQ_INT(a.status, BC_ESHUTDOWN);
     UT_EQ_INT(t.called, 1);
@@ -349,13 +436,14 @@ static void test_close_calls_back(void)
     UT_EQ_INT(t.n, 0);
     WAIT_FOR(done, 5000);
     utloop_run_for(&lp, 50);
-    UT_EQ_INT(a.called + t.called, 2);
+    UT_EQ_INT(a.called + t.called + x.called, 3);
     env_teardown();
 }
 
 static const struct ut_case cases[] = {
     UT_CASE(test_add_accumulates),
     UT_CASE(test_today_sums_guilds),
+    UT_CASE(test_totals_today),
     UT_CASE(test_rejects),
     UT_CASE(test_store_down),
     UT_CASE(test_close_calls_back),

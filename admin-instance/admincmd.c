@@ -23,15 +23,13 @@
 #include "io/rds.h"
 #include "base/secret.h"
 #include "io/store.h"
+#include "service/keypool.h"
 #include "service/usage.h"
 
 #define PERM_ADMINISTRATOR (1ull << 3)
 #define MEMBER_ROLES_MAX 250  /* Discord's own cap on a member's roles */
 #define PEERS_MAX 64          /* failover keeps as many */
-#define HASHES_MAX 16         /* key-pool hashes read (one per provider and instance) */
-#define SCAN_ROUNDS_MAX 32    /* SCAN calls before we stop looking for more */
 #define KEYS_SHOWN 20
-#define KEY_JSON_MAX 1024     /* one key's state as mirrored by keypool */
 
 /* Discord's embed limits, in characters (UTF-16 code units, as Discord
  * counts them). */
@@ -50,8 +48,7 @@ static const char *const kind_names[KIND_COUNT] = {"chat", "image", "video"};
 
 struct adm;
 
-/* A reply callback's argument: the job and which stream or hash it is
- * about. Lives in struct facts, so as long as the job does. */
+/* A reply callback's argument: the job and which stream it is about. Lives in struct facts, so as long as the job does. */
 struct ctx {
     struct adm *a;
     int i;
@@ -69,11 +66,6 @@ struct keyrow {
     int64_t until_ms;
 };
 
-struct hash {
-    char *key;                 /* <prefix>:keys:<provider>:<instance> */
-    char provider[24], instance[32];
-};
-
 /* What /상태 gathers before it answers. */
 struct facts {
     struct peer peers[PEERS_MAX];
@@ -84,9 +76,7 @@ struct facts {
     double redis_ms;                   /* -1: no answer */
     struct queue q[ROLE_COUNT + 1];
     struct ctx qx[ROLE_COUNT + 1];
-    struct hash hashes[HASHES_MAX];
-    struct ctx hx[HASHES_MAX];
-    int nhashes, scans, keys_truncated, keys_err;
+    int keys_truncated, keys_err;
     struct keyrow keys[KEYS_SHOWN];
     int nkeys, keys_more;
     enum pg_state pg;
@@ -118,9 +108,6 @@ static void maybe_free(struct adm *a)
 {
     if (a->job || a->waiting || a->edit)
         return;
-    if (a->f)
-        for (int i = 0; i < a->f->nhashes; i++)
-            mem_free(a->f->hashes[i].key);
     mem_free(a->f);
     ixjob_free(&a->ix);
     mem_free(a);
@@ -669,154 +656,41 @@ static void queues_probe(struct adm *a)
     }
 }
 
-/* "<prefix>:keys:<provider>:<instance>" into its parts; 0 when it is one. */
-static int hash_parse(const char *prefix, const char *key, size_t len, struct hash *h)
+/* A key as keypool read it back, made into a row to show. */
+static void key_row(struct facts *f, const struct keypool_entry *e)
 {
-    size_t pl = strlen(prefix);
-    if (len <= pl + 6 || strncmp(key, prefix, pl) || strncmp(key + pl, ":keys:", 6))
-        return -1;
-    const char *p = key + pl + 6, *end = key + len, *colon = memchr(p, ':', (size_t)(end - p));
-    if (!colon || colon == p || colon + 1 == end)
-        return -1;
-    clean(h->provider, sizeof(h->provider), p, (size_t)(colon - p));
-    clean(h->instance, sizeof(h->instance), colon + 1, (size_t)(end - colon - 1));
-    return 0;
+    static const char *const state_names[] = {
+        [KEYPOOL_KEY_UNKNOWN] = "?", [KEYPOOL_KEY_OK] = "ok", [KEYPOOL_KEY_COOLING] = "cooling",
+        [KEYPOOL_KEY_OUT] = "out"};
+    struct keyrow *k = &f->keys[f->nkeys++];
+    memset(k, 0, sizeof(*k));
+    clean(k->provider, sizeof(k->provider), e->provider, e->provider_len);
+    clean(k->instance, sizeof(k->instance), e->instance, e->instance_len);
+    snprintf(k->fp, sizeof(k->fp), "%s", e->fp);
+    snprintf(k->state, sizeof(k->state), "%s", state_names[e->state]);
+    if (e->reason)
+        clean(k->reason, sizeof(k->reason), e->reason, strlen(e->reason));
+    k->until_ms = e->until_ms;
 }
 
-static int keys_scan(struct adm *a, const char *cursor);
-static void keys_read(struct adm *a);
-
-static void scan_take(struct adm *a, const redisReply *keys)
+static void on_keys(int status, const struct keypool_state *st, void *arg)
 {
-    struct facts *f = a->f;
-    const char *prefix = core_config(a->c)->redis_prefix;
-    for (size_t i = 0; i < keys->elements; i++) {
-        const redisReply *k = keys->element[i];
-        struct hash h = {0};
-        if (k->type != REDIS_REPLY_STRING || hash_parse(prefix, k->str, k->len, &h))
-            continue;
-        int seen = 0; /* SCAN may return a key twice */
-        for (int j = 0; j < f->nhashes && !seen; j++)
-            seen = !strcmp(f->hashes[j].key, k->str);
-        if (seen)
-            continue;
-        if (f->nhashes == HASHES_MAX) {
-            f->keys_truncated = 1;
-            continue;
-        }
-        h.key = mem_strndup(k->str, k->len);
-        f->hashes[f->nhashes++] = h;
-    }
-}
-
-static void on_scan(struct rds *r, int status, const redisReply *reply, void *arg)
-{
-    (void)r;
     struct adm *a = arg;
     struct facts *f = a->f;
-    if (!a->job) {
-        done_one(a);
-        return;
-    }
-    if (status || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_ARRAY) {
-        f->keys_err = 1;
-        keys_read(a); /* what was found so far */
-        done_one(a);
-        return;
-    }
-    scan_take(a, reply->element[1]);
-    const char *cursor = reply->element[0]->str;
-    int more = strcmp(cursor, "0") != 0;
-    if (more && ++f->scans < SCAN_ROUNDS_MAX && f->nhashes < HASHES_MAX && keys_scan(a, cursor) == 0) {
-        done_one(a);
-        return;
-    }
-    f->keys_truncated |= more;
-    keys_read(a);
+    f->keys_err = status != 0;
+    f->keys_truncated = st->truncated;
+    for (size_t i = 0; i < st->n && f->nkeys < KEYS_SHOWN; i++)
+        key_row(f, &st->entries[i]);
+    f->keys_more = (int)st->more;
     done_one(a);
 }
 
-/* Ask for the next batch of key-pool hashes; 0, or the error (noted). */
-static int keys_scan(struct adm *a, const char *cursor)
+static void keys_probe(struct adm *a)
 {
-    char match[160];
-    snprintf(match, sizeof(match), "%s:keys:*", core_config(a->c)->redis_prefix);
-    const char *av[] = {"SCAN", cursor, "MATCH", match, "COUNT", "100"};
-    int rc = rds_cmd(core_redis(a->c), on_scan, a, 6, av, NULL);
-    if (rc == 0)
+    if (keypool_read_state(core_redis(a->c), core_config(a->c)->redis_prefix, KEYS_SHOWN, on_keys, a) == 0)
         a->waiting++;
     else
         a->f->keys_err = 1;
-    return rc;
-}
-
-static const char *json_str(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v) : NULL;
-}
-
-/* A fingerprint as keypool writes it: "sha256:" and hex digits. Anything
- * else is not shown at all (it could be anything). */
-static int is_fingerprint(const char *s, size_t n)
-{
-    return n > 7 && n < 72 && !strncmp(s, "sha256:", 7) && strspn(s + 7, "0123456789abcdef") == n - 7;
-}
-
-static void key_row(struct facts *f, const struct hash *h, const redisReply *fp, const redisReply *val)
-{
-    if (fp->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING || !is_fingerprint(fp->str, fp->len))
-        return;
-    if (f->nkeys == KEYS_SHOWN) {
-        f->keys_more++;
-        return;
-    }
-    struct keyrow *k = &f->keys[f->nkeys++];
-    memset(k, 0, sizeof(*k));
-    _Static_assert(sizeof(k->provider) == sizeof(h->provider) && sizeof(k->instance) == sizeof(h->instance),
-                   "a key row holds its hash's names");
-    memcpy(k->provider, h->provider, sizeof(k->provider));
-    memcpy(k->instance, h->instance, sizeof(k->instance));
-    snprintf(k->fp, sizeof(k->fp), "%.*s", (int)fp->len, fp->str);
-    struct json_object *o = val->len <= KEY_JSON_MAX ? json_tokener_parse(val->str) : NULL, *u;
-    const char *state = json_str(o, "state"), *reason = json_str(o, "reason");
-    if (state && (!strcmp(state, "ok") || !strcmp(state, "cooling") || !strcmp(state, "out")))
-        snprintf(k->state, sizeof(k->state), "%s", state);
-    else
-        snprintf(k->state, sizeof(k->state), "?");
-    if (reason)
-        clean(k->reason, sizeof(k->reason), reason, strlen(reason));
-    if (json_object_object_get_ex(o, "until_ms", &u))
-        k->until_ms = json_object_get_int64(u);
-    json_object_put(o);
-}
-
-static void on_hgetall(struct rds *r, int status, const redisReply *reply, void *arg)
-{
-    (void)r;
-    struct ctx *x = arg;
-    struct facts *f = x->a->f;
-    if (status || !reply || reply->type != REDIS_REPLY_ARRAY)
-        f->keys_err = 1;
-    else if (x->a->job)
-        for (size_t i = 0; i + 1 < reply->elements; i += 2)
-            key_row(f, &f->hashes[x->i], reply->element[i], reply->element[i + 1]);
-    done_one(x->a);
-}
-
-static void keys_read(struct adm *a)
-{
-    struct facts *f = a->f;
-    for (int i = 0; i < f->nhashes; i++) {
-        const char *av[] = {"HGETALL", f->hashes[i].key};
-        f->hx[i] = (struct ctx){a, i};
-        if (rds_cmd(core_redis(a->c), on_hgetall, &f->hx[i], 2, av, NULL) == 0)
-            a->waiting++;
-        else
-            f->keys_err = 1;
-    }
 }
 
 static void on_usage(int status, const struct usage_total *t, size_t n, void *arg)
@@ -870,7 +744,7 @@ static void status_start(struct adm *a)
     if (rds_cmd(core_redis(a->c), on_ping, a, 1, ping, NULL) == 0)
         a->waiting++;
     queues_probe(a);
-    keys_scan(a, "0");
+    keys_probe(a);
     usage_probe(a);
     done_one(a);
 }

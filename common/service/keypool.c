@@ -500,3 +500,223 @@ void keypool_health(const struct keypool *p, uint64_t now_ms, struct json_object
     }
     json_object_array_add(arr, snap);
 }
+
+/* ---- reading the cluster's key state back --------------------------------------- */
+
+#define READ_SCAN_ROUNDS_MAX 32 /* SCAN calls before we stop looking for more */
+#define READ_JSON_MAX 1024      /* one key's state as mirror() writes it is far shorter */
+
+/* One hash found: its name, split at the first ':' after "<prefix>:keys:". */
+struct rd_hash {
+    char *key;
+    size_t prov_off, prov_len, inst_off, inst_len;
+};
+
+struct rd_ctx {
+    struct keypool_reader *rd;
+    int i;
+};
+
+struct keypool_reader {
+    struct rds *redis;
+    char *prefix;
+    keypool_state_cb *cb;
+    void *arg;
+    int waiting; /* replies still owed to us */
+    int status;  /* the first error */
+    int scans;
+    struct rd_hash hashes[KEYPOOL_READ_HASHES_MAX];
+    struct rd_ctx hx[KEYPOOL_READ_HASHES_MAX];
+    int nhashes;
+    struct keypool_entry *entries; /* max of them */
+    size_t max;
+    struct keypool_state st;
+};
+
+static void rd_fail(struct keypool_reader *rd, int status)
+{
+    if (!rd->status)
+        rd->status = status ? status : BC_EREDIS;
+}
+
+static void rd_done_one(struct keypool_reader *rd)
+{
+    if (--rd->waiting)
+        return;
+    rd->st.entries = rd->entries;
+    rd->cb(rd->status, &rd->st, rd->arg);
+    for (size_t i = 0; i < rd->st.n; i++)
+        mem_free((char *)rd->entries[i].reason);
+    for (int i = 0; i < rd->nhashes; i++)
+        mem_free(rd->hashes[i].key);
+    mem_free(rd->entries);
+    mem_free(rd->prefix);
+    mem_free(rd);
+}
+
+/* "<prefix>:keys:<provider>:<instance>" into its parts; 0 when it is one. */
+static int rd_hash_parse(const char *prefix, const char *key, size_t len, struct rd_hash *h)
+{
+    size_t pl = strlen(prefix);
+    if (len <= pl + 6 || strncmp(key, prefix, pl) || strncmp(key + pl, ":keys:", 6))
+        return -1;
+    const char *p = key + pl + 6, *end = key + len, *colon = memchr(p, ':', (size_t)(end - p));
+    if (!colon || colon == p || colon + 1 == end)
+        return -1;
+    h->prov_off = (size_t)(p - key);
+    h->prov_len = (size_t)(colon - p);
+    h->inst_off = (size_t)(colon + 1 - key);
+    h->inst_len = (size_t)(end - colon - 1);
+    return 0;
+}
+
+static void rd_scan_take(struct keypool_reader *rd, const redisReply *keys)
+{
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        struct rd_hash h = {0};
+        if (k->type != REDIS_REPLY_STRING || rd_hash_parse(rd->prefix, k->str, k->len, &h))
+            continue;
+        int seen = 0; /* SCAN may return a key twice */
+        for (int j = 0; j < rd->nhashes && !seen; j++)
+            seen = !strcmp(rd->hashes[j].key, k->str);
+        if (seen)
+            continue;
+        if (rd->nhashes == KEYPOOL_READ_HASHES_MAX) {
+            rd->st.truncated = 1;
+            continue;
+        }
+        h.key = mem_strndup(k->str, k->len);
+        rd->hashes[rd->nhashes++] = h;
+    }
+}
+
+/* A fingerprint as secret_fingerprint writes it: "sha256:" and hex digits.
+ * Anything else is not returned at all (it could be anything). */
+static int is_fingerprint(const char *s, size_t n)
+{
+    return n > 7 && n < KEYPOOL_FP_MAX && !strncmp(s, "sha256:", 7) && strspn(s + 7, "0123456789abcdef") == n - 7;
+}
+
+/* The value mirror() writes, parsed into e. */
+static void rd_value(struct keypool_entry *e, const redisReply *val)
+{
+    struct json_object *o = val->len <= READ_JSON_MAX ? json_tokener_parse(val->str) : NULL, *v;
+    if (json_object_object_get_ex(o, "state", &v) && json_object_is_type(v, json_type_string)) {
+        const char *s = json_object_get_string(v);
+        for (enum kstate k = K_OK; k <= K_OUT; k++)
+            if (!strcmp(s, kstate_name[k]))
+                e->state = k == K_OK ? KEYPOOL_KEY_OK : k == K_COOLING ? KEYPOOL_KEY_COOLING : KEYPOOL_KEY_OUT;
+    }
+    if (json_object_object_get_ex(o, "reason", &v) && json_object_is_type(v, json_type_string))
+        e->reason = mem_strdup(json_object_get_string(v));
+    if (json_object_object_get_ex(o, "until_ms", &v))
+        e->until_ms = json_object_get_int64(v);
+    json_object_put(o);
+}
+
+static void rd_entry(struct keypool_reader *rd, const struct rd_hash *h, const redisReply *fp,
+                     const redisReply *val)
+{
+    if (fp->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING || !is_fingerprint(fp->str, fp->len))
+        return;
+    if (rd->st.n == rd->max) {
+        rd->st.more++;
+        return;
+    }
+    struct keypool_entry *e = &rd->entries[rd->st.n++];
+    memset(e, 0, sizeof(*e));
+    e->provider = h->key + h->prov_off;
+    e->provider_len = h->prov_len;
+    e->instance = h->key + h->inst_off;
+    e->instance_len = h->inst_len;
+    snprintf(e->fp, sizeof(e->fp), "%.*s", (int)fp->len, fp->str);
+    rd_value(e, val);
+}
+
+static void rd_on_hgetall(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct rd_ctx *x = arg;
+    struct keypool_reader *rd = x->rd;
+    if (status || !reply || reply->type != REDIS_REPLY_ARRAY)
+        rd_fail(rd, status);
+    else
+        for (size_t i = 0; i + 1 < reply->elements; i += 2)
+            rd_entry(rd, &rd->hashes[x->i], reply->element[i], reply->element[i + 1]);
+    rd_done_one(rd);
+}
+
+static void rd_read_hashes(struct keypool_reader *rd)
+{
+    for (int i = 0; i < rd->nhashes; i++) {
+        const char *av[] = {"HGETALL", rd->hashes[i].key};
+        rd->hx[i] = (struct rd_ctx){rd, i};
+        int rc = rds_cmd(rd->redis, rd_on_hgetall, &rd->hx[i], 2, av, NULL);
+        if (rc == 0)
+            rd->waiting++;
+        else
+            rd_fail(rd, rc);
+    }
+}
+
+static int rd_scan(struct keypool_reader *rd, const char *cursor);
+
+static void rd_on_scan(struct rds *r, int status, const redisReply *reply, void *arg)
+{
+    (void)r;
+    struct keypool_reader *rd = arg;
+    if (status || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        rd_fail(rd, status);
+        rd_read_hashes(rd); /* what was found so far */
+        rd_done_one(rd);
+        return;
+    }
+    rd_scan_take(rd, reply->element[1]);
+    const char *cursor = reply->element[0]->str;
+    int more = strcmp(cursor, "0") != 0;
+    if (more && ++rd->scans < READ_SCAN_ROUNDS_MAX && rd->nhashes < KEYPOOL_READ_HASHES_MAX) {
+        int rc = rd_scan(rd, cursor);
+        if (rc == 0) {
+            rd_done_one(rd);
+            return;
+        }
+        rd_fail(rd, rc);
+    }
+    rd->st.truncated |= more;
+    rd_read_hashes(rd);
+    rd_done_one(rd);
+}
+
+/* Ask for the next batch of hashes: 0, or rds_cmd's error. */
+static int rd_scan(struct keypool_reader *rd, const char *cursor)
+{
+    char match[160];
+    snprintf(match, sizeof(match), "%s:keys:*", rd->prefix);
+    const char *av[] = {"SCAN", cursor, "MATCH", match, "COUNT", "100"};
+    int rc = rds_cmd(rd->redis, rd_on_scan, rd, 6, av, NULL);
+    if (rc == 0)
+        rd->waiting++;
+    return rc;
+}
+
+int keypool_read_state(struct rds *redis, const char *prefix, size_t max, keypool_state_cb *cb, void *arg)
+{
+    if (!redis || !prefix || !cb)
+        return -EINVAL;
+    struct keypool_reader *rd = mem_calloc(1, sizeof(*rd));
+    rd->redis = redis;
+    rd->prefix = mem_strdup(prefix);
+    rd->cb = cb;
+    rd->arg = arg;
+    rd->max = max;
+    rd->entries = mem_calloc(max ? max : 1, sizeof(*rd->entries));
+    int rc = rd_scan(rd, "0");
+    if (rc < 0) {
+        mem_free(rd->entries);
+        mem_free(rd->prefix);
+        mem_free(rd);
+    }
+    return rc;
+}

@@ -30,7 +30,11 @@
  * instance must treat entries of a gone instance as stale. until_ms is
  * wall-clock (for operators), the only use of the wall clock here. A key's
  * value never leaves the pool other than through keypool_pick. Nothing
- * here blocks; nothing calls back. */
+ * here blocks; only keypool_read_state calls back.
+ *
+ * This module is the one home of that Redis format: keypool_read_state
+ * reads every instance's hashes back (the admin status), so no other code
+ * knows the key names or the JSON. */
 #ifndef BC_KEYPOOL_H
 #define BC_KEYPOOL_H
 
@@ -135,5 +139,53 @@ int keypool_in_rotation(const struct keypool *p);
 
 /* Wipe the keys and free the pool (later, once its Redis writes complete). */
 void keypool_free(struct keypool *p);
+
+/* ---- the cluster's key state, read back from Redis ---------------------------- */
+
+#define KEYPOOL_READ_HASHES_MAX 16 /* pools (provider, instance) read at most */
+#define KEYPOOL_FP_MAX 72          /* a fingerprint read back is shorter */
+
+enum keypool_key_state { KEYPOOL_KEY_UNKNOWN, KEYPOOL_KEY_OK, KEYPOOL_KEY_COOLING, KEYPOOL_KEY_OUT };
+
+/* One key as some instance mirrored it. Everything in it came from Redis
+ * and is untrusted: provider and instance are the parts of the hash's name
+ * as they are (any bytes, not NUL-terminated: use the lengths); fp is
+ * "sha256:" and hex digits (a field of any other shape is skipped, never
+ * returned); state is KEYPOOL_KEY_UNKNOWN when the value says none of
+ * ok/cooling/out (or is not JSON); reason is NULL or any text; until_ms
+ * is wall-clock ms, 0 when not cooling or not said. */
+struct keypool_entry {
+    const char *provider, *instance;
+    size_t provider_len, instance_len;
+    char fp[KEYPOOL_FP_MAX];
+    enum keypool_key_state state;
+    const char *reason;
+    int64_t until_ms;
+};
+
+/* What keypool_read_state found: entries in the order Redis gave them, at
+ * most the max asked for; more counts the well-formed entries past that;
+ * truncated is 1 when some pool was not read (more than
+ * KEYPOOL_READ_HASHES_MAX, or SCAN still had more after its round limit). */
+struct keypool_state {
+    const struct keypool_entry *entries;
+    size_t n, more;
+    int truncated;
+};
+
+/* status is 0 when everything found was read, else the first error (an
+ * rds status such as -ENOTCONN or BC_ESHUTDOWN, or BC_EREDIS for a reply
+ * of the wrong shape); st is never NULL and holds what could be read all
+ * the same. st and everything it points to are borrowed for the callback's
+ * duration. */
+typedef void keypool_state_cb(int status, const struct keypool_state *st, void *arg);
+
+/* Read the key state every instance mirrored under prefix (SCAN for
+ * <prefix>:keys:*, then HGETALL of each hash), keeping at most max entries.
+ * Returns 0 and cb runs exactly once, never synchronously (at the latest
+ * with BC_ESHUTDOWN when redis closes); or, without calling cb, -EINVAL
+ * (NULL redis, prefix or cb) or rds_cmd's error (-ENOTCONN while down).
+ * prefix is copied; redis must stay open until cb runs. */
+int keypool_read_state(struct rds *redis, const char *prefix, size_t max, keypool_state_cb *cb, void *arg);
 
 #endif

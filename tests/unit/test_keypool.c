@@ -418,6 +418,190 @@ static void test_redis_down_stays_local(void)
     utloop_shutdown(&lp);
 }
 
+/* ---- reading the cluster's key state back ------------------------------------- */
+
+struct readout {
+    int called, status;
+    size_t n, more;
+    int truncated;
+    struct keypool_entry e[64];
+    char prov[64][32], inst[64][32], reason[64][32];
+};
+
+static void on_state_read(int status, const struct keypool_state *st, void *arg)
+{
+    struct readout *o = arg;
+    o->called++;
+    o->status = status;
+    o->n = st->n;
+    o->more = st->more;
+    o->truncated = st->truncated;
+    UT_ASSERT(st->n <= 64);
+    for (size_t i = 0; i < st->n; i++) { /* borrowed: keep copies */
+        o->e[i] = st->entries[i];
+        snprintf(o->prov[i], sizeof(o->prov[i]), "%.*s", (int)st->entries[i].provider_len, st->entries[i].provider);
+        snprintf(o->inst[i], sizeof(o->inst[i]), "%.*s", (int)st->entries[i].instance_len, st->entries[i].instance);
+        snprintf(o->reason[i], sizeof(o->reason[i]), "%s", st->entries[i].reason ? st->entries[i].reason : "-");
+    }
+}
+
+static struct readout *read_state(struct rds *r, size_t max)
+{
+    static struct readout o;
+    memset(&o, 0, sizeof(o));
+    UT_EQ_INT(keypool_read_state(r, prefix, max, on_state_read, &o), 0);
+    UT_EQ_INT(o.called, 0); /* never synchronously */
+    UTLOOP_WAIT_FOR(&lp, o.called, 5000);
+    utloop_run_for(&lp, 20);
+    UT_EQ_INT(o.called, 1);
+    return &o;
+}
+
+static int find_fp(const struct readout *o, const char *fp)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (!strcmp(o->e[i].fp, fp))
+            return (int)i;
+    UT_FAIL("%s not read back", fp);
+    return -1;
+}
+
+static void hset(redisContext *c, const char *key, const char *field, const char *value)
+{
+    char k[160];
+    snprintf(k, sizeof(k), "%s:keys:%s", prefix, key);
+    freeReplyObject(utredis_cmd(c, "HSET", k, field, value, NULL));
+}
+
+/* What the pools mirror is read back as they wrote it; what no pool
+ * writes is skipped or marked unknown; the caller's cap is kept. */
+static void test_read_state_as_mirrored(void)
+{
+    const char *url = utredis_shared(host, &port);
+    snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
+    atexit(cleanup);
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    utloop_init(&lp, &loop, 0);
+    struct rds *r;
+    int up = 0, closed = 0;
+    char err[256];
+    struct rds_opts ro = {.url = url, .name = "test"};
+    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
+    UTLOOP_WAIT_FOR(&lp, up, 5000);
+
+    struct readout *o = read_state(r, 10);
+    UT_EQ_INT(o->status, 0);
+    UT_EQ_INT(o->n, 0); /* nothing mirrored yet */
+
+    struct secret s = {0};
+    secret_set(&s, "sk-first-VALUE,sk-second-VALUE");
+    struct keypool *p;
+    UT_EQ_INT(keypool_new(&loop, r, prefix, "openai", "chat-1", &s, NULL, &p), 0);
+    secret_clear(&s);
+    struct keypool_pick pk;
+    pick(p, uv_now(&loop), &pk);
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_QUOTA, 0);
+    pick(p, uv_now(&loop), &pk);
+    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_RATE_LIMITED, 60000);
+    char fp1[SECRET_FP_LEN], fp2[SECRET_FP_LEN];
+    secret_fingerprint("sk-first-VALUE", 14, fp1);
+    secret_fingerprint("sk-second-VALUE", 15, fp2);
+    char hash[4096] = "";
+    for (int tries = 0; tries < 100 && !strstr(hash, "cooling"); tries++) {
+        utloop_run_for(&lp, 20);
+        read_hash(hash, sizeof(hash));
+    }
+    UT_CONTAINS(hash, "cooling");
+
+    redisContext *c = utredis_connect(host, port, 2000);
+    hset(c, "minimax:image-2:x", "sha256:00ff", "{\"state\":\"weird\",\"reason\":\"r\"}");
+    hset(c, "minimax:image-2:x", "sha256:abcd", "not json");
+    hset(c, "minimax:image-2:x", "not-a-fingerprint", "{\"state\":\"ok\"}");
+    hset(c, "minimax:image-2:x", "sha256:ABCD", "{\"state\":\"ok\"}");
+    hset(c, "nocolon", "sha256:1234", "{\"state\":\"ok\"}"); /* not a pool's name */
+
+    o = read_state(r, 10);
+    UT_EQ_INT(o->status, 0);
+    UT_EQ_INT(o->n, 4);
+    UT_EQ_INT(o->more, 0);
+    UT_EQ_INT(o->truncated, 0);
+    int i = find_fp(o, fp1);
+    UT_EQ_STR(o->prov[i], "openai");
+    UT_EQ_STR(o->inst[i], "chat-1");
+    UT_EQ_INT(o->e[i].state, KEYPOOL_KEY_OUT);
+    UT_EQ_STR(o->reason[i], "quota");
+    i = find_fp(o, fp2);
+    UT_EQ_INT(o->e[i].state, KEYPOOL_KEY_COOLING);
+    UT_ASSERT(o->e[i].until_ms > 1700000000000LL); /* wall clock, for operators */
+    i = find_fp(o, "sha256:00ff");
+    UT_EQ_STR(o->prov[i], "minimax");
+    UT_EQ_STR(o->inst[i], "image-2:x"); /* split at the first ':' */
+    UT_EQ_INT(o->e[i].state, KEYPOOL_KEY_UNKNOWN);
+    UT_EQ_STR(o->reason[i], "r");
+    i = find_fp(o, "sha256:abcd");
+    UT_EQ_INT(o->e[i].state, KEYPOOL_KEY_UNKNOWN);
+    UT_EQ_STR(o->reason[i], "-");
+    UT_EQ_INT(o->e[i].until_ms, 0);
+
+    o = read_state(r, 1); /* the cap: the rest is only counted */
+    UT_EQ_INT(o->n, 1);
+    UT_EQ_INT(o->more, 3);
+
+    /* More pools than are read: said so, and what was read is there. */
+    for (int n = 0; n < KEYPOOL_READ_HASHES_MAX; n++) {
+        char key[64], f[32];
+        snprintf(key, sizeof(key), "openai:video-%d", n);
+        snprintf(f, sizeof(f), "sha256:%08x", n);
+        hset(c, key, f, "{\"state\":\"ok\",\"until_ms\":0,\"reason\":null}");
+    }
+    o = read_state(r, 64);
+    UT_EQ_INT(o->status, 0);
+    UT_EQ_INT(o->truncated, 1);
+    UT_ASSERT(o->n >= KEYPOOL_READ_HASHES_MAX - 2 && o->n < 4 + KEYPOOL_READ_HASHES_MAX);
+    redisFree(c);
+
+    keypool_free(p);
+    rds_close(r, on_flag, &closed);
+    UTLOOP_WAIT_FOR(&lp, closed, 5000);
+    utloop_shutdown(&lp);
+}
+
+/* The callback contract: refused means never called back; a read cut by
+ * the connection's close is called back once, with what it had. */
+static void test_read_state_errors(void)
+{
+    const char *url = utredis_shared(host, &port);
+    snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    utloop_init(&lp, &loop, 0);
+    struct readout o = {0};
+    struct rds *r;
+    int up = 0, closed = 0;
+    char err[256];
+    struct rds_opts down = {.url = "redis://127.0.0.1:1/0", .name = "test"}; /* nothing listens */
+    UT_EQ_INT(rds_new(&loop, &down, on_up, &up, &r, err, sizeof(err)), 0);
+    UT_EQ_INT(keypool_read_state(NULL, prefix, 1, on_state_read, &o), -EINVAL);
+    UT_EQ_INT(keypool_read_state(r, NULL, 1, on_state_read, &o), -EINVAL);
+    UT_EQ_INT(keypool_read_state(r, prefix, 1, NULL, &o), -EINVAL);
+    UT_EQ_INT(keypool_read_state(r, prefix, 1, on_state_read, &o), -ENOTCONN);
+    utloop_run_for(&lp, 50);
+    UT_EQ_INT(o.called, 0);
+    rds_close(r, on_flag, &closed);
+    UTLOOP_RUN_UNTIL(&lp, closed, 5000);
+
+    struct rds_opts ro = {.url = url, .name = "test"};
+    closed = 0;
+    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
+    UTLOOP_WAIT_FOR(&lp, up, 5000);
+    UT_EQ_INT(keypool_read_state(r, prefix, 1, on_state_read, &o), 0);
+    rds_close(r, on_flag, &closed);
+    UTLOOP_RUN_UNTIL(&lp, closed, 5000);
+    UT_EQ_INT(o.called, 1);
+    UT_EQ_INT(o.status, BC_ESHUTDOWN);
+    UT_EQ_INT(o.n, 0);
+    utloop_shutdown(&lp);
+}
+
 static const struct ut_case cases[] = {
     UT_CASE(test_rotation),
     UT_CASE(test_cooldown_and_recovery),
@@ -430,6 +614,8 @@ static const struct ut_case cases[] = {
     UT_CASE(test_keys_masked_in_outside_values),
     UT_CASE(test_redis_mirror_by_fingerprint),
     UT_CASE(test_redis_down_stays_local),
+    UT_CASE(test_read_state_as_mirrored),
+    UT_CASE(test_read_state_errors),
     {NULL, NULL},
 };
 

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 
+#include "service/audit.h"
 #include "service/bus.h"
 #include "service/conv.h"
 #include "process/core.h"
@@ -645,13 +646,10 @@ static void audit_flagged(struct answer *a, const char *categories)
     size_t n = utf8_trunc(a->question, strlen(a->question), 300);
     memcpy(excerpt, a->question, n);
     excerpt[n] = 0;
-    const char *p[] = {core_config(a->chat->core)->name, a->guild_id, a->user_id, categories, a->channel_id,
-                       excerpt};
-    store_query(s,
-                "INSERT INTO audit_log (instance, guild_id, user_id, action, detail) VALUES ($1, $2, $3, "
-                "'moderation_flagged', jsonb_build_object('categories', $4::text, 'channel_id', $5::text, "
-                "'excerpt', $6::text))",
-                6, p, NULL, NULL);
+    const char *detail[] = {"categories", categories, "channel_id", a->channel_id, "excerpt", excerpt};
+    struct audit_rec r = {core_config(a->chat->core)->name, a->guild_id, a->user_id, "moderation_flagged",
+                          detail, 3};
+    audit_add(s, &r, NULL, NULL);
 }
 
 static void on_moderated(int status, int flagged, const char *categories, void *arg)

@@ -1,0 +1,217 @@
+/* Unit tests for audit, against a real PostgreSQL.
+ *
+ * Each case gets its own database (ut_pg.h) and a store on a private loop,
+ * driven by ut_loop.h, whose guard timer fails a case whose callback never
+ * comes instead of letting it hang. */
+#include <errno.h>
+
+#include <uv.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "io/store.h"
+#include "service/audit.h"
+#include "ut.h"
+#include "ut_log.h"
+#include "ut_loop.h"
+#include "ut_pg.h"
+#include "ut_sys.h"
+
+static uv_loop_t loop;
+static struct utloop lp;
+
+#define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
+
+static void env_setup(int need_db)
+{
+    utlog_setup("test", "audit", LOG_INFO);
+    UT_EQ_INT(uv_loop_init(&loop), 0);
+    utloop_init(&lp, &loop, 0);
+    if (need_db)
+        utpg_create_db("audit");
+}
+
+static void env_teardown(void)
+{
+    utloop_shutdown(&lp);
+    utpg_drop_db();
+}
+
+static void on_state(struct store *s, int up, void *arg)
+{
+    (void)s;
+    if (up)
+        (*(int *)arg)++;
+}
+
+static struct store *store_open(const char *conninfo, int *ups)
+{
+    struct store_opts o = {.conninfo = conninfo, .connect_timeout_ms = 1000};
+    struct store *s = NULL;
+    UT_EQ_INT(store_new(&loop, &o, on_state, ups, &s), 0);
+    return s;
+}
+
+static struct store *store_open_up(void)
+{
+    static int ups;
+    ups = 0;
+    struct store *s = store_open(utpg.kv, &ups);
+    WAIT_FOR(ups == 1, 20000);
+    return s;
+}
+
+static void on_closed(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void store_close_wait(struct store *s)
+{
+    int done = 0;
+    store_close(s, on_closed, &done);
+    WAIT_FOR(done, 5000);
+}
+
+struct added {
+    int called, status;
+};
+
+static void on_added(int status, void *arg)
+{
+    struct added *a = arg;
+    a->called++;
+    a->status = status;
+}
+
+static int add_status(struct store *s, const struct audit_rec *r)
+{
+    struct added a = {0};
+    UT_EQ_INT(audit_add(s, r, on_added, &a), 0);
+    UT_EQ_INT(a.called, 0); /* never synchronously */
+    WAIT_FOR(a.called, 10000);
+    utloop_run_for(&lp, 20);
+    UT_EQ_INT(a.called, 1);
+    return a.status;
+}
+
+static const char *sql1(const char *sql)
+{
+    static char out[1024];
+    utpg_run(utpg.kv, sql, out, sizeof(out));
+    return out;
+}
+
+/* ---- cases ---------------------------------------------------------------------- */
+
+/* A row says who did what, with the detail as a JSON object of text whose
+ * values arrive as they were given, quotes and all. */
+static void test_add_writes_a_row(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    const char *detail[] = {"categories", "violence,hate", "channel_id", NULL, "excerpt", "say \"hi\"'; --\n한국어"};
+    struct audit_rec r = {"chat-1", "9", "42", "moderation_flagged", detail, 3};
+    UT_EQ_INT(add_status(s, &r), 0);
+    UT_EQ_STR(sql1("SELECT instance || '/' || guild_id || '/' || user_id || '/' || action FROM audit_log"),
+              "chat-1/9/42/moderation_flagged");
+    UT_EQ_STR(sql1("SELECT detail->>'categories' FROM audit_log"), "violence,hate");
+    UT_EQ_STR(sql1("SELECT jsonb_typeof(detail->'channel_id') FROM audit_log"), "null");
+    UT_EQ_STR(sql1("SELECT detail->>'excerpt' FROM audit_log"), "say \"hi\"'; --\n한국어");
+    UT_EQ_STR(sql1("SELECT count(*) FROM jsonb_object_keys((SELECT detail FROM audit_log))"), "3");
+
+    /* Outside a guild, with no user and no detail; and without a callback. */
+    r = (struct audit_rec){"admin-1", NULL, NULL, "restart", NULL, 0};
+    UT_EQ_INT(add_status(s, &r), 0);
+    UT_EQ_INT(audit_add(s, &r, NULL, NULL), 0);
+    r.action = "marker"; /* queries run in order: once this one is back, so is the one before */
+    UT_EQ_INT(add_status(s, &r), 0);
+    r.action = "restart";
+    UT_EQ_STR(sql1("SELECT count(*) FROM audit_log WHERE action = 'restart' AND guild_id IS NULL AND user_id IS "
+                   "NULL AND detail = '{}'"),
+              "2");
+
+    /* As many pairs as a detail may hold. */
+    const char *many[2 * AUDIT_DETAIL_MAX];
+    char names[AUDIT_DETAIL_MAX][16];
+    for (int i = 0; i < AUDIT_DETAIL_MAX; i++) {
+        snprintf(names[i], sizeof(names[i]), "k%d", i);
+        many[2 * i] = names[i];
+        many[2 * i + 1] = "v";
+    }
+    r = (struct audit_rec){"chat-1", "9", "42", "many", many, AUDIT_DETAIL_MAX};
+    UT_EQ_INT(add_status(s, &r), 0);
+    UT_EQ_STR(sql1("SELECT count(*) FROM jsonb_object_keys((SELECT detail FROM audit_log WHERE action = 'many'))"),
+              "16");
+    store_close_wait(s);
+    env_teardown();
+}
+
+static void test_rejects(void)
+{
+    env_setup(1);
+    struct store *s = store_open_up();
+    struct added a = {0};
+    const char *detail[] = {"k", "v"}, *unnamed[] = {NULL, "v"};
+    struct audit_rec ok = {"chat-1", NULL, "42", "x", detail, 1}, r = ok;
+    UT_EQ_INT(audit_add(NULL, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, NULL, on_added, &a), -EINVAL);
+    r = ok, r.instance = NULL;
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.action = NULL;
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.detail = unnamed;
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.detail = NULL;
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    r = ok, r.ndetail = AUDIT_DETAIL_MAX + 1;
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    utloop_run_for(&lp, 50);
+    UT_EQ_INT(a.called, 0);
+
+    /* What the schema refuses comes back as a query error. */
+    r = ok, r.action = "";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    r = ok, r.user_id = "someone";
+    UT_EQ_INT(add_status(s, &r), BC_EPG);
+    UT_EQ_STR(sql1("SELECT count(*) FROM audit_log"), "0");
+    UT_EQ_INT(add_status(s, &ok), 0); /* and the connection goes on */
+    UT_EQ_STR(sql1("SELECT count(*) FROM audit_log"), "1");
+    store_close_wait(s);
+    env_teardown();
+}
+
+static void test_store_down_and_close(void)
+{
+    env_setup(1);
+    char ci[128]; /* a port where nothing listens */
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", utsys_free_port());
+    int never = 0;
+    struct store *down = store_open(ci, &never);
+    utloop_run_for(&lp, 300);
+    struct added a = {0};
+    struct audit_rec r = {"chat-1", NULL, "42", "x", NULL, 0};
+    UT_EQ_INT(audit_add(down, &r, on_added, &a), -ENOTCONN);
+    UT_EQ_INT(audit_add(down, &r, NULL, NULL), -ENOTCONN);
+    store_close_wait(down);
+    UT_EQ_INT(a.called, 0); /* refused means never called back */
+
+    struct store *s = store_open_up();
+    UT_EQ_INT(audit_add(s, &r, on_added, &a), 0);
+    int done = 0;
+    store_close(s, on_closed, &done);
+    UT_EQ_INT(a.called, 1);
+    UT_EQ_INT(a.status, BC_ESHUTDOWN);
+    WAIT_FOR(done, 5000);
+    utloop_run_for(&lp, 50);
+    UT_EQ_INT(a.called, 1);
+    env_teardown();
+}
+
+static const struct ut_case cases[] = {
+    UT_CASE(test_add_writes_a_row),
+    UT_CASE(test_rejects),
+    UT_CASE(test_store_down_and_close),
+    {0},
+};
+UT_MAIN(cases)

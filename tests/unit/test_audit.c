@@ -15,63 +15,13 @@
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_pg.h"
+#include "ut_store.h"
 #include "ut_sys.h"
 
 static uv_loop_t loop;
 static struct utloop lp;
 
 #define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
-
-static void env_setup(int need_db)
-{
-    utlog_setup("test", "audit", LOG_INFO);
-    UT_EQ_INT(uv_loop_init(&loop), 0);
-    utloop_init(&lp, &loop, 0);
-    if (need_db)
-        utpg_create_db("audit");
-}
-
-static void env_teardown(void)
-{
-    utloop_shutdown(&lp);
-    utpg_drop_db();
-}
-
-static void on_state(struct store *s, int up, void *arg)
-{
-    (void)s;
-    if (up)
-        (*(int *)arg)++;
-}
-
-static struct store *store_open(const char *conninfo, int *ups)
-{
-    struct store_opts o = {.conninfo = conninfo, .connect_timeout_ms = 1000};
-    struct store *s = NULL;
-    UT_EQ_INT(store_new(&loop, &o, on_state, ups, &s), 0);
-    return s;
-}
-
-static struct store *store_open_up(void)
-{
-    static int ups;
-    ups = 0;
-    struct store *s = store_open(utpg.kv, &ups);
-    WAIT_FOR(ups == 1, 20000);
-    return s;
-}
-
-static void on_closed(void *arg)
-{
-    (*(int *)arg)++;
-}
-
-static void store_close_wait(struct store *s)
-{
-    int done = 0;
-    store_close(s, on_closed, &done);
-    WAIT_FOR(done, 5000);
-}
 
 struct added {
     int called, status;
@@ -108,8 +58,8 @@ static const char *sql1(const char *sql)
  * values arrive as they were given, quotes and all. */
 static void test_add_writes_a_row(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "audit", 1);
+    struct store *s = utstore_open_up(&lp);
     const char *detail[] = {"categories", "violence,hate", "channel_id", NULL, "excerpt", "say \"hi\"'; --\n한국어"};
     struct audit_rec r = {"chat-1", "9", "42", "moderation_flagged", detail, 3};
     UT_EQ_INT(add_status(s, &r), 0);
@@ -143,14 +93,14 @@ static void test_add_writes_a_row(void)
     UT_EQ_INT(add_status(s, &r), 0);
     UT_EQ_STR(sql1("SELECT count(*) FROM jsonb_object_keys((SELECT detail FROM audit_log WHERE action = 'many'))"),
               "16");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_rejects(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "audit", 1);
+    struct store *s = utstore_open_up(&lp);
     struct added a = {0};
     const char *detail[] = {"k", "v"}, *unnamed[] = {NULL, "v"};
     struct audit_rec ok = {"chat-1", NULL, "42", "x", detail, 1}, r = ok;
@@ -177,35 +127,35 @@ static void test_rejects(void)
     UT_EQ_STR(sql1("SELECT count(*) FROM audit_log"), "0");
     UT_EQ_INT(add_status(s, &ok), 0); /* and the connection goes on */
     UT_EQ_STR(sql1("SELECT count(*) FROM audit_log"), "1");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_store_down_and_close(void)
 {
-    env_setup(1);
+    utstore_env_setup(&loop, &lp, "audit", 1);
     char ci[128]; /* a port where nothing listens */
     snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", utsys_free_port());
     int never = 0;
-    struct store *down = store_open(ci, &never);
+    struct store *down = utstore_open(&lp, ci, &never);
     utloop_run_for(&lp, 300);
     struct added a = {0};
     struct audit_rec r = {"chat-1", NULL, "42", "x", NULL, 0};
     UT_EQ_INT(audit_add(down, &r, on_added, &a), -ENOTCONN);
     UT_EQ_INT(audit_add(down, &r, NULL, NULL), -ENOTCONN);
-    store_close_wait(down);
+    utstore_close_wait(&lp, down);
     UT_EQ_INT(a.called, 0); /* refused means never called back */
 
-    struct store *s = store_open_up();
+    struct store *s = utstore_open_up(&lp);
     UT_EQ_INT(audit_add(s, &r, on_added, &a), 0);
     int done = 0;
-    store_close(s, on_closed, &done);
+    store_close(s, utstore_on_closed, &done);
     UT_EQ_INT(a.called, 1);
     UT_EQ_INT(a.status, BC_ESHUTDOWN);
     WAIT_FOR(done, 5000);
     utloop_run_for(&lp, 50);
     UT_EQ_INT(a.called, 1);
-    env_teardown();
+    utstore_env_teardown(&lp);
 }
 
 static const struct ut_case cases[] = {

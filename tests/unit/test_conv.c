@@ -16,6 +16,7 @@
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_pg.h"
+#include "ut_store.h"
 #include "ut_sys.h"
 
 #define TTL 60 /* minutes */
@@ -25,58 +26,6 @@ static uv_loop_t loop;
 static struct utloop lp;
 
 #define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
-
-static void env_setup(int need_db)
-{
-    utlog_setup("test", "conv", LOG_INFO);
-    UT_EQ_INT(uv_loop_init(&loop), 0);
-    utloop_init(&lp, &loop, 0);
-    if (need_db)
-        utpg_create_db("conv");
-}
-
-static void env_teardown(void)
-{
-    utloop_shutdown(&lp); /* every handle of every store was released */
-    utpg_drop_db();
-}
-
-static void on_state(struct store *s, int up, void *arg)
-{
-    (void)s;
-    if (up)
-        (*(int *)arg)++;
-}
-
-static int ups;
-
-static struct store *store_open(const char *conninfo)
-{
-    struct store_opts o = {.conninfo = conninfo, .connect_timeout_ms = 1000};
-    struct store *s = NULL;
-    ups = 0;
-    UT_EQ_INT(store_new(&loop, &o, on_state, &ups, &s), 0);
-    return s;
-}
-
-static struct store *store_open_up(void)
-{
-    struct store *s = store_open(utpg.kv);
-    WAIT_FOR(ups == 1, 20000);
-    return s;
-}
-
-static void on_closed(void *arg)
-{
-    (*(int *)arg)++;
-}
-
-static void store_close_wait(struct store *s)
-{
-    int done = 0;
-    store_close(s, on_closed, &done);
-    WAIT_FOR(done, 5000);
-}
 
 /* ---- conv helpers ------------------------------------------------------------ */
 
@@ -235,8 +184,8 @@ static void test_estimate_tokens(void)
 
 static void test_append_load_korean(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     const char *q = "안녕하세요! 오늘 날씨 어때요? 🌏";
     const char *a = "맑고 따뜻해요. 산책하기 좋은 날이에요 ✓";
     UT_EQ_INT(append(s, &key_a, q, a), 0);
@@ -269,14 +218,14 @@ static void test_append_load_korean(void)
     h = load(s, "c:100:u:777", 10, 100000, TTL);
     UT_EQ_INT(h.n, 0);
     UT_EQ_INT(h.null_turns, 1);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_invalid_utf8_sanitized(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     /* A stray continuation byte, a truncated sequence, an overlong '/', a
      * UTF-16 surrogate, and a byte that never appears in UTF-8. */
     const char *q = "ok\x80 \xED\x95 x\xC0\xAF y";
@@ -291,14 +240,14 @@ static void test_invalid_utf8_sanitized(void)
     snprintf(want, sizeof(want), "%zu,%zu", est(h.content[0]), est(h.content[1]));
     UT_EQ_STR(sql1("SELECT string_agg(token_estimate::text, ',' ORDER BY id) FROM messages"),
               want);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_trim_by_turns(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     append_n(s, &key_a, 1, 5);
     struct hist h = load(s, key_a.scope_key, 2, 100000, TTL);
     UT_EQ_STR(flat(&h), "u:q4,assistant:a4,u:q5,assistant:a5");
@@ -310,14 +259,14 @@ static void test_trim_by_turns(void)
     UT_EQ_INT(h.n, 10);
     UT_EQ_STR(h.content[0], "q1");
     UT_EQ_STR(h.content[9], "a5");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_trim_by_tokens(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     /* Questions of 4 tokens (16 ASCII bytes), answers of 8 (32 bytes):
      * newest first the running sums are a3 8, q3 12, a2 20, q2 24, a1 32,
      * q1 36. */
@@ -350,14 +299,14 @@ static void test_trim_by_tokens(void)
     h = load(s, key_a.scope_key, 2, 1000, TTL); /* both limits: turns win here */
     UT_EQ_INT(h.n, 4);
     UT_EQ_STR(h.content[0], q[1]);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_scope_isolation(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     /* Two users in one channel, and user 1 again in a thread of it: a thread
      * is a scope of its own. */
     const struct conv_key u2 = {"c:100:u:2", "9", "100", NULL, "2"};
@@ -389,14 +338,14 @@ static void test_scope_isolation(void)
     UT_EQ_INT(load(s, th.scope_key, 10, 1000, TTL).n, 0);
     UT_EQ_INT(load(s, key_a.scope_key, 10, 1000, TTL).n, 2);
     UT_EQ_INT(load(s, u2.scope_key, 10, 1000, TTL).n, 2);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_reset(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     append_n(s, &key_a, 1, 3);
     struct done d = {0};
     wait_done(conv_reset(s, key_a.scope_key, on_done, &d), &d);
@@ -413,14 +362,14 @@ static void test_reset(void)
     append(s, &key_a, "again", "fresh");
     struct hist h = load(s, key_a.scope_key, 10, 1000, TTL);
     UT_EQ_STR(flat(&h), "u:again,assistant:fresh");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_ttl_expiry(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     append_n(s, &key_a, 1, 2);
     age(key_a.scope_key, "61 minutes");
     UT_EQ_INT(load(s, key_a.scope_key, 10, 1000, 60).n, 0); /* idle > 60 min: expired */
@@ -444,14 +393,14 @@ static void test_ttl_expiry(void)
     UT_EQ_STR(sql1("SELECT updated_at > now() - interval '1 minute' AND created_at < now() - "
                    "interval '29 minutes' FROM conversations"),
               "t");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_expire_sweep(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     const struct conv_key k2 = {"c:100:u:2", "9", "100", NULL, "2"};
     const struct conv_key k3 = {"c:100:u:3", "9", "100", NULL, "3"};
     append_n(s, &key_a, 1, 2);
@@ -475,14 +424,14 @@ static void test_expire_sweep(void)
     UT_EQ_STR(sql1("SELECT string_agg(scope_key, ',') FROM conversations"), "c:100:u:3");
     UT_EQ_STR(sql1("SELECT count(*) FROM messages"), "2"); /* the others' went with them */
     UT_EQ_INT(load(s, k3.scope_key, 10, 1000, 60).n, 2);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_keep_messages(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     UT_EQ_INT(append_keep(s, &key_a, "q1", "a1", 4), 0);
     UT_EQ_INT(append_keep(s, &key_a, "q2", "a2", 4), 0);
     UT_EQ_INT(append_keep(s, &key_a, "q3", "a3", 4), 2); /* q1, a1 */
@@ -499,16 +448,16 @@ static void test_keep_messages(void)
     /* The smallest budget: just the new exchange. */
     UT_EQ_INT(append_keep(s, &key_a, "q5", "a5", 2), 3);
     UT_EQ_STR(sql1("SELECT string_agg(content, ',' ORDER BY id) FROM messages"), "q5,a5");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 /* An append repeated with the same turn key (its first outcome was lost to
  * a connection drop) stores the exchange once and deletes nothing. */
 static void test_turn_key_stores_once(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     struct conv_key k = key_a;
     k.turn_key = "1100000000000000001";
     UT_EQ_INT(append_keep(s, &k, "q1", "a1", 4), 0);
@@ -521,14 +470,14 @@ static void test_turn_key_stores_once(void)
     UT_EQ_INT(append_keep(s, &k, "q3", "a3", 4), 2);
     UT_EQ_INT(append_keep(s, &k, "q3", "a3", 4), 2);
     UT_EQ_STR(sql1("SELECT string_agg(content, ',' ORDER BY id) FROM messages"), "q3,a3,q3,a3");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_schema_rejects_bad_key(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     const struct conv_key bad = {"not a scope", NULL, "100", NULL, "1"};
     struct done d = {0};
     wait_done(conv_append(s, &bad, "q", "a", TTL, 10, on_done, &d), &d);
@@ -540,14 +489,14 @@ static void test_schema_rejects_bad_key(void)
     UT_EQ_INT(d.status, BC_EPG);
     UT_EQ_STR(sql1("SELECT count(*) FROM messages"), "0"); /* one statement: all or nothing */
     append(s, &key_a, "still", "works");
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_invalid_arguments(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     struct hist h = {0};
     struct done d = {0};
     const struct conv_key no_user = {"c:1:u:2", NULL, "1", NULL, NULL};
@@ -568,16 +517,16 @@ static void test_invalid_arguments(void)
     UT_EQ_INT(conv_expire(s, 1, 0, on_done, &d), -EINVAL);
     utloop_run_for(&lp, 50);
     UT_EQ_INT(h.called + d.called, 0);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_store_down(void)
 {
-    env_setup(0);
+    utstore_env_setup(&loop, &lp, "conv", 0);
     char ci[128]; /* a port where nothing listens */
     snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", utsys_free_port());
-    struct store *s = store_open(ci);
+    struct store *s = utstore_open(&lp, ci, NULL);
     utloop_run_for(&lp, 300);
     UT_EQ_INT(store_up(s), 0);
     struct hist h = {0};
@@ -588,22 +537,22 @@ static void test_store_down(void)
     UT_EQ_INT(conv_reset(s, key_a.scope_key, on_done, &d), -ENOTCONN);
     UT_EQ_INT(conv_expire(s, TTL, 10, on_done, &d), -ENOTCONN);
     utloop_run_for(&lp, 100);
-    store_close_wait(s);
+    utstore_close_wait(&lp, s);
     UT_EQ_INT(h.called, 0); /* refused means never called back */
     UT_EQ_INT(d.called, 0);
-    env_teardown();
+    utstore_env_teardown(&lp);
 }
 
 static void test_close_calls_back(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "conv", 1);
+    struct store *s = utstore_open_up(&lp);
     struct hist h = {0};
     struct done d = {0};
     UT_EQ_INT(conv_load(s, key_a.scope_key, 5, 1000, TTL, on_hist, &h), 0);
     UT_EQ_INT(conv_append(s, &key_a, "q", "a", TTL, 10, on_done, &d), 0);
     int done = 0;
-    store_close(s, on_closed, &done); /* both still queued: called back now */
+    store_close(s, utstore_on_closed, &done); /* both still queued: called back now */
     UT_EQ_INT(h.called, 1);
     UT_EQ_INT(h.status, BC_ESHUTDOWN);
     UT_EQ_INT(h.n, 0);
@@ -612,7 +561,7 @@ static void test_close_calls_back(void)
     WAIT_FOR(done, 5000);
     utloop_run_for(&lp, 50);
     UT_EQ_INT(h.called + d.called, 2);
-    env_teardown();
+    utstore_env_teardown(&lp);
 }
 
 static const struct ut_case cases[] = {

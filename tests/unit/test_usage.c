@@ -16,6 +16,7 @@
 #include "ut_log.h"
 #include "ut_loop.h"
 #include "ut_pg.h"
+#include "ut_store.h"
 #include "ut_sys.h"
 
 #define MAXR 16
@@ -24,58 +25,6 @@ static uv_loop_t loop;
 static struct utloop lp;
 
 #define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
-
-static void env_setup(int need_db)
-{
-    utlog_setup("test", "usage", LOG_INFO);
-    UT_EQ_INT(uv_loop_init(&loop), 0);
-    utloop_init(&lp, &loop, 0);
-    if (need_db)
-        utpg_create_db("usage");
-}
-
-static void env_teardown(void)
-{
-    utloop_shutdown(&lp); /* every handle of every store was released */
-    utpg_drop_db();
-}
-
-static void on_state(struct store *s, int up, void *arg)
-{
-    (void)s;
-    if (up)
-        (*(int *)arg)++;
-}
-
-static struct store *store_open(const char *conninfo, int *ups)
-{
-    struct store_opts o = {.conninfo = conninfo, .connect_timeout_ms = 1000};
-    struct store *s = NULL;
-    UT_EQ_INT(store_new(&loop, &o, on_state, ups, &s), 0);
-    return s;
-}
-
-static int ups;
-
-static struct store *store_open_up(void)
-{
-    ups = 0;
-    struct store *s = store_open(utpg.kv, &ups);
-    WAIT_FOR(ups == 1, 20000);
-    return s;
-}
-
-static void on_closed(void *arg)
-{
-    (*(int *)arg)++;
-}
-
-static void store_close_wait(struct store *s)
-{
-    int done = 0;
-    store_close(s, on_closed, &done);
-    WAIT_FOR(done, 5000);
-}
 
 /* ---- usage helpers -------------------------------------------------------------- */
 
@@ -196,8 +145,8 @@ static const char *sql1(const char *sql)
 
 static void test_add_accumulates(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "usage", 1);
+    struct store *s = utstore_open_up(&lp);
     struct usage_rec r = {"42", "9", "chat", "gpt-x", 1, 100, 20, 0, 0.5};
     add(s, &r);
     add(s, &r);
@@ -215,7 +164,7 @@ static void test_add_accumulates(void)
     /* Many queued back to back, and from a second connection at the same
      * time: the upsert adds every one. */
     int ups2 = 0;
-    struct store *s2 = store_open(utpg.kv, &ups2);
+    struct store *s2 = utstore_open(&lp, utpg.kv, &ups2);
     WAIT_FOR(ups2 == 1, 20000);
     struct usage_rec one = {"42", "9", "chat", "gpt-x", 1, 0, 0, 0, 0};
     struct added a[100];
@@ -231,15 +180,15 @@ static void test_add_accumulates(void)
     struct today t = today(s, "42");
     UT_EQ_INT(t.n, 1);
     UT_EQ_INT(t.rows[0].requests, 104);
-    store_close_wait(s2);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s2);
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_today_sums_guilds(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "usage", 1);
+    struct store *s = utstore_open_up(&lp);
     struct today t = today(s, "42");
     UT_EQ_INT(t.n, 0); /* nothing yet is not an error */
     UT_EQ_INT(t.null_rows, 1);
@@ -284,8 +233,8 @@ static void test_today_sums_guilds(void)
     UT_EQ_INT(t.n, 1);
     UT_EQ_INT(t.rows[0].requests, 5);
     UT_EQ_INT(today(s, "44").n, 0);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 /* What the cluster status shows: per kind, the amount the daily limit
@@ -293,8 +242,8 @@ static void test_today_sums_guilds(void)
  * amount over every guild and model. */
 static void test_totals_today(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "usage", 1);
+    struct store *s = utstore_open_up(&lp);
     struct totals x = totals(s);
     UT_EQ_INT(x.n, 0); /* nothing yet is not an error */
     UT_EQ_INT(x.null_totals, 1);
@@ -326,14 +275,14 @@ static void test_totals_today(void)
     UT_EQ_INT(x.t[2].amount, 8);
     UT_EQ_INT(x.t[2].users, 1);
     UT_EQ_INT(x.t[2].busiest, 8);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_rejects(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "usage", 1);
+    struct store *s = utstore_open_up(&lp);
     struct added a = {0};
     struct usage_rec ok = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
     struct usage_rec r = ok;
@@ -383,17 +332,17 @@ static void test_rejects(void)
     UT_EQ_STR(sql1("SELECT count(*) FROM usage_daily"), "0");
     add(s, &ok); /* and the connection goes on */
     UT_EQ_INT(today(s, "42").n, 1);
-    store_close_wait(s);
-    env_teardown();
+    utstore_close_wait(&lp, s);
+    utstore_env_teardown(&lp);
 }
 
 static void test_store_down(void)
 {
-    env_setup(0);
+    utstore_env_setup(&loop, &lp, "usage", 0);
     char ci[128]; /* a port where nothing listens */
     snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x", utsys_free_port());
     int never = 0;
-    struct store *s = store_open(ci, &never);
+    struct store *s = utstore_open(&lp, ci, &never);
     utloop_run_for(&lp, 300);
     UT_EQ_INT(store_up(s), 0);
     struct added a = {0};
@@ -405,18 +354,18 @@ static void test_store_down(void)
     struct totals x = {0};
     UT_EQ_INT(usage_totals_today(s, on_totals, &x), -ENOTCONN);
     utloop_run_for(&lp, 100);
-    store_close_wait(s);
+    utstore_close_wait(&lp, s);
     UT_EQ_INT(a.called, 0); /* refused means never called back */
     UT_EQ_INT(t.called, 0);
     UT_EQ_INT(x.called, 0);
     UT_EQ_INT(never, 0);
-    env_teardown();
+    utstore_env_teardown(&lp);
 }
 
 static void test_close_calls_back(void)
 {
-    env_setup(1);
-    struct store *s = store_open_up();
+    utstore_env_setup(&loop, &lp, "usage", 1);
+    struct store *s = utstore_open_up(&lp);
     struct added a = {0};
     struct today t = {0};
     struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
@@ -425,7 +374,7 @@ static void test_close_calls_back(void)
     struct totals x = {0};
     UT_EQ_INT(usage_totals_today(s, on_totals, &x), 0);
     int done = 0;
-    store_close(s, on_closed, &done);
+    store_close(s, utstore_on_closed, &done);
     UT_EQ_INT(x.called, 1);
     UT_EQ_INT(x.status, BC_ESHUTDOWN);
     UT_EQ_INT(x.null_totals, 1);
@@ -437,7 +386,7 @@ static void test_close_calls_back(void)
     WAIT_FOR(done, 5000);
     utloop_run_for(&lp, 50);
     UT_EQ_INT(a.called + t.called + x.called, 3);
-    env_teardown();
+    utstore_env_teardown(&lp);
 }
 
 static const struct ut_case cases[] = {

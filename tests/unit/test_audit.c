@@ -23,21 +23,10 @@ static struct utloop lp;
 
 #define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&lp, cond, ms)
 
-struct added {
-    int called, status;
-};
-
-static void on_added(int status, void *arg)
-{
-    struct added *a = arg;
-    a->called++;
-    a->status = status;
-}
-
 static int add_status(struct store *s, const struct audit_rec *r)
 {
-    struct added a = {0};
-    UT_EQ_INT(audit_add(s, r, on_added, &a), 0);
+    struct utstore_done a = {0};
+    UT_EQ_INT(audit_add(s, r, utstore_on_done, &a), 0);
     UT_EQ_INT(a.called, 0); /* never synchronously */
     WAIT_FOR(a.called, 10000);
     utloop_run_for(&lp, 20);
@@ -101,21 +90,21 @@ static void test_rejects(void)
 {
     utstore_env_setup(&loop, &lp, "audit", 1);
     struct store *s = utstore_open_up(&lp);
-    struct added a = {0};
+    struct utstore_done a = {0};
     const char *detail[] = {"k", "v"}, *unnamed[] = {NULL, "v"};
     struct audit_rec ok = {"chat-1", NULL, "42", "x", detail, 1}, r = ok;
-    UT_EQ_INT(audit_add(NULL, &r, on_added, &a), -EINVAL);
-    UT_EQ_INT(audit_add(s, NULL, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(NULL, &r, utstore_on_done, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, NULL, utstore_on_done, &a), -EINVAL);
     r = ok, r.instance = NULL;
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.action = NULL;
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.detail = unnamed;
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.detail = NULL;
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.ndetail = AUDIT_DETAIL_MAX + 1;
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), -EINVAL);
     utloop_run_for(&lp, 50);
     UT_EQ_INT(a.called, 0);
 
@@ -139,15 +128,15 @@ static void test_store_down_and_close(void)
     int never = 0;
     struct store *down = utstore_open(&lp, ci, &never);
     utloop_run_for(&lp, 300);
-    struct added a = {0};
+    struct utstore_done a = {0};
     struct audit_rec r = {"chat-1", NULL, "42", "x", NULL, 0};
-    UT_EQ_INT(audit_add(down, &r, on_added, &a), -ENOTCONN);
+    UT_EQ_INT(audit_add(down, &r, utstore_on_done, &a), -ENOTCONN);
     UT_EQ_INT(audit_add(down, &r, NULL, NULL), -ENOTCONN);
     utstore_close_wait(&lp, down);
     UT_EQ_INT(a.called, 0); /* refused means never called back */
 
     struct store *s = utstore_open_up(&lp);
-    UT_EQ_INT(audit_add(s, &r, on_added, &a), 0);
+    UT_EQ_INT(audit_add(s, &r, utstore_on_done, &a), 0);
     int done = 0;
     store_close(s, utstore_on_closed, &done);
     UT_EQ_INT(a.called, 1);

@@ -332,30 +332,55 @@ static void read_hash(char *out, size_t outlen)
     redisFree(c);
 }
 
-static void test_redis_mirror_by_fingerprint(void)
+/* A connection to the shared Redis, once it is up, on a new loop; keys
+ * under this process's prefix are deleted at exit. */
+static struct rds *redis_setup(void)
 {
+    static int up;
     const char *url = utredis_shared(host, &port);
     snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
     atexit(cleanup);
     UT_EQ_INT(uv_loop_init(&loop), 0);
     utloop_init(&lp, &loop, 0);
     struct rds *r;
-    int up = 0, closed = 0;
     char err[256];
     struct rds_opts ro = {.url = url, .name = "test"};
+    up = 0;
     UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
     UTLOOP_WAIT_FOR(&lp, up, 5000);
+    return r;
+}
 
+static void redis_teardown(struct rds *r)
+{
+    int closed = 0;
+    rds_close(r, on_flag, &closed);
+    UTLOOP_WAIT_FOR(&lp, closed, 5000);
+    utloop_shutdown(&lp);
+}
+
+/* A pool of keys (a list) mirrored to r as "openai" of "chat-1", its first
+ * key out of quota and its second cooling for a minute. */
+static struct keypool *mirrored_pool(struct rds *r, const char *keys, struct keypool_pick *pk)
+{
     struct secret s = {0};
-    secret_set(&s, "sk-first-VALUE,sk-second-VALUE,sk-third-VALUE");
+    secret_set(&s, keys);
     struct keypool *p;
     UT_EQ_INT(keypool_new(&loop, r, prefix, "openai", "chat-1", &s, NULL, &p), 0);
     secret_clear(&s);
+    pick(p, uv_now(&loop), pk);
+    keypool_report(p, uv_now(&loop), pk->index, KEYPOOL_QUOTA, 0);
+    pick(p, uv_now(&loop), pk);
+    keypool_report(p, uv_now(&loop), pk->index, KEYPOOL_RATE_LIMITED, 60000);
+    return p;
+}
+
+static void test_redis_mirror_by_fingerprint(void)
+{
+    struct rds *r = redis_setup();
+
     struct keypool_pick pk;
-    pick(p, uv_now(&loop), &pk);
-    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_QUOTA, 0);
-    pick(p, uv_now(&loop), &pk);
-    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_RATE_LIMITED, 60000);
+    struct keypool *p = mirrored_pool(r, "sk-first-VALUE,sk-second-VALUE,sk-third-VALUE", &pk);
     pick(p, uv_now(&loop), &pk);
     keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_OK, 0);
 
@@ -384,9 +409,7 @@ static void test_redis_mirror_by_fingerprint(void)
     /* freed with writes in flight, then the connection closes */
     keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_OK, 0);
     keypool_free(p);
-    rds_close(r, on_flag, &closed);
-    UTLOOP_WAIT_FOR(&lp, closed, 5000);
-    utloop_shutdown(&lp);
+    redis_teardown(r);
 }
 
 static void test_redis_down_stays_local(void)
@@ -477,32 +500,14 @@ static void hset(redisContext *c, const char *key, const char *field, const char
  * writes is skipped or marked unknown; the caller's cap is kept. */
 static void test_read_state_as_mirrored(void)
 {
-    const char *url = utredis_shared(host, &port);
-    snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
-    atexit(cleanup);
-    UT_EQ_INT(uv_loop_init(&loop), 0);
-    utloop_init(&lp, &loop, 0);
-    struct rds *r;
-    int up = 0, closed = 0;
-    char err[256];
-    struct rds_opts ro = {.url = url, .name = "test"};
-    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
-    UTLOOP_WAIT_FOR(&lp, up, 5000);
+    struct rds *r = redis_setup();
 
     struct readout *o = read_state(r, 10);
     UT_EQ_INT(o->status, 0);
     UT_EQ_INT(o->n, 0); /* nothing mirrored yet */
 
-    struct secret s = {0};
-    secret_set(&s, "sk-first-VALUE,sk-second-VALUE");
-    struct keypool *p;
-    UT_EQ_INT(keypool_new(&loop, r, prefix, "openai", "chat-1", &s, NULL, &p), 0);
-    secret_clear(&s);
     struct keypool_pick pk;
-    pick(p, uv_now(&loop), &pk);
-    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_QUOTA, 0);
-    pick(p, uv_now(&loop), &pk);
-    keypool_report(p, uv_now(&loop), pk.index, KEYPOOL_RATE_LIMITED, 60000);
+    struct keypool *p = mirrored_pool(r, "sk-first-VALUE,sk-second-VALUE", &pk);
     char fp1[SECRET_FP_LEN], fp2[SECRET_FP_LEN];
     secret_fingerprint("sk-first-VALUE", 14, fp1);
     secret_fingerprint("sk-second-VALUE", 15, fp2);
@@ -561,17 +566,13 @@ static void test_read_state_as_mirrored(void)
     redisFree(c);
 
     keypool_free(p);
-    rds_close(r, on_flag, &closed);
-    UTLOOP_WAIT_FOR(&lp, closed, 5000);
-    utloop_shutdown(&lp);
+    redis_teardown(r);
 }
 
 /* The callback contract: refused means never called back; a read cut by
  * the connection's close is called back once, with what it had. */
 static void test_read_state_errors(void)
 {
-    const char *url = utredis_shared(host, &port);
-    snprintf(prefix, sizeof(prefix), "t%d_kp", (int)getpid());
     UT_EQ_INT(uv_loop_init(&loop), 0);
     utloop_init(&lp, &loop, 0);
     struct readout o = {0};
@@ -588,11 +589,10 @@ static void test_read_state_errors(void)
     UT_EQ_INT(o.called, 0);
     rds_close(r, on_flag, &closed);
     UTLOOP_RUN_UNTIL(&lp, closed, 5000);
+    utloop_shutdown(&lp);
 
-    struct rds_opts ro = {.url = url, .name = "test"};
+    r = redis_setup();
     closed = 0;
-    UT_EQ_INT(rds_new(&loop, &ro, on_up, &up, &r, err, sizeof(err)), 0);
-    UTLOOP_WAIT_FOR(&lp, up, 5000);
     UT_EQ_INT(keypool_read_state(r, prefix, 1, on_state_read, &o), 0);
     rds_close(r, on_flag, &closed);
     UTLOOP_RUN_UNTIL(&lp, closed, 5000);

@@ -28,18 +28,7 @@ static struct utloop lp;
 
 /* ---- usage helpers -------------------------------------------------------------- */
 
-struct added {
-    int called, status;
-};
-
-static void on_added(int status, void *arg)
-{
-    struct added *a = arg;
-    a->called++;
-    a->status = status;
-}
-
-static int count_called(const struct added *a, int n)
+static int count_called(const struct utstore_done *a, int n)
 {
     int c = 0;
     for (int i = 0; i < n; i++)
@@ -49,8 +38,8 @@ static int count_called(const struct added *a, int n)
 
 static int add_status(struct store *s, const struct usage_rec *r)
 {
-    struct added a = {0};
-    UT_EQ_INT(usage_add(s, r, on_added, &a), 0);
+    struct utstore_done a = {0};
+    UT_EQ_INT(usage_add(s, r, utstore_on_done, &a), 0);
     UT_EQ_INT(a.called, 0); /* never synchronously */
     WAIT_FOR(a.called, 10000);
     UT_EQ_INT(a.called, 1);
@@ -167,10 +156,10 @@ static void test_add_accumulates(void)
     struct store *s2 = utstore_open(&lp, utpg.kv, &ups2);
     WAIT_FOR(ups2 == 1, 20000);
     struct usage_rec one = {"42", "9", "chat", "gpt-x", 1, 0, 0, 0, 0};
-    struct added a[100];
+    struct utstore_done a[100];
     memset(a, 0, sizeof(a));
     for (int i = 0; i < 100; i++)
-        UT_EQ_INT(usage_add(i % 2 ? s : s2, &one, on_added, &a[i]), 0);
+        UT_EQ_INT(usage_add(i % 2 ? s : s2, &one, utstore_on_done, &a[i]), 0);
     UT_EQ_INT(usage_add(s, &one, NULL, NULL), 0); /* no callback is fine */
     WAIT_FOR(count_called(a, 100) == 100, 10000);
     for (int i = 0; i < 100; i++) {
@@ -283,33 +272,33 @@ static void test_rejects(void)
 {
     utstore_env_setup(&loop, &lp, "usage", 1);
     struct store *s = utstore_open_up(&lp);
-    struct added a = {0};
+    struct utstore_done a = {0};
     struct usage_rec ok = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
     struct usage_rec r = ok;
-    UT_EQ_INT(usage_add(NULL, &r, on_added, &a), -EINVAL);
-    UT_EQ_INT(usage_add(s, NULL, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(NULL, &r, utstore_on_done, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, NULL, utstore_on_done, &a), -EINVAL);
     r.user_id = NULL;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.kind = NULL;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.model = NULL;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.requests = -1;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.prompt_tokens = -1;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.completion_tokens = -1;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.units = -1;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.credits = -0.5;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.credits = NAN;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.credits = INFINITY;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     r = ok, r.credits = 1e12;
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -EINVAL);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -EINVAL);
     struct today t = {0};
     UT_EQ_INT(usage_today(NULL, "42", on_today, &t), -EINVAL);
     UT_EQ_INT(usage_today(s, NULL, on_today, &t), -EINVAL);
@@ -345,10 +334,10 @@ static void test_store_down(void)
     struct store *s = utstore_open(&lp, ci, &never);
     utloop_run_for(&lp, 300);
     UT_EQ_INT(store_up(s), 0);
-    struct added a = {0};
+    struct utstore_done a = {0};
     struct today t = {0};
     struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), -ENOTCONN);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), -ENOTCONN);
     UT_EQ_INT(usage_add(s, &r, NULL, NULL), -ENOTCONN);
     UT_EQ_INT(usage_today(s, "42", on_today, &t), -ENOTCONN);
     struct totals x = {0};
@@ -366,10 +355,10 @@ static void test_close_calls_back(void)
 {
     utstore_env_setup(&loop, &lp, "usage", 1);
     struct store *s = utstore_open_up(&lp);
-    struct added a = {0};
+    struct utstore_done a = {0};
     struct today t = {0};
     struct usage_rec r = {"42", NULL, "chat", "m", 1, 0, 0, 0, 0};
-    UT_EQ_INT(usage_add(s, &r, on_added, &a), 0);
+    UT_EQ_INT(usage_add(s, &r, utstore_on_done, &a), 0);
     UT_EQ_INT(usage_today(s, "42", on_today, &t), 0);
     struct totals x = {0};
     UT_EQ_INT(usage_totals_today(s, on_totals, &x), 0);

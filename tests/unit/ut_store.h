@@ -81,4 +81,17 @@ static UT_UNUSED void utstore_close_wait(struct utloop *l, struct store *s)
     UTLOOP_WAIT_FOR(l, done, 5000);
 }
 
+/* A record of a done callback of the shape (int status, void *arg), as
+ * usage_add's and audit_add's: how often it ran and with what. */
+struct utstore_done {
+    int called, status;
+};
+
+static UT_UNUSED void utstore_on_done(int status, void *arg)
+{
+    struct utstore_done *d = arg;
+    d->called++;
+    d->status = status;
+}
+
 #endif

@@ -48,7 +48,8 @@ static const char *const kind_names[KIND_COUNT] = {"chat", "image", "video"};
 
 struct adm;
 
-/* A reply callback's argument: the job and which stream it is about. Lives in struct facts, so as long as the job does. */
+/* A reply callback's argument: the job and which stream it is about.
+ * Lives in struct facts, so as long as the job does. */
 struct ctx {
     struct adm *a;
     int i;
@@ -62,7 +63,8 @@ struct queue {
 };
 
 struct keyrow {
-    char provider[24], instance[32], fp[72], state[12], reason[32];
+    char provider[24], instance[32], fp[KEYPOOL_FP_MAX], reason[32];
+    enum keypool_key_state state;
     int64_t until_ms;
 };
 
@@ -659,15 +661,12 @@ static void queues_probe(struct adm *a)
 /* A key as keypool read it back, made into a row to show. */
 static void key_row(struct facts *f, const struct keypool_entry *e)
 {
-    static const char *const state_names[] = {
-        [KEYPOOL_KEY_UNKNOWN] = "?", [KEYPOOL_KEY_OK] = "ok", [KEYPOOL_KEY_COOLING] = "cooling",
-        [KEYPOOL_KEY_OUT] = "out"};
     struct keyrow *k = &f->keys[f->nkeys++];
     memset(k, 0, sizeof(*k));
     clean(k->provider, sizeof(k->provider), e->provider, e->provider_len);
     clean(k->instance, sizeof(k->instance), e->instance, e->instance_len);
     snprintf(k->fp, sizeof(k->fp), "%s", e->fp);
-    snprintf(k->state, sizeof(k->state), "%s", state_names[e->state]);
+    k->state = e->state;
     if (e->reason)
         clean(k->reason, sizeof(k->reason), e->reason, strlen(e->reason));
     k->until_ms = e->until_ms;
@@ -839,17 +838,17 @@ static int keyrow_cmp(const void *x, const void *y)
 static void key_line(const struct facts *f, const struct keyrow *k, int ko, struct buf *b)
 {
     buf_printf(b, "`%s` %s · %s: ", k->fp, k->provider, k->instance);
-    if (!strcmp(k->state, "ok"))
+    if (k->state == KEYPOOL_KEY_OK)
         buf_puts(b, ko ? "정상" : "ok");
-    else if (!strcmp(k->state, "cooling") && k->until_ms > 0)
+    else if (k->state == KEYPOOL_KEY_COOLING && k->until_ms > 0)
         buf_printf(b, ko ? "대기 (<t:%" PRId64 ":T>까지)" : "cooling until <t:%" PRId64 ":T>", k->until_ms / 1000);
-    else if (!strcmp(k->state, "cooling"))
+    else if (k->state == KEYPOOL_KEY_COOLING)
         buf_puts(b, ko ? "대기" : "cooling");
-    else if (!strcmp(k->state, "out"))
+    else if (k->state == KEYPOOL_KEY_OUT)
         buf_puts(b, ko ? "제외됨" : "out");
     else
         buf_puts(b, "?");
-    if (*k->reason && strcmp(k->state, "ok"))
+    if (*k->reason && k->state != KEYPOOL_KEY_OK)
         buf_printf(b, " (%s)", k->reason);
     if (!peer_live(f, k->instance))
         buf_puts(b, ko ? " · 오래된 정보 (인스턴스 중단)" : " · stale (instance not running)");

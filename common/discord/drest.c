@@ -28,9 +28,10 @@
 
 #include "base/buf.h"
 #include "base/err.h"
-#include "io/hcl.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "discord/dpath.h"
+#include "io/hcl.h"
 #include "io/rds.h"
 
 #ifndef BC_VERSION
@@ -268,16 +269,6 @@ struct rpath {
     int exempt;
 };
 
-static int is_snowflake(const char *s, size_t n)
-{
-    if (n < 1 || n > 20)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
 static int path_valid(const char *p)
 {
     if (p[0] != '/')
@@ -339,7 +330,7 @@ static int path_split(const char *path, struct segs *g)
 static int path_major(const struct segs *g, int *tok)
 {
     *tok = -1;
-    if (g->n < 2 || !is_snowflake(g->s[1], g->len[1]))
+    if (g->n < 2 || !dpath_is_snowflake(g->s[1], g->len[1]))
         return 0;
     if (seg_is(g, 0, "channels") || seg_is(g, 0, "guilds"))
         return 2;
@@ -368,7 +359,7 @@ static int path_parse(const char *method, const char *path, struct rpath *rp)
         const char *r = NULL;
         if (i < keep && i > 0)
             r = i == tok ? "{token}" : "{id}";
-        else if (i >= keep && is_snowflake(g.s[i], g.len[i]))
+        else if (i >= keep && dpath_is_snowflake(g.s[i], g.len[i]))
             r = "{id}";
         else if (seg_is(&g, i - 1, "reactions"))
             r = "{emoji}";

@@ -77,7 +77,8 @@ struct drest_file {
 struct drest_req {
     const char *method; /* GET POST PUT PATCH DELETE */
     /* "/channels/123/messages", relative to api_base, already percent-encoded
-     * (emoji in reaction routes); a query string is allowed. */
+     * (emoji in reaction routes); a query string is allowed. Built by
+     * dpath (discord/dpath.h), which checks the ids in it. */
     const char *path;
     const char *json;   /* body, or NULL; with files it becomes payload_json */
     size_t json_len;    /* 0 = strlen(json) */

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "discord/cmds.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 
 #define EDIT_RETRY_MS 250
@@ -229,8 +230,10 @@ struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const s
     if (!loop || !j || !j->app_id || !j->token || !json || !cb || nfiles < 0 || (nfiles && !files))
         return NULL;
     struct ixjob_edit *e = mem_calloc(1, sizeof(*e));
-    char path[700];
-    snprintf(path, sizeof(path), "/webhooks/%s/%s/messages/@original", j->app_id, j->token);
+    char path[DPATH_MAX];
+    /* An id that is not one is the job's fault, told through cb like any
+     * request drest refuses: the caller's cleanup runs from there. */
+    int rc = dpath_webhook_original(path, sizeof(path), j->app_id, j->token);
     e->loop = loop;
     e->rest = rest;
     e->path = mem_strdup(path);
@@ -242,7 +245,8 @@ struct ixjob_edit *ixjob_edit_files(uv_loop_t *loop, struct drest *rest, const s
     e->arg = arg;
     uv_timer_init(loop, &e->timer);
     e->timer.data = e;
-    int rc = edit_send(e);
+    if (!rc)
+        rc = edit_send(e);
     if (rc) {
         e->failed = rc;
         uv_timer_start(&e->timer, on_failed, 0, 0);

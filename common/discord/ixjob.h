@@ -10,8 +10,9 @@
  *
  * ixjob_edit_original and ixjob_edit_files call cb exactly once (unless
  * cancelled), always later from the loop, never from inside the call: also
- * when the request cannot even be queued (no REST client, drest refused
- * it), then with that error on the next loop turn. */
+ * when the request cannot even be queued (no REST client, an app id or
+ * token dpath refuses, drest refused it), then with that error on the next
+ * loop turn. */
 #ifndef BC_IXJOB_H
 #define BC_IXJOB_H
 
@@ -61,8 +62,9 @@ struct ixjob_edit;
  * be freed once this returns (what is needed is copied). Returns a handle
  * valid until cb runs (or until ixjob_edit_cancel); cb runs exactly once,
  * later (status -ENOTCONN when rest is NULL, drest_request's error when it
- * refused the request). Returns NULL for bad arguments (no loop, job
- * without app id or token, no json, no cb), and then cb never runs. */
+ * refused the request, -EINVAL when the app id or token is not one, see
+ * dpath.h). Returns NULL for bad arguments (no loop, job without app id or
+ * token, no json, no cb), and then cb never runs. */
 struct ixjob_edit *ixjob_edit_original(uv_loop_t *loop, struct drest *rest, const struct ixjob *j,
                                        const char *json, ixjob_cb *cb, void *arg);
 /* The same with files attached (multipart; json must list them in its

@@ -230,6 +230,31 @@ static void test_cancel_before_a_deferred_failure(void)
     teardown();
 }
 
+/* An application id that is not a snowflake ("1/../777" reaches another
+ * webhook once the URL's dot segments are resolved) is refused through the
+ * callback, and nothing reaches Discord. */
+static void test_edit_with_a_bad_app_id_calls_back_with_einval(void)
+{
+    setup();
+    struct ixjob j;
+    parse(&j);
+    static const char *const bad[] = {"1/../777", "", "abc"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct done d = {0};
+        j.app_id = bad[i];
+        struct ixjob_edit *e = ixjob_edit_original(&F.loop, rest, &j, "{\"content\":\"x\"}", on_done, &d);
+        UT_ASSERT(e != NULL);
+        UT_EQ_INT(d.calls, 0);
+        UTLOOP_WAIT_FOR(&F.ul, d.calls == 1, 2000);
+        UT_EQ_INT(d.status, -EINVAL);
+    }
+    j.app_id = NULL;
+    ixjob_free(&j);
+    utloop_run_for(&F.ul, 100);
+    UT_EQ_INT(F.nreq, 0);
+    teardown();
+}
+
 /* ---- editing ---------------------------------------------------------------------------- */
 
 static void test_edit_reaches_discord_once(void)
@@ -331,6 +356,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_edit_without_rest_calls_back_later_once),
     UT_CASE(test_edit_refused_by_drest_calls_back_later_once),
     UT_CASE(test_cancel_before_a_deferred_failure),
+    UT_CASE(test_edit_with_a_bad_app_id_calls_back_with_einval),
     UT_CASE(test_edit_reaches_discord_once),
     UT_CASE(test_early_404_is_retried),
     UT_CASE(test_404_past_the_retry_window_is_an_error),

@@ -6,6 +6,7 @@
 
 #include "base/config.h"
 #include "service/bus.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -78,14 +79,14 @@ static void on_post(struct bus *b, struct bus_job *job, void *arg)
     (void)b;
     const struct diag_deps *d = arg;
     struct json_object *root = json_tokener_parse(job->payload), *ch, *content;
-    char path[96];
+    char path[DPATH_MAX];
     if (!d->rest || !root || !json_object_object_get_ex(root, "channel_id", &ch) ||
-        !json_object_object_get_ex(root, "content", &content) || strlen(json_object_get_string(ch)) > 20) {
+        !json_object_object_get_ex(root, "content", &content) ||
+        dpath_channel_messages(path, sizeof(path), json_object_get_string(ch))) {
         json_object_put(root);
         bus_finish(job, BUS_FAILED, d->rest ? "diag.post needs {channel_id, content}" : "no Discord client");
         return;
     }
-    snprintf(path, sizeof(path), "/channels/%s/messages", json_object_get_string(ch));
     struct json_object *body = json_object_new_object();
     json_object_object_add(body, "content", json_object_get(content));
     const char *json = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);

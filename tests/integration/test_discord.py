@@ -231,6 +231,25 @@ def test_bad_token_stops_without_loop(t):
         check("wrong-token" not in i.logs(), "token never logged")
 
 
+@harness.timeout(60)
+def test_diag_post_never_sends_a_channel_id_that_is_not_one(t):
+    """A diag.post job's channel_id goes into the request's path: one that is
+    not a snowflake ("../users/@me" fits the old 20-character check) is
+    refused, never sent to where its dot segments lead."""
+    redis, sim = setup(t)
+    inst = t.instance("video", env=bot_env(t, redis, sim))
+    inst.wait_healthy(15)
+    r = redis.client()
+    for ch in ("../users/@me", CH_CHAT):
+        r.cmd("XADD", "discordbot:jobs:video", "*", "type", "diag.post",
+              "payload", json.dumps({"channel_id": ch, "content": "to %s" % ch}))
+    wait_until(lambda: len(sim.channel_messages(CH_CHAT)) >= 1, 20, "the good one posted")
+    wait_until(lambda: inst.health()[1]["processed"] + inst.health()[1]["failed"] >= 2, 10, "both handled")
+    posts = [e.get("path") for e in sim.log(method="POST")]
+    check(posts and all(p.endswith("/channels/%s/messages" % CH_CHAT) for p in posts),
+          "only the good one reached Discord: %r" % posts)
+
+
 @harness.timeout(120)
 def test_burst_into_one_channel_respects_rate_limits(t):
     redis, sim = setup(t)

@@ -6,6 +6,7 @@
 
 #include "service/bus.h"
 #include "base/config.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
@@ -191,7 +192,9 @@ void ping_run(const struct ping_deps *d, struct bus_job *job, struct ixjob *ix)
         p->waiting++;
     if (rds_cmd(d->redis, on_session, p, 4, hm, NULL) == 0)
         p->waiting++;
-    struct drest_req rq = {.method = "GET", .path = "/users/@me", .bot_auth = 1};
+    char me[DPATH_MAX];
+    dpath_me(me, sizeof(me));
+    struct drest_req rq = {.method = "GET", .path = me, .bot_auth = 1};
     p->t_rest = uv_hrtime();
     if ((rest_probe.at && p->t_rest - rest_probe.at < REST_PROBE_EVERY_NS) || rest_probe.busy) {
         p->rest_ms = rest_probe.ms; /* measured a moment ago, or being measured */

@@ -11,6 +11,7 @@
 #include "service/bus.h"
 #include "process/core.h"
 #include "service/dl.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
@@ -237,9 +238,10 @@ static void record(struct pic *p)
 static void gallery(struct pic *p)
 {
     const struct config *cfg = core_config(p->g->core);
-    if (!cfg->gallery_channel[0] || !core_rest(p->g->core) || !p->nfiles)
+    char text[1900], path[DPATH_MAX];
+    if (!cfg->gallery_channel[0] || !core_rest(p->g->core) || !p->nfiles ||
+        dpath_channel_messages(path, sizeof(path), cfg->gallery_channel))
         return;
-    char text[1900], path[80];
     snprintf(text, sizeof(text), "%s <@%s>: %.1500s", p->ix.ko ? "🎨 작성자" : "🎨 by", p->ix.user_id ? p->ix.user_id : "?",
              p->prompt);
     struct json_object *o = json_object_new_object(), *am = json_object_new_object(),
@@ -255,7 +257,6 @@ static void gallery(struct pic *p)
     }
     json_object_object_add(o, "attachments", atts);
     char *json = json_text(o);
-    snprintf(path, sizeof(path), "/channels/%s/messages", cfg->gallery_channel);
     struct drest_req rq = {.method = "POST", .path = path, .json = json, .files = p->files, .nfiles = p->nfiles,
                            .bot_auth = 1};
     if (drest_request(core_rest(p->g->core), &rq, on_gallery, NULL))

@@ -13,6 +13,7 @@
 #include "service/bus.h"
 #include "process/core.h"
 #include "service/dl.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
@@ -504,20 +505,17 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
         return;
     }
     v->channel_mode = 1;
-    char path[120];
-    struct drest_req rq = {.json = json, .files = files, .nfiles = nfiles, .bot_auth = 1};
-    if (v->status_msg[0] && !final) {
-        snprintf(path, sizeof(path), "/channels/%s/messages/%s", v->channel_id, v->status_msg);
-        rq.method = "PATCH";
-    } else {
-        snprintf(path, sizeof(path), "/channels/%s/messages", v->channel_id);
-        rq.method = "POST";
-    }
-    rq.path = path;
-    char *nonced = final ? with_nonce(v, json) : NULL;
+    char path[DPATH_MAX];
+    struct drest_req rq = {.json = json, .files = files, .nfiles = nfiles, .bot_auth = 1, .path = path};
+    int edit = v->status_msg[0] && !final;
+    rq.method = edit ? "PATCH" : "POST";
+    int rc = edit ? dpath_channel_message(path, sizeof(path), v->channel_id, v->status_msg)
+                  : dpath_channel_messages(path, sizeof(path), v->channel_id);
+    char *nonced = final && !rc ? with_nonce(v, json) : NULL;
     if (nonced)
         rq.json = nonced;
-    int rc = drest_request(rest, &rq, on_channel_sent, v);
+    if (!rc)
+        rc = drest_request(rest, &rq, on_channel_sent, v);
     mem_free(nonced);
     if (rc) {
         run_after_edit(v);

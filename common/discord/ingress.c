@@ -9,6 +9,7 @@
 
 #include "base/buf.h"
 #include "discord/cmds.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "base/glob.h"
@@ -358,10 +359,9 @@ static void on_callback_done(const struct drest_resp *r, void *arg)
 
 static void send_callback(struct ingress *in, const char *id, const char *token, const char *json, const char *what)
 {
-    if (!in->rest)
+    char path[DPATH_MAX];
+    if (!in->rest || dpath_interaction_callback(path, sizeof(path), id, token))
         return;
-    char path[700];
-    snprintf(path, sizeof(path), "/interactions/%s/%s/callback", id, token);
     struct cb_ctx *c = mem_calloc(1, sizeof(*c));
     c->in = in;
     snprintf(c->what, sizeof(c->what), "%s", what);
@@ -973,10 +973,15 @@ static void on_ack_done(const struct drest_resp *r, void *arg)
 static void ack_now(struct ingress *in, struct batch *b, int stream_arg, const char *id, const char *token,
                     int ephemeral)
 {
+    char path[DPATH_MAX];
     if (!in->rest)
         return;
-    char path[700];
-    snprintf(path, sizeof(path), "/interactions/%s/%s/callback", id, token);
+    if (dpath_interaction_callback(path, sizeof(path), id, token)) {
+        in->st.ack_failed++;
+        log_warn("interaction acknowledgement not sent: not an interaction id and token",
+                 LF_STR("interaction", id));
+        return;
+    }
     const char *json = defer_json(ephemeral);
     struct ack_ctx *c = mem_calloc(1, sizeof(*c));
     c->b = b;
@@ -999,7 +1004,7 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
     decide(in, ix, &dc);
     const char *id = jstr(ix, "id"), *token = jstr(ix, "token");
     in->st.interactions++;
-    if (!id || !token || strlen(id) >= 24 || strlen(token) >= 512) {
+    if (!id || !token || strlen(id) >= 24 || strlen(token) > DPATH_TOKEN_MAX) {
         log_warn("interaction without a usable id or token ignored");
         batch_add(in, seq, "", "", "", 0, NULL);
         return;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
@@ -188,8 +189,6 @@ static void send_first(struct reply *r, const char *text, size_t len, then_fn *t
         then(r, -ENOTCONN, 0);
         return;
     }
-    int rc;
-    char path[700];
     if (r->token) {
         char *json = message_json(r, text, len, 0);
         struct ixjob j = {.app_id = r->app_id, .token = r->token};
@@ -197,14 +196,12 @@ static void send_first(struct reply *r, const char *text, size_t len, then_fn *t
         mem_free(json);
         return;
     }
+    char path[DPATH_MAX];
     char *json = message_json(r, text, len, !r->posted_id[0]);
-    if (r->posted_id[0]) {
-        snprintf(path, sizeof(path), "/channels/%s/messages/%s", r->channel_id, r->posted_id);
-        rc = rest_send(r, "PATCH", path, json, NULL, 1);
-    } else {
-        snprintf(path, sizeof(path), "/channels/%s/messages", r->channel_id);
-        rc = rest_send(r, "POST", path, json, NULL, 1);
-    }
+    int rc = r->posted_id[0] ? dpath_channel_message(path, sizeof(path), r->channel_id, r->posted_id)
+                             : dpath_channel_messages(path, sizeof(path), r->channel_id);
+    if (!rc)
+        rc = rest_send(r, r->posted_id[0] ? "PATCH" : "POST", path, json, NULL, 1);
     mem_free(json);
     if (rc) {
         r->busy = 0;
@@ -217,13 +214,12 @@ static void send_more(struct reply *r, const char *text, size_t len, const struc
 {
     r->busy = 1;
     r->then = then;
-    char path[700];
+    char path[DPATH_MAX];
     char *json = message_json(r, text, len, 0);
-    if (r->token)
-        snprintf(path, sizeof(path), "/webhooks/%s/%s", r->app_id, r->token);
-    else
-        snprintf(path, sizeof(path), "/channels/%s/messages", r->channel_id);
-    int rc = rest_of(r) ? rest_send(r, "POST", path, json, file, !r->token) : -ENOTCONN;
+    int rc = r->token ? dpath_webhook(path, sizeof(path), r->app_id, r->token)
+                      : dpath_channel_messages(path, sizeof(path), r->channel_id);
+    if (!rc)
+        rc = rest_of(r) ? rest_send(r, "POST", path, json, file, !r->token) : -ENOTCONN;
     mem_free(json);
     if (rc) {
         r->busy = 0;
@@ -246,10 +242,10 @@ static void on_typing_timer(uv_timer_t *t)
     struct reply *r = t->data;
     if (r->posted_id[0] || r->cancelled || !rest_of(r))
         return;
-    char path[80];
-    snprintf(path, sizeof(path), "/channels/%s/typing", r->channel_id);
+    char path[DPATH_MAX];
     struct drest_req rq = {.method = "POST", .path = path, .bot_auth = 1};
-    if (!drest_request(rest_of(r), &rq, on_typing_sent, r))
+    if (!dpath_channel_typing(path, sizeof(path), r->channel_id) &&
+        !drest_request(rest_of(r), &rq, on_typing_sent, r))
         r->pending++;
     uv_timer_start(&r->typing, on_typing_timer, TYPING_EVERY_MS, 0);
 }

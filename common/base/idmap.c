@@ -110,6 +110,18 @@ size_t idmap_count(const struct idmap *m)
     return m ? m->live : 0;
 }
 
+const struct idmap_slot *idmap_next(const struct idmap *m, size_t *pos)
+{
+    for (; m && *pos < m->cap; (*pos)++) {
+        const struct idmap_slot *s = &m->slots[*pos];
+        if (s->key && s->key != IDMAP_GONE) {
+            (*pos)++;
+            return s;
+        }
+    }
+    return NULL;
+}
+
 void idmap_free(struct idmap *m)
 {
     mem_free(m->slots);

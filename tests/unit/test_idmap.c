@@ -1,4 +1,5 @@
-/* Unit tests for idmap: the hash index the bus finds jobs and acks with. */
+/* Unit tests for idmap: the hash index the bus, drest and the ingress find
+ * their objects with. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,9 +61,46 @@ static void test_churn_keeps_every_entry_findable(void)
     idmap_free(&m);
 }
 
+/* A walk sees every live entry once, also while it deletes the entries it
+ * is given (drest drops idle lanes so) and after deletions elsewhere. */
+static void test_walk_sees_each_entry_once_and_may_delete_it(void)
+{
+    static char keys[1000][16];
+    static int seen[1000];
+    struct idmap m = {0};
+    size_t pos = 0;
+    UT_ASSERT(idmap_next(&m, &pos) == NULL);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(keys[i], sizeof keys[i], "%d", i);
+        UT_EQ_INT(idmap_put(&m, 1, keys[i], &seen[i]), 0);
+    }
+    for (int i = 0; i < 1000; i += 10)
+        UT_ASSERT(idmap_del(&m, 1, keys[i]) == &seen[i]);
+    const struct idmap_slot *s;
+    int n = 0;
+    for (pos = 0; (s = idmap_next(&m, &pos));) {
+        int *v = s->val;
+        (*v)++;
+        n++;
+        UT_EQ_INT(s->tag, 1);
+        UT_ASSERT(s->key == keys[v - seen]);
+        if ((v - seen) % 2)
+            UT_ASSERT(idmap_del(&m, 1, s->key) == v);
+    }
+    UT_EQ_INT(n, 900);
+    for (int i = 0; i < 1000; i++)
+        UT_EQ_INT(seen[i], i % 10 ? 1 : 0);
+    UT_EQ_INT(idmap_count(&m), 400);
+    for (n = 0, pos = 0; idmap_next(&m, &pos);)
+        n++;
+    UT_EQ_INT(n, 400);
+    idmap_free(&m);
+}
+
 static const struct ut_case cases[] = {
     UT_CASE(test_put_get_del_by_tag_and_key),
     UT_CASE(test_churn_keeps_every_entry_findable),
+    UT_CASE(test_walk_sees_each_entry_once_and_may_delete_it),
     {0},
 };
 UT_MAIN(cases)

@@ -28,6 +28,7 @@
 
 #include "base/buf.h"
 #include "base/err.h"
+#include "base/idmap.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "discord/dpath.h"
@@ -88,89 +89,19 @@ static const char CT_JSON[] = "Content-Type: application/json";
 /* An empty header removes the form-urlencoded type curl adds to a body. */
 static const char CT_NONE[] = "Content-Type:";
 
-/* ---- a small string-keyed hash table ------------------------------------- */
-
-struct hent {
-    struct hent *next;
-    uint32_t hash;
-    char *key; /* owned by the entry's container */
-};
-
-struct htab {
-    struct hent **v;
-    size_t nb, n;
-};
-
-static uint32_t ht_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-static struct hent *ht_get(const struct htab *t, const char *key)
-{
-    if (!t->nb)
-        return NULL;
-    uint32_t h = ht_hash(key);
-    for (struct hent *e = t->v[h & (t->nb - 1)]; e; e = e->next)
-        if (e->hash == h && !strcmp(e->key, key))
-            return e;
-    return NULL;
-}
-
-static void ht_grow(struct htab *t)
-{
-    size_t nb = t->nb ? t->nb * 2 : 64;
-    struct hent **v = mem_calloc(nb, sizeof *v);
-    for (size_t i = 0; i < t->nb; i++) {
-        struct hent *e = t->v[i], *nx;
-        for (; e; e = nx) {
-            nx = e->next;
-            e->next = v[e->hash & (nb - 1)];
-            v[e->hash & (nb - 1)] = e;
-        }
-    }
-    mem_free(t->v);
-    t->v = v;
-    t->nb = nb;
-}
-
-/* e->key must be set and not present yet. */
-static void ht_put(struct htab *t, struct hent *e)
-{
-    if (t->n >= t->nb)
-        ht_grow(t);
-    e->hash = ht_hash(e->key);
-    struct hent **b = &t->v[e->hash & (t->nb - 1)];
-    e->next = *b;
-    *b = e;
-    t->n++;
-}
-
-static void ht_del(struct htab *t, struct hent *e)
-{
-    struct hent **p = &t->v[e->hash & (t->nb - 1)];
-    while (*p != e)
-        p = &(*p)->next;
-    *p = e->next;
-    t->n--;
-}
-
 /* ---- types --------------------------------------------------------------- */
 
 /* A route template ("POST /channels/{id}/messages") and the bucket Discord
  * said it belongs to. Routes live until drest is freed (capped). */
 struct route {
-    struct hent h;
+    char *key;    /* the template; indexes d->routes */
     char *bucket; /* NULL until learned */
 };
 
 /* A FIFO of requests for one (bucket, major parameter), or (route, major)
  * while the route's bucket is unknown, with what the headers said. */
 struct lane {
-    struct hent h;        /* key "b <bucket> <major>" or "r <route> <major>" */
+    char *key;            /* "b <bucket> <major>" or "r <route> <major>"; indexes d->lanes */
     struct route *route;  /* set while keyed by route */
     char *major;          /* "channels/1", "webhooks/1/<token>", "" */
     struct dreq *qh, *qt; /* waiting, oldest first */
@@ -224,7 +155,7 @@ struct drest {
     int cluster_size, max_attempts, retry_base_ms, global_limit;
     size_t max_queue, max_lane_queue, max_queue_bytes, max_body, max_response;
 
-    struct htab routes, lanes;
+    struct idmap routes, lanes; /* route by key, lane by key (tag 0) */
     struct lane *active;
     struct dreq *gw_head, *gw_tail; /* waiting for a global slot, by seq */
     struct dreq *sq_head, *sq_tail; /* admitted, to be sent */
@@ -381,12 +312,12 @@ static int path_parse(const char *method, const char *path, struct rpath *rp)
 
 static struct route *route_get(struct drest *d, const char *key)
 {
-    struct route *rt = (struct route *)ht_get(&d->routes, key);
-    if (rt || d->routes.n >= DREST_MAX_ROUTES)
+    struct route *rt = idmap_get(&d->routes, 0, key);
+    if (rt || idmap_count(&d->routes) >= DREST_MAX_ROUTES)
         return rt;
     rt = mem_calloc(1, sizeof *rt);
-    rt->h.key = mem_strdup(key);
-    ht_put(&d->routes, &rt->h);
+    rt->key = mem_strdup(key);
+    idmap_put(&d->routes, 0, rt->key, rt);
     return rt;
 }
 
@@ -403,28 +334,28 @@ static char *lane_key(char kind, const char *what, const char *major)
  * bucket was learned keep their order. */
 static struct lane *lane_find(struct drest *d, struct route *rt, const char *major, int create)
 {
-    char *k = lane_key('r', rt->h.key, major);
-    struct lane *ln = (struct lane *)ht_get(&d->lanes, k);
+    char *k = lane_key('r', rt->key, major);
+    struct lane *ln = idmap_get(&d->lanes, 0, k);
     if (!ln && rt->bucket) {
         mem_free(k);
         k = lane_key('b', rt->bucket, major);
-        ln = (struct lane *)ht_get(&d->lanes, k);
+        ln = idmap_get(&d->lanes, 0, k);
     }
     if (ln || !create) {
         mem_free(k);
         return ln;
     }
     ln = mem_calloc(1, sizeof *ln);
-    ln->h.key = k;
+    ln->key = k;
     ln->route = rt->bucket ? NULL : rt;
     ln->major = mem_strdup(major);
-    ht_put(&d->lanes, &ln->h);
+    idmap_put(&d->lanes, 0, ln->key, ln);
     return ln;
 }
 
 static void lane_free(struct lane *ln)
 {
-    mem_free(ln->h.key);
+    mem_free(ln->key);
     mem_free(ln->major);
     mem_free(ln);
 }
@@ -512,7 +443,7 @@ static void lane_merge(struct drest *d, struct lane *from, struct lane *to)
     for (struct dreq *q = d->all; q; q = q->anext)
         if (q->lane == from)
             q->lane = to;
-    ht_del(&d->lanes, &from->h);
+    idmap_del(&d->lanes, 0, from->key);
     lane_free(from);
 }
 
@@ -522,7 +453,7 @@ static void lane_learn_bucket(struct drest *d, struct dreq *q, const char *b)
 {
     struct route *rt = q->route;
     if (!rt->bucket || strcmp(rt->bucket, b)) {
-        log_debug("discord: route bucket learned", LF_STR("route", rt->h.key), LF_STR("bucket", b));
+        log_debug("discord: route bucket learned", LF_STR("route", rt->key), LF_STR("bucket", b));
         mem_free(rt->bucket);
         rt->bucket = mem_strdup(b);
     }
@@ -530,17 +461,17 @@ static void lane_learn_bucket(struct drest *d, struct dreq *q, const char *b)
     if (!ln->route)
         return; /* already keyed by bucket (a changed bucket only affects new lanes) */
     char *k = lane_key('b', b, ln->major);
-    struct lane *to = (struct lane *)ht_get(&d->lanes, k);
+    struct lane *to = idmap_get(&d->lanes, 0, k);
     if (to) {
         mem_free(k);
         lane_merge(d, ln, to);
         return;
     }
-    ht_del(&d->lanes, &ln->h);
-    mem_free(ln->h.key);
-    ln->h.key = k;
+    idmap_del(&d->lanes, 0, ln->key);
+    mem_free(ln->key);
+    ln->key = k;
     ln->route = NULL;
-    ht_put(&d->lanes, &ln->h);
+    idmap_put(&d->lanes, 0, ln->key, ln);
 }
 
 static int lane_idle(const struct lane *ln, uint64_t now)
@@ -553,17 +484,12 @@ static int lane_idle(const struct lane *ln, uint64_t now)
 static void lanes_gc(struct drest *d, uint64_t now)
 {
     d->last_gc = now;
-    for (size_t i = 0; i < d->lanes.nb; i++) {
-        struct hent **p = &d->lanes.v[i];
-        while (*p) {
-            struct lane *ln = (struct lane *)*p;
-            if (lane_idle(ln, now)) {
-                *p = ln->h.next;
-                d->lanes.n--;
-                lane_free(ln);
-            } else {
-                p = &(*p)->next;
-            }
+    const struct idmap_slot *s;
+    for (size_t pos = 0; (s = idmap_next(&d->lanes, &pos));) {
+        struct lane *ln = s->val;
+        if (lane_idle(ln, now)) {
+            idmap_del(&d->lanes, 0, ln->key);
+            lane_free(ln);
         }
     }
 }
@@ -1275,21 +1201,17 @@ static uint64_t global_release(struct drest *d, uint64_t now)
 static void drest_free(uv_handle_t *h)
 {
     struct drest *d = h->data;
-    for (size_t i = 0; i < d->lanes.nb; i++)
-        for (struct hent *e = d->lanes.v[i], *nx; e; e = nx) {
-            nx = e->next;
-            lane_free((struct lane *)e);
-        }
-    for (size_t i = 0; i < d->routes.nb; i++)
-        for (struct hent *e = d->routes.v[i], *nx; e; e = nx) {
-            struct route *rt = (struct route *)e;
-            nx = e->next;
-            mem_free(rt->bucket);
-            mem_free(rt->h.key);
-            mem_free(rt);
-        }
-    mem_free(d->lanes.v);
-    mem_free(d->routes.v);
+    const struct idmap_slot *s;
+    for (size_t pos = 0; (s = idmap_next(&d->lanes, &pos));)
+        lane_free(s->val);
+    for (size_t pos = 0; (s = idmap_next(&d->routes, &pos));) {
+        struct route *rt = s->val;
+        mem_free(rt->bucket);
+        mem_free(rt->key);
+        mem_free(rt);
+    }
+    idmap_free(&d->lanes);
+    idmap_free(&d->routes);
     if (d->auth_hdr) {
         memset(d->auth_hdr, 0, strlen(d->auth_hdr));
         mem_free(d->auth_hdr);
@@ -1678,7 +1600,7 @@ void drest_stats(const struct drest *d, struct drest_stats *out)
     out->invalid_10min = invalid_count(d, uv_now(d->loop));
     out->queued = d->nreq;
     out->in_flight = d->nsend;
-    out->lanes = d->lanes.n;
+    out->lanes = idmap_count(&d->lanes);
     out->global_fallback = d->gfallback;
 }
 

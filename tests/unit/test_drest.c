@@ -1276,6 +1276,39 @@ static void test_queue_caps_and_arguments(void)
     fx_free();
 }
 
+/* Route templates are kept until drest is freed, so they are capped: past
+ * 4096 distinct ones (a bug: Discord has a few hundred) a new one is
+ * refused, while a route already known still gets its lane. */
+static void test_route_templates_are_capped(void)
+{
+    enum { MAX_ROUTES = 4096 };
+    static struct got g[MAX_ROUTES + 1];
+    memset(g, 0, sizeof g);
+    fx_init("routecap");
+    struct drest *d = fx_drest((struct drest_opts){.cluster_size = 1, .max_queue = 2 * MAX_ROUTES});
+    char path[32];
+    struct drest_req rq = {.method = "GET", .path = path, .bot_auth = 1};
+    for (int i = 0; i < MAX_ROUTES; i++) {
+        snprintf(path, sizeof path, "/r%d", i);
+        send_rq(d, &rq, &g[i]);
+    }
+    struct drest_stats st;
+    drest_stats(d, &st);
+    UT_EQ_INT(st.lanes, MAX_ROUTES);
+    UT_EQ_INT(st.queued, MAX_ROUTES);
+    struct got never = {0};
+    snprintf(path, sizeof path, "/r%d", MAX_ROUTES);
+    UT_EQ_INT(drest_request(d, &rq, on_got, &never), -ENOBUFS);
+    snprintf(path, sizeof path, "/r%d", 7);
+    send_rq(d, &rq, &g[MAX_ROUTES]);
+    fx_shutdown(); /* before the pump sends any: all end with BC_ESHUTDOWN */
+    fx_run();
+    UT_EQ_INT(never.calls, 0);
+    for (int i = 0; i <= MAX_ROUTES; i++)
+        UT_EQ_INT(g[i].calls, 1);
+    fx_free();
+}
+
 static void test_bad_options(void)
 {
     fx_init("opts");
@@ -1464,6 +1497,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_transport_error),
     UT_CASE(test_routes_sharing_a_bucket),
     UT_CASE(test_queue_caps_and_arguments),
+    UT_CASE(test_route_templates_are_capped),
     UT_CASE(test_bad_options),
     UT_CASE(test_close_with_pending),
     UT_CASE(test_close_during_admission),

@@ -1,6 +1,7 @@
 #include "discord/ingress.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "discord/drest.h"
 #include "base/err.h"
 #include "base/glob.h"
+#include "base/idmap.h"
 #include "io/httpd.h"
 #include "parse/jscan.h"
 #include "base/log.h"
@@ -42,14 +44,12 @@
 
 /* ---- channel cache: id -> name, parent -------------------------------- */
 
+/* A channel id is cached as the decimal text of its number, so "0123" and
+ * "123" are one channel and an id that is no number (0) is never cached. */
 struct chan {
-    uint64_t id, parent;
+    uint64_t parent;
     char *name;
-};
-
-struct chan_table {
-    struct chan *slots;
-    size_t cap, len;
+    char id[24]; /* the key it is indexed by */
 };
 
 static uint64_t snowflake(const char *s)
@@ -57,29 +57,16 @@ static uint64_t snowflake(const char *s)
     return s ? strtoull(s, NULL, 10) : 0;
 }
 
-static struct chan *chan_find(struct chan_table *t, uint64_t id)
+static struct chan *chan_find(struct idmap *t, uint64_t id)
 {
-    if (!t->cap || !id)
+    if (!id)
         return NULL;
-    for (size_t i = (id * 0x9E3779B97F4A7C15ull) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-        if (t->slots[i].id == id)
-            return &t->slots[i];
-        if (!t->slots[i].id)
-            return NULL;
-    }
+    char key[24];
+    snprintf(key, sizeof(key), "%" PRIu64, id);
+    return idmap_get(t, 0, key);
 }
 
-static void chan_put_slot(struct chan_table *t, struct chan c)
-{
-    for (size_t i = (c.id * 0x9E3779B97F4A7C15ull) & (t->cap - 1);; i = (i + 1) & (t->cap - 1))
-        if (!t->slots[i].id) {
-            t->slots[i] = c;
-            t->len++;
-            return;
-        }
-}
-
-static void chan_set(struct chan_table *t, uint64_t id, const char *name, uint64_t parent)
+static void chan_set(struct idmap *t, uint64_t id, const char *name, uint64_t parent)
 {
     if (!id || !name)
         return;
@@ -90,46 +77,34 @@ static void chan_set(struct chan_table *t, uint64_t id, const char *name, uint64
         c->parent = parent;
         return;
     }
-    if (t->len >= CHAN_MAX)
+    if (idmap_count(t) >= CHAN_MAX)
         return;
-    if ((t->len + 1) * 2 > t->cap) {
-        struct chan_table n = {mem_calloc(t->cap ? t->cap * 2 : 256, sizeof(struct chan)), t->cap ? t->cap * 2 : 256,
-                               0};
-        for (size_t i = 0; i < t->cap; i++)
-            if (t->slots[i].id)
-                chan_put_slot(&n, t->slots[i]);
-        mem_free(t->slots);
-        *t = n;
-    }
-    chan_put_slot(t, (struct chan){id, parent, mem_strdup(name)});
+    c = mem_alloc(sizeof(*c));
+    c->parent = parent;
+    c->name = mem_strdup(name);
+    snprintf(c->id, sizeof(c->id), "%" PRIu64, id);
+    idmap_put(t, 0, c->id, c);
 }
 
-/* Deleting from open addressing: re-insert the rest of the cluster. */
-static void chan_del(struct chan_table *t, uint64_t id)
+static void chan_del(struct idmap *t, uint64_t id)
 {
     struct chan *c = chan_find(t, id);
     if (!c)
         return;
+    idmap_del(t, 0, c->id);
     mem_free(c->name);
-    size_t i = (size_t)(c - t->slots);
-    t->slots[i].id = 0;
-    t->len--;
-    for (i = (i + 1) & (t->cap - 1); t->slots[i].id; i = (i + 1) & (t->cap - 1)) {
-        struct chan moved = t->slots[i];
-        t->slots[i].id = 0;
-        t->len--;
-        chan_put_slot(t, moved);
-    }
+    mem_free(c);
 }
 
-static void chan_free(struct chan_table *t)
+static void chan_free(struct idmap *t)
 {
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].id)
-            mem_free(t->slots[i].name);
-    mem_free(t->slots);
-    t->slots = NULL;
-    t->cap = t->len = 0;
+    const struct idmap_slot *s;
+    for (size_t pos = 0; (s = idmap_next(t, &pos));) {
+        struct chan *c = s->val;
+        mem_free(c->name);
+        mem_free(c);
+    }
+    idmap_free(t);
 }
 
 /* ---- the ingress ---------------------------------------------------------- */
@@ -141,7 +116,7 @@ struct ingress {
     const struct config *cfg;
     struct rds *redis;
     struct drest *rest;
-    struct chan_table chans;
+    struct idmap chans; /* struct chan by id, tag 0 */
     struct json_tokener *tok;
     char bot_user[24];
     char chan_key[128];
@@ -313,7 +288,7 @@ static void on_channels(struct rds *r, int status, const redisReply *reply, void
         snprintf(name, sizeof(name), "%.*s", (int)(tab - val), val);
         chan_set(&in->chans, snowflake(reply->element[i]->str), name, snowflake(tab + 1));
     }
-    log_info("channel names loaded", LF_INT("channels", in->chans.len));
+    log_info("channel names loaded", LF_INT("channels", idmap_count(&in->chans)));
     done(0, darg);
 }
 

@@ -300,6 +300,49 @@ static void test_burst_of_10000_in_one_iteration(void)
     teardown();
 }
 
+static void feed_message_in(int64_t seq, const char *channel_id)
+{
+    char m[300];
+    snprintf(m, sizeof(m),
+             "{\"id\":\"%lld\",\"channel_id\":\"%s\",\"guild_id\":\"1\",\"author\":{\"id\":\"5\"},"
+             "\"content\":\"hi\",\"mentions\":[]}",
+             (long long)seq, channel_id);
+    feed(seq, "MESSAGE_CREATE", m);
+}
+
+/* The channel cache decides where a message goes: a thread by its parent's
+ * name, a channel by its latest name, and a deleted one no more. Ids are
+ * numbers ("010" is channel 10). */
+static void test_channel_cache_learns_renames_and_forgets(void)
+{
+    setup("chans", NULL);
+    take_holder();
+    feed(1, "GUILD_CREATE",
+         "{\"id\":\"1\",\"channels\":[{\"id\":\"10\",\"name\":\"채팅방-1\"},{\"id\":\"11\",\"name\":\"일반\"}],"
+         "\"threads\":[{\"id\":\"20\",\"name\":\"질문\",\"parent_id\":\"10\"}]}");
+    feed_message_in(2, "10");  /* routed */
+    feed_message_in(3, "20");  /* routed: the parent is a chat channel */
+    feed_message_in(4, "11");  /* not a chat channel */
+    feed_message_in(5, "010"); /* routed: channel 10 */
+    feed(6, "CHANNEL_UPDATE", "{\"id\":\"11\",\"name\":\"채팅방-2\"}");
+    feed_message_in(7, "11"); /* routed: renamed into the chat channels */
+    feed(8, "THREAD_DELETE", "{\"id\":\"20\",\"parent_id\":\"10\"}");
+    feed(9, "CHANNEL_DELETE", "{\"id\":\"10\"}");
+    feed_message_in(10, "20"); /* unknown now */
+    feed_message_in(11, "10"); /* unknown now */
+    feed_message_in(12, "11"); /* routed */
+    WAIT_FOR(stored_seq() == 12 && held() == 0, 10000);
+    UT_EQ_INT(xlen(chat_stream), 5);
+    redisReply *r = RAW("XRANGE", chat_stream, "-", "+");
+    UT_ASSERT(r->type == REDIS_REPLY_ARRAY && r->elements == 5);
+    static const char *const want[] = {"\"id\":\"2\"", "\"id\":\"3\"", "\"id\":\"5\"", "\"id\":\"7\"",
+                                       "\"id\":\"12\""};
+    for (size_t i = 0; i < r->elements; i++)
+        UT_CONTAINS(r->element[i]->element[1]->element[3]->str, want[i]);
+    freeReplyObject(r);
+    teardown();
+}
+
 /* Every entry of the chat stream is the message of the sequence it was
  * routed for, whole, in order from first_seq. */
 static void check_chat_entries(int64_t first_seq, size_t pad)
@@ -757,6 +800,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_ping_and_job),
     UT_CASE(test_empty_id_is_refused),
     UT_CASE(test_burst_of_10000_in_one_iteration),
+    UT_CASE(test_channel_cache_learns_renames_and_forgets),
     UT_CASE(test_burst_of_big_events_is_split),
     UT_CASE(test_event_beyond_the_cap_fails_cleanly),
     UT_CASE(test_fenced_holder_writes_nothing),

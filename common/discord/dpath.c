@@ -1,6 +1,6 @@
-/* dpath: see dpath.h. A path is written piece by piece into a struct out;
- * the first problem sticks (a bad id wins over a short buffer) and done()
- * turns it into the result, emptying the buffer on failure. */
+/* dpath: see dpath.h. Each endpoint is a template ("/channels/{id}/typing")
+ * that build() writes piece by piece into a struct out; the first problem
+ * sticks (a bad id wins over a short buffer) and empties the buffer. */
 #include "discord/dpath.h"
 
 #include <errno.h>
@@ -53,17 +53,32 @@ static void token(struct out *o, const char *s)
         lit(o, s);
 }
 
-static struct out start(char *buf, size_t cap)
+/* Write tmpl into buf: its text as it is, each "{id}" replaced by the next
+ * of ids checked as a snowflake, each "{token}" by the next checked as a
+ * token. */
+static int build(char *buf, size_t cap, const char *tmpl, const char *const *ids)
 {
-    return (struct out){.buf = buf, .cap = cap, .err = buf && cap ? 0 : buf ? BC_ETOOBIG : -EINVAL};
+    struct out o = {.buf = buf, .cap = cap, .err = buf && cap ? 0 : buf ? BC_ETOOBIG : -EINVAL};
+    while (*tmpl) {
+        size_t n = strcspn(tmpl, "{");
+        put(&o, tmpl, n);
+        tmpl += n;
+        if (!strncmp(tmpl, "{id}", 4)) {
+            snowflake(&o, *ids++);
+            tmpl += 4;
+        } else if (!strncmp(tmpl, "{token}", 7)) {
+            token(&o, *ids++);
+            tmpl += 7;
+        } else if (*tmpl) {
+            put(&o, tmpl++, 1); /* a brace that opens no placeholder */
+        }
+    }
+    if (buf && cap)
+        buf[o.err ? 0 : o.len] = '\0';
+    return o.err;
 }
 
-static int done(struct out *o)
-{
-    if (o->buf && o->cap)
-        o->buf[o->err ? 0 : o->len] = '\0';
-    return o->err;
-}
+#define BUILD(buf, cap, tmpl, ...) build(buf, cap, tmpl, (const char *const[]){__VA_ARGS__, NULL})
 
 int dpath_is_snowflake(const char *s, size_t n)
 {
@@ -77,87 +92,45 @@ int dpath_is_snowflake(const char *s, size_t n)
 
 int dpath_channel_messages(char *buf, size_t cap, const char *channel_id)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/channels/");
-    snowflake(&o, channel_id);
-    lit(&o, "/messages");
-    return done(&o);
+    return BUILD(buf, cap, "/channels/{id}/messages", channel_id);
 }
 
 int dpath_channel_message(char *buf, size_t cap, const char *channel_id, const char *message_id)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/channels/");
-    snowflake(&o, channel_id);
-    lit(&o, "/messages/");
-    snowflake(&o, message_id);
-    return done(&o);
+    return BUILD(buf, cap, "/channels/{id}/messages/{id}", channel_id, message_id);
 }
 
 int dpath_channel_typing(char *buf, size_t cap, const char *channel_id)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/channels/");
-    snowflake(&o, channel_id);
-    lit(&o, "/typing");
-    return done(&o);
+    return BUILD(buf, cap, "/channels/{id}/typing", channel_id);
 }
 
 int dpath_webhook(char *buf, size_t cap, const char *app_id, const char *tok)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/webhooks/");
-    snowflake(&o, app_id);
-    lit(&o, "/");
-    token(&o, tok);
-    return done(&o);
+    return BUILD(buf, cap, "/webhooks/{id}/{token}", app_id, tok);
 }
 
 int dpath_webhook_original(char *buf, size_t cap, const char *app_id, const char *tok)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/webhooks/");
-    snowflake(&o, app_id);
-    lit(&o, "/");
-    token(&o, tok);
-    lit(&o, "/messages/@original");
-    return done(&o);
+    return BUILD(buf, cap, "/webhooks/{id}/{token}/messages/@original", app_id, tok);
 }
 
 int dpath_interaction_callback(char *buf, size_t cap, const char *interaction_id, const char *tok)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/interactions/");
-    snowflake(&o, interaction_id);
-    lit(&o, "/");
-    token(&o, tok);
-    lit(&o, "/callback");
-    return done(&o);
+    return BUILD(buf, cap, "/interactions/{id}/{token}/callback", interaction_id, tok);
 }
 
 int dpath_app_commands(char *buf, size_t cap, const char *app_id)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/applications/");
-    snowflake(&o, app_id);
-    lit(&o, "/commands");
-    return done(&o);
+    return BUILD(buf, cap, "/applications/{id}/commands", app_id);
 }
 
 int dpath_guild_commands(char *buf, size_t cap, const char *app_id, const char *guild_id)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/applications/");
-    snowflake(&o, app_id);
-    lit(&o, "/guilds/");
-    snowflake(&o, guild_id);
-    lit(&o, "/commands");
-    return done(&o);
+    return BUILD(buf, cap, "/applications/{id}/guilds/{id}/commands", app_id, guild_id);
 }
 
 int dpath_me(char *buf, size_t cap)
 {
-    struct out o = start(buf, cap);
-    lit(&o, "/users/@me");
-    return done(&o);
+    return BUILD(buf, cap, "/users/@me", NULL);
 }

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "discord/cmds.h"
+#include "discord/dpath.h"
 #include "discord/drest.h"
 #include "io/rds.h"
 
@@ -111,11 +112,16 @@ static void on_stored_hash(struct rds *rds, int status, const redisReply *reply,
         finish(r, 1);
         return;
     }
-    char path[200];
-    if (*r->cfg->discord_guild_id)
-        snprintf(path, sizeof(path), "/applications/%s/guilds/%s/commands", a->app, r->cfg->discord_guild_id);
-    else
-        snprintf(path, sizeof(path), "/applications/%s/commands", a->app);
+    char path[DPATH_MAX];
+    int rc = *r->cfg->discord_guild_id
+                 ? dpath_guild_commands(path, sizeof(path), a->app, r->cfg->discord_guild_id)
+                 : dpath_app_commands(path, sizeof(path), a->app);
+    if (rc) {
+        log_error("cannot register commands: the application or guild id is not a Discord id", LF_ERR(rc));
+        mem_free(a);
+        finish(r, 0);
+        return;
+    }
     struct buf body;
     buf_init(&body, 1 << 20);
     cmds_json(&body);

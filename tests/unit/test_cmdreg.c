@@ -207,6 +207,27 @@ static void test_waits_for_the_application_id(void)
     teardown();
 }
 
+/* An application id that is not a Discord id (Redis is writable by
+ * others) is never put into a path: no request, done(0). */
+static void test_bad_application_id_sends_nothing(void)
+{
+    setup("badid", "");
+    char app_key[128];
+    snprintf(app_key, sizeof(app_key), "%s:discord:app_id", prefix);
+    freeReplyObject(raw("SET", app_key, "1/../users/@me"));
+    /* where curl's dot-segment removal would send it */
+    utfake_route(&F, "PUT", "/api/applications/users/@me/commands", serve_put, NULL);
+    struct done d = {0};
+    struct cmdreg *r = start(1, &d);
+    UTLOOP_WAIT_FOR(&F.ul, d.calls == 1, 5000);
+    UT_ASSERT(!d.ok);
+    utloop_run_for(&F.ul, 200);
+    UT_EQ_INT(puts_seen, 0);
+    cmdreg_close(r);
+    freeReplyObject(raw("DEL", app_key, NULL));
+    teardown();
+}
+
 /* Closed while the PUT is on its way: done never runs, nothing leaks. */
 static void test_close_with_a_reply_owed(void)
 {
@@ -226,6 +247,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_registers_only_a_changed_set),
     UT_CASE(test_refused_set_stores_no_hash),
     UT_CASE(test_waits_for_the_application_id),
+    UT_CASE(test_bad_application_id_sends_nothing),
     UT_CASE(test_close_with_a_reply_owed),
     {0},
 };

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/time.h>
 
 #include "service/audit.h"
 #include "service/bus.h"
+#include "base/clock.h"
 #include "service/conv.h"
 #include "process/core.h"
 #include "base/err.h"
@@ -92,13 +92,6 @@ static void answer_history(struct answer *a);
 static const char *say(const struct answer *a, const char *ko, const char *en)
 {
     return a->ko ? ko : en;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static const char *jstr(struct json_object *o, const char *key)
@@ -881,7 +874,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     switch ((enum chat_cmd)ix.cmd->id) {
     case CHAT_CMD_CHAT: {
         const struct config *cfg = core_config(ch->core);
-        int64_t waited = ix.received_ms ? wall_ms() - ix.received_ms : 0;
+        int64_t waited = ix.received_ms ? clock_wall_ms() - ix.received_ms : 0;
         if (waited > (int64_t)cfg->queue_wait_max_sec * 1000) {
             char ko[200], en[200];
             log_warn("chat job waited too long for a free slot; told the user to retry",

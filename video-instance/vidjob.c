@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "service/bus.h"
@@ -15,6 +14,7 @@
 #include "service/dl.h"
 #include "discord/dpath.h"
 #include "discord/drest.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
 #include "service/keypool.h"
@@ -101,13 +101,6 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
                  void (*next)(struct video *));
 
 /* ---- small things --------------------------------------------------------- */
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 static const char *say(const struct video *v, const char *ko, const char *en)
 {
@@ -408,7 +401,7 @@ static void marker_done(struct video *v)
 
 static int token_usable(const struct video *v)
 {
-    return v->token && !v->channel_mode && wall_ms() < v->token_expires_ms - TOKEN_MARGIN_MS;
+    return v->token && !v->channel_mode && clock_wall_ms() < v->token_expires_ms - TOKEN_MARGIN_MS;
 }
 
 static void run_after_edit(struct video *v)
@@ -851,7 +844,7 @@ static void poll_now(uv_timer_t *t)
 {
     struct video *v = t->data;
     const struct config *cfg = core_config(v->g->core);
-    if (wall_ms() - v->created_ms > (int64_t)cfg->video_timeout_min * 60000) {
+    if (clock_wall_ms() - v->created_ms > (int64_t)cfg->video_timeout_min * 60000) {
         char ko[200], en[200];
         snprintf(ko, sizeof(ko), "영상이 %d분 안에 완성되지 않아 중단했습니다. 다시 시도해 주세요.", cfg->video_timeout_min);
         snprintf(en, sizeof(en), "The video was not ready within %d minutes, so it was given up; please try again.",
@@ -894,7 +887,7 @@ static void show_progress(struct video *v)
     char bar[64] = "";
     for (int i = 0; i < 4; i++)
         strcat(bar, i < step ? "■" : "□");
-    long secs = (long)((wall_ms() - v->created_ms) / 1000);
+    long secs = (long)((clock_wall_ms() - v->created_ms) / 1000);
     char text[1400];
     if (v->ko)
         snprintf(text, sizeof(text), "🎬 영상을 만드는 중입니다 — %s\n`[%s]` %ld분 %02ld초 경과 (%d초, %s)\n> %.1000s", ko_state,
@@ -1325,7 +1318,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     snprintf(v->user_id, sizeof(v->user_id), "%s", ix.user_id);
     v->token = mem_strdup(ix.token);
     v->ko = ix.ko;
-    v->created_ms = wall_ms();
+    v->created_ms = clock_wall_ms();
     v->token_expires_ms = ix.token_expires_ms ? ix.token_expires_ms : v->created_ms + 15 * 60000;
     struct vidjob__req rq;
     vidjob__decode(&ix, &rq);

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "discord/cmds.h"
 #include "discord/dpath.h"
 #include "discord/drest.h"
@@ -153,17 +153,10 @@ struct ingress {
     struct ingress_stats st;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* How long ago Discord created the snowflake id (negative: in our future). */
 static int64_t snowflake_age_ms(const char *id)
 {
-    return wall_ms() - ((int64_t)(strtoull(id, NULL, 10) >> 22) + DISCORD_EPOCH_MS);
+    return clock_wall_ms() - ((int64_t)(strtoull(id, NULL, 10) >> 22) + DISCORD_EPOCH_MS);
 }
 
 static const char *jstr(struct json_object *o, const char *key)
@@ -449,7 +442,7 @@ static char *interaction_payload(struct ingress *in, struct json_object *ix, con
         json_object_object_add(o, "resolved", json_object_get(jobj(data, "resolved")));
     if (jobj(ix, "attachment_size_limit"))
         json_object_object_add(o, "attachment_size_limit", json_object_get(jobj(ix, "attachment_size_limit")));
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     json_object_object_add(o, "received_ms", json_object_new_int64(now));
     json_object_object_add(o, "token_expires_ms", json_object_new_int64(now + TOKEN_TTL_MS));
     char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -870,7 +863,7 @@ static struct batch *batch_add(struct ingress *in, int64_t seq, const char *stre
         return NULL; /* replayed after the resync */
     char s[24], ts[24];
     size_t sl = strlen(stream), tl = strlen(type);
-    size_t seql = i64toa(seq, s), tsl = i64toa(wall_ms(), ts);
+    size_t seql = i64toa(seq, s), tsl = i64toa(clock_wall_ms(), ts);
     struct batch *b = open_batch(in, plen + sl + tl + 48);
     if (!b)
         return NULL;
@@ -1182,7 +1175,7 @@ static int timestamp_fresh(struct ingress *in, struct httpd_req *req)
     long long t = ts ? strtoll(ts, &end, 10) : 0;
     if (!ts || end == ts || *end || errno)
         return 0;
-    long long skew = t - wall_ms() / 1000;
+    long long skew = t - clock_wall_ms() / 1000;
     return skew <= in->cfg->interaction_max_skew_sec && -skew <= in->cfg->interaction_max_skew_sec;
 }
 
@@ -1287,7 +1280,7 @@ static void http_route(struct ingress *in, struct httpd_req *req, struct ingress
     j->in = in;
     snprintf(j->seen, sizeof(j->seen), "%s:ix:seen:%s", in->cfg->redis_prefix, d->id);
     stream_key(in, d->role, j->key, sizeof(j->key));
-    snprintf(j->ts, sizeof(j->ts), "%lld", (long long)wall_ms());
+    snprintf(j->ts, sizeof(j->ts), "%lld", (long long)clock_wall_ms());
     j->payload = d->body;
     j->pprev = in->hj_tail;
     *in->hj_tail = j;

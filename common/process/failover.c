@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "service/bus.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -49,12 +49,11 @@ struct failover {
     int closing, stopping;
 };
 
-static int64_t wall_ms(void *arg)
+/* The default failover_opts.clock: the system's wall clock. */
+static int64_t wall_clock(void *arg)
 {
     (void)arg;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return clock_wall_ms();
 }
 
 static int64_t now_ms(const struct failover *f)
@@ -421,7 +420,7 @@ int failover_new(const struct failover_opts *o, struct failover **out)
     f->redis = o->redis;
     f->bus = o->bus;
     f->cfg = o->cfg;
-    f->clock = o->clock ? o->clock : wall_ms;
+    f->clock = o->clock ? o->clock : wall_clock;
     f->clock_arg = o->clock_arg;
     f->takeover = o->takeover;
     f->takeover_arg = o->takeover_arg;

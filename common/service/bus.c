@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/idmap.h"
 #include "base/log.h"
@@ -111,13 +111,6 @@ static void start_setup(struct bus *b);
 static void bus_free(struct bus *b);
 static void start_job(struct bus *b, struct job *j);
 static void schedule_kick(struct bus *b);
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 void bus_stream_key(const struct bus *b, const char *role, char *out, size_t len)
 {
@@ -1168,7 +1161,7 @@ int bus_add(struct bus *b, const char *role, const char *type, const char *paylo
 {
     char key[128], ts[24];
     bus_stream_key(b, role, key, sizeof(key));
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    snprintf(ts, sizeof(ts), "%lld", (long long)clock_wall_ms());
     const char *av[] = {"XADD", key, "MAXLEN", "~", b->maxlen, "*", "type", type, "payload", payload, "ts", ts};
     size_t lens[12];
     for (int i = 0; i < 12; i++)

@@ -5,8 +5,8 @@
 #include <json.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -114,13 +114,6 @@ static void on_written(struct rds *r, int status, const redisReply *reply, void 
         destroy(p);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void send_cmd(struct keypool *p, int argc, const char **argv)
 {
     int rc = rds_cmd(p->redis, on_written, p, argc, argv, NULL);
@@ -136,7 +129,7 @@ static void mirror(struct keypool *p, uint64_t now, const struct key *k)
     if (!p->redis || p->freeing)
         return;
     char json[256];
-    int64_t until = k->state == K_COOLING && k->until > now ? wall_ms() + (int64_t)(k->until - now) : 0;
+    int64_t until = k->state == K_COOLING && k->until > now ? clock_wall_ms() + (int64_t)(k->until - now) : 0;
     snprintf(json, sizeof(json),
              "{\"state\":\"%s\",\"until_ms\":%" PRId64 ",\"reason\":%s%s%s,\"uses\":%" PRIu64
              ",\"failures\":%" PRIu64 "}",

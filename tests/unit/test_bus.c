@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "service/bus.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "io/rds.h"
@@ -57,13 +58,6 @@ static double tscale(void)
     const char *s = getenv("BOT_TIMEOUT_SCALE");
     double v = s ? atof(s) : 0;
     return v > 0 ? v : 1.0;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 /* ---- raw blocking client ---------------------------------------------------- */
@@ -119,7 +113,7 @@ static long long raw_int(redisReply *r)
 static void raw_add(const char *type, const char *payload, char *out, size_t len)
 {
     char ts[24];
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    snprintf(ts, sizeof(ts), "%lld", (long long)clock_wall_ms());
     redisReply *r = type ? RAW("XADD", stream, "*", "type", type, "payload", payload, "ts", ts)
                          : RAW("XADD", stream, "*", "payload", payload, "ts", ts);
     UT_ASSERT(r->type == REDIS_REPLY_STRING);
@@ -132,7 +126,7 @@ static void raw_add(const char *type, const char *payload, char *out, size_t len
 static void raw_add_two(char *id1, char *id2, size_t len)
 {
     char ts[24];
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    snprintf(ts, sizeof(ts), "%lld", (long long)clock_wall_ms());
     raw_void(RAW("MULTI"));
     freeReplyObject(RAW("XADD", stream, "*", "type", "t.job", "payload", "{\"n\":\"b\"}", "ts", ts));
     freeReplyObject(RAW("XADD", stream, "*", "type", "t.job", "payload", "{\"n\":\"c\"}", "ts", ts));
@@ -484,11 +478,11 @@ static void test_dispatch_fields_then_ack(void)
 
     static const char korean[] = "{\"text\":\"안녕하세요, 세계! 오늘 날씨는 어때요?\",\"emoji\":\"🎉\"}";
     static const char binary[] = "a\0b\xed\x95\x9c";
-    int64_t before = wall_ms();
+    int64_t before = clock_wall_ms();
     struct added a1, a2;
     add_wait(&t, "t.job", korean, strlen(korean), &a1);
     add_wait(&t, "t.job", binary, sizeof(binary) - 1, &a2);
-    int64_t after = wall_ms();
+    int64_t after = clock_wall_ms();
     WAIT_FOR(r.calls == 2, 5000);
 
     const struct call *c1 = &r.c[0], *c2 = &r.c[1];
@@ -1120,7 +1114,7 @@ static long long pending_entry(const char *key, const char *id, char *owner, siz
 static void raw_add_to(const char *key, const char *type, const char *payload, char *out, size_t len)
 {
     char ts[24];
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    snprintf(ts, sizeof(ts), "%lld", (long long)clock_wall_ms());
     redisReply *r = RAW("XADD", key, "*", "type", type, "payload", payload, "ts", ts);
     UT_ASSERT(r->type == REDIS_REPLY_STRING);
     snprintf(out, len, "%s", r->str);
@@ -1133,7 +1127,7 @@ static void raw_add_to(const char *key, const char *type, const char *payload, c
 static void raw_add_taken(const char *key, const char *consumer, char *out, size_t len)
 {
     char ts[24];
-    snprintf(ts, sizeof(ts), "%lld", (long long)wall_ms());
+    snprintf(ts, sizeof(ts), "%lld", (long long)clock_wall_ms());
     raw_void(RAW("MULTI"));
     raw_void(RAW("XADD", key, "*", "type", "t.job", "payload", "{}", "ts", ts));
     raw_void(RAW("XREADGROUP", "GROUP", BUS_GROUP, consumer, "COUNT", "1", "STREAMS", key, ">"));

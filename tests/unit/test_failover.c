@@ -11,7 +11,6 @@
  * absent; takeover and handback, and who takes the admin role. Keys live
  * under "t<pid>_<case>" and are deleted at exit. */
 #include <errno.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -19,6 +18,7 @@
 
 #include "base/buf.h"
 #include "service/bus.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/err.h"
 #include "process/failover.h"
@@ -185,13 +185,6 @@ static void on_flag(void *arg)
     (*(int *)arg)++;
 }
 
-static int64_t wall_now(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* This instance is self (of role me); failover starts at the returned time
  * T, its first read not made yet (the loop has not turned since). */
 static int64_t env_setup(const char *name, const char *self, enum role me, int interval_ms, int after_ms)
@@ -227,7 +220,7 @@ static int64_t env_setup(const char *name, const char *self, enum role me, int i
     UT_EQ_INT(bus_register(bus, "t.job", on_job, NULL), 0);
     UT_EQ_INT(bus_consume(bus, role_name(me)), 0);
     WAIT_FOR(rds_up(cmd) && bus_reader_up(bus), 10000);
-    fake_now = wall_now();
+    fake_now = clock_wall_ms();
     struct failover_opts fopts = {.loop = &loop, .redis = cmd, .bus = bus, .cfg = &cfg, .clock = clock_fn,
                                   .takeover = on_takeover, .tick_ms = 5};
     UT_EQ_INT(failover_new(&fopts, &fo), 0);

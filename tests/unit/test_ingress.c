@@ -9,7 +9,6 @@
  * over exactly as gw hands them: parsed JSON plus the raw bytes, many
  * within one loop iteration when a case plays a burst. */
 #include <sodium.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -17,6 +16,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "discord/drest.h"
 #include "base/err.h"
@@ -50,13 +50,6 @@ static unsigned char sk[crypto_sign_SECRETKEYBYTES];
 
 #define WAIT_FOR(cond, ms) UTLOOP_WAIT_FOR(&f.ul, cond, ms)
 #define HOLDS_FOR(cond, ms) UTLOOP_HOLDS_FOR(&f.ul, cond, ms)
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* ---- the fake Discord's interaction callbacks ------------------------------- */
 
@@ -262,7 +255,7 @@ static void feed_message(int64_t seq, size_t pad)
 
 static void snowflake_now(char *out, size_t len, int64_t age_ms)
 {
-    snprintf(out, len, "%llu", (unsigned long long)((wall_ms() - age_ms - DISCORD_EPOCH_MS) << 22));
+    snprintf(out, len, "%llu", (unsigned long long)((clock_wall_ms() - age_ms - DISCORD_EPOCH_MS) << 22));
 }
 
 static void interaction_json(char *out, size_t len, const char *id, const char *token)
@@ -656,14 +649,14 @@ static void test_http_replay_refused(void)
     post_signed(h, "1600000000", json, &p);
     UT_EQ_INT(p.status, 401);
     /* a timestamp from a minute ago */
-    snprintf(ts, sizeof(ts), "%lld", (long long)(wall_ms() / 1000 - 60));
+    snprintf(ts, sizeof(ts), "%lld", (long long)(clock_wall_ms() / 1000 - 60));
     post_signed(h, ts, json, &p);
     UT_EQ_INT(p.status, 401);
     /* fresh timestamp, but an interaction created an hour ago: a replay */
     char old[32], oldjson[1024];
     snowflake_now(old, sizeof(old), 3600 * 1000);
     interaction_json(oldjson, sizeof(oldjson), old, "tokO");
-    snprintf(ts, sizeof(ts), "%lld", (long long)(wall_ms() / 1000));
+    snprintf(ts, sizeof(ts), "%lld", (long long)(clock_wall_ms() / 1000));
     post_signed(h, ts, oldjson, &p);
     UT_EQ_INT(p.status, 401);
     utloop_run_for(&f.ul, 100);
@@ -703,7 +696,7 @@ static void test_http_redis_away(void)
     struct post p;
     snowflake_now(id, sizeof(id), 0);
     interaction_json(json, sizeof(json), id, "tokR");
-    snprintf(ts, sizeof(ts), "%lld", (long long)(wall_ms() / 1000));
+    snprintf(ts, sizeof(ts), "%lld", (long long)(clock_wall_ms() / 1000));
     post_signed(h, ts, json, &p);
     UT_EQ_INT(p.status, 200);
     UT_CONTAINS(p.body, "\"type\":5");

@@ -8,12 +8,12 @@
  * checked too: the callback never runs from inside ulimit_check, and runs
  * exactly once. */
 #include <errno.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "io/rds.h"
@@ -339,9 +339,7 @@ static void test_redis_clock(void)
     UT_EQ_INT(r.v, ULIMIT_OK);
     r = check(&d);
     UT_EQ_INT(r.v, ULIMIT_DAILY);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    int64_t now = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    int64_t now = clock_wall_ms();
     int64_t to_midnight = (now / DAY_MS + 1) * DAY_MS - now;
     UT_ASSERT(r.wait_ms > to_midnight - 5000 && r.wait_ms <= to_midnight + 5000);
     env_teardown();

@@ -16,6 +16,7 @@
 #include "base/err.h"
 #include "io/hcl.h"
 #include "discord/ixjob.h"
+#include "base/jget.h"
 #include "service/keypool.h"
 #include "service/llm.h"
 #include "base/log.h"
@@ -92,20 +93,6 @@ static void answer_history(struct answer *a);
 static const char *say(const struct answer *a, const char *ko, const char *en)
 {
     return a->ko ? ko : en;
-}
-
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-static struct json_object *jobj(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
 }
 
 static int has_hangul(const char *s)
@@ -769,7 +756,7 @@ static void on_chatmode_set(struct rds *r, int status, const redisReply *reply, 
 static void cmd_chatmode(struct answer *a)
 {
     const char *mode = ixjob_option(&a->ix, "mode");
-    const char *perms = jstr(a->ix.root, "member_permissions");
+    const char *perms = jget_str(a->ix.root, "member_permissions");
     unsigned long long p = perms ? strtoull(perms, NULL, 10) : 0;
     if (a->ix.guild_id && !(p & (PERM_ADMINISTRATOR | PERM_MANAGE_CHANNELS))) {
         tell(a, "채팅 모드는 채널 관리 권한이 있는 사람만 바꿀 수 있습니다.",
@@ -905,15 +892,15 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
  * bots (the "@bot" that called us). */
 static char *message_question(struct json_object *m)
 {
-    const char *content = jstr(m, "content");
-    struct json_object *mentions = jobj(m, "mentions");
+    const char *content = jget_str(m, "content");
+    struct json_object *mentions = jget_member(m, "mentions");
     struct buf q;
     buf_init(&q, QUESTION_MAX);
     buf_puts(&q, content ? content : "");
     for (size_t i = 0; mentions && json_object_is_type(mentions, json_type_array) &&
                        i < json_object_array_length(mentions); i++) {
-        struct json_object *u = json_object_array_get_idx(mentions, i), *bot = jobj(u, "bot");
-        const char *id = jstr(u, "id");
+        struct json_object *u = json_object_array_get_idx(mentions, i), *bot = jget_member(u, "bot");
+        const char *id = jget_str(u, "id");
         if (!id || !bot || !json_object_get_boolean(bot))
             continue;
         char tag[2][40];
@@ -966,17 +953,18 @@ int chatjob__parse_message(const char *payload, struct chatjob__msg *out)
 {
     memset(out, 0, sizeof(*out));
     /* the payload is the gateway frame as received; the message is its "d" */
-    struct json_object *frame = json_tokener_parse(payload), *m = jobj(frame, "d"), *author = jobj(m, "author");
-    if (!m || !json_object_is_type(m, json_type_object) || !jstr(m, "id") || !jstr(m, "channel_id") ||
-        !jstr(author, "id")) {
+    struct json_object *frame = json_tokener_parse(payload), *m = jget_member(frame, "d");
+    struct json_object *author = jget_member(m, "author");
+    if (!m || !json_object_is_type(m, json_type_object) || !jget_str(m, "id") || !jget_str(m, "channel_id") ||
+        !jget_str(author, "id")) {
         json_object_put(frame);
         return BC_EPROTO;
     }
     out->frame = frame;
-    out->message_id = jstr(m, "id");
-    out->channel_id = jstr(m, "channel_id");
-    out->guild_id = jstr(m, "guild_id");
-    out->user_id = jstr(author, "id");
+    out->message_id = jget_str(m, "id");
+    out->channel_id = jget_str(m, "channel_id");
+    out->guild_id = jget_str(m, "guild_id");
+    out->user_id = jget_str(author, "id");
     out->question = message_question(m);
     out->ko = has_hangul(out->question) || !out->question[0];
     return 0;

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
+#include "base/jget.h"
 #include "service/keypool.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -112,14 +113,6 @@ static char *json_text(struct json_object *o)
     char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     return s;
-}
-
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
 }
 
 /* ---- lifetime ----------------------------------------------------------------- */
@@ -1104,17 +1097,17 @@ static void from_row(struct video *v, const PGresult *res, int r, int col)
     v->redeliver = !strcmp(PQgetvalue(res, r, col + 12), "started");
     struct json_object *rq = json_tokener_parse(PQgetvalue(res, r, col + 10)), *n;
     const char *s;
-    if ((s = jstr(rq, "prompt"))) {
+    if ((s = jget_str(rq, "prompt"))) {
         mem_free(v->prompt);
         v->prompt = mem_strdup(s);
     }
-    if ((s = jstr(rq, "model")))
+    if ((s = jget_str(rq, "model")))
         snprintf(v->model, sizeof(v->model), "%s", s);
-    if ((s = jstr(rq, "resolution")))
+    if ((s = jget_str(rq, "resolution")))
         snprintf(v->resolution, sizeof(v->resolution), "%s", s);
-    if ((s = jstr(rq, "key_fp")))
+    if ((s = jget_str(rq, "key_fp")))
         snprintf(v->key_fp, sizeof(v->key_fp), "%s", s);
-    if ((s = jstr(rq, "locale")))
+    if ((s = jget_str(rq, "locale")))
         v->ko = !strncmp(s, "ko", 2);
     if (json_object_object_get_ex(rq, "duration", &n))
         v->duration = json_object_get_int(n);

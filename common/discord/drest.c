@@ -29,6 +29,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/idmap.h"
+#include "base/jget.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "discord/dpath.h"
@@ -767,14 +768,6 @@ static struct json_object *json_parse_obj(const char *s, size_t n)
     return o;
 }
 
-static const char *json_str(struct json_object *o, const char *k)
-{
-    struct json_object *v;
-    if (!o || !json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 /* Depth-first search for the first {"_errors":[{code,message}]} under
  * "errors"; writes "a.0.b: message (CODE)" into out. */
 static int form_error(struct json_object *o, char *path, size_t plen, char *out, size_t outlen,
@@ -786,7 +779,7 @@ static int form_error(struct json_object *o, char *path, size_t plen, char *out,
     if (json_object_object_get_ex(o, "_errors", &errs) &&
         json_object_is_type(errs, json_type_array) && json_object_array_length(errs) > 0) {
         struct json_object *e = json_object_array_get_idx(errs, 0);
-        const char *m = json_str(e, "message"), *c = json_str(e, "code");
+        const char *m = jget_str(e, "message"), *c = jget_str(e, "code");
         snprintf(out, outlen, "%s: %s%s%s%s", *path ? path : "(body)", m ? m : "invalid",
                  c ? " (" : "", c ? c : "", c ? ")" : "");
         return 1;
@@ -820,7 +813,7 @@ static void req_reply(struct drest *d, struct dreq *q, const struct hcl_response
         o = json_parse_obj(r->body, r->body_len);
         if (o && json_object_object_get_ex(o, "code", &c) && json_object_is_type(c, json_type_int))
             out.code = json_object_get_int(c);
-        const char *m = json_str(o, "message");
+        const char *m = jget_str(o, "message");
         out.message = m ? m : "";
         struct json_object *errs;
         if (o && json_object_object_get_ex(o, "errors", &errs))

@@ -16,6 +16,7 @@
 #include "base/glob.h"
 #include "base/idmap.h"
 #include "io/httpd.h"
+#include "base/jget.h"
 #include "parse/jscan.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -159,23 +160,9 @@ static int64_t snowflake_age_ms(const char *id)
     return clock_wall_ms() - ((int64_t)(strtoull(id, NULL, 10) >> 22) + DISCORD_EPOCH_MS);
 }
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-static struct json_object *jobj(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
-}
-
 static int korean(struct json_object *ix)
 {
-    const char *loc = jstr(ix, "locale");
+    const char *loc = jget_str(ix, "locale");
     return loc && !strncmp(loc, "ko", 2);
 }
 
@@ -199,10 +186,10 @@ static void channel_names(struct ingress *in, const char *channel_id, struct jso
                           const char **name, const char **parent_name)
 {
     struct chan *c = chan_find(&in->chans, snowflake(channel_id));
-    *name = jstr(channel, "name");
+    *name = jget_str(channel, "name");
     if (!*name && c)
         *name = c->name;
-    uint64_t parent = snowflake(jstr(channel, "parent_id"));
+    uint64_t parent = snowflake(jget_str(channel, "parent_id"));
     if (!parent && c)
         parent = c->parent;
     struct chan *p = chan_find(&in->chans, parent);
@@ -226,7 +213,7 @@ static void on_ignore(struct rds *r, int status, const redisReply *reply, void *
 
 static void remember_channel(struct ingress *in, struct json_object *ch)
 {
-    const char *id = jstr(ch, "id"), *name = jstr(ch, "name"), *parent = jstr(ch, "parent_id");
+    const char *id = jget_str(ch, "id"), *name = jget_str(ch, "name"), *parent = jget_str(ch, "parent_id");
     if (!id || !name)
         return;
     chan_set(&in->chans, snowflake(id), name, snowflake(parent));
@@ -238,7 +225,7 @@ static void remember_channel(struct ingress *in, struct json_object *ch)
 
 static void forget_channel(struct ingress *in, struct json_object *ch)
 {
-    const char *id = jstr(ch, "id");
+    const char *id = jget_str(ch, "id");
     if (!id)
         return;
     chan_del(&in->chans, snowflake(id));
@@ -371,7 +358,7 @@ static void decide(struct ingress *in, struct json_object *ix, struct decision *
 {
     memset(out, 0, sizeof(*out));
     int ko = korean(ix);
-    struct json_object *type = jobj(ix, "type"), *data = jobj(ix, "data");
+    struct json_object *type = jget_member(ix, "type"), *data = jget_member(ix, "data");
     int t = type ? json_object_get_int(type) : 0;
     if (t == 4) {
         out->ignore = 1; /* autocomplete: no options offer suggestions */
@@ -382,17 +369,17 @@ static void decide(struct ingress *in, struct json_object *ix, struct decision *
                  ko ? "이 상호작용은 아직 지원하지 않습니다." : "This kind of interaction is not supported yet.");
         return;
     }
-    const char *name = jstr(data, "name");
+    const char *name = jget_str(data, "name");
     const struct cmd_def *cmd = name ? cmds_find(name, NULL) : NULL;
     if (!cmd) {
         snprintf(out->reply, sizeof(out->reply), "%s",
                  ko ? "알 수 없는 명령입니다." : "Unknown command.");
         return;
     }
-    const char *guild = jstr(ix, "guild_id");
+    const char *guild = jget_str(ix, "guild_id");
     if (in->cfg->enforce_channels && guild && !cmd->open_everywhere) {
         const char *patterns = role_channels(in->cfg, cmd->role), *cname, *pname;
-        channel_names(in, jstr(ix, "channel_id"), jobj(ix, "channel"), &cname, &pname);
+        channel_names(in, jget_str(ix, "channel_id"), jget_member(ix, "channel"), &cname, &pname);
         if (!channel_allowed(patterns, cname, pname)) {
             snprintf(out->reply, sizeof(out->reply),
                      ko ? "/%s 명령은 다음 채널에서 사용할 수 있어요: %s" : "/%s works in these channels: %s", name,
@@ -412,36 +399,37 @@ static void decide(struct ingress *in, struct json_object *ix, struct decision *
 /* The job for a worker: everything it needs without asking Discord. */
 static char *interaction_payload(struct ingress *in, struct json_object *ix, const struct cmd_def *cmd)
 {
-    struct json_object *o = json_object_new_object(), *data = jobj(ix, "data"), *member = jobj(ix, "member");
-    struct json_object *user = member ? jobj(member, "user") : jobj(ix, "user");
+    struct json_object *o = json_object_new_object(), *data = jget_member(ix, "data");
+    struct json_object *member = jget_member(ix, "member");
+    struct json_object *user = member ? jget_member(member, "user") : jget_member(ix, "user");
     static const char *const copy[] = {"id", "token", "application_id", "guild_id", "channel_id", "locale",
                                        "guild_locale", "app_permissions"};
     json_object_object_add(o, "kind", json_object_new_string("interaction"));
     for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
-        if (jobj(ix, copy[i]))
-            json_object_object_add(o, copy[i], json_object_get(jobj(ix, copy[i])));
+        if (jget_member(ix, copy[i]))
+            json_object_object_add(o, copy[i], json_object_get(jget_member(ix, copy[i])));
     const char *cname, *pname;
-    channel_names(in, jstr(ix, "channel_id"), jobj(ix, "channel"), &cname, &pname);
+    channel_names(in, jget_str(ix, "channel_id"), jget_member(ix, "channel"), &cname, &pname);
     if (cname)
         json_object_object_add(o, "channel_name", json_object_new_string(cname));
     if (pname)
         json_object_object_add(o, "parent_channel_name", json_object_new_string(pname));
     /* the name that was used: an English twin's options go by English names */
-    json_object_object_add(o, "command", json_object_get(jobj(data, "name")));
+    json_object_object_add(o, "command", json_object_get(jget_member(data, "name")));
     json_object_object_add(o, "role", json_object_new_string(role_name(cmd->role)));
     json_object_object_add(o, "ephemeral", json_object_new_boolean(cmd->ephemeral));
     if (user)
         json_object_object_add(o, "user", json_object_get(user));
-    if (member && jobj(member, "permissions"))
-        json_object_object_add(o, "member_permissions", json_object_get(jobj(member, "permissions")));
-    if (member && jobj(member, "roles"))
-        json_object_object_add(o, "member_roles", json_object_get(jobj(member, "roles")));
-    if (jobj(data, "options"))
-        json_object_object_add(o, "options", json_object_get(jobj(data, "options")));
-    if (jobj(data, "resolved"))
-        json_object_object_add(o, "resolved", json_object_get(jobj(data, "resolved")));
-    if (jobj(ix, "attachment_size_limit"))
-        json_object_object_add(o, "attachment_size_limit", json_object_get(jobj(ix, "attachment_size_limit")));
+    if (member && jget_member(member, "permissions"))
+        json_object_object_add(o, "member_permissions", json_object_get(jget_member(member, "permissions")));
+    if (member && jget_member(member, "roles"))
+        json_object_object_add(o, "member_roles", json_object_get(jget_member(member, "roles")));
+    if (jget_member(data, "options"))
+        json_object_object_add(o, "options", json_object_get(jget_member(data, "options")));
+    if (jget_member(data, "resolved"))
+        json_object_object_add(o, "resolved", json_object_get(jget_member(data, "resolved")));
+    if (jget_member(ix, "attachment_size_limit"))
+        json_object_object_add(o, "attachment_size_limit", json_object_get(jget_member(ix, "attachment_size_limit")));
     int64_t now = clock_wall_ms();
     json_object_object_add(o, "received_ms", json_object_new_int64(now));
     json_object_object_add(o, "token_expires_ms", json_object_new_int64(now + TOKEN_TTL_MS));
@@ -970,7 +958,7 @@ static void gateway_interaction(struct ingress *in, int64_t seq, struct json_obj
 {
     struct decision dc;
     decide(in, ix, &dc);
-    const char *id = jstr(ix, "id"), *token = jstr(ix, "token");
+    const char *id = jget_str(ix, "id"), *token = jget_str(ix, "token");
     in->st.interactions++;
     if (!id || !token || strlen(id) >= 24 || strlen(token) > DPATH_TOKEN_MAX) {
         log_warn("interaction without a usable id or token ignored");
@@ -1113,15 +1101,15 @@ void ingress_gateway_event(struct ingress *in, const struct gw_event *ev)
     if (is_channel_event(type)) {
         struct json_object *d = parse_d(in, ev);
         if (!strcmp(type, "GUILD_CREATE")) {
-            remember_list(in, jobj(d, "channels"));
-            remember_list(in, jobj(d, "threads"));
+            remember_list(in, jget_member(d, "channels"));
+            remember_list(in, jget_member(d, "threads"));
         } else if (!strcmp(type, "CHANNEL_CREATE") || !strcmp(type, "CHANNEL_UPDATE") ||
                    !strcmp(type, "THREAD_CREATE") || !strcmp(type, "THREAD_UPDATE")) {
             remember_channel(in, d);
         } else if (!strcmp(type, "CHANNEL_DELETE") || !strcmp(type, "THREAD_DELETE")) {
             forget_channel(in, d);
         } else if (!strcmp(type, "THREAD_LIST_SYNC")) {
-            remember_list(in, jobj(d, "threads"));
+            remember_list(in, jget_member(d, "threads"));
         }
         json_object_put(d);
     }
@@ -1306,7 +1294,7 @@ void ingress__http_decide(struct ingress *in, const char *body, size_t len, stru
     /* the body is NUL-terminated (httpd); a NUL inside ends the JSON text */
     (void)len;
     struct json_object *ix = json_tokener_parse(body);
-    struct json_object *type = jobj(ix, "type");
+    struct json_object *type = jget_member(ix, "type");
     if (!ix || !json_object_is_type(ix, json_type_object) || !type) {
         http_answer(out, 400, "{\"error\":\"malformed interaction\"}");
         json_object_put(ix);
@@ -1317,7 +1305,7 @@ void ingress__http_decide(struct ingress *in, const char *body, size_t len, stru
         json_object_put(ix);
         return;
     }
-    const char *id = jstr(ix, "id");
+    const char *id = jget_str(ix, "id");
     if (!id || !*id || strlen(id) > 20 || strspn(id, "0123456789") != strlen(id)) {
         http_answer(out, 400, "{\"error\":\"interaction without a valid id\"}");
         json_object_put(ix);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/jget.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "discord/cmds.h"
@@ -17,20 +18,6 @@
 #define QUEUE_RETRY_MS 200       /* our queue to Discord was full: try again (plus jitter) */
 #define QUEUE_WAIT_MS 60000      /* for this long at most */
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-static int64_t jint(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
-}
-
 int ixjob_parse(struct ixjob *j, const char *payload)
 {
     memset(j, 0, sizeof(*j));
@@ -38,18 +25,18 @@ int ixjob_parse(struct ixjob *j, const char *payload)
     if (!o || !json_object_is_type(o, json_type_object))
         goto bad;
     j->root = o;
-    j->id = jstr(o, "id");
-    j->token = jstr(o, "token");
-    j->app_id = jstr(o, "application_id");
-    j->command = jstr(o, "command");
-    j->locale = jstr(o, "locale");
-    j->channel_id = jstr(o, "channel_id");
-    j->guild_id = jstr(o, "guild_id");
+    j->id = jget_str(o, "id");
+    j->token = jget_str(o, "token");
+    j->app_id = jget_str(o, "application_id");
+    j->command = jget_str(o, "command");
+    j->locale = jget_str(o, "locale");
+    j->channel_id = jget_str(o, "channel_id");
+    j->guild_id = jget_str(o, "guild_id");
     if (json_object_object_get_ex(o, "user", &user))
-        j->user_id = jstr(user, "id");
+        j->user_id = jget_str(user, "id");
     j->ko = j->locale && !strncmp(j->locale, "ko", 2);
-    j->received_ms = jint(o, "received_ms");
-    j->token_expires_ms = jint(o, "token_expires_ms");
+    j->received_ms = jget_int_any(o, "received_ms");
+    j->token_expires_ms = jget_int_any(o, "token_expires_ms");
     if (!j->id || !j->token || !j->app_id || !j->command)
         goto bad;
     j->cmd = cmds_find(j->command, &j->en);
@@ -75,7 +62,7 @@ static struct json_object *option_value(const struct ixjob *j, const char *key)
         return NULL;
     for (size_t i = 0; i < json_object_array_length(opts); i++) {
         struct json_object *op = json_object_array_get_idx(opts, i);
-        const char *n = jstr(op, "name");
+        const char *n = jget_str(op, "name");
         if (n && !strcmp(n, name) && json_object_object_get_ex(op, "value", &v))
             return v;
     }
@@ -107,10 +94,10 @@ int ixjob_attachment(const struct ixjob *j, const char *key, struct ixjob_attach
         !json_object_object_get_ex(res, "attachments", &atts) ||
         !json_object_object_get_ex(atts, json_object_get_string(v), &a))
         return 0;
-    out->url = jstr(a, "url");
-    out->filename = jstr(a, "filename");
-    out->content_type = jstr(a, "content_type");
-    out->size = jint(a, "size");
+    out->url = jget_str(a, "url");
+    out->filename = jget_str(a, "filename");
+    out->content_type = jget_str(a, "content_type");
+    out->size = jget_int_any(a, "size");
     return out->url != NULL;
 }
 

@@ -19,6 +19,7 @@
 
 #include "base/buf.h"
 #include "base/err.h"
+#include "base/jget.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
@@ -274,22 +275,14 @@ static struct json_object *parse_object(struct json_tokener *tok, const char *s,
 
 /* ---- chunks -------------------------------------------------------------- */
 
-static long get_long(struct json_object *o, const char *name)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, json_type_int))
-        return 0;
-    return (long)json_object_get_int64(v);
-}
-
 static void read_usage(struct llm_call *k, struct json_object *root)
 {
     struct json_object *u;
     if (!json_object_object_get_ex(root, "usage", &u) || !json_object_is_type(u, json_type_object))
         return;
-    k->usage.prompt = get_long(u, "prompt_tokens");
-    k->usage.completion = get_long(u, "completion_tokens");
-    k->usage.total = get_long(u, "total_tokens");
+    k->usage.prompt = jget_int(u, "prompt_tokens");
+    k->usage.completion = jget_int(u, "completion_tokens");
+    k->usage.total = jget_int(u, "total_tokens");
     k->usage.has_usage = 1;
 }
 

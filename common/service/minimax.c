@@ -19,6 +19,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "io/hcl.h"
+#include "base/jget.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
@@ -53,32 +54,6 @@ struct mm_out {
 };
 
 /* ---- JSON helpers --------------------------------------------------------- */
-
-static struct json_object *get(struct json_object *o, const char *name, enum json_type t)
-{
-    struct json_object *v;
-    if (!o || !json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, t))
-        return NULL;
-    return v;
-}
-
-static const char *get_str(struct json_object *o, const char *name)
-{
-    struct json_object *v = get(o, name, json_type_string);
-    return v ? json_object_get_string(v) : NULL;
-}
-
-/* A number MiniMax may send as a number or as a numeric string; 0 else. */
-static long long get_num(struct json_object *o, const char *name)
-{
-    struct json_object *v;
-    if (!o || !json_object_object_get_ex(o, name, &v) || !v)
-        return 0;
-    if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_string) ||
-        json_object_is_type(v, json_type_double))
-        return (long long)json_object_get_int64(v);
-    return 0;
-}
 
 static int clamp_int(long long v)
 {
@@ -213,13 +188,13 @@ static void parse_b64(struct json_object *arr, struct mm_out *o)
 
 static int parse_image(struct json_object *root, struct mm_out *o)
 {
-    struct json_object *data = get(root, "data", json_type_object), *arr;
-    struct json_object *meta = get(root, "metadata", json_type_object);
-    o->r.success_count = clamp_int(get_num(meta, "success_count"));
-    o->r.failed_count = clamp_int(get_num(meta, "failed_count"));
-    if ((arr = get(data, "image_urls", json_type_array)))
+    struct json_object *data = jget_typed(root, "data", json_type_object), *arr;
+    struct json_object *meta = jget_typed(root, "metadata", json_type_object);
+    o->r.success_count = clamp_int(jget_num(meta, "success_count"));
+    o->r.failed_count = clamp_int(jget_num(meta, "failed_count"));
+    if ((arr = jget_typed(data, "image_urls", json_type_array)))
         parse_urls(arr, o);
-    if ((arr = get(data, "image_base64", json_type_array)))
+    if ((arr = jget_typed(data, "image_base64", json_type_array)))
         parse_b64(arr, o);
     o->r.urls = o->r.nurls ? o->urls : NULL;
     o->r.images = o->r.nimages ? o->images : NULL;
@@ -257,15 +232,15 @@ static int parse_submit(struct json_object *root, struct mm_out *o)
 
 static int parse_query(struct json_object *root, struct mm_out *o)
 {
-    const char *st = get_str(root, "status");
+    const char *st = jget_str(root, "status");
     if (!st || !*st || strlen(st) >= sizeof o->state) {
         set_msg(o, "no task status in the answer");
         return PROV_PROTOCOL;
     }
     snprintf(o->state, sizeof o->state, "%s", st);
     get_id(root, "file_id", o->file_id, sizeof o->file_id);
-    o->r.width = clamp_int(get_num(root, "video_width"));
-    o->r.height = clamp_int(get_num(root, "video_height"));
+    o->r.width = clamp_int(jget_num(root, "video_width"));
+    o->r.height = clamp_int(jget_num(root, "video_height"));
     if (!strcmp(st, "Success") && !o->file_id[0]) {
         set_msg(o, "task succeeded without a file_id");
         return PROV_PROTOCOL;
@@ -275,17 +250,17 @@ static int parse_query(struct json_object *root, struct mm_out *o)
 
 static int parse_retrieve(struct json_object *root, struct mm_out *o)
 {
-    struct json_object *f = get(root, "file", json_type_object);
-    const char *url = get_str(f, "download_url");
+    struct json_object *f = jget_typed(root, "file", json_type_object);
+    const char *url = jget_str(f, "download_url");
     if (!f || !prov__http_url(url, MM_MAX_URL)) {
         set_msg(o, f ? "no valid download_url in the answer" : "no file in the answer");
         return PROV_PROTOCOL;
     }
     o->r.download_url = url;
     get_id(f, "file_id", o->file_id, sizeof o->file_id);
-    const char *fn = get_str(f, "filename");
+    const char *fn = jget_str(f, "filename");
     prov__message(o->filename, sizeof o->filename, fn ? fn : "", fn ? strlen(fn) : 0, NULL);
-    long long b = get_num(f, "bytes");
+    long long b = jget_num(f, "bytes");
     o->r.bytes = b < 0 ? 0 : b;
     return PROV_OK;
 }
@@ -295,11 +270,11 @@ static int parse_retrieve(struct json_object *root, struct mm_out *o)
 /* base_resp: its code into r.code and its text into msg. */
 static void read_base_resp(struct mm_call *k, struct json_object *root, struct mm_out *o)
 {
-    struct json_object *br = get(root, "base_resp", json_type_object);
+    struct json_object *br = jget_typed(root, "base_resp", json_type_object);
     if (!br)
         return;
-    o->r.code = (int)get_num(br, "status_code");
-    const char *m = get_str(br, "status_msg");
+    o->r.code = (int)jget_num(br, "status_code");
+    const char *m = jget_str(br, "status_msg");
     if (m)
         prov__message(o->msg, sizeof o->msg, m, strlen(m), &k->key);
 }

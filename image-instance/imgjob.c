@@ -15,6 +15,7 @@
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
+#include "base/jtext.h"
 #include "service/keypool.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -140,20 +141,13 @@ static void pic_cancel(struct bus_job *job, void *arg)
     maybe_free(p);
 }
 
-static char *json_text(struct json_object *o)
-{
-    char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
-}
-
 static char *content_json(const char *text)
 {
     struct json_object *o = json_object_new_object(), *am = json_object_new_object();
     json_object_object_add(o, "content", json_object_new_string(text));
     json_object_object_add(am, "parse", json_object_new_array());
     json_object_object_add(o, "allowed_mentions", am);
-    return json_text(o);
+    return jtext_take(o);
 }
 
 /* ---- talking to the user ------------------------------------------------------ */
@@ -256,7 +250,7 @@ static void gallery(struct pic *p)
         json_object_array_add(atts, a);
     }
     json_object_object_add(o, "attachments", atts);
-    char *json = json_text(o);
+    char *json = jtext_take(o);
     struct drest_req rq = {.method = "POST", .path = path, .json = json, .files = p->files, .nfiles = p->nfiles,
                            .bot_auth = 1};
     if (drest_request(core_rest(p->g->core), &rq, on_gallery, NULL))
@@ -353,7 +347,7 @@ static void upload(struct pic *p)
     buf_free(&content);
     buf_free(&links);
     mem_free(p->final_json);
-    p->final_json = json_text(o);
+    p->final_json = jtext_take(o);
     p->after_edit = delivered;
     struct ixjob_edit *e = ixjob_edit_files(core_loop(p->g->core), core_rest(p->g->core), &p->ix, p->final_json,
                                             p->files, p->nfiles, on_upload, p);

@@ -18,6 +18,7 @@
 #include "base/err.h"
 #include "discord/ixjob.h"
 #include "base/jget.h"
+#include "base/jtext.h"
 #include "service/keypool.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -106,13 +107,6 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
 static const char *say(const struct video *v, const char *ko, const char *en)
 {
     return v->ko ? ko : en;
-}
-
-static char *json_text(struct json_object *o)
-{
-    char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
 }
 
 /* ---- lifetime ----------------------------------------------------------------- */
@@ -462,7 +456,7 @@ static char *with_nonce(const struct video *v, const char *json)
     snprintf(nonce, sizeof(nonce), "v%s", v->iid); /* Discord: at most 25 characters */
     json_object_object_add(o, "nonce", json_object_new_string(nonce));
     json_object_object_add(o, "enforce_nonce", json_object_new_boolean(1));
-    return json_text(o);
+    return jtext_take(o);
 }
 
 /* Show json (and files) to the user: the deferred response while the token
@@ -538,7 +532,7 @@ static char *message_json(struct video *v, const char *text, const char *filenam
         json_object_array_add(atts, a);
         json_object_object_add(o, "attachments", atts);
     }
-    return json_text(o);
+    return jtext_take(o);
 }
 
 /* ---- finishing ----------------------------------------------------------------------- */
@@ -606,7 +600,7 @@ static void after_delivery(struct video *v)
     json_object_object_add(r, "file_bytes", json_object_new_int64(v->bytes));
     json_object_object_add(r, "in_channel", json_object_new_boolean(v->channel_mode));
     mem_free(v->final_result);
-    v->final_result = json_text(r);
+    v->final_result = jtext_take(r);
     log_info("video delivered", LF_STR("interaction", v->iid), LF_STR("task", v->task_id),
              LF_INT("bytes", v->bytes), LF_BOOL("in_channel", v->channel_mode));
     v->told = 1;
@@ -1228,7 +1222,7 @@ static void insert_row(struct video *v)
     json_object_object_add(rq, "resolution", json_object_new_string(v->resolution));
     json_object_object_add(rq, "locale", json_object_new_string(v->ko ? "ko" : "en"));
     json_object_object_add(rq, "upload_limit", json_object_new_int64(v->upload_limit));
-    char *request = json_text(rq), expires[32], max[16];
+    char *request = jtext_take(rq), expires[32], max[16];
     snprintf(expires, sizeof(expires), "%lld", (long long)v->token_expires_ms);
     snprintf(max, sizeof(max), "%d", cfg->user_max_video_jobs);
     const char *p[] = {v->iid, v->user_id, cfg->name, v->guild_id[0] ? v->guild_id : NULL, v->channel_id,

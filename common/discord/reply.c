@@ -10,6 +10,7 @@
 #include "discord/drest.h"
 #include "base/err.h"
 #include "discord/ixjob.h"
+#include "base/jtext.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "parse/split.h"
@@ -126,9 +127,7 @@ static char *message_json(const struct reply *r, const char *text, size_t len, i
         json_object_object_add(o, "message_reference", ref);
     }
     json_object_object_add(o, "allowed_mentions", am);
-    char *s = mem_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
+    return jtext_take(o);
 }
 
 static void on_sent(const struct drest_resp *resp, void *arg)

@@ -20,6 +20,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/jget.h"
+#include "base/jtext.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
@@ -575,10 +576,7 @@ static char *chat_body(const struct llm_request *rq)
         json_object_object_add(o, "max_tokens", json_object_new_int64(rq->max_tokens));
     if (rq->user)
         json_object_object_add(o, "user", json_object_new_string(rq->user));
-    char *s = mem_strdup(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
+    return jtext_take(o);
 }
 
 /* POST body as JSON to url with the key; the Authorization header is wiped
@@ -773,9 +771,7 @@ int llm_moderate(struct hcl *c, const struct llm_moderation_request *rq, llm_mod
     json_object_object_add(o, "input", json_object_new_string(rq->input));
     json_object_object_add(o, "model",
                            json_object_new_string(rq->model ? rq->model : LLM_DEFAULT_MODERATION_MODEL));
-    char *body = mem_strdup(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
+    char *body = jtext_take(o);
     struct llm_mod *m = mem_calloc(1, sizeof *m);
     m->cb = cb;
     m->arg = arg;

@@ -20,6 +20,7 @@
 #include "base/err.h"
 #include "io/hcl.h"
 #include "base/jget.h"
+#include "base/jtext.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
@@ -436,14 +437,6 @@ static int send_call(struct hcl *c, enum mm_op op, const char *url, const char *
     return 0;
 }
 
-static char *json_text(struct json_object *o)
-{
-    char *s = mem_strdup(json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
-}
-
 static void add_str(struct json_object *o, const char *name, const char *v)
 {
     json_object_object_add(o, name, json_object_new_string(v));
@@ -463,7 +456,7 @@ int mm_image(struct hcl *c, const struct mm_image_req *rq, mm_cb *cb, void *arg)
     add_str(o, "aspect_ratio", rq->aspect_ratio ? rq->aspect_ratio : "1:1");
     json_object_object_add(o, "n", json_object_new_int(rq->n));
     add_str(o, "response_format", rq->base64 ? "base64" : "url");
-    char *body = json_text(o);
+    char *body = jtext_take(o);
     int rc = send_call(c, OP_IMAGE, url, rq->api_key, body,
                        rq->timeout_ms > 0 ? rq->timeout_ms : IMAGE_TIMEOUT_MS,
                        rq->base64 ? MM_MAX_BASE64_RESPONSE : MM_MAX_RESPONSE, cb, arg);
@@ -489,7 +482,7 @@ int mm_video_submit(struct hcl *c, const struct mm_video_req *rq, mm_cb *cb, voi
         add_str(o, "resolution", rq->resolution);
     if (rq->first_frame_image)
         add_str(o, "first_frame_image", rq->first_frame_image);
-    char *body = json_text(o);
+    char *body = jtext_take(o);
     int rc = send_call(c, OP_SUBMIT, url, rq->api_key, body,
                        rq->timeout_ms > 0 ? rq->timeout_ms : SUBMIT_TIMEOUT_MS, MM_MAX_RESPONSE, cb,
                        arg);

@@ -3,7 +3,7 @@
 
 common/ (libbotcore.a) is grouped into layer folders, lowest first:
 
-  base     err, mem, buf, utf8, secret, log, glob, idmap, config, clock, jget
+  base     err, mem, buf, utf8, secret, log, glob, idmap, config, clock, jget, jtext
   parse    parsers of outside bytes, no I/O
   io       connections: Redis, HTTP client and server, PostgreSQL, gateway
   service  what the roles build on: the job bus, leases, keys, providers

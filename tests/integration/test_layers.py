@@ -60,3 +60,21 @@ def test_the_check_finds_each_kind_of_break(t):
               "expected exactly %d findings:\n%s%s" % (len(want), r.stdout, r.stderr))
     finally:
         shutil.rmtree(root)
+
+
+def test_architecture_doc_lists_every_module(t):
+    """docs/architecture.md's layout names each module of common/ in its
+    layer, and nothing that is not there."""
+    text = open(os.path.join(t.root, "docs", "architecture.md"), encoding="utf-8").read()
+    block = text.split("## Where the code lives", 1)[1].split("```", 2)[1]
+    doc = {}
+    for line in block.splitlines():
+        parts = line.split("(", 1)[0].split()
+        if parts and parts[0].endswith("/") and parts[0][:-1] in ("base", "parse", "io", "service", "discord",
+                                                                  "process"):
+            doc[parts[0][:-1]] = set(parts[1:])
+    for layer in ("base", "parse", "io", "service", "discord", "process"):
+        folder = os.path.join(t.root, "common", layer)
+        have = {f[:-2] for f in os.listdir(folder) if f.endswith(".c")}
+        check(doc.get(layer) == have, "docs/architecture.md lists %s/ as %s; the folder holds %s"
+              % (layer, sorted(doc.get(layer, ())), sorted(have)))

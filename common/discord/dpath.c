@@ -70,7 +70,7 @@ static int build(char *buf, size_t cap, const char *tmpl, const char *const *ids
             token(&o, *ids++);
             tmpl += 7;
         } else if (*tmpl) {
-            put(&o, tmpl++, 1); /* a brace that opens no placeholder */
+            put(&o, tmpl++, 1); /* a literal "{": copied, and the walk moves on */
         }
     }
     if (buf && cap)

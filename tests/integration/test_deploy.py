@@ -5,6 +5,7 @@ sandbox, a state directory and ports of the test's own."""
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -68,10 +69,14 @@ def test_deploy_start_status_health_stop(t):
     r = run(t, env, "start")
     check(r.returncode == 0, "start failed:\n%s\n%s" % (r.stdout, r.stderr))
     check("sandbox: Discord simulator" in r.stdout, "start says the sandbox runs:\n" + r.stdout)
+    t0 = time.monotonic()
     r = run(t, env, "status")
+    took = time.monotonic() - t0
     rows = status_rows(r.stdout)
-    check(len(rows) == 4 and all(row[4] == "ok" for row in rows), "status:\n" + r.stdout)
+    check(r.returncode == 0 and len(rows) == 4 and all(row[4] == "ok" for row in rows),
+          "status (%d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
     check([row[0] for row in rows] == ["chat-1", "image-2", "video-3", "admin-4"], r.stdout)
+    check(took < harness.scaled(2.0), "status answers at once, not in %.1f s" % took)
     r = run(t, env, "health")
     check(r.returncode == 0 and r.stdout.count("healthy") == 4, r.stdout)
     check(os.path.exists(os.path.join(t.tmp, "data", "redis", "appendonlydir")), "redis runs with AOF")
@@ -109,10 +114,27 @@ def test_deploy_start_status_health_stop(t):
         return d.get("original") and d["original"].get("attachments")
     wait_until(drawn, 20, "the sandbox answers /이미지 with an image")
 
+    # a hung instance (SIGSTOP) costs status one short timeout, not seconds per row
+    image_pid = int(open(os.path.join(t.tmp, "data", "run", "image.pid")).read())
+    os.kill(image_pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = run(t, env, "status")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(image_pid, signal.SIGCONT)
+    rows = status_rows(r.stdout)
+    check(r.returncode == 1 and [row[4] for row in rows] == ["ok", "no-answer", "ok", "ok"],
+          "status names the hung instance and exits 1 (%d):\n%s" % (r.returncode, r.stdout))
+    check(took < harness.scaled(3.0), "status with a hung instance took %.1f s" % took)
+
     r = run(t, env, "stop", timeout=120)
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)
     r = run(t, env, "health")
     check(r.returncode != 0, "health fails once stopped")
+    r = run(t, env, "status")
+    check(r.returncode == 1 and [row[4] for row in status_rows(r.stdout)] == ["down"] * 4,
+          "status exits 1 once stopped (%d):\n%s" % (r.returncode, r.stdout))
     for role in ROLES:
         log = open(os.path.join(t.tmp, "logs", role + ".log")).read()
         check('"msg":"drained: every job taken was finished and acked"' in log, "%s drained on stop" % role)
@@ -247,8 +269,10 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
         check(r.returncode == 0, "psql: " + r.stderr)
         return r.stdout.strip()
 
-    def status():
-        return ok(run(t, env, "status"), "status")
+    def status(rc=0):
+        r = run(t, env, "status")
+        check(r.returncode == rc, "status exits %d (%d):\n%s%s" % (rc, r.returncode, r.stdout, r.stderr))
+        return r.stdout
 
     # start: every instance healthy, each serving its own role
     out = ok(run(t, env, "start"), "start")
@@ -282,7 +306,7 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     check(not running(chat_pid), "chat-1 is dead")
     out = ok(run(t, env, "try", "#채팅방-1", "/채팅 아직 거기 있어?"), "try /채팅 after chaos")
     check("아직 거기 있어?" in out and "admin-4 (takeover)" in out, "admin answered for chat:\n" + out)
-    out = status()
+    out = status(rc=1)  # an instance is down: non-zero, as health
     check(serving(out).get("chat", "").startswith("admin-4 (takeover"), "status shows the takeover:\n" + out)
     check(status_rows(out)[0][4] == "down", "chat-1 is down:\n" + out)
     r = run(t, env, "logs")  # not a terminal: prints what is there and exits

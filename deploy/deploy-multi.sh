@@ -10,10 +10,11 @@
 # Every subcommand, the menu, the modes, validation, backups, `try` and
 # `chaos` are described in docs/deploy.md.
 #
-# Settings come from .env.multi (see deploy/env.multi.example); the
-# environment overrides it. Without REDIS_URL / DATABASE_URL a local Redis
-# (AOF on, port LOCAL_REDIS_PORT=56379) and PostgreSQL (LOCAL_PG_PORT=55432)
-# are started with their data under ./data/. Health ports are 8001-8004
+# Settings come from .env.multi (cp .env.multi.example .env.multi && chmod 600
+# .env.multi: the example holds every setting); the environment overrides it.
+# Without REDIS_URL / DATABASE_URL a local Redis (AOF on, port
+# LOCAL_REDIS_PORT=56379) and PostgreSQL (LOCAL_PG_PORT=55432) are started
+# with their data under ./data/. Health ports are 8001-8004
 # unless CHAT_HEALTH_PORT ... ADMIN_HEALTH_PORT say otherwise;
 # DEPLOY_STATE_DIR moves data/, logs/, backups/ and try-output/ elsewhere.
 set -euo pipefail
@@ -788,7 +789,11 @@ cmd_start() {
     if [ -f "$ENV_FILE" ]; then
         check_env_perms
     else
-        say "note: no $ENV_FILE; using defaults (copy deploy/env.multi.example to .env.multi)"
+        if [ "$ENV_FILE" = "$ROOT/.env.multi" ]; then
+            say "note: no .env.multi; using defaults (to set keys: cp .env.multi.example .env.multi && chmod 600 .env.multi)"
+        else
+            say "note: no $ENV_FILE; using defaults (to set keys: cp $ROOT/.env.multi.example $ENV_FILE && chmod 600 $ENV_FILE)"
+        fi
     fi
     ensure_built
     resolve_context

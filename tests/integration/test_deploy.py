@@ -373,3 +373,55 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
           [(n, p) for n, p in pids.items() if running(p)])
     ports = [v for k, v in env.items() if k.endswith("_PORT")]
     check(not [p for p in ports if listening(p)], "no port left listening: %s" % [p for p in ports if listening(p)])
+
+
+def fake_apt_path(t, apt_rc=0):
+    """A PATH under which install-deps.sh sees three packages missing and
+    installs them with a stand-in apt-get that talks as much as the real one
+    on a fresh machine (through a stand-in sudo, so /usr/sbin is untouched)."""
+    bindir = t.path("fakebin")
+    os.makedirs(bindir, exist_ok=True)
+    scripts = {
+        "dpkg-query": 'case " $* " in *" redis-tools "*|*" libuv1-dev "*|*" clang "*) exit 1 ;; esac\n'
+                      "printf 'install ok installed'\n",
+        "id": 'if [ "$1" = -u ]; then echo 1000; else exec /usr/bin/id "$@"; fi\n',
+        "sudo": 'exec "$@"\n',
+        "apt-get": 'echo "apt-get $*" >>"%s"\n'
+                   'case " $* " in *" update "*) for i in 1 2 3 4 5; do echo "Get:$i http://deb.example bookworm"; done;'
+                   ' exit 0 ;; esac\n'
+                   'i=0; while [ $i -lt 150 ]; do echo "Setting up fake-package-$i (1.0) ..."; i=$((i+1)); done\n'
+                   'if [ %d != 0 ]; then echo "E: Sub-process /usr/bin/dpkg returned an error code (1)"; fi\n'
+                   'exit %d\n' % (t.path("apt-calls"), apt_rc, apt_rc),
+    }
+    for name, body in scripts.items():
+        with open(os.path.join(bindir, name), "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(os.path.join(bindir, name), 0o755)
+    return bindir + os.pathsep + os.environ["PATH"]
+
+
+@harness.timeout(60)
+def test_install_deps_prints_a_summary_and_keeps_apt_output_in_a_log(t):
+    """The first start printed ~150 lines of apt output: now two lines, the
+    rest in a log, and the log's tail when apt fails."""
+    script = os.path.join(t.root, "deploy", "install-deps.sh")
+    log = t.path("logs", "install-deps.log")
+    env = dict(os.environ, PATH=fake_apt_path(t), INSTALL_DEPS_LOG=log)
+    r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = (r.stdout + r.stderr).splitlines()
+    check(r.returncode == 0, "install-deps with a working apt (%d):\n%s" % (r.returncode, "\n".join(out)))
+    check(len(out) <= 2 and "3 packages" in out[0] and log in out[0] and out[-1].startswith("install-deps: done"),
+          "a two-line summary naming the log:\n" + "\n".join(out))
+    text = open(log).read()
+    check(text.count("Setting up fake-package-") == 150 and "Get:5" in text, "the full apt output is in the log")
+    calls = open(t.path("apt-calls")).read()
+    check("DPkg::Lock::Timeout" in calls and "redis-tools" in calls and "libuv1-dev" in calls,
+          "apt waits for another apt's lock and installs what is missing:\n" + calls)
+
+    env["PATH"] = fake_apt_path(t, apt_rc=100)
+    r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    check(r.returncode == 100, "apt's failure is install-deps' (%d):\n%s" % (r.returncode, out))
+    check("returned an error code" in out and log in out and "Setting up fake-package-149" in out,
+          "the failure shows the log's last lines and where the log is:\n" + out)
+    check(len(out.splitlines()) <= 30, "only the tail, not the whole log:\n" + out)

@@ -20,10 +20,16 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# Paths the user gives (try's @file, restore's directory, ENV_FILE,
+# DEPLOY_STATE_DIR) are relative to where the command was run, not to the
+# checkout the script works in.
+CALLER_PWD=$PWD
 cd "$ROOT"
+# from_caller PATH: PATH made absolute against the caller's directory
+from_caller() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s' "$CALLER_PWD/$1" ;; esac; }
 PROG=${DEPLOY_PROG:-$0}
-ENV_FILE=${ENV_FILE:-$ROOT/.env.multi}
-STATE=${DEPLOY_STATE_DIR:-$ROOT}   # where data/, logs/, backups/ and try-output/ live
+ENV_FILE=$(from_caller "${ENV_FILE:-$ROOT/.env.multi}")
+STATE=$(from_caller "${DEPLOY_STATE_DIR:-$ROOT}")   # where data/, logs/, backups/ and try-output/ live
 DATA=$STATE/data
 LOGS=$STATE/logs
 RUN=$DATA/run
@@ -1354,8 +1360,8 @@ forget_gateway_session() {
 
 resolve_backup_dir() {
     local arg=$1
-    if [ -d "$arg" ]; then
-        (cd "$arg" && pwd -P)
+    if [ -d "$(from_caller "$arg")" ]; then
+        (cd "$(from_caller "$arg")" && pwd -P)
     elif [ -d "$BACKUPS/$arg" ]; then
         (cd "$BACKUPS/$arg" && pwd -P)
     else
@@ -1520,16 +1526,18 @@ for oname, otype in spec:
         continue
     v = named[oname]
     if otype == 11:
-        path = v[1:] if v.startswith("@") else v
+        given = v[1:] if v.startswith("@") else v
+        # relative to where the user ran the command (the script itself runs in the checkout)
+        path = os.path.join(os.environ.get("TRY_CWD") or ".", os.path.expanduser(given))
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            fail("cannot read %s: %s" % (path, e))
+            fail("cannot read %s: %s" % (given, e.strerror or e))
         attachments.append({"name": oname, "filename": os.path.basename(path),
                             "content_type": mimetypes.guess_type(path)[0] or "application/octet-stream",
                             "data_b64": base64.b64encode(data).decode()})
-        shown.append("%s:@%s" % (oname, path))
+        shown.append("%s:@%s" % (oname, given))
         continue
     try:
         value = int(v) if otype == 4 else float(v) if otype == 10 else v
@@ -1753,7 +1761,7 @@ cmd_try() {
     alive "$RUN/discord-sim.pid" ||
         die "try talks to the sandbox, which is not running here (start it: $PROG start --sandbox, or start without DISCORD_TOKEN)"
     resolve_context
-    TRY_API=http://127.0.0.1:$SANDBOX_PORT TRY_GUILD=$SANDBOX_GUILD TRY_PREFIX=$PREFIX TRY_OUT=$TRY_OUT \
+    TRY_API=http://127.0.0.1:$SANDBOX_PORT TRY_GUILD=$SANDBOX_GUILD TRY_PREFIX=$PREFIX TRY_OUT=$TRY_OUT TRY_CWD=$CALLER_PWD \
         TRY_DB=$DATABASE_URL_EFF TRY_USER=$user TRY_TIMEOUT=$timeout TRY_FO=$(failover_ms) TRY_PSQL=$(pg_tool psql) \
         "$PY" -c "$TRY_PY" "${args[@]}" "${RCLI_ARGV[@]}"
 }

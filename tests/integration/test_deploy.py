@@ -8,9 +8,11 @@ import re
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
+import zlib
 
 import harness
 import simclient
@@ -21,11 +23,20 @@ CHAT_CHANNEL = "500000000000000001"
 ROLES = ("chat", "image", "video", "admin")
 
 
-def run(t, env, *args, timeout=180):
+def run(t, env, *args, timeout=180, cwd=None):
     full = dict(os.environ)
     full.update(env)
-    return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full,
+    return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full, cwd=cwd,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+def png(w, h):
+    """A small valid RGB PNG."""
+    raw = b"".join(b"\x00" + b"".join(bytes((x * 4 % 256, y * 4 % 256, 128)) for x in range(w)) for y in range(h))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def deploy_env(t, env_file=None):
@@ -294,6 +305,17 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
               "saved under try-output: " + path)
         check(open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", "a PNG: " + path)
     check("[embed] " in out, "the image embed is printed:\n" + out)
+    # /img with an attached file: the path is the caller's, not the checkout's
+    pics = t.path("pics")
+    os.makedirs(pics)
+    with open(os.path.join(pics, "photo.png"), "wb") as f:
+        f.write(png(64, 64))
+    out = ok(run(t, env, "try", "#이미지생성-1", "/img 수채화로 이미지:@photo.png 강도:0.4", cwd=pics), "try /img @file")
+    check("이미지:@photo.png" in out and "image-to-image" in out, "img2img from ./photo.png:\n" + out)
+    files = re.findall(r"^\[file\] (\S+) \(", out, re.M)
+    check(len(files) == 1 and open(files[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n", "the changed image:\n" + out)
+    r = run(t, env, "try", "#이미지생성-1", "/img 수채화로 이미지:@photo.png", cwd=t.tmp)
+    check(r.returncode == 1 and "cannot read photo.png" in r.stderr, "no ./photo.png here:\n" + r.stderr)
     out = ok(run(t, env, "try", "#일반", "/상태"), "try /상태")
     check("[embed] 클러스터 상태" in out and "chat-1" in out, "the /상태 embed as text:\n" + out)
     r = run(t, env, "try", "#없는-채널", "/채팅 hi")
@@ -356,7 +378,8 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     check(open(os.path.join(bdir, "redis.rdb"), "rb").read(5) == b"REDIS", "a Redis RDB snapshot")
     out = ok(run(t, env, "try", "--user", user, "#채팅방-1", "/초기화"), "try /초기화")
     check(psql(count) == "0", "/초기화 deleted the conversation")
-    out = ok(run(t, env, "restore", "latest", timeout=240), "restore")
+    # a backup directory relative to where restore runs
+    out = ok(run(t, env, "restore", os.path.relpath(bdir, t.tmp), timeout=240, cwd=t.tmp), "restore")
     check("postgresql: restored" in out and "redis: restored" in out, "restore says what it did:\n" + out)
     check("the backup's copy is" in out, "the existing .env.multi is kept:\n" + out)
     time.sleep(harness.scaled(2))  # nothing replays the /초기화 given after the backup

@@ -70,3 +70,21 @@ def test_one_env_example_and_every_mention_agrees(t):
     cmd = "cp .env.multi.example .env.multi && chmod 600 .env.multi"
     for f in ("README.md", "README.ko.md", "docs/compose.md", "deploy/deploy-multi.sh", ".env.multi.example"):
         check(cmd in open(os.path.join(t.root, f), encoding="utf-8").read(), "%s shows %r" % (f, cmd))
+
+
+def test_readmes_name_every_port_the_sandbox_uses(t):
+    """The sandbox tour listed the simulators' ports but not PostgreSQL's:
+    every default port of deploy-multi.sh (local Redis and PostgreSQL, the
+    four simulators, the health ports) is in both READMEs' tour."""
+    script = open(os.path.join(t.root, "deploy", "deploy-multi.sh"), encoding="utf-8").read()
+    ports = dict(re.findall(r"\$\{((?:LOCAL|SANDBOX)_[A-Z]+_PORT):-(\d+)\}", script))
+    check({"LOCAL_REDIS_PORT", "LOCAL_PG_PORT", "SANDBOX_DISCORD_PORT", "SANDBOX_OPENAI_PORT",
+           "SANDBOX_MINIMAX_PORT", "SANDBOX_STABILITY_PORT"} <= set(ports), "the script's port defaults: %r" % ports)
+    for readme, start, end in (("README.md", "## The sandbox tour", "\n## "),
+                               ("README.ko.md", "## 샌드박스 둘러보기", "\n## ")):
+        text = open(os.path.join(t.root, readme), encoding="utf-8").read()
+        tour = text[text.index(start):]
+        tour = tour[:tour.index(end, len(start))]
+        missing = [name for name, port in ports.items() if port not in tour]
+        check(not missing, "%s's sandbox tour does not name the ports of %r" % (readme, missing))
+        check("8001-8004" in tour, "%s's sandbox tour names the health ports" % readme)

@@ -2115,11 +2115,19 @@ dispatch() {
     esac
 }
 
+# menu_ask VAR PROMPT [DEFAULT]: one answer (DEFAULT when empty); false at end of input
+menu_ask() {
+    local _ans=""
+    read -r -p "$2" _ans || return 1
+    printf -v "$1" '%s' "${_ans:-${3:-}}"
+}
+
 menu() {
-    local choice inst rc mode_word
+    local choice inst rc mode_word chan cmd
     # Ctrl-C ends the running action (logs -f), not the menu
     trap ':' INT
     while true; do
+        ENVV_STATE=unread # .env.multi may have been edited since the last action
         mode_word=${MODE}
         [ "$mode_word" = auto ] && mode_word="auto: native unless docker compose"
         cat <<EOF
@@ -2127,7 +2135,8 @@ menu() {
 Discord bot cluster ($mode_word; state in $STATE)
   1) start     2) stop      3) restart
   4) status    5) logs      6) health
-  7) update    8) backup    9) cleanup
+  7) update    8) backup    9) restore
+ 10) try      11) chaos    12) cleanup
   0) quit
 EOF
         read -r -p "choice: " choice || { say; return 0; }
@@ -2138,17 +2147,38 @@ EOF
         3) (dispatch restart) || rc=$? ;;
         4) (dispatch status) || rc=$? ;;
         5)
-            read -r -p "instance (chat, image, video, admin; empty: all): " inst || inst=""
+            menu_ask inst "instance (chat, image, video, admin; empty: all): " || inst=""
             say "(Ctrl-C returns to the menu)"
             if [ -n "$inst" ]; then (dispatch logs --follow "$inst") || rc=$?; else (dispatch logs --follow) || rc=$?; fi
             ;;
         6) (dispatch health) || rc=$? ;;
         7) (dispatch update) || rc=$? ;;
         8) (dispatch backup) || rc=$? ;;
-        9) (dispatch cleanup) || rc=$? ;;
+        9)
+            if [ -d "$BACKUPS" ]; then
+                say "backups in $BACKUPS:"
+                find "$BACKUPS" -mindepth 1 -maxdepth 1 -printf '  %f\n' 2>/dev/null | sort
+            fi
+            if menu_ask inst "restore which backup (a name above or a path; empty: latest): " latest; then
+                (dispatch restore "$inst") || rc=$?
+            fi
+            ;;
+        10)
+            say "e.g. #채팅방-1 /채팅 안녕 · #이미지생성-1 /이미지 고양이 · #이미지생성-1 /img 수채화로 이미지:@photo.png"
+            say "     #비디오생성-1 /비디오 파도 · #일반 /핑 · #일반 /상태 · #일반 /사용량"
+            if menu_ask chan "channel (empty: #채팅방-1): " "#채팅방-1" && menu_ask cmd "command: " && [ -n "$cmd" ]; then
+                (dispatch try "$chan" "$cmd") || rc=$?
+            fi
+            ;;
+        11)
+            if menu_ask inst "kill -9 which instance (chat, image, video, admin): " && [ -n "$inst" ]; then
+                (dispatch chaos "$inst") || rc=$?
+            fi
+            ;;
+        12) (dispatch cleanup) || rc=$? ;;
         0 | q | quit | exit) return 0 ;;
         '') continue ;;
-        *) say "choose 0-9" ;;
+        *) say "choose 0-12" ;;
         esac
         [ "$rc" = 0 ] || say "(exit status $rc)"
     done

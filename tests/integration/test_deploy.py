@@ -4,7 +4,9 @@ sandbox, a state directory and ports of the test's own."""
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import stat
@@ -49,6 +51,60 @@ def deploy_env(t, env_file=None):
     for role in ROLES:
         env[role.upper() + "_HEALTH_PORT"] = str(t.free_port())
     return env
+
+
+def menu_session(t, env, steps, timeout=120):
+    """Run the menu on a pseudo-terminal as a person would: for each
+    (prompt, answer) wait until the prompt shows, then type the answer.
+    Returns everything the terminal showed."""
+    full = dict(os.environ)
+    full.update(env)
+    script = os.path.join(t.root, "deploy", "deploy-multi.sh")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the script on the terminal
+        try:
+            os.execve(script, [script], full)
+        finally:
+            os._exit(127)
+    seen, pos = b"", 0
+    deadline = time.monotonic() + harness.scaled(timeout)
+    try:
+        for prompt, answer in steps:
+            want = prompt.encode()
+            while seen.find(want, pos) < 0:
+                left = deadline - time.monotonic()
+                check(left > 0, "the menu never showed %r; the terminal:\n%s" % (prompt, seen.decode(errors="replace")))
+                r, _w, _x = select.select([fd], [], [], min(left, 1))
+                if r:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    check(chunk, "the menu ended before %r:\n%s" % (prompt, seen.decode(errors="replace")))
+                    seen += chunk
+            pos = seen.find(want, pos) + len(want)
+            os.write(fd, answer.encode() + b"\n")
+        while time.monotonic() < deadline:  # the last answer quits: read to the end
+            r, _w, _x = select.select([fd], [], [], 1)
+            if r:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        _pid, status = os.waitpid(pid, os.WNOHANG)
+        check(_pid == pid and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+              "the menu exits 0 on quit:\n" + seen.decode(errors="replace"))
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    return seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 def status_rows(out):
@@ -124,6 +180,20 @@ def test_deploy_start_status_health_stop(t):
         d = json.loads(simclient.http("GET", sim_api + "/_sim/interactions/" + iid)[2])
         return d.get("original") and d["original"].get("attachments")
     wait_until(drawn, 20, "the sandbox answers /이미지 with an image")
+
+    # the menu offers try, chaos and restore too
+    out = menu_session(t, env, [("choice: ", "10"), ("channel (empty: #채팅방-1): ", "#일반"), ("command: ", "/핑"),
+                                ("choice: ", "9"), ("empty: latest): ", "no-such-backup"),
+                                ("choice: ", "11"), ("(chat, image, video, admin): ", "video"),
+                                ("choice: ", "0")])
+    check("9) restore" in out and "10) try" in out and "11) chaos" in out
+          and "12) cleanup" in out, "the menu lists restore, try and chaos:\n" + out)
+    check("→ /핑 in #일반" in out and "answered in" in out, "try from the menu answers /핑:\n" + out)
+    check("restore: no backup at no-such-backup" in out and "(exit status 1)" in out,
+          "restore from the menu, of a backup that is not there:\n" + out)
+    check("chaos: killed video-3" in out, "chaos from the menu kills video-3:\n" + out)
+    r = run(t, env, "start")  # brings video-3 back
+    check(r.returncode == 0, "start after chaos from the menu:\n" + r.stdout + r.stderr)
 
     # a hung instance (SIGSTOP) costs status one short timeout, not seconds per row
     image_pid = int(open(os.path.join(t.tmp, "data", "run", "image.pid")).read())

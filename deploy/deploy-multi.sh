@@ -228,7 +228,8 @@ wait_gone() {
 
 ensure_built() {
     mkdir -p "$LOGS"
-    INSTALL_DEPS_LOG=$LOGS/install-deps.log "$ROOT/deploy/install-deps.sh"
+    # --runtime: not the packages only the tests need (ffmpeg)
+    INSTALL_DEPS_LOG=$LOGS/install-deps.log "$ROOT/deploy/install-deps.sh" --runtime
     local missing=0 r
     for r in "${ROLES[@]}"; do [ -x "$(bin_of "$r")" ] || missing=1; done
     if [ $missing = 1 ] || [ -n "$(find common "${ROLES[@]/%/-instance}" -newer "$(bin_of admin)" -name '*.[ch]' 2>/dev/null | head -n 1)" ]; then

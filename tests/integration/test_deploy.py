@@ -475,7 +475,7 @@ def fake_apt_path(t, apt_rc=0):
     bindir = t.path("fakebin")
     os.makedirs(bindir, exist_ok=True)
     scripts = {
-        "dpkg-query": 'case " $* " in *" redis-tools "*|*" libuv1-dev "*|*" clang "*) exit 1 ;; esac\n'
+        "dpkg-query": 'case " $* " in *" redis-tools "*|*" libuv1-dev "*|*" clang "*|*" ffmpeg "*) exit 1 ;; esac\n'
                       "printf 'install ok installed'\n",
         "id": 'if [ "$1" = -u ]; then echo 1000; else exec /usr/bin/id "$@"; fi\n',
         "sudo": 'exec "$@"\n',
@@ -503,13 +503,20 @@ def test_install_deps_prints_a_summary_and_keeps_apt_output_in_a_log(t):
     r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     out = (r.stdout + r.stderr).splitlines()
     check(r.returncode == 0, "install-deps with a working apt (%d):\n%s" % (r.returncode, "\n".join(out)))
-    check(len(out) <= 2 and "3 packages" in out[0] and log in out[0] and out[-1].startswith("install-deps: done"),
+    check(len(out) <= 2 and "4 packages" in out[0] and log in out[0] and out[-1].startswith("install-deps: done"),
           "a two-line summary naming the log:\n" + "\n".join(out))
     text = open(log).read()
     check(text.count("Setting up fake-package-") == 150 and "Get:5" in text, "the full apt output is in the log")
     calls = open(t.path("apt-calls")).read()
-    check("DPkg::Lock::Timeout" in calls and "redis-tools" in calls and "libuv1-dev" in calls,
+    check("DPkg::Lock::Timeout" in calls and "redis-tools" in calls and "libuv1-dev" in calls and "ffmpeg" in calls,
           "apt waits for another apt's lock and installs what is missing:\n" + calls)
+    # what start runs: the packages the tests alone need are left out
+    os.remove(t.path("apt-calls"))
+    r = subprocess.run([script, "--runtime"], env=env, capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    calls = open(t.path("apt-calls")).read()
+    check(r.returncode == 0 and "3 packages" in r.stdout and "ffmpeg" not in calls and "clang" in calls,
+          "--runtime (%d):\n%s%s\n%s" % (r.returncode, r.stdout, r.stderr, calls))
 
     env["PATH"] = fake_apt_path(t, apt_rc=100)
     r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)

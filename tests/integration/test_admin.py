@@ -213,8 +213,8 @@ def test_instances_and_status_answer_once_without_discord_errors(t):
     wait_until(lambda: chat.health()[1].get("gateway", {}).get("holder"), 10, "chat holds the gateway")
     admin = c.start("admin")
     asked = []
-    for n in range(6):
-        name = ("인스턴스", "상태", "핑")[n % 3]
+    for n in range(20):
+        name = ("인스턴스", "인스턴스", "상태", "핑")[n % 4]
         ix = c.ask(name, locale=("ko", "en-US")[n % 2])
         text, st = c.answer(ix)
         check(text.strip(), "/%s answered: %r" % (name, st))

@@ -94,15 +94,19 @@ def menu_session(t, env, steps, timeout=120):
                 if not chunk:
                     break
                 seen += chunk
-        _pid, status = os.waitpid(pid, os.WNOHANG)
-        check(_pid == pid and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+        # the terminal closes a moment before the process is gone
+        done = wait_until(lambda: (lambda r: r if r[0] else None)(os.waitpid(pid, os.WNOHANG)), 10,
+                          "the menu ends on quit")
+        pid = None
+        check(os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0,
               "the menu exits 0 on quit:\n" + seen.decode(errors="replace"))
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        if pid is not None:  # not reaped: the test failed on the way
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         os.close(fd)
     return seen.decode(errors="replace").replace("\r\n", "\n")
 

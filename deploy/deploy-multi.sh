@@ -871,7 +871,6 @@ import json, os, socket, subprocess, sys, threading, time
 
 fo = int(os.environ.get("FO") or 3000)
 timeout = float(os.environ.get("STATUS_TIMEOUT") or 1)
-rtimeout = float(os.environ.get("STATUS_REDIS_TIMEOUT") or timeout)
 sep = sys.argv.index("--")
 rows, rcli = [a.split(",") for a in sys.argv[1:sep]], sys.argv[sep + 1:]
 results = {}
@@ -904,21 +903,27 @@ def health(port):
 
 def redis(key, *args):
     try:
-        p = subprocess.run(rcli + ["--json"] + list(args), capture_output=True, text=True, timeout=rtimeout)
+        p = subprocess.run(rcli + ["--json"] + list(args), capture_output=True, text=True, timeout=timeout)
         results[key] = json.loads(p.stdout) if p.returncode == 0 else None
     except (OSError, ValueError, subprocess.TimeoutExpired):
         results[key] = None
 
 
 threads = [threading.Thread(target=lambda r=r: results.__setitem__(r[3], health(r[3])), daemon=True) for r in rows]
-if rcli:
+if os.environ.get("HB_JSON"):  # read by the shell (compose mode: valkey-cli inside its container)
+    for key, var in (("hb", "HB_JSON"), ("time", "NOW_JSON")):
+        try:
+            results[key] = json.loads(os.environ[var])
+        except ValueError:
+            results[key] = None
+elif rcli:
     prefix = os.environ.get("PREFIX", "discordbot")
     threads.append(threading.Thread(target=redis, args=("hb", "XREVRANGE", prefix + ":heartbeats", "+", "-",
                                                         "COUNT", "50"), daemon=True))
     threads.append(threading.Thread(target=redis, args=("time", "TIME"), daemon=True))
 for th in threads:
     th.start()
-deadline = time.monotonic() + max(timeout, rtimeout) + 0.5
+deadline = time.monotonic() + timeout + 0.5
 for th in threads:
     th.join(max(0.0, deadline - time.monotonic()))
 
@@ -1034,10 +1039,17 @@ cmd_status() {
         rows+=("$r,$(name_of "$r"),$pid,$port")
     done
     setting_to fo FAILOVER_AFTER_MS
-    # valkey-cli through docker compose exec takes longer to start than redis-cli
-    [ "$MODE" = compose ] && rt=10
-    STATUS_TIMEOUT=${STATUS_TIMEOUT:-1} STATUS_REDIS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX \
-        "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
+    if [ "$MODE" = compose ]; then
+        # valkey-cli inside its container (RCLI_ARGV may go through a shell
+        # function): read here, one call after the other
+        local hb now
+        hb=$(rcli --json XREVRANGE "$PREFIX:heartbeats" + - COUNT 50 2>/dev/null) || hb=null
+        now=$(rcli --json TIME 2>/dev/null) || now=null
+        HB_JSON=$hb NOW_JSON=$now STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX \
+            "$PY" -c "$STATUS_PY" "${rows[@]}" --
+        return
+    fi
+    HB_JSON= STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
 }
 
 cmd_health() {

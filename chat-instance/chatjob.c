@@ -794,23 +794,27 @@ static void on_usage(int status, const struct usage_row *rows, size_t n, void *a
             videos += rows[i].units;
         }
     }
-    int daily = core_config(a->chat->core)->user_daily_limit;
-    char text[600], limit[120] = "";
-    if (a->ko) {
-        if (daily)
-            snprintf(limit, sizeof(limit), " / 하루 %d회", daily);
+    /* each kind's own daily limit (0 = none), so a user sees how much is left of each */
+    const struct config *cfg = core_config(a->chat->core);
+    char text[600], limit[3][48] = {"", "", ""};
+    int daily[3] = {cfg->user_daily_limit, cfg->user_daily_images, cfg->user_daily_videos};
+    const char *ko_unit[3] = {"회", "장", "개"};
+    for (int i = 0; i < 3; i++) {
+        if (daily[i] && a->ko)
+            snprintf(limit[i], sizeof(limit[i]), " / 하루 %d%s", daily[i], ko_unit[i]);
+        else if (daily[i])
+            snprintf(limit[i], sizeof(limit[i]), " of %d a day", daily[i]);
+    }
+    if (a->ko)
         snprintf(text, sizeof(text),
-                 "**오늘의 사용량** (UTC 기준)\n채팅: %lld회%s, 토큰 %lld (입력 %lld, 출력 %lld)\n이미지: %lld장\n"
-                 "비디오: %lld개",
-                 chat, limit, prompt + completion, prompt, completion, images, videos);
-    } else {
-        if (daily)
-            snprintf(limit, sizeof(limit), " of %d a day", daily);
+                 "**오늘의 사용량** (UTC 기준)\n채팅: %lld회%s, 토큰 %lld (입력 %lld, 출력 %lld)\n이미지: %lld장%s\n"
+                 "비디오: %lld개%s",
+                 chat, limit[0], prompt + completion, prompt, completion, images, limit[1], videos, limit[2]);
+    else
         snprintf(text, sizeof(text),
                  "**Your usage today** (UTC)\nChat: %lld requests%s, %lld tokens (%lld in, %lld out)\n"
-                 "Images: %lld\nVideos: %lld",
-                 chat, limit, prompt + completion, prompt, completion, images, videos);
-    }
+                 "Images: %lld%s\nVideos: %lld%s",
+                 chat, limit[0], prompt + completion, prompt, completion, images, limit[1], videos, limit[2]);
     finish_with(a, text, 1);
 }
 

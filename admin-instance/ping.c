@@ -118,24 +118,32 @@ static void fmt_ms(char *out, size_t n, double ms, int ko)
         snprintf(out, n, "%.1f ms", ms);
 }
 
-static void ping_answer(struct ping *p)
+void ping__text(char *out, size_t n, const struct config *cfg, int ko, const char *holder, double gw_ms,
+                double rest_ms, double redis_ms)
 {
-    const struct config *cfg = p->d.cfg;
-    char gw[128], rest[32], redis[32], text[700];
-    int ko = p->ix.ko;
-    if (p->holder[0]) {
+    char gw[128], rest[32], redis[32];
+    if (holder && holder[0]) {
         char ms[32];
-        fmt_ms(ms, sizeof(ms), p->gw_ms, ko);
-        snprintf(gw, sizeof(gw), "%s (%s)", ms, p->holder);
+        if (gw_ms < 0) /* the holder publishes -1 until its first heartbeat is acknowledged */
+            snprintf(ms, sizeof(ms), "%s", ko ? "아직 측정 전" : "not measured yet");
+        else
+            fmt_ms(ms, sizeof(ms), gw_ms, ko);
+        snprintf(gw, sizeof(gw), "%s (%s)", ms, holder);
     } else {
         snprintf(gw, sizeof(gw), "%s", ko ? "정보 없음" : "unknown");
     }
-    fmt_ms(rest, sizeof(rest), p->rest_ms, ko);
-    fmt_ms(redis, sizeof(redis), p->redis_ms, ko);
-    snprintf(text, sizeof(text),
+    fmt_ms(rest, sizeof(rest), rest_ms, ko);
+    fmt_ms(redis, sizeof(redis), redis_ms, ko);
+    snprintf(out, n,
              ko ? "퐁! 응답한 인스턴스: %s\n게이트웨이 하트비트: %s\nREST 왕복: %s\nRedis 왕복: %s"
                 : "Pong! Answered by: %s\nGateway heartbeat: %s\nREST round trip: %s\nRedis round trip: %s",
              cfg->name, gw, rest, redis);
+}
+
+static void ping_answer(struct ping *p)
+{
+    char text[700];
+    ping__text(text, sizeof(text), p->d.cfg, p->ix.ko, p->holder, p->gw_ms, p->rest_ms, p->redis_ms);
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "content", json_object_new_string(text));
     const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);

@@ -5,6 +5,8 @@
 #ifndef BC_PING_H
 #define BC_PING_H
 
+#include <stddef.h>
+
 #include <uv.h>
 
 struct bus_job;
@@ -25,5 +27,10 @@ struct ping_deps {
 
 /* Takes over job and ix (ix is freed when done). */
 void ping_run(const struct ping_deps *d, struct bus_job *job, struct ixjob *ix);
+
+/* For tests: the answer's text (cfg->name answered; a figure < 0 is
+ * unknown; gw_ms < 0 with a holder: no heartbeat answered yet). */
+void ping__text(char *out, size_t n, const struct config *cfg, int ko, const char *holder, double gw_ms,
+                double rest_ms, double redis_ms);
 
 #endif

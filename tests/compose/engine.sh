@@ -16,16 +16,22 @@
 #      compose network); the `docker` CLI must already be there.
 #   2. /etc/containers/containers.conf: no default ulimits, runc, cgroupfs
 #      (crun and the default ulimits are refused in sandboxes like this one).
-#   3. A Debian 12 base image, $BASE_IMAGE (localhost/discordbot-base:bookworm),
+#   3. A Debian 12 base image, $BASE_IMAGE (localhost/discordbot-base:bookworm-slim),
 #      made with debootstrap --variant=minbase from the mirror apt uses, since
-#      no image registry can be reached.
+#      no image registry can be reached; slimmed as debian:bookworm-slim is
+#      (no docs, man pages or locales, also for what apt installs later).
 #   4. podman system service on $SOCK, if nothing answers there yet.
+#   5. A healthcheck ticker: podman runs HEALTHCHECKs from systemd timers, and
+#      there is no systemd here, so without it every container stays
+#      "starting" and `depends_on: condition: service_healthy` waits forever.
+#      The ticker runs `podman healthcheck run` for each running container
+#      with a healthcheck every --interval (tests/compose/healthtick.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ENGINE_LOG=${ENGINE_LOG:-$ROOT/build/compose-engine.log}
 SOCK=${PODMAN_SOCK:-/run/podman/podman.sock}
-BASE_IMAGE=${BASE_IMAGE:-localhost/discordbot-base:bookworm}
+BASE_IMAGE=${BASE_IMAGE:-localhost/discordbot-base:bookworm-slim}
 PKGS=(podman runc debootstrap docker-compose golang-github-containernetworking-plugin-dnsname)
 
 mkdir -p "$(dirname "$ENGINE_LOG")"
@@ -119,6 +125,14 @@ base_image() {
     fi
     # apt inside the image uses the same mirror; no caches or lists in the image
     printf 'deb %s bookworm main\n' "$mirror" >"$rootfs/etc/apt/sources.list"
+    # as debian:bookworm-slim: dpkg leaves docs, man pages and locales out
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+        'path-include /usr/share/locale/locale.alias' 'path-exclude /usr/share/lintian/*' \
+        >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
+    find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+    rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/lintian/*
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
     printf '\n$ tar -C %s -c . | podman import - %s\n' "$rootfs" "$BASE_IMAGE" >>"$ENGINE_LOG"
     if ! tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >>"$ENGINE_LOG" 2>&1; then
@@ -149,6 +163,19 @@ service() {
     fail "podman system service did not answer on $SOCK within 10 s"
 }
 
+TICK_PID=${HEALTHTICK_PIDFILE:-/run/podman/healthtick.pid}
+
+ticker() {
+    if [ -f "$TICK_PID" ] && kill -0 "$(cat "$TICK_PID")" 2>/dev/null; then return 0; fi
+    if [ -d /run/systemd/system ]; then return 0; fi    # systemd runs the healthchecks itself
+    need_root
+    mkdir -p "$(dirname "$TICK_PID")"
+    printf '\n$ healthtick.sh &\n' >>"$ENGINE_LOG"
+    setsid "$ROOT/tests/compose/healthtick.sh" >>"$ENGINE_LOG" 2>&1 </dev/null &
+    echo $! >"$TICK_PID"
+    note "healthcheck ticker running (pid $!; no systemd to run podman's healthchecks)"
+}
+
 # a container really runs (the runtime, the ulimits and cgroups are fine)
 smoke() {
     logged podman run --rm --network none "$BASE_IMAGE" true ||
@@ -163,6 +190,7 @@ main() {
     base_image
     smoke
     service
+    ticker
     printf 'export DOCKER_HOST=unix://%s\n' "$SOCK"
     printf 'export BASE_IMAGE=%s\n' "$BASE_IMAGE"
 }

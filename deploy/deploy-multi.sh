@@ -48,6 +48,7 @@ SANDBOX_GUILD=400000000000000001
 SANDBOX_KEY=
 SANDBOX=0
 COMPOSE_FILE=${COMPOSE_FILE:-$ROOT/compose/docker-compose.multi.yml}
+IFS=: read -r -a COMPOSE_FILES <<<"$COMPOSE_FILE"   # file[:override...], as compose reads COMPOSE_FILE
 COMPOSE_PROJECT=${COMPOSE_PROJECT_NAME:-discordbot}   # the compose file has no name: (docker-compose 1.29)
 DC=()                              # docker compose or docker-compose, see compose_cli
 MODE=${DEPLOY_MODE:-auto}          # auto | native | compose
@@ -1678,11 +1679,13 @@ compose_cli_word() {
 # -p names the project (its volumes: discordbot_postgres-data ...).
 dc() {
     compose_cli || die "compose mode needs docker compose (v2) or docker-compose (1.29)"
+    local files=() f
+    for f in "${COMPOSE_FILES[@]}"; do files+=(-f "$f"); done
     if [ -f "$ENV_FILE" ]; then
         DISCORDBOT_ENV_FILE=${DISCORDBOT_ENV_FILE:-$ENV_FILE} \
-            "${DC[@]}" -p "$COMPOSE_PROJECT" --env-file "$ENV_FILE" -f "$COMPOSE_FILE" "$@"
+            "${DC[@]}" -p "$COMPOSE_PROJECT" --env-file "$ENV_FILE" "${files[@]}" "$@"
     else
-        "${DC[@]}" -p "$COMPOSE_PROJECT" -f "$COMPOSE_FILE" "$@"
+        "${DC[@]}" -p "$COMPOSE_PROJECT" "${files[@]}" "$@"
     fi
 }
 
@@ -1863,7 +1866,8 @@ compose_chaos() {
     [ -n "$which" ] || die "usage: chaos <instance> (chat, image, video, admin, or chat-1 ...)"
     role=$(role_of_arg "$which") || die "chaos: unknown instance '$which'"
     dc kill -s SIGKILL "$(svc_of "$role")"
-    say "chaos: killed $(svc_of "$role") with SIGKILL (its restart policy may bring it back)"
+    # Docker and podman count a kill through their API as a manual stop
+    say "chaos: killed $(svc_of "$role") with SIGKILL (docker counts a kill as a manual stop: its restart policy leaves it down)"
     chaos_explain "$role" "$(name_of "$role")"
 }
 
@@ -1871,7 +1875,8 @@ compose_dispatch() {
     local cmd=$1
     shift
     compose_cli || die "compose mode needs 'docker compose' (the v2 plugin) or 'docker-compose' (1.29, Debian's package); neither works here (or use --native)"
-    [ -f "$COMPOSE_FILE" ] || die "compose mode: $COMPOSE_FILE is missing"
+    local f
+    for f in "${COMPOSE_FILES[@]}"; do [ -f "$f" ] || die "compose mode: $f is missing"; done
     warn "compose mode through $(compose_cli_word), project $COMPOSE_PROJECT"
     case $cmd in
     start) compose_start "$@" ;;
@@ -1913,7 +1918,7 @@ pick_mode() {
     token=$(setting DISCORD_TOKEN)
     [ -n "$token" ] || [ -n "$(setting DISCORD_TOKEN_FILE)" ] || return 0
     case $token in *your-* | *example*) return 0 ;; esac
-    [ -f "$COMPOSE_FILE" ] || return 0
+    [ -f "${COMPOSE_FILES[0]}" ] || return 0
     command -v docker >/dev/null 2>&1 || return 0
     compose_cli || return 0
     docker info >/dev/null 2>&1 || return 0
@@ -1958,7 +1963,7 @@ cluster runs here.
 Environment: ENV_FILE, DEPLOY_STATE_DIR, DEPLOY_MODE (auto|native|compose),
 LOCAL_REDIS_PORT, LOCAL_PG_PORT, CHAT_HEALTH_PORT..ADMIN_HEALTH_PORT,
 SANDBOX_DISCORD_PORT, SANDBOX_OPENAI_PORT, SANDBOX_MINIMAX_PORT,
-SANDBOX_STABILITY_PORT, COMPOSE_FILE, COMPOSE_PROJECT_NAME. Everything: docs/deploy.md
+SANDBOX_STABILITY_PORT, COMPOSE_FILE (file[:override...]), COMPOSE_PROJECT_NAME. Everything: docs/deploy.md
 EOF
 }
 

@@ -365,6 +365,42 @@ def test_compose_file_suits_compose_v2_and_docker_compose_1_29(t):
           "deploy-multi.sh compose mode must go through ${DC[@]} (docker compose or docker-compose)")
 
 
+def test_dockerignore_at_the_root_is_the_dockerfiles(t):
+    """BuildKit reads compose/Dockerfile.dockerignore; the legacy builder
+    (DOCKER_BUILDKIT=0, docker-compose 1.29, podman) only the context root's
+    .dockerignore. Both must send the same allow-list (no .env.multi)."""
+    def rules(*parts):
+        return [l.strip() for l in open(path(t, *parts), encoding="utf-8") if l.strip() and l[0] != "#"]
+    check(rules(".dockerignore") == rules("compose", "Dockerfile.dockerignore"),
+          ".dockerignore and compose/Dockerfile.dockerignore differ")
+
+
+def test_compose_test_override_keeps_the_official_images_contract(t):
+    """tests/compose/override.yml swaps only the images of valkey and
+    postgres (and names podman's IPAM option); commands, environment,
+    healthchecks and volumes stay the user-facing file's."""
+    main = compose(t)["services"]
+    over = load_yaml(t, "tests", "compose", "override.yml")
+    check(set(over["services"]) == {"valkey", "postgres"}, "override services %r" % sorted(over["services"]))
+    for name, svc in over["services"].items():
+        check(set(svc) == {"image", "build"}, "%s: the override may set only image and build: %r" % (name, sorted(svc)))
+        ctx = os.path.normpath(os.path.join(path(t, "compose"), svc["build"]["context"]))
+        check(os.path.isfile(os.path.join(ctx, svc["build"]["dockerfile"])), "%s: no %s" % (name, svc["build"]))
+        check(main[name]["image"] != svc["image"], "%s: the user-facing file keeps the official image" % name)
+    net = over["networks"]["botnet"]["ipam"]
+    check(net["config"] == compose(t)["networks"]["botnet"]["ipam"]["config"], "the override keeps the subnet")
+    # the stand-ins provide what the main file's commands and healthchecks call
+    df = open(path(t, "tests", "compose", "valkey.Dockerfile"), encoding="utf-8").read()
+    for tool in ("valkey-server", "valkey-cli"):
+        check(tool in df, "the valkey stand-in lacks %s" % tool)
+    check("/data" in df, "the valkey stand-in keeps its data in /data")
+    df = open(path(t, "tests", "compose", "postgres.Dockerfile"), encoding="utf-8").read()
+    check("/var/lib/postgresql/data" in df and "postgresql-15" in df, "the postgres stand-in: 15, PGDATA")
+    ep = open(path(t, "tests", "compose", "postgres-entrypoint.sh"), encoding="utf-8").read()
+    for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        check(var in ep, "the postgres stand-in ignores %s" % var)
+
+
 def test_compose_every_service_has_limits_restart_logging_and_healthcheck(t):
     svcs = compose(t)["services"]
     for name, s in svcs.items():

@@ -35,7 +35,7 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/discordbot-base:bookworm-slim}
 PKGS=(podman runc debootstrap docker-compose golang-github-containernetworking-plugin-dnsname)
 
 mkdir -p "$(dirname "$ENGINE_LOG")"
-: >>"$ENGINE_LOG"
+: >"$ENGINE_LOG"    # this run's log only (the ticker and the service have their own)
 
 note() { printf 'engine: %s\n' "$*" >&2; }
 fail() {
@@ -154,7 +154,7 @@ service() {
     rm -f "$SOCK"
     printf '\n$ podman system service --time=0 unix://%s &\n' "$SOCK" >>"$ENGINE_LOG"
     # its own session: it outlives this script (and the test that ran it)
-    setsid podman system service --time=0 "unix://$SOCK" >>"$ENGINE_LOG" 2>&1 </dev/null &
+    setsid podman system service --time=0 "unix://$SOCK" >>"${ENGINE_LOG%.log}-service.log" 2>&1 </dev/null &
     local _
     for _ in $(seq 50); do
         serving && { note "podman is serving the Docker API on $SOCK (pid $!)"; return 0; }
@@ -171,7 +171,7 @@ ticker() {
     need_root
     mkdir -p "$(dirname "$TICK_PID")"
     printf '\n$ healthtick.sh &\n' >>"$ENGINE_LOG"
-    setsid "$ROOT/tests/compose/healthtick.sh" >>"$ENGINE_LOG" 2>&1 </dev/null &
+    setsid "$ROOT/tests/compose/healthtick.sh" >>"${ENGINE_LOG%.log}-healthtick.log" 2>&1 </dev/null &
     echo $! >"$TICK_PID"
     note "healthcheck ticker running (pid $!; no systemd to run podman's healthchecks)"
 }

@@ -1682,7 +1682,10 @@ dc() {
     local files=() f
     for f in "${COMPOSE_FILES[@]}"; do files+=(-f "$f"); done
     if [ -f "$ENV_FILE" ]; then
-        DISCORDBOT_ENV_FILE=${DISCORDBOT_ENV_FILE:-$ENV_FILE} \
+        # env_file paths are relative to the compose file: give an absolute one
+        local ef=$ENV_FILE
+        case $ef in /*) ;; *) ef=$ROOT/$ef ;; esac
+        DISCORDBOT_ENV_FILE=${DISCORDBOT_ENV_FILE:-$ef} \
             "${DC[@]}" -p "$COMPOSE_PROJECT" --env-file "$ENV_FILE" "${files[@]}" "$@"
     else
         "${DC[@]}" -p "$COMPOSE_PROJECT" "${files[@]}" "$@"

@@ -363,6 +363,12 @@ def test_compose_file_suits_compose_v2_and_docker_compose_1_29(t):
     body = deploy[deploy.index("# ---- compose mode"):deploy.index("# ---- mode, menu, dispatch")]
     check(not re.search(r"^\s*docker compose\s", body, re.M) and "DC=(docker-compose)" in body,
           "deploy-multi.sh compose mode must go through ${DC[@]} (docker compose or docker-compose)")
+    # without name: the project (and its volumes' names) comes from -p: the
+    # same one from the shell script and the Windows script
+    check(re.search(r"COMPOSE_PROJECT=\$\{COMPOSE_PROJECT_NAME:-discordbot\}", deploy) and
+          '-p "$COMPOSE_PROJECT"' in body, "deploy-multi.sh must pass -p discordbot")
+    bat = open(path(t, "deploy", "deploy-multi.bat"), encoding="utf-8").read()
+    check(re.search(r'^set "DC=docker compose -p discordbot ', bat, re.M), "deploy-multi.bat must pass -p discordbot")
 
 
 def test_dockerignore_at_the_root_is_the_dockerfiles(t):

@@ -11,6 +11,7 @@
 
 #include "base/buf.h"
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "discord/cmds.h"
 #include "base/err.h"
 #include "process/core.h"
@@ -90,9 +91,8 @@ struct facts {
 
 struct adm {
     struct core *c;
-    struct bus_job *job;      /* NULL once cancelled or finished */
+    struct jobctx jc;         /* owed: Redis and PostgreSQL replies, then the edit */
     struct ixjob ix;
-    int waiting;              /* Redis and PostgreSQL replies still owed to us */
     struct ixjob_edit *edit;
     struct facts *f;          /* /상태 only */
 };
@@ -104,47 +104,36 @@ static const char *say(const struct adm *a, const char *ko, const char *en)
     return a->ix.ko ? ko : en;
 }
 
-/* Freed only when the job is over and every reply owed to it came back
- * (each one does, at the latest with BC_ESHUTDOWN at close). */
-static void maybe_free(struct adm *a)
+static void adm_release(void *arg)
 {
-    if (a->job || a->waiting || a->edit)
-        return;
+    struct adm *a = arg;
     mem_free(a->f);
     ixjob_free(&a->ix);
     mem_free(a);
 }
 
-static void adm_end(struct adm *a, enum bus_result r, const char *why)
+/* The bus is closing with the job in flight. */
+static void adm_stop(void *arg)
 {
-    if (a->job) {
-        a->job->cancel = NULL;
-        bus_finish(a->job, r, why);
-        a->job = NULL;
-    }
-    maybe_free(a);
-}
-
-static void adm_cancel(struct bus_job *job, void *arg)
-{
-    (void)job;
     struct adm *a = arg;
-    a->job = NULL;
     if (a->edit) {
         ixjob_edit_cancel(a->edit);
         a->edit = NULL;
+        jobctx_forget(&a->jc);
     }
-    maybe_free(a);
+}
+
+static void adm_end(struct adm *a, enum bus_result r, const char *why)
+{
+    jobctx_finish(&a->jc, r, why);
 }
 
 static void on_edited(int status, int code, void *arg)
 {
     struct adm *a = arg;
     a->edit = NULL;
-    if (!a->job) {
-        maybe_free(a);
+    if (!jobctx_back(&a->jc))
         return;
-    }
     if (status)
         log_warn("admin answer not delivered", LF_STR("command", a->ix.command), LF_INT("status", status),
                  LF_INT("code", code));
@@ -156,7 +145,7 @@ static void on_edited(int status, int code, void *arg)
  * two answers would edit the same message with the same facts. */
 static void adm_send(struct adm *a, struct json_object *msg)
 {
-    if (a->job->lease_lost || !core_rest(a->c)) {
+    if (!jobctx_ours(&a->jc) || !core_rest(a->c)) {
         /* another consumer owns the job now: it answers, not us */
         json_object_put(msg);
         adm_end(a, BUS_DONE, NULL);
@@ -167,10 +156,13 @@ static void adm_send(struct adm *a, struct json_object *msg)
     json_object_object_add(msg, "allowed_mentions", am);
     const char *json = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     /* NULL only for bad arguments: then on_edited never runs */
+    jobctx_wait(&a->jc);
     a->edit = ixjob_edit_original(core_loop(a->c), core_rest(a->c), &a->ix, json, on_edited, a);
     json_object_put(msg);
-    if (!a->edit)
+    if (!a->edit) {
+        jobctx_forget(&a->jc);
         adm_end(a, BUS_FAILED, "job without an application id or token");
+    }
 }
 
 static void adm_say(struct adm *a, const char *text)
@@ -562,12 +554,8 @@ static void status_answer(struct adm *a);
 /* One reply owed to the job came back; the answer goes out with the last. */
 static void done_one(struct adm *a)
 {
-    if (--a->waiting)
-        return;
-    if (a->job)
+    if (jobctx_back(&a->jc) && !a->jc.pending)
         status_answer(a);
-    else
-        maybe_free(a);
 }
 
 static void on_ping(struct rds *r, int status, const redisReply *reply, void *arg)
@@ -648,11 +636,11 @@ static void queues_probe(struct adm *a)
         const char *xinfo[] = {"XINFO", "GROUPS", key}, *xlen[] = {"XLEN", key};
         f->qx[r] = (struct ctx){a, (int)r};
         if (rds_cmd(core_redis(a->c), on_xinfo, &f->qx[r], 3, xinfo, NULL) == 0)
-            a->waiting++;
+            jobctx_wait(&a->jc);
         else
             f->q[r].err = 1;
         if (rds_cmd(core_redis(a->c), on_xlen, &f->qx[r], 2, xlen, NULL) == 0)
-            a->waiting++;
+            jobctx_wait(&a->jc);
         else
             f->q[r].err = 1;
     }
@@ -687,7 +675,7 @@ static void on_keys(int status, const struct keypool_state *st, void *arg)
 static void keys_probe(struct adm *a)
 {
     if (keypool_read_state(core_redis(a->c), core_config(a->c)->redis_prefix, KEYS_SHOWN, on_keys, a) == 0)
-        a->waiting++;
+        jobctx_wait(&a->jc);
     else
         a->f->keys_err = 1;
 }
@@ -723,7 +711,7 @@ static void usage_probe(struct adm *a)
     a->f->pg = PG_DOWN;
     a->f->t_pg = uv_hrtime();
     if (usage_totals_today(s, on_usage, a) == 0)
-        a->waiting++;
+        jobctx_wait(&a->jc);
 }
 
 static void status_start(struct adm *a)
@@ -737,11 +725,11 @@ static void status_start(struct adm *a)
             failover_servers(fo, r, f->servers[r], sizeof(f->servers[r]));
     }
     f->redis_ms = f->pg_ms = -1;
-    a->waiting = 1; /* released below, once everything is asked */
+    jobctx_wait(&a->jc); /* released below, once everything is asked */
     const char *ping[] = {"PING"};
     f->t_redis = uv_hrtime();
     if (rds_cmd(core_redis(a->c), on_ping, a, 1, ping, NULL) == 0)
-        a->waiting++;
+        jobctx_wait(&a->jc);
     queues_probe(a);
     keys_probe(a);
     usage_probe(a);
@@ -973,10 +961,8 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     }
     struct adm *a = mem_calloc(1, sizeof(*a));
     a->c = c;
-    a->job = job;
     a->ix = ix;
-    job->cancel = adm_cancel;
-    job->cancel_arg = a;
+    jobctx_start(&a->jc, job, adm_stop, adm_release, a);
     enum access acc = access_of(core_config(c), &a->ix);
     if (acc != ACCESS_OK)
         refuse(a, acc);

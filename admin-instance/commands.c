@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include "base/config.h"
+
 /* One command each, with an English name localization. /핑 is for everyone;
  * the other two are hidden from members without Administrator ("0"). */
 static const struct cmd_def defs[] = {
@@ -15,3 +17,7 @@ static const struct cmd_def defs[] = {
 };
 
 const struct cmd_table admin_commands = {defs, sizeof(defs) / sizeof(defs[0])};
+
+/* What every instance knows of the admin role (base/role.h). */
+const struct role_def admin_role = {.id = ROLE_ADMIN, .name = "admin", .max_inflight = 64, .takes_over = 1,
+    .commands = &admin_commands};

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "base/config.h"
 #include "discord/dpath.h"
 #include "discord/drest.h"
@@ -16,12 +17,11 @@
 
 struct ping {
     struct ping_deps d;
-    struct bus_job *job; /* NULL once cancelled or finished */
+    struct jobctx jc;    /* owed: the Redis and REST replies, then the edit */
     struct ixjob ix;
     uint64_t t_redis, t_rest;
     double redis_ms, rest_ms, gw_ms;
     char holder[64];
-    int waiting;         /* Redis and REST replies still owed to us */
     struct ixjob_edit *edit;
 };
 
@@ -36,48 +36,31 @@ static struct {
     int busy;    /* a probe is on its way */
 } rest_probe = {0, -1, 0};
 
-/* The struct lives until the job is over and every reply owed to it came
- * back (each one does, at the latest with BC_ESHUTDOWN at close). */
-static void maybe_free(struct ping *p)
+static void ping_release(void *arg)
 {
-    if (!p->job && !p->waiting && !p->edit) {
-        ixjob_free(&p->ix);
-        mem_free(p);
-    }
-}
-
-static void ping_end(struct ping *p, enum bus_result r, const char *why)
-{
-    p->job->cancel = NULL;
-    bus_finish(p->job, r, why);
-    p->job = NULL;
-    maybe_free(p);
-}
-
-/* The bus is closing with this job in flight: never touch the job again;
- * the replies still owed to us find p->job NULL. */
-static void ping_cancel(struct bus_job *job, void *arg)
-{
-    (void)job;
     struct ping *p = arg;
-    p->job = NULL;
+    ixjob_free(&p->ix);
+    mem_free(p);
+}
+
+/* The bus is closing with this job in flight. */
+static void ping_stop(void *arg)
+{
+    struct ping *p = arg;
     if (p->edit) {
         ixjob_edit_cancel(p->edit);
         p->edit = NULL;
+        jobctx_forget(&p->jc);
     }
-    maybe_free(p);
 }
 
 static void ping_answer(struct ping *p);
 
+/* A measurement came back: answer once every one has. */
 static void step_done(struct ping *p)
 {
-    if (--p->waiting)
-        return;
-    if (p->job)
+    if (jobctx_back(&p->jc) && !p->jc.pending)
         ping_answer(p);
-    else
-        maybe_free(p);
 }
 
 static void on_redis(struct rds *r, int status, const redisReply *reply, void *arg)
@@ -120,13 +103,11 @@ static void on_edited(int status, int code, void *arg)
 {
     struct ping *p = arg;
     p->edit = NULL;
-    if (!p->job) {
-        maybe_free(p);
+    if (!jobctx_back(&p->jc))
         return;
-    }
     if (status)
         log_warn("/ping answer not delivered", LF_INT("status", status), LF_INT("code", code));
-    ping_end(p, status ? BUS_FAILED : BUS_DONE, status ? "answer not delivered" : NULL);
+    jobctx_finish(&p->jc, status ? BUS_FAILED : BUS_DONE, status ? "answer not delivered" : NULL);
 }
 
 static void fmt_ms(char *out, size_t n, double ms, int ko)
@@ -158,49 +139,55 @@ static void ping_answer(struct ping *p)
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "content", json_object_new_string(text));
     const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (p->job->lease_lost || !p->d.rest) {
+    if (!jobctx_ours(&p->jc) || !p->d.rest) {
         /* another consumer owns the job now: it answers, not us (and
          * without a REST client there is nobody to answer to) */
         json_object_put(o);
-        ping_end(p, BUS_DONE, NULL);
+        jobctx_finish(&p->jc, BUS_DONE, NULL);
         return;
     }
     /* NULL only for bad arguments: then on_edited never runs */
+    jobctx_wait(&p->jc);
     p->edit = ixjob_edit_original(p->d.loop, p->d.rest, &p->ix, json, on_edited, p);
     json_object_put(o);
-    if (!p->edit)
-        ping_end(p, BUS_FAILED, "job without an application id or token");
+    if (!p->edit) {
+        jobctx_forget(&p->jc);
+        jobctx_finish(&p->jc, BUS_FAILED, "job without an application id or token");
+    }
 }
 
 void ping_run(const struct ping_deps *d, struct bus_job *job, struct ixjob *ix)
 {
     struct ping *p = mem_calloc(1, sizeof(*p));
     p->d = *d;
-    p->job = job;
     p->ix = *ix;
     memset(ix, 0, sizeof(*ix));
     p->redis_ms = p->rest_ms = p->gw_ms = -1;
-    p->waiting = 1; /* released at the end of this function */
-    job->cancel = ping_cancel;
-    job->cancel_arg = p;
+    jobctx_start(&p->jc, job, ping_stop, ping_release, p);
+    jobctx_wait(&p->jc); /* released at the end of this function */
     char key[160];
     snprintf(key, sizeof(key), "%s:gw:0:session", d->cfg->redis_prefix);
     const char *ping[] = {"PING"};
     const char *hm[] = {"HMGET", key, "latency_ms", "holder"};
     p->t_redis = uv_hrtime();
-    if (rds_cmd(d->redis, on_redis, p, 1, ping, NULL) == 0)
-        p->waiting++;
-    if (rds_cmd(d->redis, on_session, p, 4, hm, NULL) == 0)
-        p->waiting++;
+    jobctx_wait(&p->jc);
+    if (rds_cmd(d->redis, on_redis, p, 1, ping, NULL) != 0)
+        jobctx_forget(&p->jc);
+    jobctx_wait(&p->jc);
+    if (rds_cmd(d->redis, on_session, p, 4, hm, NULL) != 0)
+        jobctx_forget(&p->jc);
     char me[DPATH_MAX];
     dpath_me(me, sizeof(me));
     struct drest_req rq = {.method = "GET", .path = me, .bot_auth = 1};
     p->t_rest = uv_hrtime();
     if ((rest_probe.at && p->t_rest - rest_probe.at < REST_PROBE_EVERY_NS) || rest_probe.busy) {
         p->rest_ms = rest_probe.ms; /* measured a moment ago, or being measured */
-    } else if (d->rest && drest_request(d->rest, &rq, on_rest, p) == 0) {
-        rest_probe.busy = 1;
-        p->waiting++;
+    } else if (d->rest) {
+        jobctx_wait(&p->jc);
+        if (drest_request(d->rest, &rq, on_rest, p) == 0)
+            rest_probe.busy = 1;
+        else
+            jobctx_forget(&p->jc);
     }
     step_done(p);
 }

@@ -10,6 +10,7 @@
 
 #include "service/audit.h"
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "base/clock.h"
 #include "service/conv.h"
 #include "process/core.h"
@@ -61,7 +62,7 @@ enum step { STEP_LIMITS, STEP_MODERATION, STEP_HISTORY, STEP_MODEL, STEP_STORE, 
 
 struct answer {
     struct chat *chat;
-    struct bus_job *job;      /* NULL once the bus cancelled it */
+    struct jobctx jc;         /* owed: model, limits, history ... and the reply */
     struct ixjob ix;          /* interactions */
     struct json_object *msg;  /* channel messages: the gateway frame (owned) */
     const char *channel_id, *guild_id, *user_id, *message_id;
@@ -70,7 +71,6 @@ struct answer {
     char *question;
     struct reply *reply;
     struct llm_call *call;
-    int waiting;              /* callbacks outstanding besides the reply's */
     struct buf text;
     struct llm_message *history;
     size_t nhistory;
@@ -123,8 +123,9 @@ static void on_lease_timer_closed(uv_handle_t *h)
     answer_release(h->data);
 }
 
-static void answer_free(struct answer *a)
+static void answer_free(void *arg)
 {
+    struct answer *a = arg;
     if (a->lease_timer_on) {
         a->lease_timer_on = 0;
         uv_close((uv_handle_t *)&a->lease_timer, on_lease_timer_closed);
@@ -135,52 +136,47 @@ static void answer_free(struct answer *a)
 
 static void answer_end(struct answer *a, enum bus_result r, const char *why)
 {
-    if (a->job) {
-        a->job->cancel = NULL;
-        bus_finish(a->job, r, why);
-        a->job = NULL;
+    jobctx_finish(&a->jc, r, why);
+}
+
+/* The reply is owed from its start to its done callback. */
+static struct reply *answer_reply(struct answer *a);
+
+static struct reply *reply_of(struct answer *a)
+{
+    if (!a->reply) {
+        a->reply = answer_reply(a);
+        jobctx_wait(&a->jc);
     }
-    if (!a->waiting && !a->reply)
-        answer_free(a);
+    return a->reply;
 }
 
-/* An outside callback came back. Returns 1 when the answer is still wanted;
- * 0 when the bus cancelled it meanwhile (then it may be gone already). */
-static int back(struct answer *a)
+/* Nothing more is sent; the reply's done callback will not run. */
+static void reply_drop(struct answer *a)
 {
-    a->waiting--;
-    if (a->job)
-        return 1;
-    if (!a->waiting && !a->reply)
-        answer_free(a);
-    return 0;
+    if (!a->reply)
+        return;
+    reply_cancel(a->reply);
+    a->reply = NULL;
+    jobctx_forget(&a->jc);
 }
 
-/* The bus is closing with the job in flight: stop, and free once every
- * outstanding callback has come back. */
-static void answer_cancel(struct bus_job *job, void *arg)
+/* The bus is closing with the job in flight: the model call ends in its
+ * callback (cancelled), the reply is dropped. */
+static void answer_stop(void *arg)
 {
-    (void)job;
     struct answer *a = arg;
-    a->job = NULL;
-    if (a->reply) {
-        reply_cancel(a->reply);
-        a->reply = NULL;
-    }
+    reply_drop(a);
     if (a->call)
         llm_cancel(a->call);
-    if (!a->waiting)
-        answer_free(a);
 }
 
 static struct answer *answer_new(struct chat *ch, struct bus_job *job)
 {
     struct answer *a = mem_calloc(1, sizeof(*a));
     a->chat = ch;
-    a->job = job;
     buf_init(&a->text, ANSWER_MAX);
-    job->cancel = answer_cancel;
-    job->cancel_arg = a;
+    jobctx_start(&a->jc, job, answer_stop, answer_free, a);
     return a;
 }
 
@@ -213,13 +209,15 @@ static void on_delivered(int status, int code, void *arg)
 {
     struct answer *a = arg;
     a->reply = NULL;
+    if (!jobctx_back(&a->jc))
+        return;
     if (status) {
         log_warn("chat answer not delivered", LF_INT("status", status), LF_INT("code", code));
         answer_end(a, BUS_FAILED, "answer not delivered");
         return;
     }
-    if (a->job)
-        bus_mark_done(a->job);
+    if (a->jc.job)
+        bus_mark_done(a->jc.job);
     if (a->model_ok)
         remember(a);
     answer_end(a, a->failure ? BUS_FAILED : BUS_DONE, a->failure);
@@ -232,19 +230,17 @@ static void on_lease_wait(uv_timer_t *t);
 
 static void finish_with(struct answer *a, const char *note, int told)
 {
-    if (a->job)
-        bus_job_recheck(a->job);
-    if (a->job && a->job->lease_lost) {
+    struct bus_job *job = a->jc.job;
+    if (job)
+        bus_job_recheck(job);
+    if (job && job->lease_lost) {
         /* another consumer took the job over while we worked: it answers */
-        log_warn("chat job taken over by another consumer; not answering", LF_EXT("id", a->job->id));
-        if (a->reply) {
-            reply_cancel(a->reply);
-            a->reply = NULL;
-        }
+        log_warn("chat job taken over by another consumer; not answering", LF_EXT("id", job->id));
+        reply_drop(a);
         answer_end(a, BUS_DONE, NULL);
         return;
     }
-    if (a->job && a->job->lease_unsure) {
+    if (job && job->lease_unsure) {
         /* wait for the bus to confirm the lease (or lose it) */
         snprintf(a->held_note, sizeof(a->held_note), "%s", note);
         a->held_told = told;
@@ -259,15 +255,13 @@ static void finish_with(struct answer *a, const char *note, int told)
     if (!a->text.len && !note[0])
         note = say(a, "(AI가 빈 답을 보냈습니다)", "(the AI sent an empty answer)");
     a->failure = a->text.len || told ? NULL : "the model gave no answer";
-    if (!a->reply)
-        a->reply = answer_reply(a);
-    reply_finish(a->reply, note, on_delivered, a);
+    reply_finish(reply_of(a), note, on_delivered, a);
 }
 
 static void on_lease_wait(uv_timer_t *t)
 {
     struct answer *a = t->data;
-    if (!a->job)
+    if (!a->jc.job)
         return;
     char note[sizeof(a->held_note)];
     snprintf(note, sizeof(note), "%s", a->held_note);
@@ -393,7 +387,7 @@ static void remember(struct answer *a)
         u->guild_id = dup_or_null(a->guild_id);
         u->channel_id = dup_or_null(a->channel_id);
         u->user_id = dup_or_null(a->user_id);
-        u->turn_key = dup_or_null(a->job ? a->ix.id ? a->ix.id : a->message_id : NULL);
+        u->turn_key = dup_or_null(a->jc.job ? a->ix.id ? a->ix.id : a->message_id : NULL);
         u->question = mem_strdup(a->question);
         u->answer = mem_strndup(buf_str(&a->text), a->text.len);
         if (s)
@@ -422,13 +416,12 @@ static void remember(struct answer *a)
 static void on_delta(const char *text, size_t len, void *arg)
 {
     struct answer *a = arg;
-    if (!a->job || buf_append(&a->text, text, len))
+    struct bus_job *job = a->jc.job;
+    if (!job || buf_append(&a->text, text, len))
         return; /* past the cap: the rest is dropped, the answer ends at the cap */
-    if (a->job->lease_lost || a->job->lease_unsure)
+    if (job->lease_lost || job->lease_unsure)
         return; /* not ours to show (yet): kept for the final answer */
-    if (!a->reply)
-        a->reply = answer_reply(a);
-    reply_changed(a->reply);
+    reply_changed(reply_of(a));
 }
 
 /* What the key pool learns from a call. A timeout before any text is a
@@ -459,7 +452,7 @@ static void on_done(const struct llm_result *r, void *arg)
 {
     struct answer *a = arg;
     a->call = NULL;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     struct chat *ch = a->chat;
     if (r->status != LLM_ERR_CANCELLED)
@@ -577,7 +570,7 @@ static void answer_model(struct answer *a)
                            "The AI request could not be sent; please try again shortly."), 0);
         return;
     }
-    a->waiting++;
+    jobctx_wait(&a->jc);
 }
 
 /* ---- history -------------------------------------------------------------------- */
@@ -585,7 +578,7 @@ static void answer_model(struct answer *a)
 static void on_history(int status, const struct conv_turn *turns, size_t n, void *arg)
 {
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (status) {
         log_warn("conversation history not read; answering without it", LF_ERR(status));
@@ -606,7 +599,7 @@ static void answer_history(struct answer *a)
     struct store *s = cfg->context_max_turns > 0 ? memory_store(a->chat) : NULL;
     if (s && !conv_load(s, a->scope, cfg->context_max_turns, cfg->context_max_tokens, cfg->session_ttl_minutes,
                         on_history, a)) {
-        a->waiting++;
+        jobctx_wait(&a->jc);
         return;
     }
     answer_model(a);
@@ -635,7 +628,7 @@ static void audit_flagged(struct answer *a, const char *categories)
 static void on_moderated(int status, int flagged, const char *categories, void *arg)
 {
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (status != LLM_OK) {
         /* fail open: moderation trouble must not take chat down */
@@ -667,7 +660,7 @@ static void answer_moderation(struct answer *a)
         answer_history(a);
         return;
     }
-    a->waiting++;
+    jobctx_wait(&a->jc);
 }
 
 /* ---- fairness ----------------------------------------------------------------------- */
@@ -675,7 +668,7 @@ static void answer_moderation(struct answer *a)
 static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
 {
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (v == ULIMIT_OK) {
         answer_moderation(a);
@@ -693,7 +686,7 @@ static void answer_begin(struct answer *a)
     struct ulimit_req q = {.prefix = cfg->redis_prefix, .kind = "chat", .user_id = a->user_id,
                            .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
                            .daily = cfg->user_daily_limit};
-    a->waiting++;
+    jobctx_wait(&a->jc);
     ulimit_check(core_loop(a->chat->core), core_redis(a->chat->core), &q, on_limits, a);
 }
 
@@ -702,7 +695,7 @@ static void answer_begin(struct answer *a)
 static void on_reset(int status, long long affected, void *arg)
 {
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (status)
         tell(a, "대화 기록을 지우지 못했습니다. 잠시 후 다시 시도해 주세요.",
@@ -723,7 +716,7 @@ static void cmd_reset(struct answer *a)
              "The conversation store (database) is not reachable right now; nothing was cleared.");
         return;
     }
-    a->waiting++;
+    jobctx_wait(&a->jc);
     if (conv_reset(s, a->scope, on_reset, a))
         on_reset(-ENOTCONN, 0, a);
 }
@@ -739,7 +732,7 @@ static void on_chatmode_set(struct rds *r, int status, const redisReply *reply, 
 {
     (void)r;
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     const char *mode = ixjob_option(&a->ix, "mode");
     if (status || rds_reply_error(reply))
@@ -772,7 +765,7 @@ static void cmd_chatmode(struct answer *a)
     const char *on[] = {"SET", key, "on"}, *off[] = {"DEL", key};
     int rc = !strcmp(mode, "on") ? rds_cmd(core_redis(a->chat->core), on_chatmode_set, a, 3, on, NULL)
                                  : rds_cmd(core_redis(a->chat->core), on_chatmode_set, a, 2, off, NULL);
-    a->waiting++;
+    jobctx_wait(&a->jc);
     if (rc)
         on_chatmode_set(NULL, rc, NULL, a);
 }
@@ -782,7 +775,7 @@ static void cmd_chatmode(struct answer *a)
 static void on_usage(int status, const struct usage_row *rows, size_t n, void *arg)
 {
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (status) {
         tell(a, "사용량 기록을 지금 읽을 수 없습니다. 잠시 후 다시 시도해 주세요.",
@@ -801,23 +794,27 @@ static void on_usage(int status, const struct usage_row *rows, size_t n, void *a
             videos += rows[i].units;
         }
     }
-    int daily = core_config(a->chat->core)->user_daily_limit;
-    char text[600], limit[120] = "";
-    if (a->ko) {
-        if (daily)
-            snprintf(limit, sizeof(limit), " / 하루 %d회", daily);
+    /* each kind's own daily limit (0 = none), so a user sees how much is left of each */
+    const struct config *cfg = core_config(a->chat->core);
+    char text[600], limit[3][48] = {"", "", ""};
+    int daily[3] = {cfg->user_daily_limit, cfg->user_daily_images, cfg->user_daily_videos};
+    const char *ko_unit[3] = {"회", "장", "개"};
+    for (int i = 0; i < 3; i++) {
+        if (daily[i] && a->ko)
+            snprintf(limit[i], sizeof(limit[i]), " / 하루 %d%s", daily[i], ko_unit[i]);
+        else if (daily[i])
+            snprintf(limit[i], sizeof(limit[i]), " of %d a day", daily[i]);
+    }
+    if (a->ko)
         snprintf(text, sizeof(text),
-                 "**오늘의 사용량** (UTC 기준)\n채팅: %lld회%s, 토큰 %lld (입력 %lld, 출력 %lld)\n이미지: %lld장\n"
-                 "비디오: %lld개",
-                 chat, limit, prompt + completion, prompt, completion, images, videos);
-    } else {
-        if (daily)
-            snprintf(limit, sizeof(limit), " of %d a day", daily);
+                 "**오늘의 사용량** (UTC 기준)\n채팅: %lld회%s, 토큰 %lld (입력 %lld, 출력 %lld)\n이미지: %lld장%s\n"
+                 "비디오: %lld개%s",
+                 chat, limit[0], prompt + completion, prompt, completion, images, limit[1], videos, limit[2]);
+    else
         snprintf(text, sizeof(text),
                  "**Your usage today** (UTC)\nChat: %lld requests%s, %lld tokens (%lld in, %lld out)\n"
-                 "Images: %lld\nVideos: %lld",
-                 chat, limit, prompt + completion, prompt, completion, images, videos);
-    }
+                 "Images: %lld%s\nVideos: %lld%s",
+                 chat, limit[0], prompt + completion, prompt, completion, images, limit[1], videos, limit[2]);
     finish_with(a, text, 1);
 }
 
@@ -828,7 +825,7 @@ static void cmd_usage(struct answer *a)
         tell(a, "사용량 기록(데이터베이스)에 지금 연결할 수 없습니다.", "The usage records (database) are not reachable right now.");
         return;
     }
-    a->waiting++;
+    jobctx_wait(&a->jc);
     if (usage_today(s, a->user_id, on_usage, a))
         on_usage(-ENOTCONN, NULL, 0, a);
 }
@@ -928,7 +925,7 @@ static char *message_question(struct json_object *m)
 
 static void message_answer(struct answer *a)
 {
-    a->reply = answer_reply(a); /* the typing indicator runs from now */
+    reply_of(a); /* the typing indicator runs from now */
     if (!a->question[0]) {
         tell(a, "무엇을 도와드릴까요? 질문을 함께 적어 주세요.", "What can I do for you? Write your question with the mention.");
         return;
@@ -940,7 +937,7 @@ static void on_chatmode_get(struct rds *r, int status, const redisReply *reply, 
 {
     (void)r;
     struct answer *a = arg;
-    if (!back(a))
+    if (!jobctx_back(&a->jc))
         return;
     if (!status && reply && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, "on")) {
         message_answer(a);
@@ -994,7 +991,7 @@ static void on_message(struct bus *b, struct bus_job *job, void *arg)
     char key[200];
     chatmode_key(a, a->channel_id, key, sizeof(key));
     const char *av[] = {"GET", key};
-    a->waiting++;
+    jobctx_wait(&a->jc);
     int rc = rds_cmd(core_redis(ch->core), on_chatmode_get, a, 2, av, NULL);
     if (rc)
         on_chatmode_get(NULL, rc, NULL, a);

@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include "base/config.h"
+
 static const struct cmd_option opt_question[] = {
     {.key = "question", .name = "질문", .name_en = "question", .type = CMD_OPT_STRING, .required = 1,
      .desc_en = "What to ask", .desc_ko = "물어볼 내용", .max_length = 4000},
@@ -34,3 +36,13 @@ static const struct cmd_def defs[] = {
 };
 
 const struct cmd_table chat_commands = {defs, sizeof(defs) / sizeof(defs[0])};
+
+/* Its commands are used in the channels CHAT_CHANNELS names. */
+static const char *channels(const struct config *cfg)
+{
+    return cfg->chat_channels;
+}
+
+/* What every instance knows of the chat role (base/role.h). */
+const struct role_def chat_role = {.id = ROLE_CHAT, .name = "chat", .max_inflight = 10000,
+    .channels = channels, .gets_messages = 1, .commands = &chat_commands};

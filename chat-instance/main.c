@@ -2,7 +2,7 @@
  * every instance it can also answer the admin commands while no admin
  * instance is alive, so it links the admin role's library too. Every
  * instance routes any command to the role that serves it, so it carries
- * every role's command table (rows, not code). */
+ * every role's row and command table (rows, not code). */
 #include "admin-instance/admincmd.h"
 #include "admin-instance/commands.h"
 #include "chatjob.h"
@@ -19,7 +19,6 @@ static int setup(struct core *c)
 
 int main(int argc, char **argv, char **envp)
 {
-    static const struct cmd_table *const commands[] = {&chat_commands, &image_commands, &video_commands,
-                                                       &admin_commands, NULL};
-    return core_main(argc, argv, envp, ROLE_CHAT, commands, setup);
+    static const struct role_def *const roles[] = {&chat_role, &image_role, &video_role, &admin_role, NULL};
+    return core_main(argc, argv, envp, ROLE_CHAT, roles, setup);
 }

@@ -39,11 +39,7 @@ if not exist "%COMPOSE_FILE%" (
     exit /b 1
 )
 if not exist .env.multi (
-    if exist .env.multi.example (
-        copy /y .env.multi.example .env.multi >nul
-    ) else (
-        copy /y deploy\env.multi.example .env.multi >nul
-    )
+    copy /y .env.multi.example .env.multi >nul
     echo Created .env.multi from the example. Put your keys in it ^(DISCORD_TOKEN, OPENAI_API_KEY_1 ...^),
     echo empty the lines of keys you do not have ^(KEY=^), set POSTGRES_PASSWORD, then run start again.
     notepad .env.multi

@@ -10,19 +10,26 @@
 # Every subcommand, the menu, the modes, validation, backups, `try` and
 # `chaos` are described in docs/deploy.md.
 #
-# Settings come from .env.multi (see deploy/env.multi.example); the
-# environment overrides it. Without REDIS_URL / DATABASE_URL a local Redis
-# (AOF on, port LOCAL_REDIS_PORT=56379) and PostgreSQL (LOCAL_PG_PORT=55432)
-# are started with their data under ./data/. Health ports are 8001-8004
+# Settings come from .env.multi (cp .env.multi.example .env.multi && chmod 600
+# .env.multi: the example holds every setting); the environment overrides it.
+# Without REDIS_URL / DATABASE_URL a local Redis (AOF on, port
+# LOCAL_REDIS_PORT=56379) and PostgreSQL (LOCAL_PG_PORT=55432) are started
+# with their data under ./data/. Health ports are 8001-8004
 # unless CHAT_HEALTH_PORT ... ADMIN_HEALTH_PORT say otherwise;
 # DEPLOY_STATE_DIR moves data/, logs/, backups/ and try-output/ elsewhere.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# Paths the user gives (try's @file, restore's directory, ENV_FILE,
+# DEPLOY_STATE_DIR) are relative to where the command was run, not to the
+# checkout the script works in.
+CALLER_PWD=$PWD
 cd "$ROOT"
+# from_caller PATH: PATH made absolute against the caller's directory
+from_caller() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s' "$CALLER_PWD/$1" ;; esac; }
 PROG=${DEPLOY_PROG:-$0}
-ENV_FILE=${ENV_FILE:-$ROOT/.env.multi}
-STATE=${DEPLOY_STATE_DIR:-$ROOT}   # where data/, logs/, backups/ and try-output/ live
+ENV_FILE=$(from_caller "${ENV_FILE:-$ROOT/.env.multi}")
+STATE=$(from_caller "${DEPLOY_STATE_DIR:-$ROOT}")   # where data/, logs/, backups/ and try-output/ live
 DATA=$STATE/data
 LOGS=$STATE/logs
 RUN=$DATA/run
@@ -53,6 +60,10 @@ COMPOSE_PROJECT=${COMPOSE_PROJECT_NAME:-discordbot}   # the compose file has no 
 DC=()                              # docker compose or docker-compose, see compose_cli
 MODE=${DEPLOY_MODE:-auto}          # auto | native | compose
 MAKE_JOBS=${MAKE_JOBS:-2}
+# Debian's python3: one earlier on PATH (a pyenv shim) can take a second to
+# start, and status alone runs it once per call
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
 # The 13 provider and Discord keys start checks and reports on.
 KEYS=(DISCORD_TOKEN
@@ -72,23 +83,57 @@ say() { printf '%s\n' "$*" 2>/dev/null || true; }
 warn() { printf 'deploy-multi: %s\n' "$*" >&2; }
 die() { printf 'deploy-multi: %s\n' "$*" >&2; exit 1; }
 
-# Value of KEY: the environment first, then the last KEY= line of the env
-# file (quotes removed). Never printed by this script when it is a secret.
-setting() {
-    local key=$1 val=""
-    if [ -n "${!key+x}" ]; then
-        printf '%s' "${!key}"
+# The env file, read once into ENVV (KEY -> the value of its last KEY= line,
+# `export` allowed, quotes and a trailing " # comment" removed): a lookup
+# forks nothing, which keeps status fast on a busy machine. It is read
+# again when the file appears or goes away (compose start and restore create
+# it); the menu forgets it before each action (the file may have been edited).
+declare -A ENVV=()
+ENVV_STATE=unread # unread | absent | present
+env_load() {
+    local state=absent line k v
+    [ -f "$ENV_FILE" ] && state=present
+    [ "$state" = "$ENVV_STATE" ] && return 0
+    ENVV=()
+    ENVV_STATE=$state
+    [ "$state" = present ] || return 0
+    local re='^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$'
+    while IFS= read -r line || [ -n "$line" ]; do
+        [[ $line =~ $re ]] || continue
+        k=${BASH_REMATCH[2]}
+        v=${BASH_REMATCH[3]}
+        if [[ $v == *[[:space:]]#* ]]; then
+            # the first blank-then-# starts a comment; the blanks before it go too
+            v=${v%%[[:space:]]#*}
+            while [[ $v == *[[:space:]] ]]; do v=${v%[[:space:]]}; done
+        fi
+        if [[ $v == \"*\" ]] && [ ${#v} -ge 2 ]; then v=${v:1:${#v}-2}; fi
+        if [[ $v == \'*\' ]] && [ ${#v} -ge 2 ]; then v=${v:1:${#v}-2}; fi
+        ENVV[$k]=$v
+    done <"$ENV_FILE"
+}
+
+# setting_to VAR KEY: VAR = the value of KEY: the environment first, then the
+# env file. Never printed by this script when it is a secret.
+setting_to() {
+    local _key=$2
+    if [ -n "${!_key+x}" ]; then
+        printf -v "$1" '%s' "${!_key}"
         return
     fi
-    if [ -f "$ENV_FILE" ]; then
-        val=$(grep -E "^[[:space:]]*(export[[:space:]]+)?${key}[[:space:]]*=" "$ENV_FILE" | tail -n 1 |
-              sed -E "s/^[^=]*=[[:space:]]*//; s/[[:space:]]+#.*$//; s/^\"(.*)\"$/\\1/; s/^'(.*)'$/\\1/") || true
-    fi
+    env_load
+    printf -v "$1" '%s' "${ENVV[$_key]-}"
+}
+
+# setting KEY: the same, printed
+setting() {
+    local val
+    setting_to val "$1"
     printf '%s' "$val"
 }
 
 role_number() { case $1 in chat) echo 1 ;; image) echo 2 ;; video) echo 3 ;; admin) echo 4 ;; esac; }
-name_of() { echo "$1-$(role_number "$1")"; }
+name_of() { case $1 in chat) echo chat-1 ;; image) echo image-2 ;; video) echo video-3 ;; admin) echo admin-4 ;; esac; }
 # compose service of a role: "chat" in compose/docker-compose.multi.yml (its
 # container is discord-bot-chat); "discord-bot-chat" if the file names it so
 svc_of() {
@@ -113,14 +158,20 @@ role_of_arg() {
     return 1
 }
 
+# port_to VAR ROLE: VAR = the role's health port. HEALTH_PORT in the env
+# file applies to every instance, so the per-role defaults (8001-8004) are
+# what the cluster uses unless <ROLE>_HEALTH_PORT is set here.
+port_to() {
+    local _p _n
+    setting_to _p "${2^^}_HEALTH_PORT"
+    case $2 in chat) _n=1 ;; image) _n=2 ;; video) _n=3 ;; *) _n=4 ;; esac
+    printf -v "$1" '%s' "${_p:-$((8000 + _n))}"
+}
+
 port_of() {
-    # HEALTH_PORT in the env file applies to every instance, so the per-role
-    # defaults (8001-8004) are what the cluster uses unless <ROLE>_HEALTH_PORT
-    # is set here.
-    local role=$1 up p
-    up=$(printf '%s' "$role" | tr '[:lower:]' '[:upper:]')
-    p=$(setting "${up}_HEALTH_PORT")
-    echo "${p:-$((8000 + $(role_number "$role")))}"
+    local p
+    port_to p "$1"
+    echo "$p"
 }
 
 failover_ms() { local v; v=$(setting FAILOVER_AFTER_MS); echo "${v:-2500}"; }
@@ -131,35 +182,39 @@ bin_of() { echo "$ROOT/$1-instance/$1-instance"; }
 pidfile_of() { echo "$RUN/$1.pid"; }
 
 # What the command line of a pidfile's process must contain (guards against
-# a stale pidfile whose pid now belongs to someone else).
-pid_pattern() {
-    local b
-    b=$(basename "$1" .pid)
-    case $b in
-    chat | image | video | admin) echo "$b-instance" ;;
-    redis) echo redis-server ;;
-    *-sim) echo "${b%-sim}_sim.py" ;;
-    *) echo "" ;;
+# a stale pidfile whose pid now belongs to someone else): pid_pattern_to VAR FILE
+pid_pattern_to() {
+    local _b=${2##*/}
+    _b=${_b%.pid}
+    case $_b in
+    chat | image | video | admin) printf -v "$1" '%s' "$_b-instance" ;;
+    redis) printf -v "$1" '%s' redis-server ;;
+    *-sim) printf -v "$1" '%s' "${_b%-sim}_sim.py" ;;
+    *) printf -v "$1" '%s' "" ;;
     esac
 }
 
-# A live process (zombies do not count).
+# A live process (zombies do not count). Builtins only: status calls it
+# for every row.
 pid_running() {
-    local pid=$1 st
+    local pid=$1 st=""
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
     [ -r "/proc/$pid/stat" ] || return 0
-    st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+    read -r st <"/proc/$pid/stat" 2>/dev/null || [ -n "$st" ] || return 0
+    st=${st##*) }
+    st=${st%% *}
     [ "$st" != Z ] && [ "$st" != X ]
 }
 
 alive() {
-    local f=$1 pid pat
+    local f=$1 pid="" pat args=()
     [ -f "$f" ] || return 1
-    pid=$(cat "$f" 2>/dev/null) || return 1
+    read -r pid <"$f" 2>/dev/null || [ -n "$pid" ] || return 1
     pid_running "$pid" || return 1
-    pat=$(pid_pattern "$f")
+    pid_pattern_to pat "$f"
     if [ -n "$pat" ] && [ -r "/proc/$pid/cmdline" ]; then
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pat" || return 1
+        mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || return 1
+        [[ " ${args[*]} " == *"$pat"* ]] || return 1
     fi
     return 0
 }
@@ -175,7 +230,9 @@ wait_gone() {
 }
 
 ensure_built() {
-    "$ROOT/deploy/install-deps.sh"
+    mkdir -p "$LOGS"
+    # --runtime: not the packages only the tests need (ffmpeg)
+    INSTALL_DEPS_LOG=$LOGS/install-deps.log "$ROOT/deploy/install-deps.sh" --runtime
     local missing=0 r
     for r in "${ROLES[@]}"; do [ -x "$(bin_of "$r")" ] || missing=1; done
     if [ $missing = 1 ] || [ -n "$(find common "${ROLES[@]/%/-instance}" -newer "$(bin_of admin)" -name '*.[ch]' 2>/dev/null | head -n 1)" ]; then
@@ -188,14 +245,14 @@ ensure_built() {
 
 resolve_context() {
     local f
-    REDIS_URL_EFF=$(setting REDIS_URL)
+    setting_to REDIS_URL_EFF REDIS_URL
     if [ -z "$REDIS_URL_EFF" ]; then
-        f=$(setting REDIS_URL_FILE)
+        setting_to f REDIS_URL_FILE
         if [ -n "$f" ] && [ -r "$f" ]; then REDIS_URL_EFF=$(head -n 1 "$f"); fi
     fi
-    DATABASE_URL_EFF=$(setting DATABASE_URL)
+    setting_to DATABASE_URL_EFF DATABASE_URL
     if [ -z "$DATABASE_URL_EFF" ]; then
-        f=$(setting DATABASE_URL_FILE)
+        setting_to f DATABASE_URL_FILE
         if [ -n "$f" ] && [ -r "$f" ]; then DATABASE_URL_EFF=$(head -n 1 "$f"); fi
     fi
     LOCAL_REDIS=0
@@ -208,7 +265,7 @@ resolve_context() {
         DATABASE_URL_EFF=postgresql://discordbot@127.0.0.1:$LOCAL_PG_PORT/discordbot
         LOCAL_PG=1
     fi
-    PREFIX=$(setting REDIS_PREFIX)
+    setting_to PREFIX REDIS_PREFIX
     PREFIX=${PREFIX:-discordbot}
     rcli_argv
     compute_overrides
@@ -238,7 +295,7 @@ heartbeats() {
     local hb now
     hb=$(rcli --json XREVRANGE "$PREFIX:heartbeats" + - COUNT 50 2>/dev/null) || return 1
     now=$(rcli --json TIME 2>/dev/null) || return 1
-    HB=$hb NOW=$now python3 -c '
+    HB=$hb NOW=$now "$PY" -c '
 import json, os
 try:
     hb, now = json.loads(os.environ["HB"]), json.loads(os.environ["NOW"])
@@ -264,31 +321,40 @@ for row in hb if isinstance(hb, list) else []:
 # ---- .env.multi validation --------------------------------------------------------
 
 is_example() {
-    local v
-    v=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')
+    local v=${1,,}
     case $v in
     *your-* | *your_* | *example* | changeme | '<'*'>') return 0 ;;
     esac
     return 1
 }
 
-# set | file | missing | example | unreadable
-key_state() {
-    local key=$1 v f
-    v=$(setting "$key")
-    if [ -n "$v" ]; then
-        if is_example "$v"; then echo example; else echo set; fi
+# key_state_to VAR KEY: VAR = set | file | missing | example | unreadable
+key_state_to() {
+    local _v _f
+    setting_to _v "$2"
+    if [ -n "$_v" ]; then
+        if is_example "$_v"; then printf -v "$1" example; else printf -v "$1" set; fi
         return
     fi
-    f=$(setting "${key}_FILE")
-    if [ -n "$f" ]; then
-        if [ -r "$f" ]; then echo file; else echo unreadable; fi
+    setting_to _f "${2}_FILE"
+    if [ -n "$_f" ]; then
+        if [ -r "$_f" ]; then printf -v "$1" file; else printf -v "$1" unreadable; fi
         return
     fi
-    echo missing
+    printf -v "$1" missing
 }
 
-have_key() { case $(key_state "$1") in set | file) return 0 ;; *) return 1 ;; esac; }
+key_state() {
+    local st
+    key_state_to st "$1"
+    echo "$st"
+}
+
+have_key() {
+    local st
+    key_state_to st "$1"
+    case $st in set | file) return 0 ;; *) return 1 ;; esac
+}
 
 key_word() {
     case $(key_state "$1") in
@@ -302,9 +368,11 @@ key_word() {
 # the file) so that a fresh copy of the example file runs the sandbox.
 compute_overrides() {
     local key
+    local st
     KEY_OVERRIDES=()
     for key in "${KEYS[@]}"; do
-        if [ "$(key_state "$key")" = example ]; then KEY_OVERRIDES+=("$key="); fi
+        key_state_to st "$key"
+        if [ "$st" = example ]; then KEY_OVERRIDES+=("$key="); fi
     done
 }
 
@@ -425,7 +493,7 @@ check_config() {
             continue
         fi
         [ "$rc" = 2 ] && bad=1
-        role_lines=$(printf '%s\n' "$out" | ROLE=$r python3 -c '
+        role_lines=$(printf '%s\n' "$out" | ROLE=$r "$PY" -c '
 import json, os, sys
 for line in sys.stdin:
     try:
@@ -622,7 +690,7 @@ sandbox_context() {
     SANDBOX_ST=0
     if alive "$RUN/discord-sim.pid"; then
         SANDBOX_KEY=$(curl -s --max-time 5 "http://127.0.0.1:$SANDBOX_PORT/_sim/info" |
-                      python3 -c 'import json,sys; print(json.load(sys.stdin)["public_key_hex"])') ||
+                      "$PY" -c 'import json,sys; print(json.load(sys.stdin)["public_key_hex"])') ||
             die "the sandbox Discord simulator does not answer on port $SANDBOX_PORT"
         SANDBOX=1
     fi
@@ -731,7 +799,11 @@ cmd_start() {
     if [ -f "$ENV_FILE" ]; then
         check_env_perms
     else
-        say "note: no $ENV_FILE; using defaults (copy deploy/env.multi.example to .env.multi)"
+        if [ "$ENV_FILE" = "$ROOT/.env.multi" ]; then
+            say "note: no .env.multi; using defaults (to set keys: cp .env.multi.example .env.multi && chmod 600 .env.multi)"
+        else
+            say "note: no $ENV_FILE; using defaults (to set keys: cp $ROOT/.env.multi.example $ENV_FILE && chmod 600 $ENV_FILE)"
+        fi
     fi
     ensure_built
     resolve_context
@@ -753,7 +825,7 @@ cmd_start() {
     local r ok=0
     for r in "${ROLES[@]}"; do start_instance "$r"; done
     for r in "${ROLES[@]}"; do wait_healthy "$r" || ok=1; done
-    cmd_status
+    cmd_status || true
     return $ok
 }
 
@@ -791,28 +863,92 @@ cmd_stop() {
 
 health_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/health" || true; }
 
+# status: one Python process asks the four /health endpoints and Redis (two
+# redis-cli calls) at once, each bounded by STATUS_TIMEOUT seconds, so the
+# table comes in well under a second and a hung instance costs one timeout,
+# not one per row. Exit 1 when an instance does not answer /health with 200
+# (as `health`).
 STATUS_PY=$(cat <<'PY'
-import json, os, sys, urllib.error, urllib.request
+import json, os, socket, subprocess, sys, threading, time
 
 fo = int(os.environ.get("FO") or 3000)
-beats = {}
-for line in os.environ.get("HBS", "").splitlines():
-    p = line.split()
-    if len(p) >= 5:
-        beats[p[0]] = {"role": p[1], "state": p[2], "age": int(p[3]), "serving": p[4].split(",")}
+timeout = float(os.environ.get("STATUS_TIMEOUT") or 1)
+sep = sys.argv.index("--")
+rows, rcli = [a.split(",") for a in sys.argv[1:sep]], sys.argv[sep + 1:]
+results = {}
 
 
 def health(port):
+    """(http code, JSON or None); (None, None) when nothing answers in time."""
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%s/health" % port, timeout=2) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            return json.loads(e.read())
-        except ValueError:
-            return {"status": "http-%d" % e.code}
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
     except (OSError, ValueError):
-        return None
+        return None, None
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        code = int(head.split(None, 2)[1])
+    except (IndexError, ValueError):
+        return None, None
+    try:
+        return code, json.loads(body)
+    except ValueError:
+        return code, {"status": "http-%d" % code}
+
+
+def redis(key, *args):
+    try:
+        p = subprocess.run(rcli + ["--json"] + list(args), capture_output=True, text=True, timeout=timeout)
+        results[key] = json.loads(p.stdout) if p.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        results[key] = None
+
+
+threads = [threading.Thread(target=lambda r=r: results.__setitem__(r[3], health(r[3])), daemon=True) for r in rows]
+if os.environ.get("HB_JSON"):  # read by the shell (compose mode: valkey-cli inside its container)
+    for key, var in (("hb", "HB_JSON"), ("time", "NOW_JSON")):
+        try:
+            results[key] = json.loads(os.environ[var])
+        except ValueError:
+            results[key] = None
+elif rcli:
+    prefix = os.environ.get("PREFIX", "discordbot")
+    threads.append(threading.Thread(target=redis, args=("hb", "XREVRANGE", prefix + ":heartbeats", "+", "-",
+                                                        "COUNT", "50"), daemon=True))
+    threads.append(threading.Thread(target=redis, args=("time", "TIME"), daemon=True))
+for th in threads:
+    th.start()
+deadline = time.monotonic() + timeout + 0.5
+for th in threads:
+    th.join(max(0.0, deadline - time.monotonic()))
+
+# the latest heartbeat of each instance
+beats, hb_ok = {}, False
+try:
+    now_ms = int(results["time"][0]) * 1000 + int(results["time"][1]) // 1000
+    hb = results["hb"]
+    hb_ok = isinstance(hb, list)
+except (KeyError, TypeError, ValueError, IndexError):
+    hb = None
+for row in hb if hb_ok else []:
+    try:
+        eid, flat = row[0], row[1]
+        f = dict(zip(flat[::2], flat[1::2]))
+        n = f.get("name")
+        if not n or n in beats:
+            continue
+        beats[n] = {"role": f.get("role") or "-", "state": f.get("state") or "running",
+                    "age": now_ms - int(str(eid).split("-")[0]),
+                    "serving": (f.get("serving") or f.get("role") or "-").split(",")}
+    except (IndexError, TypeError, ValueError):
+        continue
 
 
 def human(s):
@@ -837,11 +973,12 @@ def live(b, name=None):
 
 fmt = "%-10s %-6s %-8s %-6s %-10s %-8s %-9s %-7s %s"
 print(fmt % ("INSTANCE", "ROLE", "PID", "PORT", "HEALTH", "UPTIME", "PROCESSED", "FAILED", "SERVES"))
-own = {}
-for arg in sys.argv[1:]:
-    role, name, pid, port = arg.split(",")
+own, bad = {}, 0
+for role, name, pid, port in rows:
     own[role] = name
-    h = health(port)
+    code, h = results.get(port) or (None, None)
+    if code != 200:
+        bad = 1
     b = beats.get(name)
     if h:
         name = h.get("instance") or name
@@ -860,10 +997,12 @@ for arg in sys.argv[1:]:
     print(fmt % (name, role, pid, port, status, up, proc, failed, serves))
 
 print()
-if os.environ.get("HB_OK") != "1":
+if not hb_ok:
     print("who serves each role: unknown (cannot read %s:heartbeats from redis)" % os.environ.get("PREFIX", "discordbot"))
-    sys.exit(0)
+    sys.exit(bad)
 print("who serves each role now (heartbeats):")
+
+
 def order(n):
     tail = n.rsplit("-", 1)[-1]
     return (int(tail) if "-" in n and tail.isdigit() else 99, n)
@@ -887,26 +1026,46 @@ for role in ("chat", "image", "video", "admin"):
     else:
         what = "nobody (no live instance)"
     print("  %-6s → %s" % (role, what))
+sys.exit(bad)
 PY
 )
 
+# status: exit 0 only when every instance answers /health with 200
 cmd_status() {
     resolve_context
-    local rows=() r pid hbs="" hb_ok=0
+    local rows=() r pid port fo rt=${STATUS_TIMEOUT:-1}
     for r in "${ROLES[@]}"; do
         pid=-
-        if [ "$MODE" = native ] && alive "$(pidfile_of "$r")"; then pid=$(cat "$(pidfile_of "$r")"); fi
-        rows+=("$r,$(name_of "$r"),$pid,$(port_of "$r")")
+        if [ "$MODE" = native ] && alive "$RUN/$r.pid"; then read -r pid <"$RUN/$r.pid"; fi
+        port_to port "$r"
+        rows+=("$r,$(name_of "$r"),$pid,$port")
     done
-    if hbs=$(heartbeats 2>/dev/null); then hb_ok=1; fi
-    HBS=$hbs HB_OK=$hb_ok FO=$(failover_ms) PREFIX=$PREFIX python3 -c "$STATUS_PY" "${rows[@]}"
+    setting_to fo FAILOVER_AFTER_MS
+    if [ "$MODE" = compose ]; then
+        # valkey-cli inside its container (RCLI_ARGV may go through a shell
+        # function): read here, one call after the other
+        local hb now
+        hb=$(rcli --json XREVRANGE "$PREFIX:heartbeats" + - COUNT 50 2>/dev/null) || hb=null
+        now=$(rcli --json TIME 2>/dev/null) || now=null
+        HB_JSON=$hb NOW_JSON=$now STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX \
+            "$PY" -c "$STATUS_PY" "${rows[@]}" --
+        return
+    fi
+    HB_JSON= STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
 }
 
 cmd_health() {
-    local bad=0 r port code
+    local bad=0 r port code pids=() tmp
+    # the four requests at once: a hung instance costs one timeout, not four
+    tmp=$(mktemp -d)
+    for r in "${ROLES[@]}"; do
+        health_code "$(port_of "$r")" >"$tmp/$r" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" 2>/dev/null || true
     for r in "${ROLES[@]}"; do
         port=$(port_of "$r")
-        code=$(health_code "$port")
+        code=$(cat "$tmp/$r" 2>/dev/null || true)
         if [ "$code" = 200 ]; then
             say "$r ($port): healthy"
         else
@@ -914,6 +1073,7 @@ cmd_health() {
             bad=1
         fi
     done
+    rm -rf "$tmp"
     return $bad
 }
 
@@ -985,7 +1145,7 @@ cmd_logs() {
     if [ "$follow" = 0 ]; then
         local args=() i
         for i in "${!names[@]}"; do args+=("${names[$i]}" "${files[$i]}"); done
-        LOG_LINES=$n python3 -c "$LOGS_PY" "${args[@]}"
+        LOG_LINES=$n "$PY" -c "$LOGS_PY" "${args[@]}"
         return 0
     fi
     # tail -F of each file, each line prefixed with its instance
@@ -1077,7 +1237,7 @@ cmd_update() {
     # admin last: while it restarts, the lowest-numbered instance serves its role
     for r in "${ROLES[@]}"; do rolling_restart_one "$r"; done
     say "update: done"
-    cmd_status
+    cmd_status || true
 }
 
 # ---- cleanup --------------------------------------------------------------------
@@ -1215,8 +1375,8 @@ forget_gateway_session() {
 
 resolve_backup_dir() {
     local arg=$1
-    if [ -d "$arg" ]; then
-        (cd "$arg" && pwd -P)
+    if [ -d "$(from_caller "$arg")" ]; then
+        (cd "$(from_caller "$arg")" && pwd -P)
     elif [ -d "$BACKUPS/$arg" ]; then
         (cd "$BACKUPS/$arg" && pwd -P)
     else
@@ -1381,16 +1541,18 @@ for oname, otype in spec:
         continue
     v = named[oname]
     if otype == 11:
-        path = v[1:] if v.startswith("@") else v
+        given = v[1:] if v.startswith("@") else v
+        # relative to where the user ran the command (the script itself runs in the checkout)
+        path = os.path.join(os.environ.get("TRY_CWD") or ".", os.path.expanduser(given))
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            fail("cannot read %s: %s" % (path, e))
+            fail("cannot read %s: %s" % (given, e.strerror or e))
         attachments.append({"name": oname, "filename": os.path.basename(path),
                             "content_type": mimetypes.guess_type(path)[0] or "application/octet-stream",
                             "data_b64": base64.b64encode(data).decode()})
-        shown.append("%s:@%s" % (oname, path))
+        shown.append("%s:@%s" % (oname, given))
         continue
     try:
         value = int(v) if otype == 4 else float(v) if otype == 10 else v
@@ -1614,9 +1776,9 @@ cmd_try() {
     alive "$RUN/discord-sim.pid" ||
         die "try talks to the sandbox, which is not running here (start it: $PROG start --sandbox, or start without DISCORD_TOKEN)"
     resolve_context
-    TRY_API=http://127.0.0.1:$SANDBOX_PORT TRY_GUILD=$SANDBOX_GUILD TRY_PREFIX=$PREFIX TRY_OUT=$TRY_OUT \
+    TRY_API=http://127.0.0.1:$SANDBOX_PORT TRY_GUILD=$SANDBOX_GUILD TRY_PREFIX=$PREFIX TRY_OUT=$TRY_OUT TRY_CWD=$CALLER_PWD \
         TRY_DB=$DATABASE_URL_EFF TRY_USER=$user TRY_TIMEOUT=$timeout TRY_FO=$(failover_ms) TRY_PSQL=$(pg_tool psql) \
-        python3 -c "$TRY_PY" "${args[@]}" "${RCLI_ARGV[@]}"
+        "$PY" -c "$TRY_PY" "${args[@]}" "${RCLI_ARGV[@]}"
 }
 
 # ---- chaos ------------------------------------------------------------------------
@@ -1939,7 +2101,8 @@ usage: $PROG [--native|--compose] <command> [args]
   stop                     drain every instance, then stop Redis/PostgreSQL/sandbox
   restart [--sandbox]      stop, then start
   status                   instance, role, pid, port, health, uptime, processed,
-                           failed, and who serves each role now (takeovers)
+                           failed, and who serves each role now (takeovers);
+                           exit non-zero if any instance is unhealthy
   health                   exit non-zero if any instance is unhealthy
   logs [-f|--no-follow] [-n N] [instance]
                            the instances' logs merged, each line prefixed
@@ -1966,7 +2129,8 @@ cluster runs here.
 Environment: ENV_FILE, DEPLOY_STATE_DIR, DEPLOY_MODE (auto|native|compose),
 LOCAL_REDIS_PORT, LOCAL_PG_PORT, CHAT_HEALTH_PORT..ADMIN_HEALTH_PORT,
 SANDBOX_DISCORD_PORT, SANDBOX_OPENAI_PORT, SANDBOX_MINIMAX_PORT,
-SANDBOX_STABILITY_PORT, COMPOSE_FILE (file[:override...]), COMPOSE_PROJECT_NAME. Everything: docs/deploy.md
+SANDBOX_STABILITY_PORT, COMPOSE_FILE (file[:override...]), COMPOSE_PROJECT_NAME, STATUS_TIMEOUT.
+Everything: docs/deploy.md
 EOF
 }
 
@@ -2002,11 +2166,19 @@ dispatch() {
     esac
 }
 
+# menu_ask VAR PROMPT [DEFAULT]: one answer (DEFAULT when empty); false at end of input
+menu_ask() {
+    local _ans=""
+    read -r -p "$2" _ans || return 1
+    printf -v "$1" '%s' "${_ans:-${3:-}}"
+}
+
 menu() {
-    local choice inst rc mode_word
+    local choice inst rc mode_word chan cmd
     # Ctrl-C ends the running action (logs -f), not the menu
     trap ':' INT
     while true; do
+        ENVV_STATE=unread # .env.multi may have been edited since the last action
         mode_word=${MODE}
         [ "$mode_word" = auto ] && mode_word="auto: native unless docker compose"
         cat <<EOF
@@ -2014,7 +2186,8 @@ menu() {
 Discord bot cluster ($mode_word; state in $STATE)
   1) start     2) stop      3) restart
   4) status    5) logs      6) health
-  7) update    8) backup    9) cleanup
+  7) update    8) backup    9) restore
+ 10) try      11) chaos    12) cleanup
   0) quit
 EOF
         read -r -p "choice: " choice || { say; return 0; }
@@ -2025,17 +2198,38 @@ EOF
         3) (dispatch restart) || rc=$? ;;
         4) (dispatch status) || rc=$? ;;
         5)
-            read -r -p "instance (chat, image, video, admin; empty: all): " inst || inst=""
+            menu_ask inst "instance (chat, image, video, admin; empty: all): " || inst=""
             say "(Ctrl-C returns to the menu)"
             if [ -n "$inst" ]; then (dispatch logs --follow "$inst") || rc=$?; else (dispatch logs --follow) || rc=$?; fi
             ;;
         6) (dispatch health) || rc=$? ;;
         7) (dispatch update) || rc=$? ;;
         8) (dispatch backup) || rc=$? ;;
-        9) (dispatch cleanup) || rc=$? ;;
+        9)
+            if [ -d "$BACKUPS" ]; then
+                say "backups in $BACKUPS:"
+                find "$BACKUPS" -mindepth 1 -maxdepth 1 -printf '  %f\n' 2>/dev/null | sort
+            fi
+            if menu_ask inst "restore which backup (a name above or a path; empty: latest): " latest; then
+                (dispatch restore "$inst") || rc=$?
+            fi
+            ;;
+        10)
+            say "e.g. #채팅방-1 /채팅 안녕 · #이미지생성-1 /이미지 고양이 · #이미지생성-1 /img 수채화로 이미지:@photo.png"
+            say "     #비디오생성-1 /비디오 파도 · #일반 /핑 · #일반 /상태 · #일반 /사용량"
+            if menu_ask chan "channel (empty: #채팅방-1): " "#채팅방-1" && menu_ask cmd "command: " && [ -n "$cmd" ]; then
+                (dispatch try "$chan" "$cmd") || rc=$?
+            fi
+            ;;
+        11)
+            if menu_ask inst "kill -9 which instance (chat, image, video, admin): " && [ -n "$inst" ]; then
+                (dispatch chaos "$inst") || rc=$?
+            fi
+            ;;
+        12) (dispatch cleanup) || rc=$? ;;
         0 | q | quit | exit) return 0 ;;
         '') continue ;;
-        *) say "choose 0-9" ;;
+        *) say "choose 0-12" ;;
         esac
         [ "$rc" = 0 ] || say "(exit status $rc)"
     done

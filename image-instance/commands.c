@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include "base/config.h"
+
 static const struct cmd_choice choice_ratio[] = {
     {"1:1 square", "1:1 정사각형", "1:1"},   {"16:9 wide", "16:9 가로", "16:9"},   {"4:3", "4:3", "4:3"},
     {"3:2", "3:2", "3:2"},                   {"2:3", "2:3", "2:3"},               {"3:4", "3:4", "3:4"},
@@ -34,3 +36,13 @@ static const struct cmd_def defs[] = {
 };
 
 const struct cmd_table image_commands = {defs, sizeof(defs) / sizeof(defs[0])};
+
+/* Its commands are used in the channels IMAGE_CHANNELS names. */
+static const char *channels(const struct config *cfg)
+{
+    return cfg->image_channels;
+}
+
+/* What every instance knows of the image role (base/role.h). */
+const struct role_def image_role = {.id = ROLE_IMAGE, .name = "image", .max_inflight = 64,
+    .channels = channels, .commands = &image_commands};

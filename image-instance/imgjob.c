@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "process/core.h"
 #include "service/dl.h"
 #include "discord/dpath.h"
@@ -40,10 +41,10 @@ struct imgjob {
 
 struct pic {
     struct imgjob *g;
-    struct bus_job *job; /* NULL once cancelled */
+    struct jobctx jc;    /* owed: provider, downloads, limits, the edit */
     struct ixjob ix;
     enum provider prov;
-    int waiting;         /* callbacks outstanding (provider, downloads, limits) */
+    int ndl;             /* downloads of generated images still running */
     struct ixjob_edit *edit;
     void (*after_edit)(struct pic *p);
     /* the request */
@@ -88,8 +89,9 @@ static const char *say(const struct pic *p, const char *ko, const char *en)
     return p->ix.ko ? ko : en;
 }
 
-static void pic_free(struct pic *p)
+static void pic_release(void *arg)
 {
+    struct pic *p = arg;
     for (int i = 0; i < PIC_MAX; i++) {
         mem_free(p->out[i].data);
         mem_free(p->out[i].url);
@@ -100,45 +102,23 @@ static void pic_free(struct pic *p)
     mem_free(p);
 }
 
-static void maybe_free(struct pic *p)
-{
-    if (!p->job && !p->waiting && !p->edit)
-        pic_free(p);
-}
-
 static void pic_end(struct pic *p, enum bus_result r, const char *why)
 {
-    if (p->job) {
-        p->job->cancel = NULL;
-        bus_finish(p->job, r, why);
-        p->job = NULL;
-    }
-    maybe_free(p);
+    jobctx_finish(&p->jc, r, why);
 }
 
-/* A callback came back; 1 when the job is still wanted. */
-static int back(struct pic *p)
+/* The bus is closing with the job in flight: downloads call back cancelled. */
+static void pic_stop(void *arg)
 {
-    p->waiting--;
-    if (p->job)
-        return 1;
-    maybe_free(p);
-    return 0;
-}
-
-static void pic_cancel(struct bus_job *job, void *arg)
-{
-    (void)job;
     struct pic *p = arg;
-    p->job = NULL;
     if (p->edit) {
         ixjob_edit_cancel(p->edit);
         p->edit = NULL;
+        jobctx_forget(&p->jc);
     }
     for (int i = 0; i < PIC_MAX; i++)
         if (p->dls[i])
             dl_cancel(p->dls[i]);
-    maybe_free(p);
 }
 
 static char *content_json(const char *text)
@@ -156,10 +136,8 @@ static void on_edit(int status, int code, void *arg)
 {
     struct pic *p = arg;
     p->edit = NULL;
-    if (!p->job) {
-        maybe_free(p);
+    if (!jobctx_back(&p->jc))
         return;
-    }
     if (status)
         log_warn("image reply not delivered", LF_INT("status", status), LF_INT("code", code));
     void (*next)(struct pic *) = p->after_edit;
@@ -169,15 +147,22 @@ static void on_edit(int status, int code, void *arg)
 }
 
 /* Edit the deferred response; run next once Discord has it (or refused it).
- * Edits never overlap, so a late progress edit cannot hide the result. */
-static void send_edit(struct pic *p, const char *json, const struct drest_file *files, int nfiles,
+ * Edits never overlap, so a late progress edit cannot hide the result.
+ * Returns -1 when the edit could not even start: the job is over then and
+ * p may be gone. */
+static int send_edit(struct pic *p, const char *json, const struct drest_file *files, int nfiles,
                       void (*next)(struct pic *))
 {
     p->after_edit = next;
-    struct ixjob_edit *e = ixjob_edit_files(core_loop(p->g->core), core_rest(p->g->core), &p->ix, json, files,
-                                            nfiles, on_edit, p);
-    if (e)
-        p->edit = e;
+    jobctx_wait(&p->jc);
+    p->edit = ixjob_edit_files(core_loop(p->g->core), core_rest(p->g->core), &p->ix, json, files, nfiles, on_edit, p);
+    if (!p->edit) {
+        /* bad arguments: on_edit will not run */
+        jobctx_forget(&p->jc);
+        pic_end(p, BUS_FAILED, "job without an application id or token");
+        return -1;
+    }
+    return 0;
 }
 
 static void told(struct pic *p)
@@ -264,8 +249,8 @@ static void delivered(struct pic *p)
         pic_end(p, BUS_FAILED, "images not delivered");
         return;
     }
-    if (p->job)
-        bus_mark_done(p->job);
+    if (p->jc.job)
+        bus_mark_done(p->jc.job);
     gallery(p);
     record(p);
     pic_end(p, BUS_DONE, NULL);
@@ -349,16 +334,20 @@ static void upload(struct pic *p)
     mem_free(p->final_json);
     p->final_json = jtext_take(o);
     p->after_edit = delivered;
-    struct ixjob_edit *e = ixjob_edit_files(core_loop(p->g->core), core_rest(p->g->core), &p->ix, p->final_json,
-                                            p->files, p->nfiles, on_upload, p);
-    if (e)
-        p->edit = e;
+    jobctx_wait(&p->jc);
+    p->edit = ixjob_edit_files(core_loop(p->g->core), core_rest(p->g->core), &p->ix, p->final_json, p->files,
+                               p->nfiles, on_upload, p);
+    if (!p->edit) {
+        /* bad arguments: on_upload will not run */
+        jobctx_forget(&p->jc);
+        pic_end(p, BUS_FAILED, "job without an application id or token");
+    }
 }
 
 static void on_upload(int status, int code, void *arg)
 {
     struct pic *p = arg;
-    if (status && p->job) {
+    if (status && p->jc.job) {
         log_warn("images not delivered", LF_INT("status", status), LF_INT("code", code));
         p->upload_failed = 1;
     }
@@ -367,8 +356,8 @@ static void on_upload(int status, int code, void *arg)
 
 static void deliver(struct pic *p)
 {
-    if (p->job && p->job->lease_lost) {
-        log_warn("image job taken over by another consumer; not answering", LF_STR("id", p->job->id));
+    if (p->jc.job && p->jc.job->lease_lost) {
+        log_warn("image job taken over by another consumer; not answering", LF_STR("id", p->jc.job->id));
         pic_end(p, BUS_DONE, NULL);
         return;
     }
@@ -477,7 +466,7 @@ struct dl_slot {
 static void on_mm(const struct mm_result *r, void *arg)
 {
     struct pic *p = arg;
-    if (!back(p))
+    if (!jobctx_back(&p->jc))
         return;
     report(p, r->status, r->retry_after_ms);
     if (r->status != PROV_OK) {
@@ -512,9 +501,10 @@ static void on_mm(const struct mm_result *r, void *arg)
             mem_free(s);
             continue;
         }
-        p->waiting++;
+        p->ndl++;
+        jobctx_wait(&p->jc);
     }
-    if (!p->waiting)
+    if (!p->ndl)
         deliver(p);
 }
 
@@ -525,7 +515,8 @@ static void on_mm_download(const struct dl_result *r, void *arg)
     int k = s->i;
     mem_free(s);
     p->dls[k] = NULL;
-    if (!back(p))
+    p->ndl--;
+    if (!jobctx_back(&p->jc))
         return;
     const char *type = r->err ? NULL : dl_sniff_image(r->data, r->len);
     if (type) {
@@ -536,7 +527,7 @@ static void on_mm_download(const struct dl_result *r, void *arg)
     } else {
         log_warn("generated image not fetched", LF_INT("err", r->err), LF_INT("status", r->status));
     }
-    if (p->waiting)
+    if (p->ndl)
         return;
     /* all back: keep the fetched ones, in order */
     int n = 0;
@@ -571,7 +562,7 @@ static void mm_start(struct pic *p)
              "The image request could not be sent; please check the prompt.");
         return;
     }
-    p->waiting++;
+    jobctx_wait(&p->jc);
 }
 
 /* ---- Stability ------------------------------------------------------------------- */
@@ -592,7 +583,7 @@ static double credits_of(const char *endpoint, const char *model)
 static void on_st(const struct st_result *r, void *arg)
 {
     struct pic *p = arg;
-    if (!back(p))
+    if (!jobctx_back(&p->jc))
         return;
     report(p, r->status, r->retry_after_ms);
     if (r->status != PROV_OK) {
@@ -632,7 +623,7 @@ static void st_start(struct pic *p)
              "The image request could not be sent; please check the prompt.");
         return;
     }
-    p->waiting++;
+    jobctx_wait(&p->jc);
 }
 
 static int allowed_type(const char *t)
@@ -644,7 +635,7 @@ static void on_source(const struct dl_result *r, void *arg)
 {
     struct pic *p = arg;
     p->dls[0] = NULL;
-    if (!back(p))
+    if (!jobctx_back(&p->jc))
         return;
     if (r->err == BC_ETOOBIG) {
         tell(p, NULL, "첨부한 이미지가 너무 큽니다 (최대 10MB).", "The attached image is too big (10 MB at most).");
@@ -686,8 +677,10 @@ static void start_work(struct pic *p)
                  p->has_image ? say(p, "🎨 이미지를 바꾸는 중입니다…", "🎨 Transforming your image…")
                               : say(p, "🎨 이미지를 만드는 중입니다…", "🎨 Making your image…"));
     char *json = content_json(text);
-    send_edit(p, json, NULL, 0, progress_sent);
+    int rc = send_edit(p, json, NULL, 0, progress_sent);
     mem_free(json);
+    if (rc)
+        return;
     if (p->prov == P_MINIMAX) {
         mm_start(p);
     } else if (p->has_image) {
@@ -695,7 +688,7 @@ static void start_work(struct pic *p)
         if (dl_get(core_http(p->g->core), &rq, on_source, p, &p->dls[0]))
             tell(p, "attachment not fetched", "첨부한 이미지를 가져오지 못했습니다.", "The attached image could not be fetched.");
         else
-            p->waiting++;
+            jobctx_wait(&p->jc);
     } else {
         st_start(p);
     }
@@ -704,7 +697,7 @@ static void start_work(struct pic *p)
 static void on_limits(enum ulimit_verdict v, int64_t wait_ms, void *arg)
 {
     struct pic *p = arg;
-    if (!back(p))
+    if (!jobctx_back(&p->jc))
         return;
     if (v == ULIMIT_OK) {
         p->charged = p->lim.daily > 0;
@@ -765,9 +758,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
         return;
     }
     p->g = g;
-    p->job = job;
-    job->cancel = pic_cancel;
-    job->cancel_arg = p;
+    jobctx_start(&p->jc, job, pic_stop, pic_release, p);
     const struct config *cfg = core_config(g->core);
     struct imgjob__req rq;
     if (imgjob__decode(&p->ix, cfg->img2img_strength, &rq)) {
@@ -807,7 +798,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
     p->lim = (struct ulimit_req){.prefix = cfg->redis_prefix, .kind = "image", .user_id = p->ix.user_id,
                                  .rate = cfg->user_rate_limit, .window_s = cfg->user_rate_window_sec,
                                  .daily = cfg->user_daily_images, .cost = p->count};
-    p->waiting++;
+    jobctx_wait(&p->jc);
     ulimit_check(core_loop(g->core), core_redis(g->core), &p->lim, on_limits, p);
 }
 

@@ -19,7 +19,6 @@ static int setup(struct core *c)
 
 int main(int argc, char **argv, char **envp)
 {
-    static const struct cmd_table *const commands[] = {&chat_commands, &image_commands, &video_commands,
-                                                       &admin_commands, NULL};
-    return core_main(argc, argv, envp, ROLE_IMAGE, commands, setup);
+    static const struct role_def *const roles[] = {&chat_role, &image_role, &video_role, &admin_role, NULL};
+    return core_main(argc, argv, envp, ROLE_IMAGE, roles, setup);
 }

@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include "base/config.h"
+
 static const struct cmd_choice choice_length[] = {
     {"6 seconds", "6초", "6"},
     {"10 seconds", "10초", "10"},
@@ -27,3 +29,13 @@ static const struct cmd_def defs[] = {
 };
 
 const struct cmd_table video_commands = {defs, sizeof(defs) / sizeof(defs[0])};
+
+/* Its commands are used in the channels VIDEO_CHANNELS names. */
+static const char *channels(const struct config *cfg)
+{
+    return cfg->video_channels;
+}
+
+/* What every instance knows of the video role (base/role.h). */
+const struct role_def video_role = {.id = ROLE_VIDEO, .name = "video", .max_inflight = 64,
+    .channels = channels, .commands = &video_commands};

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "process/core.h"
 #include "service/dl.h"
 #include "discord/dpath.h"
@@ -52,7 +53,8 @@ struct vidjob {
 struct video {
     struct vidjob *g;
     struct video *prev, *next;
-    struct bus_job *job; /* the stream entry, until the row says submitted */
+    struct jobctx jc;    /* .job: the stream entry, until the row says submitted;
+                          * owed: queries, provider calls, downloads, edits */
     long long row;
     char iid[ID_MAX], app_id[ID_MAX], channel_id[ID_MAX], guild_id[ID_MAX], user_id[ID_MAX];
     char *token;         /* the interaction token; NULL once unusable */
@@ -64,9 +66,9 @@ struct video {
     char task_id[128], key_fp[40], mmstate[16];
     enum stage stage;
     uv_timer_t timer;
-    int poll_ms, waiting, closing, timer_closed;
+    int poll_ms;
     struct ixjob_edit *edit;
-    int edit_pending;    /* a drest request of ours will call back */
+    int edit_pending;    /* a channel message of ours is on its way */
     void (*after_edit)(struct video *v);
     int channel_mode;
     char status_msg[ID_MAX];
@@ -161,72 +163,62 @@ static void video_free(struct video *v)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    struct video *v = h->data;
-    v->timer_closed = 1;
-    if (!v->waiting && !v->edit && !v->edit_pending)
-        video_free(v);
+    video_free(h->data);
 }
 
-static void maybe_free(struct video *v)
+static void video_release(void *arg)
 {
-    if (!v->closing || v->waiting || v->edit || v->edit_pending || v->job)
-        return;
-    if (!v->timer_closed) {
-        if (!uv_is_closing((uv_handle_t *)&v->timer))
-            uv_close((uv_handle_t *)&v->timer, on_timer_closed);
-        return;
+    struct video *v = arg;
+    uv_close((uv_handle_t *)&v->timer, on_timer_closed);
+}
+
+/* Shutdown with the video in flight: stop what would call back late; the
+ * row stays, and a later start resumes it. */
+static void video_stop(void *arg)
+{
+    struct video *v = arg;
+    uv_timer_stop(&v->timer);
+    if (v->dl)
+        dl_cancel(v->dl);
+    if (v->edit) {
+        ixjob_edit_cancel(v->edit);
+        v->edit = NULL;
+        jobctx_forget(&v->jc);
     }
-    video_free(v);
 }
 
 /* This process is done with the video (finished, or shutting down). */
 static void video_close(struct video *v)
 {
-    v->closing = 1;
-    uv_timer_stop(&v->timer);
-    if (v->dl)
-        dl_cancel(v->dl);
-    if (v->job) {
-        v->job->cancel = NULL;
-        bus_finish(v->job, v->failure ? BUS_FAILED : BUS_DONE, v->failure);
-        v->job = NULL;
-    }
-    maybe_free(v);
+    video_stop(v);
+    jobctx_finish(&v->jc, v->failure ? BUS_FAILED : BUS_DONE, v->failure);
 }
 
-/* An outside callback came back; 1 when the video still goes on. */
+/* An outside callback came back; 1 when the video still goes on (0 also
+ * when the module is closing: then the video ends here). */
 static int back(struct video *v)
 {
-    v->waiting--;
-    if (!v->closing && !v->g->closing)
+    if (!jobctx_back(&v->jc))
+        return 0;
+    if (!v->g->closing)
         return 1;
-    v->closing = 1;
-    maybe_free(v);
+    jobctx_end(&v->jc);
     return 0;
-}
-
-static void video_cancel(struct bus_job *job, void *arg)
-{
-    (void)job;
-    struct video *v = arg;
-    v->job = NULL; /* the row stays: a later start resumes it */
-    maybe_free(v);
 }
 
 /* Ack the stream entry: from now on the row carries the job. */
 static void release_job(struct video *v)
 {
-    if (!v->job)
-        return;
-    v->job->cancel = NULL;
-    bus_finish(v->job, BUS_DONE, NULL);
-    v->job = NULL;
+    jobctx_ack(&v->jc, BUS_DONE, NULL);
 }
 
-static struct video *video_new(struct vidjob *g)
+/* A video of g; job: the stream entry that asks for it, NULL when a row
+ * carries it (or for a probe that only carries a query). */
+static struct video *video_new(struct vidjob *g, struct bus_job *job)
 {
     struct video *v = mem_calloc(1, sizeof(*v));
     v->g = g;
+    jobctx_start(&v->jc, job, video_stop, video_release, v);
     v->next = g->active;
     if (g->active)
         g->active->prev = v;
@@ -273,7 +265,7 @@ static int vq(struct video *v, const char *sql, int n, const char *const *params
         mem_free(q);
         return rc;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
     return 0;
 }
 
@@ -319,7 +311,7 @@ static void final_written(struct video *v, int status, const PGresult *res)
  * v->failure) until PostgreSQL has taken it. */
 static void final_write(struct video *v)
 {
-    if (v->final != FINAL_PENDING || v->final_inflight || v->closing)
+    if (v->final != FINAL_PENDING || v->final_inflight || v->jc.ended)
         return;
     uv_timer_stop(&v->timer);
     char id[24];
@@ -403,10 +395,8 @@ static void on_edit(int status, int code, void *arg)
 {
     struct video *v = arg;
     v->edit = NULL;
-    if (v->closing || v->g->closing) {
-        maybe_free(v);
+    if (!back(v))
         return;
-    }
     if (code == 50027 || code == 10015 || code == 10008) {
         /* the token is dead: continue in the channel, with this message too */
         log_info("interaction token no longer usable; video continues in the channel", LF_STR("interaction", v->iid),
@@ -427,10 +417,8 @@ static void on_channel_sent(const struct drest_resp *r, void *arg)
 {
     struct video *v = arg;
     v->edit_pending = 0;
-    if (v->closing || v->g->closing) {
-        maybe_free(v);
+    if (!back(v))
         return;
-    }
     if (r->err)
         log_warn("video message not delivered", LF_INT("status", r->status), LF_INT("code", r->code));
     else if (!v->status_msg[0]) {
@@ -479,9 +467,13 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
         v->resend_nfiles = nfiles;
         v->resend_final = final;
         struct ixjob j = {.app_id = v->app_id, .token = v->token};
-        struct ixjob_edit *e = ixjob_edit_files(core_loop(v->g->core), rest, &j, json, files, nfiles, on_edit, v);
-        if (e)
-            v->edit = e;
+        jobctx_wait(&v->jc);
+        v->edit = ixjob_edit_files(core_loop(v->g->core), rest, &j, json, files, nfiles, on_edit, v);
+        if (!v->edit) {
+            /* bad arguments: on_edit will not run; go on as without REST */
+            jobctx_forget(&v->jc);
+            run_after_edit(v);
+        }
         return;
     }
     v->channel_mode = 1;
@@ -502,6 +494,7 @@ static void show(struct video *v, const char *json, const struct drest_file *fil
         return;
     }
     v->edit_pending = 1;
+    jobctx_wait(&v->jc);
 }
 
 static int busy(const struct video *v)
@@ -680,7 +673,7 @@ static void deliver(struct video *v)
     marker_key(v, key, sizeof(key));
     const char *av[] = {"SET", key, "started", "EX", MARK_TTL_S};
     if (r && !rds_cmd(r, on_mark_started, v, 5, av, NULL)) {
-        v->waiting++;
+        jobctx_wait(&v->jc);
         v->mark_wait++;
     }
     snprintf(id, sizeof(id), "%lld", v->row);
@@ -733,7 +726,7 @@ static void fetch(struct video *v)
         deliver_when_idle(v);
         return;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
 }
 
 /* ---- polling ---------------------------------------------------------------------------- */
@@ -815,7 +808,7 @@ static void on_query(const struct mm_result *r, void *arg)
             poll_later(v);
             return;
         }
-        v->waiting++;
+        jobctx_wait(&v->jc);
         return;
     }
     if (!strcmp(r->state, "Fail")) {
@@ -844,12 +837,12 @@ static void poll_now(uv_timer_t *t)
         poll_later(v);
         return;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
 }
 
 static void poll_later(struct video *v)
 {
-    if (v->closing || v->stage == ST_FINISH)
+    if (v->jc.ended || v->stage == ST_FINISH)
         return;
     v->stage = ST_POLL;
     int base = core_config(v->g->core)->video_poll_sec * 1000;
@@ -982,7 +975,7 @@ static void submit(struct video *v)
                       "The video request could not be sent; please check the prompt.");
         return;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
 }
 
 /* ---- adopting a row -------------------------------------------------------------------- */
@@ -1045,7 +1038,7 @@ static void check_marker(struct video *v)
         uv_timer_start(&v->timer, check_marker_retry, RECORD_RETRY_MS, 0);
         return;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
 }
 
 /* A row this process did not start in this life: resume or reconcile. */
@@ -1121,14 +1114,13 @@ static void on_scan(struct video *probe, int status, const PGresult *res)
 {
     struct vidjob *g = probe->g;
     g->scanning = 0;
-    probe->closing = 1;
-    maybe_free(probe);
+    jobctx_end(&probe->jc);
     if (status || g->closing)
         return;
     for (int r = 0; r < PQntuples(res); r++) {
         if (find_active(g, PQgetvalue(res, r, 1)))
             continue;
-        struct video *v = video_new(g);
+        struct video *v = video_new(g, NULL);
         from_row(v, res, r, 0);
         adopt(v, PQgetvalue(res, r, 2));
     }
@@ -1140,15 +1132,14 @@ static void scan(struct vidjob *g)
     struct store *s = core_store(g->core);
     if (g->scanning || g->closing || !s || !store_up(s))
         return;
-    struct video *probe = video_new(g); /* carries the query */
+    struct video *probe = video_new(g, NULL); /* carries the query */
     snprintf(probe->iid, sizeof(probe->iid), "-scan-");
     const char *p[] = {core_config(g->core)->name};
     if (vq(probe,
            "SELECT " ROW_COLUMNS " FROM jobs WHERE kind = 'video' AND owner = $1 AND state NOT IN ('done', 'failed') "
            "ORDER BY id LIMIT 1000",
            1, p, on_scan)) {
-        probe->closing = 1;
-        maybe_free(probe);
+        jobctx_end(&probe->jc);
         return;
     }
     g->scanning = 1;
@@ -1187,16 +1178,12 @@ static void on_inserted(struct video *v, int status, const PGresult *res)
         const char *state = PQgetvalue(res, 0, 4);
         struct video *other = find_active(v->g, v->iid);
         if (other && other != v) {
-            v->closing = 1;
-            release_job(v);
-            maybe_free(v);
+            jobctx_finish(&v->jc, BUS_DONE, NULL);
             return;
         }
         if (!strcmp(state, "done") || !strcmp(state, "failed")) {
             log_info("video already answered; redelivery acked", LF_STR("interaction", v->iid));
-            v->closing = 1;
-            release_job(v);
-            maybe_free(v);
+            jobctx_finish(&v->jc, BUS_DONE, NULL);
             return;
         }
         from_row(v, res, 0, 2);
@@ -1294,10 +1281,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
         return;
     }
     const struct config *cfg = core_config(g->core);
-    struct video *v = video_new(g);
-    v->job = job;
-    job->cancel = video_cancel;
-    job->cancel_arg = v;
+    struct video *v = video_new(g, job);
     snprintf(v->iid, sizeof(v->iid), "%s", ix.id);
     snprintf(v->app_id, sizeof(v->app_id), "%s", ix.app_id);
     snprintf(v->channel_id, sizeof(v->channel_id), "%s", ix.channel_id);
@@ -1340,7 +1324,7 @@ static void on_interaction(struct bus *b, struct bus_job *job, void *arg)
                     "again shortly.");
         return;
     }
-    v->waiting++;
+    jobctx_wait(&v->jc);
     ulimit_check(core_loop(g->core), core_redis(g->core), &v->lim, on_limits, v);
 }
 
@@ -1370,10 +1354,6 @@ static void vidjob_close(void *arg)
     uv_close((uv_handle_t *)&g->scan, on_scan_closed);
     for (struct video *v = g->active, *next; v; v = next) {
         next = v->next;
-        if (v->edit) {
-            ixjob_edit_cancel(v->edit);
-            v->edit = NULL;
-        }
         video_close(v);
     }
 }
@@ -1383,7 +1363,7 @@ static void vidjob_store_up(void *arg)
     struct vidjob *g = arg;
     /* final writes that failed while PostgreSQL was away go first */
     for (struct video *v = g->active; v; v = v->next)
-        if (v->final == FINAL_PENDING && !v->final_inflight && !v->closing)
+        if (v->final == FINAL_PENDING && !v->final_inflight && !v->jc.ended)
             final_write(v);
     scan(g);
 }
@@ -1395,15 +1375,14 @@ static void vidjob_health(struct json_object *health, void *arg)
         keypool_health(g->mm, uv_now(core_loop(g->core)), health);
     int n = 0;
     for (struct video *v = g->active; v; v = v->next)
-        n += v->row != 0 && !v->closing;
+        n += v->row != 0 && !v->jc.ended;
     json_object_object_add(health, "videos_in_progress", json_object_new_int(n));
 }
 
 static void on_adopted(struct video *probe, int status, const PGresult *res)
 {
     struct vidjob *g = probe->g;
-    probe->closing = 1;
-    maybe_free(probe);
+    jobctx_end(&probe->jc);
     if (status || g->closing)
         return;
     log_info("routing: video jobs of dead instances adopted", LF_STR("owner", core_config(g->core)->name),
@@ -1419,15 +1398,14 @@ static void vidjob_takeover(enum role r, int on, const char *dead, void *arg)
     struct store *s = core_store(g->core);
     if (r != ROLE_VIDEO || !on || !dead || !*dead || g->closing || !s || !store_up(s))
         return;
-    struct video *probe = video_new(g);
+    struct video *probe = video_new(g, NULL);
     snprintf(probe->iid, sizeof(probe->iid), "-adopt-");
     const char *p[] = {core_config(g->core)->name, dead};
     if (vq(probe,
            "UPDATE jobs SET owner = $1, updated_at = now() WHERE kind = 'video' AND owner = ANY "
            "(string_to_array($2, ',')) AND state NOT IN ('done', 'failed')",
            2, p, on_adopted)) {
-        probe->closing = 1;
-        maybe_free(probe);
+        jobctx_end(&probe->jc);
     }
 }
 

@@ -187,13 +187,6 @@ static const struct cfg_def cfg_defs[] = {
 };
 #define CFG_NDEFS (sizeof(cfg_defs) / sizeof(cfg_defs[0]))
 
-static const char *const role_names[] = {"", "chat", "image", "video", "admin"};
-
-const char *role_name(enum role r)
-{
-    return (r >= ROLE_CHAT && r <= ROLE_ADMIN) ? role_names[r] : "unknown";
-}
-
 /* One raw value per setting, as text, with where it came from. */
 struct cfg_raw {
     char *val[CFG_NDEFS];
@@ -764,7 +757,7 @@ static void role_default(struct config *c, const struct cfg_def *d, char *out, s
     if (!strcmp(d->name, "HEALTH_PORT"))
         snprintf(out, len, "%d", 8000 + c->instance);
     else if (!strcmp(d->name, "MAX_INFLIGHT"))
-        snprintf(out, len, "%d", c->role == ROLE_CHAT ? 10000 : 64);
+        snprintf(out, len, "%d", role_def(c->role) ? role_def(c->role)->max_inflight : 64);
     else
         snprintf(out, len, "%d", (int)c->role);
 }

@@ -19,12 +19,8 @@
 #include <stddef.h>
 
 #include "base/buf.h"
+#include "base/role.h"
 #include "base/secret.h"
-
-enum role { ROLE_CHAT = 1, ROLE_IMAGE = 2, ROLE_VIDEO = 3, ROLE_ADMIN = 4 };
-#define ROLE_COUNT 4
-
-const char *role_name(enum role r);
 
 struct config {
     enum role role;

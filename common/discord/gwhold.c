@@ -102,13 +102,32 @@ struct sess_ctx {
     unsigned gen;
 };
 
-static void on_session(struct rds *r, int status, const redisReply *reply, void *arg);
-
-static void read_session_and_connect(struct gwhold *h)
+/* The context of a request made for this connection attempt. */
+static struct sess_ctx *sess_new(struct gwhold *h)
 {
     struct sess_ctx *c = mem_alloc(sizeof(*c));
     c->h = h;
     c->gen = h->generation;
+    return c;
+}
+
+/* Its answer came (status 0 or an error): h when the answer is still for
+ * the current attempt, NULL after shutdown, close or a newer attempt.
+ * Frees the context either way. */
+static struct gwhold *sess_back(void *arg, int status)
+{
+    struct sess_ctx *c = arg;
+    struct gwhold *h = c->h;
+    unsigned gen = c->gen;
+    mem_free(c);
+    return status == BC_ESHUTDOWN || h->closing || gen != h->generation ? NULL : h;
+}
+
+static void on_session(struct rds *r, int status, const redisReply *reply, void *arg);
+
+static void read_session_and_connect(struct gwhold *h)
+{
+    struct sess_ctx *c = sess_new(h);
     const char *av[] = {"HGETALL", h->session_key};
     if (rds_cmd(h->redis, on_session, c, 2, av, NULL)) {
         mem_free(c);
@@ -162,11 +181,8 @@ static const char ready_lua[] =
 static void on_ready_stored(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (status == BC_ESHUTDOWN || h->closing || gen != h->generation)
+    struct gwhold *h = sess_back(arg, status);
+    if (!h)
         return;
     if (status || rds_reply_error(reply))
         on_trouble(INGRESS_RESYNC, h);
@@ -191,9 +207,7 @@ static void on_ready(struct gw *g, const struct gw_resume *res, struct json_obje
      * reset under the fencing token, in order before the READY's batch. */
     char seq[24];
     snprintf(seq, sizeof(seq), "%lld", (long long)res->seq);
-    struct sess_ctx *c = mem_alloc(sizeof(*c));
-    c->h = h;
-    c->gen = h->generation;
+    struct sess_ctx *c = sess_new(h);
     const char *av[] = {"EVAL", ready_lua, "2", h->lease_key, h->session_key, lease_token(h->lease),
                         res->session_id, res->resume_url, seq};
     if (rds_cmd(h->redis, on_ready_stored, c, 9, av, NULL)) {
@@ -218,11 +232,8 @@ static void on_gate_timer(uv_timer_t *t);
 static void on_gate_reply(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (status == BC_ESHUTDOWN || h->closing || gen != h->generation || !h->gw)
+    struct gwhold *h = sess_back(arg, status);
+    if (!h || !h->gw)
         return;
     if (!status && reply && reply->type == REDIS_REPLY_STATUS) {
         h->remaining--;
@@ -244,9 +255,7 @@ static void try_gate(struct gwhold *h)
         h->remaining = 1000; /* assume the reset happened when the timer fires */
         return;
     }
-    struct sess_ctx *c = mem_alloc(sizeof(*c));
-    c->h = h;
-    c->gen = h->generation;
+    struct sess_ctx *c = sess_new(h);
     const char *av[] = {"SET", h->ident_key, h->cfg->name, "NX", "PX", "5000"};
     if (rds_cmd(h->redis, on_gate_reply, c, 6, av, NULL)) {
         mem_free(c);
@@ -323,11 +332,8 @@ static void connect_gw(struct gwhold *h, const struct gw_resume *resume)
 
 static void on_channels_loaded(int status, void *arg)
 {
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (status == BC_ESHUTDOWN || h->closing || gen != h->generation || !lease_held(h->lease))
+    struct gwhold *h = sess_back(arg, status);
+    if (!h || !lease_held(h->lease))
         return;
     if (status) {
         on_trouble(INGRESS_FENCED, h); /* cannot route without names: give the lease back */
@@ -340,11 +346,8 @@ static void on_channels_loaded(int status, void *arg)
 static void on_session(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (status == BC_ESHUTDOWN || h->closing || gen != h->generation || !lease_held(h->lease))
+    struct gwhold *h = sess_back(arg, status);
+    if (!h || !lease_held(h->lease))
         return;
     if (status || !reply || reply->type != REDIS_REPLY_ARRAY) {
         on_trouble(INGRESS_FENCED, h); /* cannot read it: give the lease back */
@@ -361,9 +364,7 @@ static void on_session(struct rds *r, int status, const redisReply *reply, void 
             res.seq = strtoll(v, NULL, 10);
     }
     h->pending_resume = res;
-    struct sess_ctx *n = mem_alloc(sizeof(*n));
-    n->h = h;
-    n->gen = h->generation;
+    struct sess_ctx *n = sess_new(h);
     if (ingress_load_channels(h->in, on_channels_loaded, n)) {
         mem_free(n);
         on_trouble(INGRESS_FENCED, h);
@@ -372,11 +373,8 @@ static void on_session(struct rds *r, int status, const redisReply *reply, void 
 
 static void on_gateway_info(const struct drest_resp *r, void *arg)
 {
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (r->err == BC_ESHUTDOWN || h->closing || gen != h->generation || !lease_held(h->lease))
+    struct gwhold *h = sess_back(arg, r->err);
+    if (!h || !lease_held(h->lease))
         return;
     if (r->status == 401) {
         on_fatal(NULL, 4004, "GET /gateway/bot answered 401: check DISCORD_TOKEN", h);
@@ -409,19 +407,14 @@ static void on_gateway_info(const struct drest_resp *r, void *arg)
 static void on_fatal_key(struct rds *r, int status, const redisReply *reply, void *arg)
 {
     (void)r;
-    struct sess_ctx *c = arg;
-    struct gwhold *h = c->h;
-    unsigned gen = c->gen;
-    mem_free(c);
-    if (status == BC_ESHUTDOWN || h->closing || gen != h->generation)
+    struct gwhold *h = sess_back(arg, status);
+    if (!h)
         return;
     if (!status && reply && reply->type == REDIS_REPLY_STRING) {
         stop_for_good(h, reply->str);
         return;
     }
-    struct sess_ctx *n = mem_alloc(sizeof(*n));
-    n->h = h;
-    n->gen = h->generation;
+    struct sess_ctx *n = sess_new(h);
     struct drest_req rq = {.method = "GET", .path = "/gateway/bot", .bot_auth = 1};
     if (drest_request(h->rest, &rq, on_gateway_info, n)) {
         mem_free(n);
@@ -432,9 +425,7 @@ static void on_fatal_key(struct rds *r, int status, const redisReply *reply, voi
 static void prepare(struct gwhold *h)
 {
     set_state(h, HS_PREPARING);
-    struct sess_ctx *c = mem_alloc(sizeof(*c));
-    c->h = h;
-    c->gen = h->generation;
+    struct sess_ctx *c = sess_new(h);
     const char *av[] = {"GET", h->fatal_key};
     if (rds_cmd(h->redis, on_fatal_key, c, 2, av, NULL)) {
         mem_free(c);

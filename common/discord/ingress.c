@@ -166,18 +166,11 @@ static int korean(struct json_object *ix)
     return loc && !strncmp(loc, "ko", 2);
 }
 
+/* The channel globs of r's commands (its row says which setting). */
 static const char *role_channels(const struct config *cfg, enum role r)
 {
-    switch (r) {
-    case ROLE_CHAT:
-        return cfg->chat_channels;
-    case ROLE_IMAGE:
-        return cfg->image_channels;
-    case ROLE_VIDEO:
-        return cfg->video_channels;
-    default:
-        return "*";
-    }
+    const struct role_def *d = role_def(r);
+    return d && d->channels ? d->channels(cfg) : "*";
 }
 
 /* Name of a channel, or of its parent when it is a thread: the one the
@@ -1031,12 +1024,12 @@ static int mentions_bot(struct ingress *in, const struct jscan_val *list)
     return 0;
 }
 
-/* The job type of a message (d as sent) for the chat stream:
- * "discord.mention" when it speaks to the bot (a DM, or it mentions the
- * bot), "discord.message" for other messages in chat channels, NULL when
- * it is not the chat role's. Scanned, not parsed: this runs for every
- * message the bot can see. */
-static const char *message_for_chat(struct ingress *in, const char *d, size_t len)
+/* The job type of a message (d as sent) for the stream of the role that
+ * gets messages (role_for_messages: chat): "discord.mention" when it speaks
+ * to the bot (a DM, or it mentions the bot), "discord.message" for other
+ * messages in that role's channels, NULL when it is not that role's.
+ * Scanned, not parsed: this runs for every message the bot can see. */
+static const char *message_job(struct ingress *in, enum role r, const char *d, size_t len)
 {
     static const char *const keys[] = {"author", "webhook_id", "guild_id", "channel_id", "mentions"};
     static const char *const author_keys[] = {"id", "bot"};
@@ -1053,7 +1046,7 @@ static const char *message_for_chat(struct ingress *in, const char *d, size_t le
     char cid[32];
     const char *cname, *pname;
     channel_names(in, scan_str(&v[3], cid, sizeof(cid)), NULL, &cname, &pname);
-    if (!channel_allowed(in->cfg->chat_channels, cname, pname))
+    if (!channel_allowed(role_channels(in->cfg, r), cname, pname))
         return NULL;
     return mentions_bot(in, &v[4]) ? "discord.mention" : "discord.message";
 }
@@ -1085,10 +1078,11 @@ void ingress_gateway_event(struct ingress *in, const struct gw_event *ev)
     in->st.events++;
     const char *type = ev->type;
     if (!strcmp(type, "MESSAGE_CREATE")) {
-        const char *job = message_for_chat(in, ev->d, ev->d_len);
+        enum role r = role_for_messages();
+        const char *job = r ? message_job(in, r, ev->d, ev->d_len) : NULL;
         char key[160] = "";
         if (job)
-            stream_key(in, ROLE_CHAT, key, sizeof(key));
+            stream_key(in, r, key, sizeof(key));
         batch_add(in, ev->seq, key, job ? job : "", job ? ev->raw : "", job ? ev->raw_len : 0, NULL);
         return;
     }

@@ -600,7 +600,7 @@ static int start_discord(struct core *c)
             return rc;
         gwhold_start(c->gwhold);
     }
-    if (has_token && (c->cfg.role == ROLE_ADMIN || c->cfg.register_commands))
+    if (has_token && (c->cfg.role == role_taker() || c->cfg.register_commands))
         return cmdreg_start(c->loop, &c->cfg, c->cmd, c->rest, c->cfg.register_commands, on_registration, c,
                             &c->reg);
     return 0;
@@ -664,10 +664,22 @@ static int start(struct core *c, core_setup_fn *setup)
     return 0;
 }
 
-int core_main(int argc, char **argv, char **envp, enum role role, const struct cmd_table *const *commands,
+void core_use_roles(const struct role_def *const *roles)
+{
+    static const struct cmd_table *tables[ROLE_COUNT + 1];
+    size_t n = 0;
+    roles_use(roles);
+    for (; roles && *roles && n < ROLE_COUNT; roles++)
+        if ((*roles)->commands)
+            tables[n++] = (*roles)->commands;
+    tables[n] = NULL;
+    cmds_use(tables);
+}
+
+int core_main(int argc, char **argv, char **envp, enum role role, const struct role_def *const *roles,
               core_setup_fn *setup)
 {
-    cmds_use(commands);
+    core_use_roles(roles);
     struct core *c = mem_calloc(1, sizeof(*c));
     int rc = load_config(c, argc, argv, envp, role);
     if (rc != CFG_RUN) {

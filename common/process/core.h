@@ -27,11 +27,15 @@ struct hcl;
 /* Role setup: register job handlers on core_bus(c). Non-zero aborts start. */
 typedef int core_setup_fn(struct core *c);
 
-struct cmd_table;
-/* commands: every role's command table, NULL-terminated (cmds_use): any
- * instance routes any command to the role that serves it. */
-int core_main(int argc, char **argv, char **envp, enum role role, const struct cmd_table *const *commands,
+struct role_def;
+/* roles: every role's row, NULL-terminated (base/role.h), with its command
+ * table: any instance routes any command to the role that serves it, and
+ * takes over by the rows. role: this binary's. */
+int core_main(int argc, char **argv, char **envp, enum role role, const struct role_def *const *roles,
               core_setup_fn *setup);
+/* What core_main does first: the rows and their command tables are in use
+ * (roles_use, cmds_use). For tests and fuzzers. */
+void core_use_roles(const struct role_def *const *roles);
 
 uv_loop_t *core_loop(struct core *c);
 const struct config *core_config(const struct core *c);

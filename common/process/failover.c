@@ -43,7 +43,7 @@ struct failover {
     int reading;          /* an XRANGE is out */
     struct pnode peers[MAX_PEERS];
     int n;
-    int taken[ROLE_ADMIN + 1];   /* we read this role's stream as a taker */
+    int taken[ROLE_LAST + 1];   /* we read this role's stream as a taker */
     int64_t started_ms;
     int64_t watching_ms;  /* when a read first reached the end of the stream; 0 before */
     int closing, stopping;
@@ -95,7 +95,7 @@ const char *failover_state_name(enum peer_state s)
 
 static enum role role_of(const char *name)
 {
-    for (int r = ROLE_CHAT; r <= ROLE_ADMIN; r++)
+    for (int r = ROLE_FIRST; r <= ROLE_LAST; r++)
         if (!strcmp(name, role_name((enum role)r)))
             return (enum role)r;
     return (enum role)0;
@@ -320,7 +320,7 @@ static enum failover_role_state judge(const struct failover *f, enum role r, int
 
 enum failover_role_state failover_role_state(const struct failover *f, enum role r)
 {
-    if (r < ROLE_CHAT || r > ROLE_ADMIN)
+    if (r < ROLE_FIRST || r > ROLE_LAST)
         return FO_ROLE_UNJUDGED;
     if (r == f->cfg->role)
         return FO_ROLE_ALIVE; /* ours: we are alive by definition */
@@ -334,7 +334,7 @@ static void decide(struct failover *f, int64_t now)
     if (!judging(f, now))
         return; /* give the others time to be seen before judging them */
     int64_t back_after = (int64_t)HANDBACK_BEATS * cfg->heartbeat_interval_ms;
-    for (int r = ROLE_CHAT; r <= ROLE_ADMIN; r++) {
+    for (int r = ROLE_FIRST; r <= ROLE_LAST; r++) {
         int settled = 0;
         const struct pnode *lowest = NULL;
         for (int i = 0; i < f->n; i++) {
@@ -351,9 +351,10 @@ static void decide(struct failover *f, int64_t now)
             claim_dead(f, (enum role)r, now); /* a dead replica's jobs */
             continue;
         }
-        /* who takes a role with nobody alive: admin for the workers, the
-         * lowest-numbered live instance for admin */
-        int taker = (enum role)r == ROLE_ADMIN ? lowest && !strcmp(lowest->p.name, cfg->name) : me == ROLE_ADMIN;
+        /* who takes a role with nobody alive: the role whose row says
+         * takes_over (admin) for the others, the lowest-numbered live
+         * instance for that role itself */
+        int taker = (enum role)r == role_taker() ? lowest && !strcmp(lowest->p.name, cfg->name) : me == role_taker();
         if (!f->taken[r]) {
             if ((st == FO_ROLE_DEAD || st == FO_ROLE_ABSENT) && taker)
                 take_over(f, (enum role)r,
@@ -413,7 +414,7 @@ static void on_tick(uv_timer_t *t)
 int failover_new(const struct failover_opts *o, struct failover **out)
 {
     if (!o || !o->loop || !o->redis || !o->cfg || !o->cfg->redis_prefix || !o->cfg->name[0] ||
-        o->cfg->role < ROLE_CHAT || o->cfg->role > ROLE_ADMIN || o->tick_ms < 0)
+        o->cfg->role < ROLE_FIRST || o->cfg->role > ROLE_LAST || o->tick_ms < 0)
         return -EINVAL;
     struct failover *f = mem_calloc(1, sizeof(*f));
     f->loop = o->loop;
@@ -506,6 +507,6 @@ void failover_metrics(const struct failover *f, struct buf *out)
                    role_name(f->peers[i].p.role), failover_state_name(f->peers[i].p.state), live(&f->peers[i]));
     buf_puts(out, "# HELP discordbot_takeover 1 while this instance serves the role for a dead instance.\n"
                   "# TYPE discordbot_takeover gauge\n");
-    for (int r = ROLE_CHAT; r <= ROLE_ADMIN; r++)
+    for (int r = ROLE_FIRST; r <= ROLE_LAST; r++)
         buf_printf(out, "discordbot_takeover{role=\"%s\"} %d\n", role_name((enum role)r), f->taken[r]);
 }

@@ -17,20 +17,20 @@
 #include "chat-instance/commands.h"
 #include "image-instance/commands.h"
 #include "io/hcl.h"
+#include "process/core.h"
 #include "video-instance/commands.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static const struct cmd_table *const fuzz_commands[] = {&chat_commands, &image_commands, &video_commands,
-                                                        &admin_commands, NULL};
+static const struct role_def *const fuzz_roles[] = {&chat_role, &image_role, &video_role, &admin_role, NULL};
 
-/* Every role's command table is in use, as in a binary. Logging stays on
+/* Every role's row and command table are in use, as in a binary. Logging stays on
  * at debug level, so the log formatter sees the hostile strings too, but
  * goes to /dev/null: a fuzzer logs millions of lines. */
 static inline void fuzz_setup(void)
 {
-    cmds_use(fuzz_commands);
+    core_use_roles(fuzz_roles);
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     log_setup("fuzz", "fuzz", LOG_DEBUG, fd < 0 ? 2 : fd);
 }

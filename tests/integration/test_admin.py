@@ -199,6 +199,40 @@ def test_only_administrators_and_admin_roles(t):
     check("admin-4" in text, text)
 
 
+@harness.timeout(120)
+def test_instances_and_status_answer_once_without_discord_errors(t):
+    """/인스턴스 used to answer with its embed and then a "[discord error] 404
+    10008 Unknown Message" (an edit that reached Discord before the
+    acknowledgement). Each answer is one edit of the acknowledged message:
+    no failed Discord call, no follow-up, nothing later."""
+    c = Cluster(t, pg=False)
+    # chat holds the gateway and acknowledges; admin, another process, edits
+    # the answer: the order of the two is what used to go wrong
+    chat = c.start("chat")
+    c.sim.wait_session()
+    wait_until(lambda: chat.health()[1].get("gateway", {}).get("holder"), 10, "chat holds the gateway")
+    admin = c.start("admin")
+    asked = []
+    for n in range(20):
+        name = ("인스턴스", "인스턴스", "상태", "핑")[n % 4]
+        ix = c.ask(name, locale=("ko", "en-US")[n % 2])
+        text, st = c.answer(ix)
+        check(text.strip(), "/%s answered: %r" % (name, st))
+        asked.append((name, ix["id"]))
+    # the admin instance finished every job (acked): nothing more is coming
+    wait_until(lambda: c.redis.client().cmd("XPENDING", "discordbot:jobs:admin", "workers")[0] == 0, 10,
+               "every admin job acked")
+    time.sleep(harness.scaled(1.0))
+    for name, iid in asked:
+        st = c.sim.interaction_state(iid)
+        check(st["acked"] and st["acked"]["type"] == 5, "/%s deferred: %r" % (name, st["acked"]))
+        check(not st["errors"], "/%s: failed Discord calls %r" % (name, st["errors"]))
+        check(not st.get("followups"), "/%s: no follow-up message %r" % (name, st.get("followups")))
+        check(len(st["original"]["edits"]) == 1, "/%s: one edit of the answer, not %d"
+              % (name, len(st["original"]["edits"])))
+    check(admin.alive(), "alive")
+
+
 @harness.timeout(150)
 def test_instances_names_who_serves_each_role_and_takeovers(t):
     c = Cluster(t, pg=False)

@@ -303,7 +303,7 @@ def test_postgres_stopped_mid_conversation(t):
 
 @harness.timeout(120)
 def test_usage_recorded_and_shown(t):
-    redis, sim, ai, chat = setup(t, pg=True, USER_DAILY_LIMIT="50")
+    redis, sim, ai, chat = setup(t, pg=True, USER_DAILY_LIMIT="50", USER_DAILY_IMAGES="7", USER_DAILY_VIDEOS="3")
     for n in range(3):
         answered(sim, ask(sim, "count me %d" % n), "count me %d" % n)
     def recorded():
@@ -316,9 +316,12 @@ def test_usage_recorded_and_shown(t):
     text = content(final(sim, ix["id"], lambda i: "usage today" in content(i)))
     check("3 requests of 50 a day" in text, text)
     check("%d tokens" % (int(rows[0][1]) + int(rows[0][2])) in text, text)
+    # each kind's daily limit, not only chat's
+    check("Images: 0 of 7 a day" in text and "Videos: 0 of 3 a day" in text, text)
     ix = command(sim, "사용량", locale="ko")
     text = content(final(sim, ix["id"], lambda i: "오늘의 사용량" in content(i)))
     check("3회 / 하루 50회" in text, text)
+    check("이미지: 0장 / 하루 7장" in text and "비디오: 0개 / 하루 3개" in text, text)
 
 
 def channel_replies(sim, after=None):

@@ -4,12 +4,17 @@ sandbox, a state directory and ports of the test's own."""
 
 import json
 import os
+import pty
 import re
+import select
+import signal
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
+import zlib
 
 import harness
 import simclient
@@ -20,11 +25,20 @@ CHAT_CHANNEL = "500000000000000001"
 ROLES = ("chat", "image", "video", "admin")
 
 
-def run(t, env, *args, timeout=180):
+def run(t, env, *args, timeout=180, cwd=None):
     full = dict(os.environ)
     full.update(env)
-    return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full,
+    return subprocess.run([os.path.join(t.root, "deploy", "deploy-multi.sh")] + list(args), env=full, cwd=cwd,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+def png(w, h):
+    """A small valid RGB PNG."""
+    raw = b"".join(b"\x00" + b"".join(bytes((x * 4 % 256, y * 4 % 256, 128)) for x in range(w)) for y in range(h))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def deploy_env(t, env_file=None):
@@ -37,6 +51,64 @@ def deploy_env(t, env_file=None):
     for role in ROLES:
         env[role.upper() + "_HEALTH_PORT"] = str(t.free_port())
     return env
+
+
+def menu_session(t, env, steps, timeout=120):
+    """Run the menu on a pseudo-terminal as a person would: for each
+    (prompt, answer) wait until the prompt shows, then type the answer.
+    Returns everything the terminal showed."""
+    full = dict(os.environ)
+    full.update(env)
+    script = os.path.join(t.root, "deploy", "deploy-multi.sh")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the script on the terminal
+        try:
+            os.execve(script, [script], full)
+        finally:
+            os._exit(127)
+    seen, pos = b"", 0
+    deadline = time.monotonic() + harness.scaled(timeout)
+    try:
+        for prompt, answer in steps:
+            want = prompt.encode()
+            while seen.find(want, pos) < 0:
+                left = deadline - time.monotonic()
+                check(left > 0, "the menu never showed %r; the terminal:\n%s" % (prompt, seen.decode(errors="replace")))
+                r, _w, _x = select.select([fd], [], [], min(left, 1))
+                if r:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    check(chunk, "the menu ended before %r:\n%s" % (prompt, seen.decode(errors="replace")))
+                    seen += chunk
+            pos = seen.find(want, pos) + len(want)
+            os.write(fd, answer.encode() + b"\n")
+        while time.monotonic() < deadline:  # the last answer quits: read to the end
+            r, _w, _x = select.select([fd], [], [], 1)
+            if r:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        # the terminal closes a moment before the process is gone
+        done = wait_until(lambda: (lambda r: r if r[0] else None)(os.waitpid(pid, os.WNOHANG)), 10,
+                          "the menu ends on quit")
+        pid = None
+        check(os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0,
+              "the menu exits 0 on quit:\n" + seen.decode(errors="replace"))
+    finally:
+        if pid is not None:  # not reaped: the test failed on the way
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        os.close(fd)
+    return seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 def status_rows(out):
@@ -68,10 +140,14 @@ def test_deploy_start_status_health_stop(t):
     r = run(t, env, "start")
     check(r.returncode == 0, "start failed:\n%s\n%s" % (r.stdout, r.stderr))
     check("sandbox: Discord simulator" in r.stdout, "start says the sandbox runs:\n" + r.stdout)
+    t0 = time.monotonic()
     r = run(t, env, "status")
+    took = time.monotonic() - t0
     rows = status_rows(r.stdout)
-    check(len(rows) == 4 and all(row[4] == "ok" for row in rows), "status:\n" + r.stdout)
+    check(r.returncode == 0 and len(rows) == 4 and all(row[4] == "ok" for row in rows),
+          "status (%d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
     check([row[0] for row in rows] == ["chat-1", "image-2", "video-3", "admin-4"], r.stdout)
+    check(took < harness.scaled(2.0), "status answers at once, not in %.1f s" % took)
     r = run(t, env, "health")
     check(r.returncode == 0 and r.stdout.count("healthy") == 4, r.stdout)
     check(os.path.exists(os.path.join(t.tmp, "data", "redis", "appendonlydir")), "redis runs with AOF")
@@ -109,10 +185,41 @@ def test_deploy_start_status_health_stop(t):
         return d.get("original") and d["original"].get("attachments")
     wait_until(drawn, 20, "the sandbox answers /이미지 with an image")
 
+    # the menu offers try, chaos and restore too
+    out = menu_session(t, env, [("choice: ", "10"), ("channel (empty: #채팅방-1): ", "#일반"), ("command: ", "/핑"),
+                                ("choice: ", "9"), ("empty: latest): ", "no-such-backup"),
+                                ("choice: ", "11"), ("(chat, image, video, admin): ", "video"),
+                                ("choice: ", "0")])
+    check("9) restore" in out and "10) try" in out and "11) chaos" in out
+          and "12) cleanup" in out, "the menu lists restore, try and chaos:\n" + out)
+    check("→ /핑 in #일반" in out and "answered in" in out, "try from the menu answers /핑:\n" + out)
+    check("restore: no backup at no-such-backup" in out and "(exit status 1)" in out,
+          "restore from the menu, of a backup that is not there:\n" + out)
+    check("chaos: killed video-3" in out, "chaos from the menu kills video-3:\n" + out)
+    r = run(t, env, "start")  # brings video-3 back
+    check(r.returncode == 0, "start after chaos from the menu:\n" + r.stdout + r.stderr)
+
+    # a hung instance (SIGSTOP) costs status one short timeout, not seconds per row
+    image_pid = int(open(os.path.join(t.tmp, "data", "run", "image.pid")).read())
+    os.kill(image_pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = run(t, env, "status")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(image_pid, signal.SIGCONT)
+    rows = status_rows(r.stdout)
+    check(r.returncode == 1 and [row[4] for row in rows] == ["ok", "no-answer", "ok", "ok"],
+          "status names the hung instance and exits 1 (%d):\n%s" % (r.returncode, r.stdout))
+    check(took < harness.scaled(3.0), "status with a hung instance took %.1f s" % took)
+
     r = run(t, env, "stop", timeout=120)
     check(r.returncode == 0 and r.stdout.count("stopped") == 4, r.stdout + r.stderr)
     r = run(t, env, "health")
     check(r.returncode != 0, "health fails once stopped")
+    r = run(t, env, "status")
+    check(r.returncode == 1 and [row[4] for row in status_rows(r.stdout)] == ["down"] * 4,
+          "status exits 1 once stopped (%d):\n%s" % (r.returncode, r.stdout))
     for role in ROLES:
         log = open(os.path.join(t.tmp, "logs", role + ".log")).read()
         check('"msg":"drained: every job taken was finished and acked"' in log, "%s drained on stop" % role)
@@ -247,8 +354,10 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
         check(r.returncode == 0, "psql: " + r.stderr)
         return r.stdout.strip()
 
-    def status():
-        return ok(run(t, env, "status"), "status")
+    def status(rc=0):
+        r = run(t, env, "status")
+        check(r.returncode == rc, "status exits %d (%d):\n%s%s" % (rc, r.returncode, r.stdout, r.stderr))
+        return r.stdout
 
     # start: every instance healthy, each serving its own role
     out = ok(run(t, env, "start"), "start")
@@ -270,6 +379,17 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
               "saved under try-output: " + path)
         check(open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", "a PNG: " + path)
     check("[embed] " in out, "the image embed is printed:\n" + out)
+    # /img with an attached file: the path is the caller's, not the checkout's
+    pics = t.path("pics")
+    os.makedirs(pics)
+    with open(os.path.join(pics, "photo.png"), "wb") as f:
+        f.write(png(64, 64))
+    out = ok(run(t, env, "try", "#이미지생성-1", "/img 수채화로 이미지:@photo.png 강도:0.4", cwd=pics), "try /img @file")
+    check("이미지:@photo.png" in out and "image-to-image" in out, "img2img from ./photo.png:\n" + out)
+    files = re.findall(r"^\[file\] (\S+) \(", out, re.M)
+    check(len(files) == 1 and open(files[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n", "the changed image:\n" + out)
+    r = run(t, env, "try", "#이미지생성-1", "/img 수채화로 이미지:@photo.png", cwd=t.tmp)
+    check(r.returncode == 1 and "cannot read photo.png" in r.stderr, "no ./photo.png here:\n" + r.stderr)
     out = ok(run(t, env, "try", "#일반", "/상태"), "try /상태")
     check("[embed] 클러스터 상태" in out and "chat-1" in out, "the /상태 embed as text:\n" + out)
     r = run(t, env, "try", "#없는-채널", "/채팅 hi")
@@ -282,7 +402,7 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     check(not running(chat_pid), "chat-1 is dead")
     out = ok(run(t, env, "try", "#채팅방-1", "/채팅 아직 거기 있어?"), "try /채팅 after chaos")
     check("아직 거기 있어?" in out and "admin-4 (takeover)" in out, "admin answered for chat:\n" + out)
-    out = status()
+    out = status(rc=1)  # an instance is down: non-zero, as health
     check(serving(out).get("chat", "").startswith("admin-4 (takeover"), "status shows the takeover:\n" + out)
     check(status_rows(out)[0][4] == "down", "chat-1 is down:\n" + out)
     r = run(t, env, "logs")  # not a terminal: prints what is there and exits
@@ -332,7 +452,8 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
     check(open(os.path.join(bdir, "redis.rdb"), "rb").read(5) == b"REDIS", "a Redis RDB snapshot")
     out = ok(run(t, env, "try", "--user", user, "#채팅방-1", "/초기화"), "try /초기화")
     check(psql(count) == "0", "/초기화 deleted the conversation")
-    out = ok(run(t, env, "restore", "latest", timeout=240), "restore")
+    # a backup directory relative to where restore runs
+    out = ok(run(t, env, "restore", os.path.relpath(bdir, t.tmp), timeout=240, cwd=t.tmp), "restore")
     check("postgresql: restored" in out and "redis: restored" in out, "restore says what it did:\n" + out)
     check("the backup's copy is" in out, "the existing .env.multi is kept:\n" + out)
     time.sleep(harness.scaled(2))  # nothing replays the /초기화 given after the backup
@@ -349,3 +470,62 @@ def test_deploy_sandbox_try_chaos_update_backup_restore_stop(t):
           [(n, p) for n, p in pids.items() if running(p)])
     ports = [v for k, v in env.items() if k.endswith("_PORT")]
     check(not [p for p in ports if listening(p)], "no port left listening: %s" % [p for p in ports if listening(p)])
+
+
+def fake_apt_path(t, apt_rc=0):
+    """A PATH under which install-deps.sh sees three packages missing and
+    installs them with a stand-in apt-get that talks as much as the real one
+    on a fresh machine (through a stand-in sudo, so /usr/sbin is untouched)."""
+    bindir = t.path("fakebin")
+    os.makedirs(bindir, exist_ok=True)
+    scripts = {
+        "dpkg-query": 'case " $* " in *" redis-tools "*|*" libuv1-dev "*|*" clang "*|*" ffmpeg "*) exit 1 ;; esac\n'
+                      "printf 'install ok installed'\n",
+        "id": 'if [ "$1" = -u ]; then echo 1000; else exec /usr/bin/id "$@"; fi\n',
+        "sudo": 'exec "$@"\n',
+        "apt-get": 'echo "apt-get $*" >>"%s"\n'
+                   'case " $* " in *" update "*) for i in 1 2 3 4 5; do echo "Get:$i http://deb.example bookworm"; done;'
+                   ' exit 0 ;; esac\n'
+                   'i=0; while [ $i -lt 150 ]; do echo "Setting up fake-package-$i (1.0) ..."; i=$((i+1)); done\n'
+                   'if [ %d != 0 ]; then echo "E: Sub-process /usr/bin/dpkg returned an error code (1)"; fi\n'
+                   'exit %d\n' % (t.path("apt-calls"), apt_rc, apt_rc),
+    }
+    for name, body in scripts.items():
+        with open(os.path.join(bindir, name), "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(os.path.join(bindir, name), 0o755)
+    return bindir + os.pathsep + os.environ["PATH"]
+
+
+@harness.timeout(60)
+def test_install_deps_prints_a_summary_and_keeps_apt_output_in_a_log(t):
+    """The first start printed ~150 lines of apt output: now two lines, the
+    rest in a log, and the log's tail when apt fails."""
+    script = os.path.join(t.root, "deploy", "install-deps.sh")
+    log = t.path("logs", "install-deps.log")
+    env = dict(os.environ, PATH=fake_apt_path(t), INSTALL_DEPS_LOG=log)
+    r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = (r.stdout + r.stderr).splitlines()
+    check(r.returncode == 0, "install-deps with a working apt (%d):\n%s" % (r.returncode, "\n".join(out)))
+    check(len(out) <= 2 and "4 packages" in out[0] and log in out[0] and out[-1].startswith("install-deps: done"),
+          "a two-line summary naming the log:\n" + "\n".join(out))
+    text = open(log).read()
+    check(text.count("Setting up fake-package-") == 150 and "Get:5" in text, "the full apt output is in the log")
+    calls = open(t.path("apt-calls")).read()
+    check("DPkg::Lock::Timeout" in calls and "redis-tools" in calls and "libuv1-dev" in calls and "ffmpeg" in calls,
+          "apt waits for another apt's lock and installs what is missing:\n" + calls)
+    # what start runs: the packages the tests alone need are left out
+    os.remove(t.path("apt-calls"))
+    r = subprocess.run([script, "--runtime"], env=env, capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    calls = open(t.path("apt-calls")).read()
+    check(r.returncode == 0 and "3 packages" in r.stdout and "ffmpeg" not in calls and "clang" in calls,
+          "--runtime (%d):\n%s%s\n%s" % (r.returncode, r.stdout, r.stderr, calls))
+
+    env["PATH"] = fake_apt_path(t, apt_rc=100)
+    r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    check(r.returncode == 100, "apt's failure is install-deps' (%d):\n%s" % (r.returncode, out))
+    check("returned an error code" in out and log in out and "Setting up fake-package-149" in out,
+          "the failure shows the log's last lines and where the log is:\n" + out)
+    check(len(out.splitlines()) <= 30, "only the tail, not the whole log:\n" + out)

@@ -6,6 +6,7 @@ import os
 
 import harness
 import minimaxclient
+import mp4check
 import simclient
 from harness import check, wait_until
 
@@ -65,6 +66,19 @@ def test_video_progress_then_attached(t):
     o = st["original"]
     check(o["attachments"][0]["filename"] == "video.mp4" and o["attachments"][0]["size"] == 200 * 1024,
           o["attachments"])
+    # what reaches Discord plays: the sandbox's video.mp4 used to be an ftyp
+    # box and filler that no player opened
+    st_, _h, data = simclient.http("GET", o["attachments"][0]["url"])
+    check(st_ == 200 and len(data) == 200 * 1024, "the attachment downloads: %s, %d bytes" % (st_, len(data)))
+    try:
+        info = mp4check.parse(data)
+    except ValueError as e:
+        raise AssertionError("video.mp4 is not a valid MP4: %s" % e)
+    check(info["tracks"][0]["handler"] == "vide" and info["tracks"][0]["samples"] > 0, info)
+    with open(t.path("video.mp4"), "wb") as f:
+        f.write(data)
+    probe = mp4check.ffprobe(t.path("video.mp4"))
+    check(probe["codec_name"] == "h264" and int(probe["nb_read_frames"]) == info["tracks"][0]["samples"], probe)
     texts = [e["content"] or "" for e in o["edits"]]
     check(any("Making your video" in x and "elapsed" in x for x in texts), "progress was shown: %r" % texts)
     check(any("[■■□□]" in x or "[■■■□]" in x for x in texts), "with a progress bar: %r" % texts)

@@ -24,6 +24,7 @@ import base64
 import collections
 import hashlib
 import json
+import os
 import secrets
 import struct
 import sys
@@ -135,16 +136,34 @@ def image_size(aspect, short):
     return short, int(round(short * b / a))
 
 
+# A real, playable video (2 s, 160x90, H.264; tests/sim/make-sample-video.sh
+# made it): every video handed out is this file padded to video_bytes.
+SAMPLE_VIDEO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample-video.mp4")
+with open(SAMPLE_VIDEO, "rb") as _f:
+    SAMPLE_MP4 = _f.read()
+
+
 def mp4_head(total):
-    """An ISO BMFF start: an ftyp box (isom) and an mdat box spanning the rest."""
+    """An ISO BMFF start: an ftyp box (isom) and an mdat box spanning the rest
+    (a file too small to hold the sample video: not playable)."""
     ftyp = struct.pack(">I", 32) + b"ftypisom" + struct.pack(">I", 0x200) + b"isomiso2avc1mp41"
     return ftyp + struct.pack(">I", max(8, total - 32)) + b"mdat"
 
 
+def free_box_head(size):
+    """The header of a `free` box of `size` bytes in all (64-bit size past 4 GiB)."""
+    if size <= 0xFFFFFFFF:
+        return struct.pack(">I", size) + b"free"
+    return struct.pack(">I", 1) + b"free" + struct.pack(">Q", size)
+
+
 def video_chunks(total, seed, size=65536):
-    """The bytes of a video of `total` bytes, in pieces (generated, never stored)."""
-    head = mp4_head(total)[:total]
+    """The bytes of a video of `total` bytes, in pieces (generated, never
+    stored): the sample video, then a `free` box (players skip it) of filler
+    up to `total`."""
     pattern = (hashlib.sha256(seed.encode()).digest() * 2048)[:size]  # 64 KiB of filler
+    pad = total - len(SAMPLE_MP4)
+    head = SAMPLE_MP4 + free_box_head(pad) if pad >= 8 else mp4_head(total)[:total]
     yield head
     left = total - len(head)
     while left > 0:
@@ -577,10 +596,11 @@ class Api:
         bps = float(sim.cfg["download_bps"] or 0)
         for p in pieces:
             if bps > 0:
+                # each slice waits its share first, so the last byte comes after total / bps
                 for i in range(0, len(p), 16384):
+                    await asyncio.sleep(len(p[i:i + 16384]) / bps)
                     writer.write(p[i:i + 16384])
                     await writer.drain()
-                    await asyncio.sleep(min(len(p[i:i + 16384]), 16384) / bps)
             else:
                 writer.write(p)
                 await writer.drain()

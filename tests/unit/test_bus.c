@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "service/bus.h"
+#include "service/jobctx.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -1869,6 +1870,66 @@ static void test_stall_old_renewal_does_not_confirm(void)
     env_teardown();
 }
 
+/* ---- jobctx on a real bus ----------------------------------------------------- */
+
+struct jowner {
+    struct jobctx jc;
+    int stops, releases;
+};
+
+static void jo_stop(void *arg)
+{
+    ((struct jowner *)arg)->stops++;
+}
+
+static void jo_release(void *arg)
+{
+    ((struct jowner *)arg)->releases++;
+}
+
+static void test_jobctx_acks_through_the_bus(void)
+{
+    env_setup("jobctx");
+    struct rec r = {.mode = H_HOLD};
+    struct bus_opts o = default_opts();
+    struct tb t;
+    tb_open(&t, &o, &r);
+    struct added a;
+    add_wait(&t, "t.job", "{}", 2, &a);
+    add_wait(&t, "t.job", "{}", 2, &a);
+    WAIT_FOR(r.calls == 2, 5000);
+    /* the first: finished while a callback is still owed; acked at once,
+     * released when the callback comes back */
+    struct jowner j1, j2;
+    memset(&j1, 0, sizeof(j1));
+    memset(&j2, 0, sizeof(j2));
+    struct bus_job *b1 = r.c[0].job, *b2 = r.c[1].job;
+    r.c[0].job = r.c[1].job = NULL; /* the jobctx owns them now */
+    r.running -= 2;
+    jobctx_start(&j1.jc, b1, jo_stop, jo_release, &j1);
+    jobctx_start(&j2.jc, b2, jo_stop, jo_release, &j2);
+    jobctx_wait(&j1.jc);
+    jobctx_finish(&j1.jc, BUS_DONE, NULL);
+    UT_EQ_INT(j1.releases, 0);
+    WAIT_FOR(pending(NULL) == 1, 5000);
+    UT_EQ_INT(jobctx_back(&j1.jc), 0);
+    UT_EQ_INT(j1.releases, 1);
+    /* the second: in flight at close, with a callback owed: stopped once,
+     * left pending for a later consumer, released after the callback */
+    jobctx_wait(&j2.jc);
+    bus_close(t.bus, on_flag, &t.bus_closed);
+    t.bus = NULL;
+    UT_EQ_INT(j2.stops, 1);
+    UT_EQ_INT(j2.releases, 0);
+    UT_EQ_INT(jobctx_back(&j2.jc), 0);
+    UT_EQ_INT(j2.releases, 1);
+    WAIT_FOR(t.bus_closed, 5000);
+    UT_EQ_INT(pending(NULL), 1);
+    UT_EQ_INT(j1.stops, 0);
+    tb_close(&t);
+    env_teardown();
+}
+
 static const struct ut_case cases[] = {
     UT_CASE(test_dispatch_fields_then_ack),
     UT_CASE(test_max_inflight),
@@ -1897,6 +1958,7 @@ static const struct ut_case cases[] = {
     UT_CASE(test_stall_with_lease_stolen),
     UT_CASE(test_recheck_notices_a_stall_before_the_timer),
     UT_CASE(test_stall_old_renewal_does_not_confirm),
+    UT_CASE(test_jobctx_acks_through_the_bus),
     {NULL, NULL},
 };
 

@@ -34,9 +34,10 @@ static void test_tables_are_consistent(void)
 {
     const struct cmd_def *seen[64];
     size_t n = 0;
-    for (size_t t = 0; ut_commands[t]; t++)
-        for (size_t i = 0; i < ut_commands[t]->n; i++) {
-            const struct cmd_def *d = &ut_commands[t]->defs[i];
+    for (size_t t = 0; ut_roles[t]; t++)
+        for (size_t i = 0; i < ut_roles[t]->commands->n; i++) {
+            const struct cmd_def *d = &ut_roles[t]->commands->defs[i];
+            UT_ASSERT(d->role == ut_roles[t]->id); /* a role's rows are its own commands */
             UT_ASSERT(d->key && d->name && d->desc_en && d->desc_ko && d->available);
             UT_ASSERT(!d->twin || d->name_en);
             UT_ASSERT(find(d->name) == d && (!d->name_en || find(d->name_en) == d));

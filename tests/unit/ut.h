@@ -15,6 +15,7 @@
 #include "admin-instance/commands.h"
 #include "chat-instance/commands.h"
 #include "image-instance/commands.h"
+#include "process/core.h"
 #include "video-instance/commands.h"
 
 struct ut_case {
@@ -67,14 +68,13 @@ struct ut_case {
             UT_FAIL("\"%s\" contains \"%s\"", ut_h, ut_n);                                         \
     } while (0)
 
-/* Every role's command table, as a binary's main.c hands them to core_main:
- * ixjob, ingress and the roles look commands up in them. */
-static const struct cmd_table *const ut_commands[] = {&chat_commands, &image_commands, &video_commands,
-                                                      &admin_commands, NULL};
+/* Every role's row and command table, as a binary's main.c hands them to
+ * core_main: ixjob, ingress and the roles look commands up in them. */
+static const struct role_def *const ut_roles[] = {&chat_role, &image_role, &video_role, &admin_role, NULL};
 
 static inline int ut_main(int argc, char **argv, const struct ut_case *cases)
 {
-    cmds_use(ut_commands);
+    core_use_roles(ut_roles);
     if (argc > 1 && !strcmp(argv[1], "--list")) {
         for (const struct ut_case *c = cases; c->name; c++)
             printf("%s\n", c->name);

@@ -7,7 +7,9 @@ host ports, and then what a user relies on: all four /health answer through
 the published ports, jobs of every role are served; after `docker kill` of
 the chat container the admin container serves chat and `up -d` brings chat
 back, which takes its role back; after a crash of chat (SIGKILL from
-outside) the restart policy brings it back. (`docker kill` is a manual stop
+outside) the restart policy brings it back; deploy-multi.sh --compose
+health, status, start, backup, restore and stop work against the stack.
+(`docker kill` is a manual stop
 for Docker and podman alike: the restart policy leaves such a container
 down.)
 
@@ -291,6 +293,36 @@ def test_compose_cluster_in_containers(t):
         figures["crash_to_handback_s"] = round(time.monotonic() - t0, 1)
         log("restart policy: chat back %.1f s after the crash (%s), serving its role after %.1f s"
             % (figures["crash_to_back_s"], state, figures["crash_to_handback_s"]))
+
+        # backup and restore in compose mode: a Valkey key written before the
+        # backup and deleted after it is back after the restore
+        stack.vcli("SET", "discordbot:compose-test:marker", "before-backup")
+        t0 = time.monotonic()
+        r = stack.deploy("backup")
+        check(r.returncode == 0, "deploy-multi.sh --compose backup: rc %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+        figures["backup_s"] = round(time.monotonic() - t0, 1)
+        stack.vcli("DEL", "discordbot:compose-test:marker")
+        t0 = time.monotonic()
+        r = stack.deploy("restore", "latest")
+        check(r.returncode == 0, "deploy-multi.sh --compose restore latest: rc %d\n%s%s"
+              % (r.returncode, r.stdout, r.stderr))
+        figures["restore_s"] = round(time.monotonic() - t0, 1)
+        check("postgresql: restored" in r.stdout and "valkey: restored" in r.stdout, "restore said: %s" % r.stdout)
+        got = stack.vcli("GET", "discordbot:compose-test:marker")
+        check(got == "before-backup", "the Valkey key written before the backup: %r after the restore" % got)
+        ok, _ = wait(lambda: all(stack.health(r) for r in ROLES), 60)
+        check(ok, "not all four healthy after the restore:\n%s" % stack.logs())
+        log("deploy-multi.sh --compose backup %.1f s, restore %.1f s: data back, all four healthy"
+            % (figures["backup_s"], figures["restore_s"]))
+
+        # stop drains the instances and leaves nothing of the stack running
+        t0 = time.monotonic()
+        r = stack.deploy("stop")
+        check(r.returncode == 0, "deploy-multi.sh --compose stop: rc %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+        figures["stop_s"] = round(time.monotonic() - t0, 1)
+        running = stack.docker("ps", "-q", "--filter", "name=%s-" % stack.prefix).stdout.split()
+        check(not running, "containers still running after stop: %r" % running)
+        log("deploy-multi.sh --compose stop: %.1f s, nothing left running" % figures["stop_s"])
     finally:
         os.makedirs(REPORT_DIR, exist_ok=True)
         with open(os.path.join(REPORT_DIR, "report.json"), "w") as f:

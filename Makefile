@@ -85,7 +85,7 @@ ROLE_LIBS := $(foreach r,$(ROLES),$(call ROLE_LIB,$(r)))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps bench fuzz fuzz-build fuzz-ci fuzz-regress
+.PHONY: all lib bins unit test test-asan ci clean docs-config check-deps bench fuzz fuzz-build fuzz-ci fuzz-regress test-compose
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -153,6 +153,20 @@ bench: bins
 	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--bench $(BENCH)) $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 chaos: all ; rm -rf build/chaos; CHAOS_REPORT_DIR=$(CURDIR)/build/chaos $(PYTHON) tests/run.py -v --variant $(VARIANT) --integration-dir tests/chaos -k chaos; st=$$?; $(PYTHON) tests/chaos/summary.py build/chaos; exit $$st
+
+# The cluster in containers, for real (tests/compose/, docs/compose.md): a
+# podman engine set up by tests/compose/engine.sh, the image, compose up, the
+# four /health, docker kill -> takeover -> restart. Where the engine cannot be
+# set up it says so and counts as skipped, not passed (COMPOSE_REQUIRED=1
+# makes that a failure).
+test-compose: all
+	@if tests/compose/engine.sh >/dev/null; then \
+	  $(PYTHON) tests/run.py -v --variant $(VARIANT) --integration-dir tests/compose -k compose; \
+	else \
+	  echo "test-compose: SKIPPED, not passed: no container engine here (the reason is above)"; \
+	  echo "test-compose: 0 passed, 0 failed, 1 skipped"; \
+	  [ "$(COMPOSE_REQUIRED)" != 1 ]; \
+	fi
 
 docs-config: all
 	$(PYTHON) tests/tools/docs_config.py --write

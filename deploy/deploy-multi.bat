@@ -17,7 +17,7 @@ rem Everything: docs\deploy.md.
 setlocal EnableExtensions EnableDelayedExpansion
 cd /d "%~dp0.."
 set "COMPOSE_FILE=compose\docker-compose.multi.yml"
-set "DC=docker compose --env-file .env.multi -f %COMPOSE_FILE%"
+set "DC=docker compose -p discordbot --env-file .env.multi -f %COMPOSE_FILE%"
 
 where docker >nul 2>&1
 if errorlevel 1 (

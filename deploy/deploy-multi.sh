@@ -55,6 +55,9 @@ SANDBOX_GUILD=400000000000000001
 SANDBOX_KEY=
 SANDBOX=0
 COMPOSE_FILE=${COMPOSE_FILE:-$ROOT/compose/docker-compose.multi.yml}
+IFS=: read -r -a COMPOSE_FILES <<<"$COMPOSE_FILE"   # file[:override...], as compose reads COMPOSE_FILE
+COMPOSE_PROJECT=${COMPOSE_PROJECT_NAME:-discordbot}   # the compose file has no name: (docker-compose 1.29)
+DC=()                              # docker compose or docker-compose, see compose_cli
 MODE=${DEPLOY_MODE:-auto}          # auto | native | compose
 MAKE_JOBS=${MAKE_JOBS:-2}
 # Debian's python3: one earlier on PATH (a pyenv shim) can take a second to
@@ -272,9 +275,8 @@ resolve_context() {
 rcli_argv() {
     if [ "$MODE" = compose ]; then
         # valkey-cli inside the valkey service (no password in the compose file)
-        RCLI_ARGV=(docker compose)
-        if [ -f "$ENV_FILE" ]; then RCLI_ARGV+=(--env-file "$ENV_FILE"); fi
-        RCLI_ARGV+=(-f "$COMPOSE_FILE" exec -T valkey valkey-cli)
+        compose_cli >/dev/null || true
+        RCLI_ARGV=(dc exec -T valkey valkey-cli)
         return
     fi
     case $REDIS_URL_EFF in
@@ -1814,13 +1816,41 @@ cmd_chaos() {
 # The same subcommands through docker compose -f compose/docker-compose.multi.yml
 # (services valkey, postgres, discord-bot-chat/image/video/admin).
 
-# --env-file gives the compose file its ${...} values (POSTGRES_PASSWORD ...);
-# the bots read ../.env.multi themselves (env_file)
-dc() {
-    if [ -f "$ENV_FILE" ]; then
-        docker compose --env-file "$ENV_FILE" -f "$COMPOSE_FILE" "$@"
+# DC: Compose v2 (`docker compose`) when it works, else docker-compose 1.x
+# (Debian 12 packages 1.29, not v2). Fails when neither is there.
+compose_cli() {
+    [ ${#DC[@]} != 0 ] && return 0
+    if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+        DC=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1; then
+        DC=(docker-compose)
     else
-        docker compose -f "$COMPOSE_FILE" "$@"
+        return 1
+    fi
+}
+
+# "docker compose 2.29.1" / "docker-compose 1.29.2"
+compose_cli_word() {
+    local v
+    v=$("${DC[@]}" version --short 2>/dev/null) || v=""
+    printf '%s %s' "${DC[*]}" "${v:-(version unknown)}"
+}
+
+# --env-file gives the compose file its ${...} values (POSTGRES_PASSWORD ...);
+# the bots read $ENV_FILE themselves (env_file: ${DISCORDBOT_ENV_FILE}), and
+# -p names the project (its volumes: discordbot_postgres-data ...).
+dc() {
+    compose_cli || die "compose mode needs docker compose (v2) or docker-compose (1.29)"
+    local files=() f
+    for f in "${COMPOSE_FILES[@]}"; do files+=(-f "$f"); done
+    if [ -f "$ENV_FILE" ]; then
+        # env_file paths are relative to the compose file: give an absolute one
+        local ef=$ENV_FILE
+        case $ef in /*) ;; *) ef=$ROOT/$ef ;; esac
+        DISCORDBOT_ENV_FILE=${DISCORDBOT_ENV_FILE:-$ef} \
+            "${DC[@]}" -p "$COMPOSE_PROJECT" --env-file "$ENV_FILE" "${files[@]}" "$@"
+    else
+        "${DC[@]}" -p "$COMPOSE_PROJECT" "${files[@]}" "$@"
     fi
 }
 
@@ -1913,7 +1943,11 @@ compose_update() {
     done
     if [ $pull = 1 ]; then git_pull; fi
     dc build
-    dc pull --ignore-buildable --quiet || true
+    if [ "${DC[*]}" = "docker compose" ]; then
+        dc pull --ignore-buildable --quiet || true
+    else
+        dc pull --ignore-pull-failures --quiet || true    # 1.29 has no --ignore-buildable
+    fi
     resolve_context
     for r in "${ROLES[@]}"; do
         say "update: $(svc_of "$r"): recreating (it drains on SIGTERM within its stop_grace_period)"
@@ -1984,7 +2018,7 @@ compose_cleanup() {
     local yes=0 a
     for a in "$@"; do case $a in --yes | -y) yes=1 ;; *) die "cleanup: unknown option $a" ;; esac; done
     if [ $yes = 0 ]; then
-        say "cleanup runs docker compose down -v: the containers and their volumes (Valkey and"
+        say "cleanup runs ${DC[*]} down -v: the containers and their volumes (Valkey and"
         say "PostgreSQL data) are deleted; $BACKUPS and $ENV_FILE stay."
         confirm cleanup || { say "cleanup: cancelled"; return 1; }
     fi
@@ -1997,17 +2031,18 @@ compose_chaos() {
     [ -n "$which" ] || die "usage: chaos <instance> (chat, image, video, admin, or chat-1 ...)"
     role=$(role_of_arg "$which") || die "chaos: unknown instance '$which'"
     dc kill -s SIGKILL "$(svc_of "$role")"
-    say "chaos: killed $(svc_of "$role") with SIGKILL (its restart policy may bring it back)"
+    # Docker and podman count a kill through their API as a manual stop
+    say "chaos: killed $(svc_of "$role") with SIGKILL (docker counts a kill as a manual stop: its restart policy leaves it down)"
     chaos_explain "$role" "$(name_of "$role")"
 }
 
 compose_dispatch() {
     local cmd=$1
     shift
-    command -v docker >/dev/null 2>&1 || die "compose mode needs docker with the compose plugin"
-    docker compose version >/dev/null 2>&1 ||
-        die "compose mode: 'docker compose version' fails (install the compose plugin, or use --native)"
-    [ -f "$COMPOSE_FILE" ] || die "compose mode: $COMPOSE_FILE is missing"
+    compose_cli || die "compose mode needs 'docker compose' (the v2 plugin) or 'docker-compose' (1.29, Debian's package); neither works here (or use --native)"
+    local f
+    for f in "${COMPOSE_FILES[@]}"; do [ -f "$f" ] || die "compose mode: $f is missing"; done
+    warn "compose mode through $(compose_cli_word), project $COMPOSE_PROJECT"
     case $cmd in
     start) compose_start "$@" ;;
     stop) dc stop -t $(($(drain_sec) + 5)) ;;
@@ -2048,12 +2083,12 @@ pick_mode() {
     token=$(setting DISCORD_TOKEN)
     [ -n "$token" ] || [ -n "$(setting DISCORD_TOKEN_FILE)" ] || return 0
     case $token in *your-* | *example*) return 0 ;; esac
-    [ -f "$COMPOSE_FILE" ] || return 0
+    [ -f "${COMPOSE_FILES[0]}" ] || return 0
     command -v docker >/dev/null 2>&1 || return 0
-    docker compose version >/dev/null 2>&1 || return 0
+    compose_cli || return 0
     docker info >/dev/null 2>&1 || return 0
     MODE=compose
-    warn "compose mode ($COMPOSE_FILE); use --native for the native cluster"
+    warn "compose mode ($COMPOSE_FILE, ${DC[*]}); use --native for the native cluster"
 }
 
 usage() {
@@ -2087,12 +2122,15 @@ usage: $PROG [--native|--compose] <command> [args]
   help                     this text
 
 Without a command, from a terminal: a numbered menu.
---compose runs the same through docker compose -f compose/docker-compose.multi.yml
-(chosen by itself when docker compose works and no native cluster runs here).
+--compose runs the same through docker compose (or docker-compose 1.29) -f
+compose/docker-compose.multi.yml, project COMPOSE_PROJECT_NAME (discordbot); chosen
+by itself when a Discord token is set, compose and its engine work and no native
+cluster runs here.
 Environment: ENV_FILE, DEPLOY_STATE_DIR, DEPLOY_MODE (auto|native|compose),
 LOCAL_REDIS_PORT, LOCAL_PG_PORT, CHAT_HEALTH_PORT..ADMIN_HEALTH_PORT,
 SANDBOX_DISCORD_PORT, SANDBOX_OPENAI_PORT, SANDBOX_MINIMAX_PORT,
-SANDBOX_STABILITY_PORT, COMPOSE_FILE, STATUS_TIMEOUT. Everything: docs/deploy.md
+SANDBOX_STABILITY_PORT, COMPOSE_FILE (file[:override...]), COMPOSE_PROJECT_NAME, STATUS_TIMEOUT.
+Everything: docs/deploy.md
 EOF
 }
 

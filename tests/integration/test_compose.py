@@ -292,9 +292,11 @@ def test_compose_core_services_ports_env_and_dependencies(t):
     drain = int(dict(config_table(t))["DRAIN_TIMEOUT_SEC"])
     for role, port in PORTS.items():
         s = svcs[role]
-        check(s.get("container_name") == CONTAINERS[role], "%s: container_name %r" % (role, s.get("container_name")))
+        check(defaults(s.get("container_name")) == CONTAINERS[role],
+              "%s: container_name %r" % (role, s.get("container_name")))
         ef = s.get("env_file")
         ef = [ef] if isinstance(ef, str) else [e if isinstance(e, str) else e.get("path") for e in (ef or [])]
+        ef = [defaults(e) for e in ef]
         check(any(os.path.normpath(os.path.join(path(t, "compose"), e)) == env_file for e in ef),
               "%s: env_file must be the repository root's .env.multi, is %r" % (role, ef))
         published = set()
@@ -302,6 +304,10 @@ def test_compose_core_services_ports_env_and_dependencies(t):
             parts = defaults(p).split(":")
             published.add((int(parts[-2]), int(parts[-1].split("/")[0])))
         check(published == {(port, port)}, "%s: ports %r, want %d:%d" % (role, s.get("ports"), port, port))
+        # the host port comes from native mode's variable, so stacks can run side by side
+        var = "%s_HEALTH_PORT" % role.upper()
+        check(all(re.search(r"\$\{%s:-%d\}:%d\b" % (var, port, port), str(p)) for p in s.get("ports") or []),
+              "%s: the host port must be ${%s:-%d}: %r" % (role, var, port, s.get("ports")))
         env = env_of(s)
         check(env.get("ROLE") == role, "%s: ROLE=%r" % (role, env.get("ROLE")))
         check(env.get("HEALTH_PORT") == str(port), "%s: HEALTH_PORT=%r" % (role, env.get("HEALTH_PORT")))
@@ -337,6 +343,68 @@ def test_compose_core_services_ports_env_and_dependencies(t):
         vols = [v.split(":") for v in svcs[name].get("volumes") or []]
         check(any(v[1] == target and v[0] in volumes for v in vols),
               "%s: a named volume on %s: %r" % (name, target, vols))
+
+
+def test_compose_file_suits_compose_v2_and_docker_compose_1_29(t):
+    """Debian 12 packages docker-compose 1.29, which refuses a top-level
+    name: ("wrong Compose file version"); the project name comes from -p."""
+    doc = compose(t)
+    for key in ("name", "version"):
+        check(key not in doc, "top-level %r: docker-compose 1.29 or Compose v2 refuses or warns about it" % key)
+    for f in ("docker-compose.multi.yml", "docker-compose.secrets.yml"):
+        check("version" not in load_yaml(t, "compose", f) and "name" not in load_yaml(t, "compose", f),
+              "%s: no top-level name/version" % f)
+    # every published host port is a variable with the old default
+    for name, svc in (doc.get("services") or {}).items():
+        for p in svc.get("ports") or []:
+            host = str(p).rsplit(":", 1)[0]
+            check(re.search(r"\$\{[A-Z_]+_PORT:-\d+\}$", host), "%s: host port of %r is fixed" % (name, p))
+    deploy = open(path(t, "deploy", "deploy-multi.sh"), encoding="utf-8").read()
+    body = deploy[deploy.index("# ---- compose mode"):deploy.index("# ---- mode, menu, dispatch")]
+    check(not re.search(r"^\s*docker compose\s", body, re.M) and "DC=(docker-compose)" in body,
+          "deploy-multi.sh compose mode must go through ${DC[@]} (docker compose or docker-compose)")
+    # without name: the project (and its volumes' names) comes from -p: the
+    # same one from the shell script and the Windows script
+    check(re.search(r"COMPOSE_PROJECT=\$\{COMPOSE_PROJECT_NAME:-discordbot\}", deploy) and
+          '-p "$COMPOSE_PROJECT"' in body, "deploy-multi.sh must pass -p discordbot")
+    bat = open(path(t, "deploy", "deploy-multi.bat"), encoding="utf-8").read()
+    check(re.search(r'^set "DC=docker compose -p discordbot ', bat, re.M), "deploy-multi.bat must pass -p discordbot")
+
+
+def test_dockerignore_at_the_root_is_the_dockerfiles(t):
+    """BuildKit reads compose/Dockerfile.dockerignore; the legacy builder
+    (DOCKER_BUILDKIT=0, docker-compose 1.29, podman) only the context root's
+    .dockerignore. Both must send the same allow-list (no .env.multi)."""
+    def rules(*parts):
+        return [l.strip() for l in open(path(t, *parts), encoding="utf-8") if l.strip() and l[0] != "#"]
+    check(rules(".dockerignore") == rules("compose", "Dockerfile.dockerignore"),
+          ".dockerignore and compose/Dockerfile.dockerignore differ")
+
+
+def test_compose_test_override_keeps_the_official_images_contract(t):
+    """tests/compose/override.yml swaps only the images of valkey and
+    postgres (and names podman's IPAM option); commands, environment,
+    healthchecks and volumes stay the user-facing file's."""
+    main = compose(t)["services"]
+    over = load_yaml(t, "tests", "compose", "override.yml")
+    check(set(over["services"]) == {"valkey", "postgres"}, "override services %r" % sorted(over["services"]))
+    for name, svc in over["services"].items():
+        check(set(svc) == {"image", "build"}, "%s: the override may set only image and build: %r" % (name, sorted(svc)))
+        ctx = os.path.normpath(os.path.join(path(t, "compose"), svc["build"]["context"]))
+        check(os.path.isfile(os.path.join(ctx, svc["build"]["dockerfile"])), "%s: no %s" % (name, svc["build"]))
+        check(main[name]["image"] != svc["image"], "%s: the user-facing file keeps the official image" % name)
+    net = over["networks"]["botnet"]["ipam"]
+    check(net["config"] == compose(t)["networks"]["botnet"]["ipam"]["config"], "the override keeps the subnet")
+    # the stand-ins provide what the main file's commands and healthchecks call
+    df = open(path(t, "tests", "compose", "valkey.Dockerfile"), encoding="utf-8").read()
+    for tool in ("valkey-server", "valkey-cli"):
+        check(tool in df, "the valkey stand-in lacks %s" % tool)
+    check("/data" in df, "the valkey stand-in keeps its data in /data")
+    df = open(path(t, "tests", "compose", "postgres.Dockerfile"), encoding="utf-8").read()
+    check("/var/lib/postgresql/data" in df and "postgresql-15" in df, "the postgres stand-in: 15, PGDATA")
+    ep = open(path(t, "tests", "compose", "postgres-entrypoint.sh"), encoding="utf-8").read()
+    for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        check(var in ep, "the postgres stand-in ignores %s" % var)
 
 
 def test_compose_every_service_has_limits_restart_logging_and_healthcheck(t):
@@ -481,10 +549,15 @@ def test_compose_secrets_override_uses_file_variants(t):
 
 def test_dockerfile_stages_user_healthcheck_and_ports(t):
     df = dockerfile(t)
-    froms = [a for _, i, a in df if i == "FROM"]
+    # ARG before the first FROM: the base, substitutable (a local image where
+    # no registry is reachable), debian:bookworm-slim by default
+    args = dict(a.split("=", 1) for s, i, a in df if s == -1 and i == "ARG" and "=" in a)
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), a)
+             for _, i, a in df if i == "FROM"]
     check(len(froms) == 2, "two stages (build, runtime), not %r" % froms)
     for f in froms:
         check(f.split()[0] == "debian:bookworm-slim", "stage FROM %r: want debian:bookworm-slim" % f)
+    check(args.get("BASE_IMAGE") == "debian:bookworm-slim", "ARG BASE_IMAGE=debian:bookworm-slim before FROM")
     check(froms[0].split()[-1] == "build" and "AS" in froms[0].upper().split(), "the first stage is named build")
     build_runs = " ".join(a for s, i, a in df if s == 0 and i == "RUN")
     check(re.search(r"\bmake\b[^&;]*\bbins\b", build_runs) and "asan" not in build_runs,

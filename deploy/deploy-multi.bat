@@ -8,6 +8,7 @@ rem   deploy\deploy-multi.bat start           create .env.multi if missing, up -
 rem   deploy\deploy-multi.bat stop            stop the containers (they drain first)
 rem   deploy\deploy-multi.bat restart
 rem   deploy\deploy-multi.bat status          containers and their /health
+rem   deploy\deploy-multi.bat health          exit 1 unless all four /health answer
 rem   deploy\deploy-multi.bat logs [chat]     follow the logs (all, or one service)
 rem   deploy\deploy-multi.bat update          git pull, build, recreate one bot at a time
 rem   deploy\deploy-multi.bat backup          PostgreSQL dump + Valkey snapshot + .env.multi
@@ -46,6 +47,20 @@ if not exist .env.multi (
     exit /b 1
 )
 
+rem Health ports as deploy-multi.sh takes them: <ROLE>_HEALTH_PORT from the
+rem environment, else from .env.multi (its last line), else 8001-8004.
+for %%r in (CHAT IMAGE VIDEO ADMIN) do if defined %%r_HEALTH_PORT set "ENV_%%r_HEALTH_PORT=1"
+for /f "usebackq eol=# tokens=1,* delims==" %%a in (".env.multi") do (
+    for %%r in (CHAT IMAGE VIDEO ADMIN) do (
+        if /i "%%a"=="%%r_HEALTH_PORT" if not defined ENV_%%r_HEALTH_PORT set "%%r_HEALTH_PORT=%%b"
+    )
+)
+if not defined CHAT_HEALTH_PORT set "CHAT_HEALTH_PORT=8001"
+if not defined IMAGE_HEALTH_PORT set "IMAGE_HEALTH_PORT=8002"
+if not defined VIDEO_HEALTH_PORT set "VIDEO_HEALTH_PORT=8003"
+if not defined ADMIN_HEALTH_PORT set "ADMIN_HEALTH_PORT=8004"
+set "PORTS=%CHAT_HEALTH_PORT% %IMAGE_HEALTH_PORT% %VIDEO_HEALTH_PORT% %ADMIN_HEALTH_PORT%"
+
 set "CMD=%~1"
 if "%CMD%"=="" goto menu
 call :run %*
@@ -55,8 +70,8 @@ exit /b %errorlevel%
 echo.
 echo Discord bot cluster ^(Docker Compose^)
 echo   1^) start     2^) stop      3^) restart
-echo   4^) status    5^) logs      7^) update
-echo   8^) backup    0^) quit
+echo   4^) status    5^) logs      6^) health
+echo   7^) update    8^) backup    0^) quit
 set "CHOICE="
 set /p "CHOICE=choice: "
 if "%CHOICE%"=="0" exit /b 0
@@ -65,6 +80,7 @@ if "%CHOICE%"=="2" call :run stop
 if "%CHOICE%"=="3" call :run restart
 if "%CHOICE%"=="4" call :run status
 if "%CHOICE%"=="5" call :run logs
+if "%CHOICE%"=="6" call :run health
 if "%CHOICE%"=="7" call :run update
 if "%CHOICE%"=="8" call :run backup
 goto menu
@@ -75,6 +91,7 @@ if /i "%SUB%"=="start" goto do_start
 if /i "%SUB%"=="stop" goto do_stop
 if /i "%SUB%"=="restart" goto do_restart
 if /i "%SUB%"=="status" goto do_status
+if /i "%SUB%"=="health" goto do_health
 if /i "%SUB%"=="logs" goto do_logs
 if /i "%SUB%"=="update" goto do_update
 if /i "%SUB%"=="backup" goto do_backup
@@ -83,11 +100,11 @@ echo unknown command: %SUB%
 goto do_help_fail
 
 :do_help
-echo usage: deploy\deploy-multi.bat [start^|stop^|restart^|status^|logs [service]^|update^|backup]
+echo usage: deploy\deploy-multi.bat [start^|stop^|restart^|status^|health^|logs [service]^|update^|backup]
 echo ^(cleanup, restore, try and chaos: deploy/deploy-multi.sh --compose, e.g. in WSL; see docs\deploy.md^)
 exit /b 0
 :do_help_fail
-echo usage: deploy\deploy-multi.bat [start^|stop^|restart^|status^|logs [service]^|update^|backup]
+echo usage: deploy\deploy-multi.bat [start^|stop^|restart^|status^|health^|logs [service]^|update^|backup]
 exit /b 2
 
 :do_start
@@ -113,11 +130,24 @@ goto do_start
 
 :do_status
 %DC% ps
-for %%p in (8001 8002 8003 8004) do (
+for %%p in (%PORTS%) do (
     curl -s --max-time 2 http://127.0.0.1:%%p/health
     echo.
 )
 exit /b 0
+
+:do_health
+set "DOWN=0"
+for %%p in (%PORTS%) do (
+    curl -s -f -o nul --max-time 2 http://127.0.0.1:%%p/health
+    if errorlevel 1 (
+        echo port %%p: no healthy answer
+        set "DOWN=1"
+    ) else (
+        echo port %%p: ok
+    )
+)
+exit /b !DOWN!
 
 :do_logs
 if "%~2"=="" (
@@ -155,10 +185,10 @@ goto do_status
 
 :wait_healthy
 set "PORT="
-if /i "%~1"=="chat" set "PORT=8001"
-if /i "%~1"=="image" set "PORT=8002"
-if /i "%~1"=="video" set "PORT=8003"
-if /i "%~1"=="admin" set "PORT=8004"
+if /i "%~1"=="chat" set "PORT=%CHAT_HEALTH_PORT%"
+if /i "%~1"=="image" set "PORT=%IMAGE_HEALTH_PORT%"
+if /i "%~1"=="video" set "PORT=%VIDEO_HEALTH_PORT%"
+if /i "%~1"=="admin" set "PORT=%ADMIN_HEALTH_PORT%"
 for /l %%i in (1,1,60) do (
     curl -s -f -o nul --max-time 2 http://127.0.0.1:!PORT!/health && (
         echo update: %~1 is healthy

@@ -1051,7 +1051,7 @@ cmd_status() {
             "$PY" -c "$STATUS_PY" "${rows[@]}" --
         return
     fi
-    HB_JSON= STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
+    HB_JSON='' STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
 }
 
 cmd_health() {
@@ -1873,10 +1873,8 @@ compose_start() {
         case $a in --sandbox) die "the sandbox runs in native mode only: $PROG --native start --sandbox" ;; esac
     done
     if [ ! -f "$ENV_FILE" ]; then
-        local ex=$ROOT/.env.multi.example
-        [ -f "$ex" ] || ex=$ROOT/deploy/env.multi.example
-        install -m 600 "$ex" "$ENV_FILE"
-        say "note: created $ENV_FILE from $(basename "$ex"); put your keys in it"
+        install -m 600 "$ROOT/.env.multi.example" "$ENV_FILE"
+        say "note: created $ENV_FILE from .env.multi.example; put your keys in it"
     fi
     check_env_perms
     resolve_context

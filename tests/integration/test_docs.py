@@ -43,9 +43,6 @@ def tracked_files(root):
 # compose_start (deploy-multi.sh's compose mode, being reworked under issue
 # 14's compose part) still falls back to the old file when the root one is
 # missing; it never is. Drop this once that function loses the fallback.
-OLD_EXAMPLE_FALLBACK = {"deploy/deploy-multi.sh": 1}
-
-
 def test_one_env_example_and_every_mention_agrees(t):
     """A new operator was told to copy deploy/env.multi.example by start and
     .env.multi.example by the README: two different files. One file, one
@@ -64,7 +61,7 @@ def test_one_env_example_and_every_mention_agrees(t):
         except (UnicodeDecodeError, OSError):
             continue
         hits = [m.group(0) for m in wrong.finditer(text)]
-        if len(hits) > OLD_EXAMPLE_FALLBACK.get(f, 0):
+        if hits:
             bad.append((f, hits))
     check(not bad, "mentions of another example file than .env.multi.example: %r" % bad)
     cmd = "cp .env.multi.example .env.multi && chmod 600 .env.multi"

@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 
 import harness
 from harness import check
@@ -101,6 +102,8 @@ class Stack:
         })
         for role, port in self.ports.items():
             self.env["%s_HEALTH_PORT" % role.upper()] = str(port)
+        self.prom_port = free_port()
+        self.env["PROMETHEUS_PORT"] = str(self.prom_port)
         self.cli = compose_cli(self.env)
         log("through %s, project %s, ports %r" % (" ".join(self.cli), self.project, self.ports))
 
@@ -144,6 +147,15 @@ class Stack:
             return json.loads(body)
         except ValueError:
             return None
+
+    def prom(self, api_path):
+        """GET api_path of the published Prometheus: its data, or None."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.prom_port, api_path), timeout=3) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError):
+            return None
+        return doc.get("data") if doc.get("status") == "success" else None
 
     def vcli(self, *args):
         r = self.docker("exec", self.container("valkey"), "valkey-cli", "--json", *args)
@@ -240,6 +252,26 @@ def test_compose_cluster_in_containers(t):
         for role in ROLES:
             who, s = stack.serve(role, 20)
             check(who == "%s-%d" % (role, ROLES[role]), "a %s job served by %r" % (role, who))
+
+        # the monitoring profile: Prometheus scrapes all four over the compose
+        # network (compose/prometheus.yml), as an operator's would
+        t0 = time.monotonic()
+        stack.dc("--profile", "monitoring", "up", "-d", "prometheus")
+
+        def scraped():
+            data = stack.prom("/api/v1/targets")
+            ups = {tg["labels"].get("service"): tg["health"] for tg in (data or {}).get("activeTargets", [])
+                   if tg["labels"].get("job") == "discordbot"}
+            return ups if ups == {r: "up" for r in ROLES} else None
+        ups, _ = wait(scraped, 120, 1.0)
+        check(ups, "Prometheus did not scrape all four within 120 s: %r\n%s"
+              % (stack.prom("/api/v1/targets"), stack.logs()))
+        res = stack.prom("/api/v1/query?query=discordbot_uptime_seconds")
+        got = sorted(x["metric"].get("service") for x in (res or {}).get("result", []))
+        check(got == sorted(ROLES), "discordbot_uptime_seconds by service: %r" % got)
+        figures["prometheus_all_up_s"] = round(time.monotonic() - t0, 1)
+        log("monitoring profile: Prometheus scrapes all four (up) %.1f s after its start"
+            % figures["prometheus_all_up_s"])
 
         # deploy-multi.sh's compose mode drives the same stack
         r = stack.deploy("health")

@@ -382,12 +382,13 @@ def test_dockerignore_at_the_root_is_the_dockerfiles(t):
 
 
 def test_compose_test_override_keeps_the_official_images_contract(t):
-    """tests/compose/override.yml swaps only the images of valkey and
-    postgres (and names podman's IPAM option); commands, environment,
+    """tests/compose/override.yml swaps only the images of valkey,
+    postgres and prometheus (and names podman's IPAM option); commands, environment,
     healthchecks and volumes stay the user-facing file's."""
     main = compose(t)["services"]
     over = load_yaml(t, "tests", "compose", "override.yml")
-    check(set(over["services"]) == {"valkey", "postgres"}, "override services %r" % sorted(over["services"]))
+    check(set(over["services"]) == {"valkey", "postgres", "prometheus"}, "override services %r"
+          % sorted(over["services"]))
     for name, svc in over["services"].items():
         check(set(svc) == {"image", "build"}, "%s: the override may set only image and build: %r" % (name, sorted(svc)))
         ctx = os.path.normpath(os.path.join(path(t, "compose"), svc["build"]["context"]))

@@ -291,14 +291,20 @@ rcli_argv() {
 rcli() { "${RCLI_ARGV[@]}" "$@"; }
 
 # name role state age_ms serving: the latest heartbeat of each instance
+# The server's time and the last heartbeats in one call, as JSON [TIME,
+# XREVRANGE]: the ages are measured against the time of the read itself (in
+# compose mode each call goes through the compose CLI and takes a second or
+# two; a TIME asked after the read made every beat look stale).
+HB_LUA="return {redis.call('TIME'), redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 50)}"
+hb_now_json() { rcli --json EVAL "$HB_LUA" 1 "$PREFIX:heartbeats" 2>/dev/null; }
+
 heartbeats() {
-    local hb now
-    hb=$(rcli --json XREVRANGE "$PREFIX:heartbeats" + - COUNT 50 2>/dev/null) || return 1
-    now=$(rcli --json TIME 2>/dev/null) || return 1
-    HB=$hb NOW=$now "$PY" -c '
+    local both
+    both=$(hb_now_json) || return 1
+    HB_NOW=$both "$PY" -c '
 import json, os
 try:
-    hb, now = json.loads(os.environ["HB"]), json.loads(os.environ["NOW"])
+    now, hb = json.loads(os.environ["HB_NOW"])
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
 except (ValueError, TypeError, IndexError, KeyError):
     raise SystemExit(1)
@@ -770,9 +776,12 @@ wait_healthy() {
 # wait_role_home ROLE NAME SECONDS: until NAME serves ROLE and nobody else
 # does (a taker hands the role back after a few beats)
 wait_role_home() {
-    local role=$1 name=$2 limit=$3 fo i n r st age serving mine others
+    local role=$1 name=$2 limit=$3 fo n r st age serving mine others end
     fo=$(failover_ms)
-    for ((i = 0; i < limit * 5; i++)); do
+    # a deadline, not a count of rounds: in compose mode each round asks
+    # Redis through the compose CLI, which takes a second or two
+    end=$((SECONDS + limit))
+    while [ "$SECONDS" -lt "$end" ]; do
         mine=0
         others=0
         while read -r n r st age serving; do
@@ -912,12 +921,11 @@ def redis(key, *args):
 
 
 threads = [threading.Thread(target=lambda r=r: results.__setitem__(r[3], health(r[3])), daemon=True) for r in rows]
-if os.environ.get("HB_JSON"):  # read by the shell (compose mode: valkey-cli inside its container)
-    for key, var in (("hb", "HB_JSON"), ("time", "NOW_JSON")):
-        try:
-            results[key] = json.loads(os.environ[var])
-        except ValueError:
-            results[key] = None
+if os.environ.get("HB_NOW_JSON"):  # read by the shell (compose mode: valkey-cli inside its container)
+    try:
+        results["time"], results["hb"] = json.loads(os.environ["HB_NOW_JSON"])
+    except (ValueError, TypeError):
+        results["time"] = results["hb"] = None
 elif rcli:
     prefix = os.environ.get("PREFIX", "discordbot")
     threads.append(threading.Thread(target=redis, args=("hb", "XREVRANGE", prefix + ":heartbeats", "+", "-",
@@ -1043,15 +1051,14 @@ cmd_status() {
     setting_to fo FAILOVER_AFTER_MS
     if [ "$MODE" = compose ]; then
         # valkey-cli inside its container (RCLI_ARGV may go through a shell
-        # function): read here, one call after the other
-        local hb now
-        hb=$(rcli --json XREVRANGE "$PREFIX:heartbeats" + - COUNT 50 2>/dev/null) || hb=null
-        now=$(rcli --json TIME 2>/dev/null) || now=null
-        HB_JSON=$hb NOW_JSON=$now STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX \
+        # function): read here, the time and the beats in one call
+        local both
+        both=$(hb_now_json) || both=null
+        HB_NOW_JSON=$both STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX \
             "$PY" -c "$STATUS_PY" "${rows[@]}" --
         return
     fi
-    HB_JSON='' STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
+    HB_NOW_JSON='' STATUS_TIMEOUT=$rt FO=${fo:-2500} PREFIX=$PREFIX "$PY" -c "$STATUS_PY" "${rows[@]}" -- "${RCLI_ARGV[@]}"
 }
 
 cmd_health() {

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -346,6 +347,48 @@ def test_compose_cluster_in_containers(t):
         check(ok, "not all four healthy after the restore:\n%s" % stack.logs())
         log("deploy-multi.sh --compose backup %.1f s, restore %.1f s: data back, all four healthy"
             % (figures["backup_s"], figures["restore_s"]))
+
+        # update under load: jobs of every role keep coming while
+        # deploy-multi.sh --compose update recreates the four one by one
+        # (each drains on SIGTERM; its role is served meanwhile); every job
+        # is served, once, and none fails
+        sent, stop_sending = [], threading.Event()
+
+        def send():
+            i = 0
+            while not stop_sending.is_set():
+                role = list(ROLES)[i % len(ROLES)]
+                sent.append(stack.add_job(role, {"probe": "update", "n": i}))
+                i += 1
+                stop_sending.wait(0.3)
+        sender = threading.Thread(target=send, daemon=True)
+        dead_before = stack.vcli("XLEN", "discordbot:dead")
+        t0 = time.monotonic()
+        sender.start()
+        try:
+            r = stack.deploy("update", "--no-pull", timeout=900)
+        finally:
+            stop_sending.set()
+            sender.join(10)
+        figures["update_s"] = round(time.monotonic() - t0, 1)
+        check(r.returncode == 0, "deploy-multi.sh --compose update: rc %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+
+        def served():
+            got = {}
+            for _id, fields in stack.vcli("XRANGE", "discordbot:diag:results", "-", "+") or []:
+                d = dict(zip(fields[::2], fields[1::2]))
+                got.setdefault(d.get("job"), []).append(d.get("consumer"))
+            return got if all(j in got for j in sent) else None
+        got, _ = wait(served, 90, 1.0)
+        missing = [j for j in sent if j not in (got or {})]
+        check(got, "%d of %d jobs sent during the update were never served: %r" % (len(missing), len(sent), missing[:5]))
+        twice = {j: got[j] for j in sent if len(got[j]) > 1}
+        check(not twice, "jobs served twice during the update: %r" % twice)
+        dead = stack.vcli("XLEN", "discordbot:dead")
+        check(dead == dead_before, "jobs dead-lettered during the update: %d" % (dead - dead_before))
+        figures["update_jobs"] = len(sent)
+        log("deploy-multi.sh --compose update: %.1f s, %d jobs sent meanwhile, all served once, none failed"
+            % (figures["update_s"], len(sent)))
 
         # stop drains the instances and leaves nothing of the stack running
         t0 = time.monotonic()

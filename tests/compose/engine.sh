@@ -111,16 +111,23 @@ apt_mirror() {
     printf '%s' "${m:-http://deb.debian.org/debian}"
 }
 
+# The debootstrap tree (a few hundred MB in /var/tmp) goes however the
+# script ends: done, failed, a step that set -e stops at, or interrupted.
+ROOTFS=""
+remove_rootfs() { if [ -n "$ROOTFS" ]; then rm -rf -- "$ROOTFS"; ROOTFS=""; fi; }
+trap remove_rootfs EXIT
+trap 'exit 130' INT TERM
+
 base_image() {
     if podman image exists "$BASE_IMAGE" 2>/dev/null; then return 0; fi
     need_root
     local mirror rootfs t0
     mirror=$(apt_mirror)
     rootfs=$(mktemp -d /var/tmp/discordbot-rootfs.XXXXXX)
+    ROOTFS=$rootfs
     t0=$(date +%s)
     note "making the base image $BASE_IMAGE: debootstrap bookworm from $mirror (2-3 minutes)"
     if ! logged debootstrap --variant=minbase bookworm "$rootfs" "$mirror"; then
-        rm -rf -- "$rootfs"
         fail "debootstrap bookworm from $mirror failed"
     fi
     # apt inside the image uses the same mirror; no caches or lists in the image
@@ -136,10 +143,9 @@ base_image() {
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
     printf '\n$ tar -C %s -c . | podman import - %s\n' "$rootfs" "$BASE_IMAGE" >>"$ENGINE_LOG"
     if ! tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >>"$ENGINE_LOG" 2>&1; then
-        rm -rf -- "$rootfs"
         fail "podman import of the debootstrap tree failed"
     fi
-    rm -rf -- "$rootfs"
+    remove_rootfs
     note "base image $BASE_IMAGE made in $(($(date +%s) - t0)) s"
 }
 
